@@ -1,0 +1,50 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong reading or writing an archive. Each variant
+/// names the file involved so the binary can print one actionable line.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("no archive at {}: directory not found", path.display())]
+    NotFound { path: PathBuf },
+
+    #[error("{} is not a sofa archive: it has no meta.json", path.display())]
+    NotAnArchive { path: PathBuf },
+
+    #[error("corrupt archive metadata {}: {reason}", path.display())]
+    CorruptMeta { path: PathBuf, reason: String },
+
+    #[error(
+        "{} uses archive format version {found}, newer than the {supported} this sofa reads",
+        path.display()
+    )]
+    NewerFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+
+    #[error("corrupt or truncated table file {}: {reason}", path.display())]
+    CorruptTable { path: PathBuf, reason: String },
+
+    #[error("table `{table}` is missing from the archive: {} not found", path.display())]
+    MissingTable { table: String, path: PathBuf },
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("writing {}: {reason}", path.display())]
+    Write { path: PathBuf, reason: String },
+}
+
+impl TraceError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        TraceError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Reading an archive, complete or cut short.
+
+use crate::meta::{FORMAT_VERSION, Meta, RecordingStatus};
+use crate::writer::{COMPACT_FILE, PART_PREFIX, TMP_SUFFIX, first_line, part_files, read_parquet};
+use crate::{META_FILE, Table, TraceError, tables};
+use polars::prelude::*;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Something a reader should tell the user about an archive that can still be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// The recorder never finished: data ends at its last flush.
+    Truncated { meta: PathBuf },
+    /// A file the recorder was writing when it stopped; its rows are lost.
+    IncompleteFile { path: PathBuf },
+    /// Parts left beside a compacted table by an interrupted compaction; they
+    /// duplicate rows of the compacted file and are not read.
+    LeftoverParts { dir: PathBuf, count: usize },
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::Truncated { meta } => write!(
+                f,
+                "archive was cut short: the recorder did not finish ({} says `recording`); \
+                 data ends at its last flush",
+                meta.display()
+            ),
+            Warning::IncompleteFile { path } => write!(
+                f,
+                "ignored {}: the recorder stopped while writing it",
+                path.display()
+            ),
+            Warning::LeftoverParts { dir, count } => write!(
+                f,
+                "ignored {count} part files in {}: already merged into {COMPACT_FILE}",
+                dir.display()
+            ),
+        }
+    }
+}
+
+/// An opened archive: its metadata, and its tables read on demand.
+#[derive(Debug)]
+pub struct Archive {
+    dir: PathBuf,
+    meta: Meta,
+    warnings: Vec<Warning>,
+}
+
+impl Archive {
+    /// Opens the archive at `dir`, checking its metadata and format version.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Archive, TraceError> {
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.exists() {
+            return Err(TraceError::NotFound { path: dir });
+        }
+        let meta_path = dir.join(META_FILE);
+        if !dir.is_dir() || !meta_path.is_file() {
+            return Err(TraceError::NotAnArchive { path: dir });
+        }
+        let bytes = fs::read(&meta_path).map_err(|e| TraceError::io(&meta_path, e))?;
+        let meta = parse_meta(&bytes).map_err(|e| match e {
+            MetaError::Newer(found) => TraceError::NewerFormat {
+                path: meta_path.clone(),
+                found,
+                supported: FORMAT_VERSION,
+            },
+            MetaError::Invalid(reason) => TraceError::CorruptMeta {
+                path: meta_path.clone(),
+                reason,
+            },
+        })?;
+
+        let mut warnings = Vec::new();
+        if meta.status != RecordingStatus::Complete {
+            warnings.push(Warning::Truncated {
+                meta: meta_path.clone(),
+            });
+        }
+        for spec in tables::all() {
+            let table_dir = dir.join(spec.name);
+            let Ok(entries) = fs::read_dir(&table_dir) else {
+                continue;
+            };
+            let mut parts = 0;
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.ends_with(TMP_SUFFIX) {
+                    warnings.push(Warning::IncompleteFile { path: entry.path() });
+                } else if name.starts_with(PART_PREFIX) {
+                    parts += 1;
+                }
+            }
+            if parts > 0 && table_dir.join(COMPACT_FILE).is_file() {
+                warnings.push(Warning::LeftoverParts {
+                    dir: table_dir,
+                    count: parts,
+                });
+            }
+        }
+        warnings.sort_by_key(|w| w.to_string());
+        Ok(Archive {
+            dir,
+            meta,
+            warnings,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// True when the recorder did not finish the archive.
+    pub fn is_truncated(&self) -> bool {
+        self.meta.status != RecordingStatus::Complete
+    }
+
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    /// The Parquet files that hold a table, in order.
+    pub fn table_files(&self, table: &str) -> Result<Vec<PathBuf>, TraceError> {
+        let table_dir = self.dir.join(table);
+        let compact = table_dir.join(COMPACT_FILE);
+        if compact.is_file() {
+            return Ok(vec![compact]);
+        }
+        if !self.is_truncated() && self.meta.tables.contains_key(table) {
+            // A complete archive always compacts every table it lists.
+            return Err(TraceError::MissingTable {
+                table: table.to_owned(),
+                path: compact,
+            });
+        }
+        part_files(&table_dir)
+    }
+
+    /// Reads a whole table as one frame. A table the recorder never wrote
+    /// reads as empty (with its schema); a damaged file is an error naming it.
+    pub fn read_frame(&self, table: &str) -> Result<DataFrame, TraceError> {
+        let spec = tables::all()
+            .into_iter()
+            .find(|s| s.name == table)
+            .ok_or_else(|| TraceError::MissingTable {
+                table: table.to_owned(),
+                path: self.dir.join(table),
+            })?;
+        let files = self.table_files(table)?;
+        let mut frame: Option<DataFrame> = None;
+        for file in &files {
+            let part = read_parquet(file)?;
+            match frame.as_mut() {
+                None => frame = Some(part),
+                Some(acc) => {
+                    acc.vstack_mut_owned(part)
+                        .map_err(|e| TraceError::CorruptTable {
+                            path: file.clone(),
+                            reason: first_line(&e.to_string()),
+                        })?;
+                }
+            }
+        }
+        let frame = match frame {
+            Some(mut frame) => {
+                frame.rechunk_mut();
+                frame
+            }
+            None => DataFrame::empty_with_schema(&Schema::from_iter(
+                spec.columns
+                    .iter()
+                    .map(|c| Field::new(PlSmallStr::from_static(c.name), c.dtype.clone())),
+            )),
+        };
+        if !self.is_truncated()
+            && let Some(info) = self.meta.tables.get(table)
+            && info.rows != frame.height() as u64
+        {
+            return Err(TraceError::CorruptTable {
+                path: self.dir.join(table),
+                reason: format!(
+                    "holds {} rows but meta.json says {}",
+                    frame.height(),
+                    info.rows
+                ),
+            });
+        }
+        Ok(frame)
+    }
+
+    /// Reads a whole table as typed rows.
+    pub fn read_table<T: Table>(&self) -> Result<Vec<T>, TraceError> {
+        let frame = self.read_frame(T::NAME)?;
+        T::from_frame(&frame).map_err(|reason| TraceError::CorruptTable {
+            path: self.dir.join(T::NAME),
+            reason,
+        })
+    }
+}
+
+enum MetaError {
+    Newer(u32),
+    Invalid(String),
+}
+
+/// Checks the version before the full parse, so that a newer archive whose
+/// fields changed shape is reported as newer rather than as corrupt.
+fn parse_meta(bytes: &[u8]) -> Result<Meta, MetaError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| MetaError::Invalid(e.to_string()))?;
+    let version = value
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| MetaError::Invalid("no numeric `format_version`".to_owned()))?;
+    if version > u64::from(FORMAT_VERSION) {
+        return Err(MetaError::Newer(u32::try_from(version).unwrap_or(u32::MAX)));
+    }
+    serde_json::from_value(value).map_err(|e| MetaError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_parser_checks_version_first() {
+        let newer = br#"{"format_version": 9, "status": {"weird": true}}"#;
+        assert!(matches!(parse_meta(newer), Err(MetaError::Newer(9))));
+        assert!(matches!(
+            parse_meta(b"{not json"),
+            Err(MetaError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_meta(br#"{"status": "complete"}"#),
+            Err(MetaError::Invalid(r)) if r.contains("format_version")
+        ));
+        let minimal = br#"{"format_version": 1, "sofa_version": "0.0.1", "status": "complete",
+                           "some_future_field": [1, 2]}"#;
+        let meta = parse_meta(minimal).ok().expect("older/minimal meta parses");
+        assert_eq!(meta.status, RecordingStatus::Complete);
+        assert!(meta.collectors.is_empty());
+    }
+}

@@ -1,0 +1,299 @@
+//! The archive's tables. Timestamps are `CLOCK_MONOTONIC` nanoseconds of the
+//! recording host (`meta.json` `clock` maps them to wall-clock time);
+//! addresses are virtual addresses of the sampled process unless the column
+//! name says otherwise.
+
+use crate::column::ColumnSpec;
+use crate::{Table, table};
+
+table! {
+    /// One row per CPU sample (or other sampled event) of the traced process tree.
+    pub struct Sample in "samples" {
+        /// CLOCK_MONOTONIC time of the sample, ns.
+        pub time_ns: u64,
+        /// Process id (thread group id).
+        pub pid: u32,
+        /// Thread id.
+        pub tid: u32,
+        /// CPU the sample was taken on.
+        pub cpu: u32,
+        /// Innermost node of the call stack in `stacks`; null when the kernel gave no call chain.
+        pub stack_id: Option<u64>,
+        /// Index into meta.json `events` (which event produced the sample).
+        pub event: u32,
+        /// Sample weight: the event period (ns for cpu-clock, count for hardware events).
+        pub period: u64,
+    }
+}
+
+table! {
+    /// Call stacks as a prefix tree: each node is one frame plus the node of its caller.
+    pub struct StackNode in "stacks" {
+        /// Id of this node; samples refer to their innermost node.
+        pub stack_id: u64,
+        /// Node of the caller; null for the outermost frame.
+        pub parent_id: Option<u64>,
+        /// The frame at this position, in `frames`.
+        pub frame_id: u64,
+    }
+}
+
+table! {
+    /// One row per distinct sampled code address.
+    pub struct Frame in "frames" {
+        /// Id referenced by `stacks` and `symbols`.
+        pub frame_id: u64,
+        /// Process whose address space the address belongs to (0 for kernel frames).
+        pub pid: u32,
+        /// Virtual address (return address for callers, instruction pointer for the leaf).
+        pub address: u64,
+        /// `user`, `kernel` or `jit`.
+        pub kind: String,
+        /// Mapping holding the address, in `mappings`; null when unknown.
+        pub mapping_id: Option<u64>,
+        /// Address relative to the start of the mapped file (what symbol tables use).
+        pub file_offset: Option<u64>,
+    }
+}
+
+table! {
+    /// Memory mappings of executable code, from mmap records.
+    pub struct Mapping in "mappings" {
+        /// Id referenced by `frames`.
+        pub mapping_id: u64,
+        /// Process that mapped it.
+        pub pid: u32,
+        /// When it was mapped, ns.
+        pub time_ns: u64,
+        /// First virtual address.
+        pub start: u64,
+        /// One past the last virtual address.
+        pub end: u64,
+        /// Offset in the file of `start`.
+        pub pgoff: u64,
+        /// Path of the mapped file, or a pseudo name such as `[vdso]`.
+        pub path: String,
+        /// GNU build-id in lowercase hex, when known.
+        pub build_id: Option<String>,
+    }
+}
+
+table! {
+    /// Resolved symbols, one row per (frame, inline level); resolved at the end of recording.
+    pub struct Symbol in "symbols" {
+        /// Frame this symbol describes.
+        pub frame_id: u64,
+        /// 0 for the real function; 1.. for functions inlined into it, outermost first.
+        pub inline_depth: u32,
+        /// Demangled function name.
+        pub function: String,
+        /// Module (file name of the binary or library, `[kernel]`, `[jit]`).
+        pub module: String,
+        /// Source file, when debug info had it.
+        pub file: Option<String>,
+        /// Source line, when debug info had it.
+        pub line: Option<u32>,
+    }
+}
+
+table! {
+    /// Process and thread life cycle from the kernel's records: fork, comm, exec, exit.
+    pub struct TaskEvent in "tasks" {
+        /// When it happened, ns.
+        pub time_ns: u64,
+        /// `fork`, `comm`, `exec` or `exit`.
+        pub kind: String,
+        /// Process id.
+        pub pid: u32,
+        /// Thread id.
+        pub tid: u32,
+        /// Parent process id (fork only).
+        pub ppid: Option<u32>,
+        /// Parent thread id (fork only).
+        pub ptid: Option<u32>,
+        /// Thread name after the event (comm and exec).
+        pub comm: Option<String>,
+    }
+}
+
+table! {
+    /// System calls of the traced tree, enter and exit paired into one row.
+    pub struct Syscall in "syscalls" {
+        /// Entry time, ns.
+        pub time_ns: u64,
+        /// Time from entry to exit, ns; null when the exit was not seen.
+        pub duration_ns: Option<u64>,
+        /// Process id.
+        pub pid: u32,
+        /// Thread id.
+        pub tid: u32,
+        /// System call number of the recording host's architecture.
+        pub nr: u32,
+        /// System call name.
+        pub name: String,
+        /// Return value (negative errno on failure); null when the exit was not seen.
+        pub ret: Option<i64>,
+        /// First argument (often a file descriptor).
+        pub arg0: u64,
+        /// Second argument.
+        pub arg1: u64,
+        /// Third argument (often a size).
+        pub arg2: u64,
+    }
+}
+
+table! {
+    /// System-wide counters sampled from /proc, long format.
+    pub struct SystemCounter in "system" {
+        /// Sample time, ns.
+        pub time_ns: u64,
+        /// Metric name, e.g. `cpu.user`, `mem.available_bytes`, `disk.read_bytes`, `net.rx_bytes`.
+        pub metric: String,
+        /// What it is about: `cpu3`, `all`, `nvme0n1`, `eth0`.
+        pub device: String,
+        /// Value; cumulative counters are stored as read, rates are derived in analysis.
+        pub value: f64,
+    }
+}
+
+table! {
+    /// Per-process resource use of the traced tree, sampled from /proc/PID.
+    pub struct ProcessCounter in "process_counters" {
+        /// Sample time, ns.
+        pub time_ns: u64,
+        /// Process id.
+        pub pid: u32,
+        /// Cumulative user CPU time, ns.
+        pub utime_ns: u64,
+        /// Cumulative system CPU time, ns.
+        pub stime_ns: u64,
+        /// Resident set size, bytes.
+        pub rss_bytes: u64,
+        /// Number of threads.
+        pub threads: u32,
+    }
+}
+
+table! {
+    /// Per-GPU counters from NVML; a null means the driver did not report that field.
+    pub struct GpuCounter in "gpu" {
+        /// Sample time, ns.
+        pub time_ns: u64,
+        /// NVML device index.
+        pub gpu: u32,
+        /// GPU utilisation, percent.
+        pub util_gpu: Option<f64>,
+        /// Memory controller utilisation, percent.
+        pub util_mem: Option<f64>,
+        /// Memory in use, bytes.
+        pub mem_used_bytes: Option<u64>,
+        /// Total memory, bytes.
+        pub mem_total_bytes: Option<u64>,
+        /// Power draw, watts.
+        pub power_w: Option<f64>,
+        /// Temperature, degrees Celsius.
+        pub temperature_c: Option<f64>,
+        /// SM clock, MHz.
+        pub sm_clock_mhz: Option<u32>,
+        /// Memory clock, MHz.
+        pub mem_clock_mhz: Option<u32>,
+        /// PCIe transmit throughput, bytes/s.
+        pub pcie_tx_bytes_per_s: Option<u64>,
+        /// PCIe receive throughput, bytes/s.
+        pub pcie_rx_bytes_per_s: Option<u64>,
+        /// NVLink transmit, bytes/s summed over links.
+        pub nvlink_tx_bytes_per_s: Option<u64>,
+        /// NVLink receive, bytes/s summed over links.
+        pub nvlink_rx_bytes_per_s: Option<u64>,
+    }
+}
+
+table! {
+    /// Per-process GPU use of the traced tree, from NVML.
+    pub struct GpuProcessCounter in "gpu_processes" {
+        /// Sample time, ns.
+        pub time_ns: u64,
+        /// NVML device index.
+        pub gpu: u32,
+        /// Process id.
+        pub pid: u32,
+        /// GPU memory used by the process, bytes.
+        pub mem_used_bytes: Option<u64>,
+        /// SM utilisation attributed to the process, percent.
+        pub sm_util: Option<f64>,
+    }
+}
+
+table! {
+    /// Network packets from net tracepoints and, optionally, header capture.
+    pub struct NetEvent in "net" {
+        /// When the packet was seen, ns.
+        pub time_ns: u64,
+        /// `xmit`, `recv` (tracepoints) or `capture` (packet socket).
+        pub source: String,
+        /// Interface name.
+        pub ifname: Option<String>,
+        /// Packet length, bytes.
+        pub len: u32,
+        /// Process the kernel attributed it to, when known.
+        pub pid: Option<u32>,
+        /// `tcp`, `udp`, ... (capture only).
+        pub protocol: Option<String>,
+        /// Source address (capture only).
+        pub src_addr: Option<String>,
+        /// Destination address (capture only).
+        pub dst_addr: Option<String>,
+        /// Source port (capture only).
+        pub src_port: Option<u32>,
+        /// Destination port (capture only).
+        pub dst_port: Option<u32>,
+    }
+}
+
+table! {
+    /// Lost or dropped events, as the kernel or a collector reported them.
+    pub struct LostEvents in "lost" {
+        /// When the loss was reported, ns.
+        pub time_ns: u64,
+        /// Collector that lost them (`cpu`, `syscalls`, `net`, ...).
+        pub collector: String,
+        /// CPU whose buffer overflowed, when per-CPU.
+        pub cpu: Option<u32>,
+        /// Number of events lost.
+        pub count: u64,
+    }
+}
+
+/// Name, description and columns of one table, for documentation and checks.
+pub struct TableSpec {
+    pub name: &'static str,
+    pub doc: &'static str,
+    pub columns: Vec<ColumnSpec>,
+}
+
+fn spec<T: Table>() -> TableSpec {
+    TableSpec {
+        name: T::NAME,
+        doc: T::DOC,
+        columns: T::columns(),
+    }
+}
+
+/// Every table of the current format, in documentation order.
+pub fn all() -> Vec<TableSpec> {
+    vec![
+        spec::<Sample>(),
+        spec::<StackNode>(),
+        spec::<Frame>(),
+        spec::<Mapping>(),
+        spec::<Symbol>(),
+        spec::<TaskEvent>(),
+        spec::<Syscall>(),
+        spec::<SystemCounter>(),
+        spec::<ProcessCounter>(),
+        spec::<GpuCounter>(),
+        spec::<GpuProcessCounter>(),
+        spec::<NetEvent>(),
+        spec::<LostEvents>(),
+    ]
+}

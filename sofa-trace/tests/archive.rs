@@ -1,0 +1,386 @@
+//! Round trips of every table and every way an archive can be damaged.
+
+use sofa_trace::tables::*;
+use sofa_trace::{
+    Archive, ArchiveWriter, CollectorState, CollectorStatus, FlushPolicy, Meta, RecordingStatus,
+    Table, TraceError, Warning,
+};
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+fn small_policy() -> FlushPolicy {
+    FlushPolicy {
+        max_rows: 100,
+        max_age: Duration::from_secs(3600),
+    }
+}
+
+fn rows<T: Table>(n: u64) -> Vec<T> {
+    (0..n).map(T::example).collect()
+}
+
+/// Writes `n` example rows of `T`; returns them.
+fn write_rows<T: Table + Clone>(writer: &ArchiveWriter, n: u64) -> Vec<T> {
+    let expected = rows::<T>(n);
+    let mut table = writer.table::<T>().unwrap();
+    for row in expected.iter().cloned() {
+        table.push(row).unwrap();
+    }
+    let summary = table.finish().unwrap();
+    assert_eq!(summary.rows, n);
+    assert_eq!(summary.parts, n.div_ceil(100));
+    expected
+}
+
+macro_rules! roundtrip_all {
+    ($($ty:ty => $n:expr),+ $(,)?) => {{
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("arch");
+        let mut meta = Meta::new(vec!["python".into(), "train.py".into()]);
+        meta.collectors.insert("gpu".into(), CollectorStatus::with(CollectorState::Unavailable, "no NVIDIA driver"));
+        let writer = ArchiveWriter::create_with_policy(&path, meta.clone(), small_policy()).unwrap();
+        $( write_rows::<$ty>(&writer, $n); )+
+        let written = writer.finish().unwrap();
+        assert_eq!(written.status, RecordingStatus::Complete);
+        let archive = Archive::open(&path).unwrap();
+        assert!(!archive.is_truncated());
+        assert!(archive.warnings().is_empty(), "{:?}", archive.warnings());
+        assert_eq!(archive.meta().command, meta.command);
+        assert_eq!(archive.meta().collectors, meta.collectors);
+        $(
+            let back: Vec<$ty> = archive.read_table::<$ty>().unwrap();
+            assert_eq!(back.len() as u64, $n, "{}", <$ty as Table>::NAME);
+            assert!(back == rows::<$ty>($n), "table {} differs after round trip", <$ty as Table>::NAME);
+            assert_eq!(archive.meta().tables[<$ty as Table>::NAME].rows, $n);
+            assert_eq!(archive.table_files(<$ty as Table>::NAME).unwrap().len(), 1, "compacted");
+        )+
+    }};
+}
+
+#[test]
+fn every_table_round_trips_through_parts_and_compaction() {
+    // Row counts chosen so that some tables have 0, 1 and many parts.
+    roundtrip_all!(
+        Sample => 1050,
+        StackNode => 301,
+        Frame => 99,
+        Mapping => 100,
+        Symbol => 250,
+        TaskEvent => 7,
+        Syscall => 1000,
+        SystemCounter => 1,
+        ProcessCounter => 0,
+        GpuCounter => 333,
+        GpuProcessCounter => 42,
+        NetEvent => 205,
+        LostEvents => 3,
+    );
+}
+
+#[test]
+fn every_declared_table_is_covered_above() {
+    // If a table is added, the round-trip test above must learn about it.
+    assert_eq!(all().len(), 13);
+}
+
+#[test]
+fn tables_without_writer_read_as_empty_with_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = ArchiveWriter::create(dir.path(), Meta::new(vec![])).unwrap();
+    writer.finish().unwrap();
+    let archive = Archive::open(dir.path()).unwrap();
+    for spec in all() {
+        let frame = archive.read_frame(spec.name).unwrap();
+        assert_eq!(frame.height(), 0);
+        assert_eq!(frame.width(), spec.columns.len(), "{}", spec.name);
+    }
+    assert!(archive.read_table::<Syscall>().unwrap().is_empty());
+}
+
+/// Simulates a recorder killed mid-run: parts flushed, nothing finalized,
+/// one part half written.
+fn killed_recording(path: &Path) -> Vec<Sample> {
+    let writer =
+        ArchiveWriter::create_with_policy(path, Meta::new(vec!["x".into()]), small_policy())
+            .unwrap();
+    let mut samples = writer.table::<Sample>().unwrap();
+    let expected = rows::<Sample>(250);
+    for row in expected.iter().cloned() {
+        samples.push(row).unwrap();
+    }
+    // The 50 rows still buffered die with the process, as do the writers.
+    std::mem::forget(samples);
+    std::mem::forget(writer);
+    fs::write(
+        path.join("samples/part-000002.parquet.tmp"),
+        b"PAR1 half a file",
+    )
+    .unwrap();
+    expected[..200].to_vec()
+}
+
+#[test]
+fn killed_recorder_leaves_readable_truncated_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let flushed = killed_recording(dir.path());
+    let archive = Archive::open(dir.path()).unwrap();
+    assert!(archive.is_truncated());
+    let warnings: Vec<String> = archive.warnings().iter().map(|w| w.to_string()).collect();
+    assert!(
+        archive
+            .warnings()
+            .iter()
+            .any(|w| matches!(w, Warning::Truncated { .. })),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("part-000002.parquet.tmp")),
+        "{warnings:?}"
+    );
+    assert_eq!(archive.read_table::<Sample>().unwrap(), flushed);
+    // Tables never started read as empty.
+    assert!(archive.read_table::<Syscall>().unwrap().is_empty());
+}
+
+#[test]
+fn flush_if_due_writes_old_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = FlushPolicy {
+        max_rows: 1_000_000,
+        max_age: Duration::from_millis(20),
+    };
+    let writer = ArchiveWriter::create_with_policy(dir.path(), Meta::new(vec![]), policy).unwrap();
+    let mut t = writer.table::<LostEvents>().unwrap();
+    t.push(LostEvents::example(1)).unwrap();
+    t.flush_if_due().unwrap();
+    assert_eq!(fs::read_dir(dir.path().join("lost")).unwrap().count(), 0);
+    std::thread::sleep(Duration::from_millis(30));
+    t.flush_if_due().unwrap();
+    let archive = Archive::open(dir.path()).unwrap();
+    assert_eq!(archive.read_table::<LostEvents>().unwrap().len(), 1);
+    t.finish().unwrap();
+    writer.finish().unwrap();
+}
+
+#[test]
+fn missing_directory_is_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Archive::open(dir.path().join("nope")).unwrap_err();
+    assert!(matches!(err, TraceError::NotFound { .. }), "{err}");
+    assert!(err.to_string().contains("nope"));
+}
+
+#[test]
+fn directory_without_meta_is_not_an_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Archive::open(dir.path()).unwrap_err();
+    assert!(matches!(err, TraceError::NotAnArchive { .. }), "{err}");
+    // A plain file is not an archive either.
+    let file = dir.path().join("f");
+    fs::write(&file, b"x").unwrap();
+    assert!(matches!(
+        Archive::open(&file).unwrap_err(),
+        TraceError::NotAnArchive { .. }
+    ));
+}
+
+#[test]
+fn corrupt_meta_is_reported_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("meta.json"),
+        b"{\"format_version\": 1, \"sta",
+    )
+    .unwrap();
+    let err = Archive::open(dir.path()).unwrap_err();
+    assert!(matches!(err, TraceError::CorruptMeta { .. }), "{err}");
+    assert!(err.to_string().contains("meta.json"), "{err}");
+}
+
+#[test]
+fn newer_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    ArchiveWriter::create(dir.path(), Meta::new(vec![]))
+        .unwrap()
+        .finish()
+        .unwrap();
+    let meta_path = dir.path().join("meta.json");
+    let text = fs::read_to_string(&meta_path).unwrap();
+    let newer = text.replace("\"format_version\": 1", "\"format_version\": 2");
+    assert_ne!(text, newer);
+    fs::write(&meta_path, newer).unwrap();
+    let err = Archive::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TraceError::NewerFormat {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+fn complete_archive(path: &Path, n: u64) {
+    let writer =
+        ArchiveWriter::create_with_policy(path, Meta::new(vec![]), small_policy()).unwrap();
+    write_rows::<Syscall>(&writer, n);
+    writer.finish().unwrap();
+}
+
+#[test]
+fn corrupt_table_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    complete_archive(dir.path(), 500);
+    let file = dir.path().join("syscalls/data.parquet");
+    fs::write(&file, b"this is not parquet at all, not even close").unwrap();
+    let archive = Archive::open(dir.path()).unwrap();
+    let err = archive.read_table::<Syscall>().unwrap_err();
+    assert!(matches!(err, TraceError::CorruptTable { .. }), "{err}");
+    assert!(err.to_string().contains("syscalls/data.parquet"), "{err}");
+    assert_eq!(err.to_string().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn truncated_table_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    complete_archive(dir.path(), 500);
+    let file = dir.path().join("syscalls/data.parquet");
+    let bytes = fs::read(&file).unwrap();
+    fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let err = Archive::open(dir.path())
+        .unwrap()
+        .read_table::<Syscall>()
+        .unwrap_err();
+    assert!(matches!(err, TraceError::CorruptTable { .. }), "{err}");
+    assert!(err.to_string().contains("syscalls/data.parquet"), "{err}");
+}
+
+#[test]
+fn table_shorter_than_meta_says_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    complete_archive(dir.path(), 500);
+    let other = tempfile::tempdir().unwrap();
+    complete_archive(other.path(), 20);
+    fs::copy(
+        other.path().join("syscalls/data.parquet"),
+        dir.path().join("syscalls/data.parquet"),
+    )
+    .unwrap();
+    let err = Archive::open(dir.path())
+        .unwrap()
+        .read_table::<Syscall>()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("holds 20 rows but meta.json says 500"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_table_file_in_complete_archive_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    complete_archive(dir.path(), 10);
+    fs::remove_file(dir.path().join("syscalls/data.parquet")).unwrap();
+    let err = Archive::open(dir.path())
+        .unwrap()
+        .read_frame("syscalls")
+        .unwrap_err();
+    assert!(matches!(err, TraceError::MissingTable { .. }), "{err}");
+}
+
+#[test]
+fn wrong_column_type_is_an_error_naming_the_column() {
+    use sofa_trace::polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    complete_archive(dir.path(), 0);
+    // Replace the table with one whose `nr` column is a string.
+    let mut frame = df!("time_ns" => [1u64], "nr" => ["read"]).unwrap();
+    let file = fs::File::create(dir.path().join("syscalls/data.parquet")).unwrap();
+    ParquetWriter::new(file).finish(&mut frame).unwrap();
+    let meta_path = dir.path().join("meta.json");
+    let mut meta: Meta = serde_json::from_str(&fs::read_to_string(&meta_path).unwrap()).unwrap();
+    meta.tables.get_mut("syscalls").unwrap().rows = 1;
+    fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let err = Archive::open(dir.path())
+        .unwrap()
+        .read_table::<Syscall>()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("column `duration_ns` is missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn leftover_parts_beside_compacted_file_are_ignored_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    complete_archive(dir.path(), 150);
+    // As if compaction was interrupted after the rename, before the cleanup.
+    fs::copy(
+        dir.path().join("syscalls/data.parquet"),
+        dir.path().join("syscalls/part-000000.parquet"),
+    )
+    .unwrap();
+    let archive = Archive::open(dir.path()).unwrap();
+    assert!(
+        archive
+            .warnings()
+            .iter()
+            .any(|w| matches!(w, Warning::LeftoverParts { count: 1, .. }))
+    );
+    assert_eq!(archive.read_table::<Syscall>().unwrap().len(), 150);
+}
+
+#[test]
+fn existing_archive_is_replaced_but_other_directories_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    complete_archive(dir.path(), 150);
+    complete_archive(dir.path(), 3);
+    let archive = Archive::open(dir.path()).unwrap();
+    assert_eq!(archive.read_table::<Syscall>().unwrap().len(), 3);
+
+    let other = tempfile::tempdir().unwrap();
+    fs::write(other.path().join("thesis.tex"), b"precious").unwrap();
+    let err = ArchiveWriter::create(other.path(), Meta::new(vec![]))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+    assert!(other.path().join("thesis.tex").exists());
+}
+
+#[test]
+fn finish_refuses_while_a_table_writer_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = ArchiveWriter::create(dir.path(), Meta::new(vec![])).unwrap();
+    let open = writer.table::<Sample>().unwrap();
+    assert!(writer.table::<Sample>().is_err(), "one writer per table");
+    let err = writer.finish().unwrap_err();
+    assert!(
+        err.to_string().contains("still has an open writer"),
+        "{err}"
+    );
+    drop(open);
+}
+
+#[test]
+fn dropped_table_writer_still_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = ArchiveWriter::create(dir.path(), Meta::new(vec![])).unwrap();
+    {
+        let mut t = writer.table::<TaskEvent>().unwrap();
+        t.push(TaskEvent::example(5)).unwrap();
+    }
+    writer.finish().unwrap();
+    let archive = Archive::open(dir.path()).unwrap();
+    assert_eq!(
+        archive.read_table::<TaskEvent>().unwrap(),
+        vec![TaskEvent::example(5)]
+    );
+}
