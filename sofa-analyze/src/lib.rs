@@ -1,1 +1,17 @@
+//! Analysis of sofa archives. Works offline: it reads only the archive,
+//! never the profiled binaries, perf or NVML.
 
+mod functions;
+mod summary;
+mod text;
+
+pub use functions::{FunctionRow, top_functions};
+pub use summary::{Analysis, CollectorJson, RunSummary, analyze};
+pub use text::render_text;
+
+/// Errors of analysis; reading the archive is the only thing that can fail so far.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    #[error(transparent)]
+    Archive(#[from] sofa_trace::TraceError),
+}

@@ -1,7 +1,9 @@
 //! Reading an archive, complete or cut short.
 
 use crate::meta::{FORMAT_VERSION, Meta, RecordingStatus};
-use crate::writer::{COMPACT_FILE, PART_PREFIX, TMP_SUFFIX, first_line, part_files, read_parquet};
+use crate::writer::{
+    COMPACT_FILE, PART_PREFIX, TMP_SUFFIX, first_line, parquet_rows, part_files, read_parquet,
+};
 use crate::{META_FILE, Table, TraceError, tables};
 use polars::prelude::*;
 use std::fmt;
@@ -143,6 +145,15 @@ impl Archive {
             });
         }
         part_files(&table_dir)
+    }
+
+    /// Number of rows of a table, from the Parquet footers alone.
+    pub fn table_rows(&self, table: &str) -> Result<u64, TraceError> {
+        let mut rows = 0;
+        for file in self.table_files(table)? {
+            rows += parquet_rows(&file)?;
+        }
+        Ok(rows)
     }
 
     /// Reads a whole table as one frame. A table the recorder never wrote

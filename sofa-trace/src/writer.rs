@@ -376,13 +376,28 @@ pub(crate) fn part_files(dir: &Path) -> Result<Vec<PathBuf>, TraceError> {
 }
 
 pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame, TraceError> {
+    decode(path, |file| ParquetReader::new(file).finish())
+}
+
+/// Rows of a Parquet file, from its footer alone.
+pub(crate) fn parquet_rows(path: &Path) -> Result<u64, TraceError> {
+    decode(path, |file| ParquetReader::new(file).num_rows()).map(|rows| rows as u64)
+}
+
+/// Runs a Parquet decoding step on `path`. Damaged bytes must become an
+/// error naming the file, even if the decoder panics instead of returning one.
+fn decode<T>(path: &Path, step: impl FnOnce(File) -> PolarsResult<T>) -> Result<T, TraceError> {
     let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
-    ParquetReader::new(file)
-        .finish()
-        .map_err(|e| TraceError::CorruptTable {
-            path: path.to_path_buf(),
-            reason: first_line(&e.to_string()),
-        })
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(file)));
+    let reason = match result {
+        Ok(Ok(value)) => return Ok(value),
+        Ok(Err(e)) => first_line(&e.to_string()),
+        Err(_) => "the Parquet decoder failed on damaged data".to_owned(),
+    };
+    Err(TraceError::CorruptTable {
+        path: path.to_path_buf(),
+        reason,
+    })
 }
 
 pub(crate) fn first_line(s: &str) -> String {

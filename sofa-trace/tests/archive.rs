@@ -384,3 +384,32 @@ fn dropped_table_writer_still_flushes() {
         vec![TaskEvent::example(5)]
     );
 }
+
+#[test]
+fn damaged_bytes_give_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    complete_archive(dir.path(), 500);
+    let file = dir.path().join("syscalls/data.parquet");
+    let original = fs::read(&file).unwrap();
+    let mut errors = 0;
+    // Flip bytes at spread-out positions, including the footer and its length.
+    for k in 0..64usize {
+        let mut bytes = original.clone();
+        let pos = (k * 7919) % bytes.len();
+        bytes[pos] ^= 0x5a;
+        let end = bytes.len() - 1 - (k % 12);
+        bytes[end] ^= 0xff;
+        fs::write(&file, &bytes).unwrap();
+        let result =
+            std::panic::catch_unwind(|| Archive::open(dir.path()).unwrap().read_table::<Syscall>());
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                errors += 1;
+                assert!(e.to_string().contains("data.parquet"), "{e}");
+            }
+            Err(_) => panic!("reader panicked on damaged file (flip at {pos}, {end})"),
+        }
+    }
+    assert!(errors > 0);
+}

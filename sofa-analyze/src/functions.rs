@@ -1,0 +1,144 @@
+//! Top functions by self and total samples.
+
+use crate::AnalyzeError;
+use serde::Serialize;
+use sofa_trace::Archive;
+use sofa_trace::tables::{Frame, Mapping, Sample, StackNode, Symbol};
+use std::collections::{HashMap, HashSet};
+
+/// One function's share of the samples. Shares are fractions of all samples.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FunctionRow {
+    pub name: String,
+    pub module: String,
+    /// Samples whose innermost frame is in this function.
+    pub self_samples: u64,
+    pub self_share: f64,
+    /// Samples with this function anywhere on the stack (counted once per sample).
+    pub total_samples: u64,
+    pub total_share: f64,
+}
+
+/// What a frame resolves to: innermost inlined function first.
+struct Resolved {
+    /// (function, module), innermost first.
+    names: Vec<(String, String)>,
+}
+
+fn module_name(path: &str) -> String {
+    if path.starts_with('[') {
+        return path.to_owned();
+    }
+    path.rsplit('/').next().unwrap_or(path).to_owned()
+}
+
+fn resolve_frames(archive: &Archive) -> Result<HashMap<u64, Resolved>, AnalyzeError> {
+    let mappings: HashMap<u64, String> = archive
+        .read_table::<Mapping>()?
+        .into_iter()
+        .map(|m| (m.mapping_id, module_name(&m.path)))
+        .collect();
+    let mut symbols: HashMap<u64, Vec<Symbol>> = HashMap::new();
+    for s in archive.read_table::<Symbol>()? {
+        symbols.entry(s.frame_id).or_default().push(s);
+    }
+    let mut resolved = HashMap::new();
+    for frame in archive.read_table::<Frame>()? {
+        let names = match symbols.remove(&frame.frame_id) {
+            Some(mut syms) => {
+                syms.sort_by_key(|s| std::cmp::Reverse(s.inline_depth));
+                syms.into_iter().map(|s| (s.function, s.module)).collect()
+            }
+            None => {
+                let module = match (frame.kind.as_str(), frame.mapping_id) {
+                    ("kernel", _) => "[kernel]".to_owned(),
+                    (_, Some(id)) => mappings
+                        .get(&id)
+                        .cloned()
+                        .unwrap_or_else(|| "[unknown]".to_owned()),
+                    _ => "[unknown]".to_owned(),
+                };
+                vec![(format!("{:#x}", frame.address), module)]
+            }
+        };
+        resolved.insert(frame.frame_id, Resolved { names });
+    }
+    Ok(resolved)
+}
+
+/// Self and total samples per function, most self samples first. Work is per
+/// distinct stack, not per sample: samples are counted by stack first.
+pub fn top_functions(archive: &Archive) -> Result<Vec<FunctionRow>, AnalyzeError> {
+    let mut per_stack: HashMap<Option<u64>, u64> = HashMap::new();
+    let mut total = 0u64;
+    for sample in archive.read_table::<Sample>()? {
+        *per_stack.entry(sample.stack_id).or_default() += 1;
+        total += 1;
+    }
+    let nodes: HashMap<u64, StackNode> = archive
+        .read_table::<StackNode>()?
+        .into_iter()
+        .map(|n| (n.stack_id, n))
+        .collect();
+    let frames = resolve_frames(archive)?;
+    let unknown = ("[unknown]".to_owned(), "[unknown]".to_owned());
+
+    let mut counts: HashMap<(String, String), (u64, u64)> = HashMap::new();
+    let mut stack_ids: Vec<_> = per_stack.into_iter().collect();
+    stack_ids.sort();
+    for (stack_id, n) in stack_ids {
+        let mut seen: HashSet<&(String, String)> = HashSet::new();
+        let mut self_name: Option<&(String, String)> = None;
+        let mut cursor = stack_id;
+        // Bounded walk: a corrupt archive with a cycle must not hang analysis.
+        let mut steps = 0usize;
+        while let Some(id) = cursor {
+            let Some(node) = nodes.get(&id) else { break };
+            if let Some(frame) = frames.get(&node.frame_id) {
+                for name in &frame.names {
+                    self_name.get_or_insert(name);
+                    seen.insert(name);
+                }
+            }
+            cursor = node.parent_id;
+            steps += 1;
+            if steps > nodes.len() {
+                break;
+            }
+        }
+        let self_name = self_name.unwrap_or(&unknown);
+        seen.insert(self_name);
+        counts.entry(self_name.clone()).or_default().0 += n;
+        for name in seen {
+            counts.entry(name.clone()).or_default().1 += n;
+        }
+    }
+    let share = |n: u64| {
+        if total == 0 {
+            0.0
+        } else {
+            n as f64 / total as f64
+        }
+    };
+    let mut rows: Vec<FunctionRow> = counts
+        .into_iter()
+        .map(
+            |((name, module), (self_samples, total_samples))| FunctionRow {
+                name,
+                module,
+                self_samples,
+                self_share: share(self_samples),
+                total_samples,
+                total_share: share(total_samples),
+            },
+        )
+        .collect();
+    rows.sort_by(|a, b| {
+        b.self_samples
+            .cmp(&a.self_samples)
+            .then(b.total_samples.cmp(&a.total_samples))
+            .then_with(|| a.name.cmp(&b.name))
+            .then_with(|| a.module.cmp(&b.module))
+    });
+    Ok(rows)
+}

@@ -1,0 +1,96 @@
+use crate::AnalyzeError;
+use crate::functions::{FunctionRow, top_functions};
+use serde::Serialize;
+use sofa_trace::{Archive, CollectorState};
+use std::collections::BTreeMap;
+
+/// Everything `sofa analyze` prints; `--json` serializes it as is, so field
+/// names are part of the interface scripts rely on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    pub run: RunSummary,
+    pub functions: Vec<FunctionRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub archive: String,
+    pub command: Vec<String>,
+    pub host: String,
+    pub kernel: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub duration_ns: Option<u64>,
+    pub sample_event: Option<String>,
+    pub frequency_hz: Option<u64>,
+    pub sampling_note: Option<String>,
+    pub samples: u64,
+    pub lost: u64,
+    pub truncated: bool,
+    pub collectors: BTreeMap<String, CollectorJson>,
+    /// Rows per table, from the Parquet footers.
+    pub tables: BTreeMap<String, u64>,
+    /// Problems that did not stop the analysis (cut-short archive, ignored files).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectorJson {
+    pub status: String,
+    pub reason: Option<String>,
+}
+
+fn state_name(state: CollectorState) -> &'static str {
+    match state {
+        CollectorState::Ok => "ok",
+        CollectorState::Unavailable => "unavailable",
+        CollectorState::Disabled => "disabled",
+        CollectorState::Failed => "failed",
+    }
+}
+
+/// Analyses an opened archive.
+pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
+    let meta = archive.meta();
+    let mut tables = BTreeMap::new();
+    for spec in sofa_trace::tables::all() {
+        tables.insert(spec.name.to_owned(), archive.table_rows(spec.name)?);
+    }
+    let samples = tables.get("samples").copied().unwrap_or(0);
+    let run = RunSummary {
+        archive: archive.dir().display().to_string(),
+        command: meta.command.clone(),
+        host: meta.host.hostname.clone(),
+        kernel: meta.host.kernel.clone(),
+        exit_code: meta.exit.as_ref().and_then(|e| e.code),
+        signal: meta.exit.as_ref().and_then(|e| e.signal),
+        duration_ns: meta.duration_ns(),
+        sample_event: meta.sampling.as_ref().map(|s| s.event.clone()),
+        frequency_hz: meta.sampling.as_ref().map(|s| s.frequency_hz),
+        sampling_note: meta.sampling.as_ref().and_then(|s| s.fallback.clone()),
+        samples,
+        lost: meta.lost.values().sum(),
+        truncated: archive.is_truncated(),
+        collectors: meta
+            .collectors
+            .iter()
+            .map(|(name, c)| {
+                (
+                    name.clone(),
+                    CollectorJson {
+                        status: state_name(c.status).to_owned(),
+                        reason: c.reason.clone(),
+                    },
+                )
+            })
+            .collect(),
+        tables,
+        warnings: archive.warnings().iter().map(|w| w.to_string()).collect(),
+    };
+    let functions = if samples > 0 {
+        top_functions(archive)?
+    } else {
+        Vec::new()
+    };
+    Ok(Analysis { run, functions })
+}
