@@ -1,1 +1,157 @@
-fn main() {}
+//! The `sofa` binary: flags in, plain config structs out, errors printed with a hint.
+
+mod hints;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const EXAMPLES: &str = "\
+Examples:
+  sofa record -- python train.py        record into ./sofa-out
+  sofa record -o run1 -F 499 -- ./app   another archive, lower sampling rate
+  sofa analyze sofa-out                 summary tables in the terminal
+  sofa analyze sofa-out --json | jq .run
+  sofa report sofa-out                  write sofa-out/report.html";
+
+/// Low-overhead profiler and swarm analyzer for machine-learning training jobs.
+///
+/// `sofa record` runs a command and samples its call stacks, system calls, system and
+/// GPU counters into an archive directory; `sofa analyze` and `sofa report` read that
+/// archive, on this machine or on any other.
+#[derive(Debug, Parser)]
+#[command(name = "sofa", version, after_help = EXAMPLES, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a command and record its profile into an archive.
+    #[command(
+        override_usage = "sofa record [OPTIONS] -- <CMD> [ARGS]...",
+        after_help = "Example:\n  sofa record -o sofa-out -- python train.py --epochs 1"
+    )]
+    Record(RecordArgs),
+    /// Summarize an archive: run, collectors, top functions.
+    #[command(after_help = "Example:\n  sofa analyze sofa-out --json")]
+    Analyze(AnalyzeArgs),
+    /// Write the archive's HTML report.
+    #[command(after_help = "Example:\n  sofa report sofa-out -o /tmp/run.html")]
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+struct RecordArgs {
+    /// Archive directory to write (replaced if it holds an earlier archive).
+    #[arg(short, long, value_name = "DIR", default_value = "sofa-out")]
+    output: PathBuf,
+    /// Samples per second per CPU.
+    #[arg(short = 'F', long = "freq", value_name = "HZ", default_value_t = 999,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    frequency: u64,
+    /// Sampling event, e.g. `cycles` or `cpu-clock` [default: cycles where the CPU has a PMU,
+    /// else cpu-clock].
+    #[arg(short, long, value_name = "EVENT")]
+    event: Option<String>,
+    /// Do not set PYTHONPERFSUPPORT=1 for the command (CPython 3.12+ function names).
+    #[arg(long)]
+    no_python_perf: bool,
+    /// The command to profile, after `--`.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+struct AnalyzeArgs {
+    /// Archive directory.
+    #[arg(value_name = "ARCHIVE", default_value = "sofa-out")]
+    archive: PathBuf,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Functions to list in the terminal tables.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    top: usize,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// Archive directory.
+    #[arg(value_name = "ARCHIVE", default_value = "sofa-out")]
+    archive: PathBuf,
+    /// Output file [default: ARCHIVE/report.html].
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// Exit status for "this part of sofa is not built yet" (and for usage errors, as clap does).
+const EXIT_NOT_BUILT: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Record(args) => record(args),
+        Command::Analyze(args) => analyze(args),
+        Command::Report(args) => report(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("sofa: error: {err:#}");
+            if let Some(hint) = hints::hint_for(&err) {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(hints::exit_code_for(&err))
+        }
+    }
+}
+
+fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
+    let config = sofa_record::RecordConfig {
+        output: args.output,
+        frequency_hz: args.frequency,
+        event: args.event,
+        python_perf: !args.no_python_perf,
+        command: args.command,
+    };
+    let code = sofa_record::record(&config).context("sofa record")?;
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    let archive = sofa_trace::Archive::open(&args.archive)?;
+    if !args.json {
+        for warning in archive.warnings() {
+            eprintln!("sofa: warning: {warning}");
+        }
+    }
+    let analysis = sofa_analyze::analyze(&archive)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&analysis)?);
+    } else {
+        print!("{}", sofa_analyze::render_text(&analysis, args.top));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let output = args
+        .output
+        .unwrap_or_else(|| sofa_report::default_output(&args.archive));
+    eprintln!(
+        "sofa report: the HTML report is not built yet in this version of sofa \
+         (would write {}); use `sofa analyze {}` meanwhile",
+        output.display(),
+        args.archive.display()
+    );
+    Ok(ExitCode::from(EXIT_NOT_BUILT))
+}

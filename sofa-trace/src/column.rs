@@ -83,7 +83,7 @@ macro_rules! numeric_column {
                 Ok(ca.iter().collect())
             }
             fn example(i: u64) -> Self {
-                (i % 3 != 0).then(|| <$ty as ColumnValue>::example(i))
+                (!i.is_multiple_of(3)).then(|| <$ty as ColumnValue>::example(i))
             }
         }
     };
@@ -141,7 +141,7 @@ impl ColumnValue for Option<String> {
         Ok(ca.iter().map(|v| v.map(str::to_owned)).collect())
     }
     fn example(i: u64) -> Self {
-        (i % 3 != 0).then(|| String::example(i))
+        (!i.is_multiple_of(3)).then(|| String::example(i))
     }
 }
 

@@ -226,7 +226,8 @@ impl<T: Table> TableWriter<T> {
         self.buf.push(row);
         // Reading the clock on every row would cost more than the row itself.
         if self.buf.len() >= self.policy.max_rows
-            || (self.buf.len() % 64 == 0 && self.last_flush.elapsed() >= self.policy.max_age)
+            || (self.buf.len().is_multiple_of(64)
+                && self.last_flush.elapsed() >= self.policy.max_age)
         {
             self.flush()?;
         }

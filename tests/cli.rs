@@ -1,0 +1,185 @@
+//! The binary's contract: exit statuses, one-line errors with hints, output shapes.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use sofa_trace::tables::Sample;
+use sofa_trace::{ArchiveWriter, FlushPolicy, Meta, Table};
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+fn sofa() -> Command {
+    Command::cargo_bin("sofa").unwrap()
+}
+
+fn archive_with_samples(path: &Path, n: u64, finish: bool) {
+    let policy = FlushPolicy {
+        max_rows: 10,
+        max_age: Duration::from_secs(3600),
+    };
+    let writer =
+        ArchiveWriter::create_with_policy(path, Meta::new(vec!["train".into()]), policy).unwrap();
+    let mut t = writer.table::<Sample>().unwrap();
+    for i in 0..n {
+        t.push(Sample::example(i)).unwrap();
+    }
+    if finish {
+        t.finish().unwrap();
+        writer.finish().unwrap();
+    } else {
+        std::mem::forget(t);
+        std::mem::forget(writer);
+    }
+}
+
+/// The error output: exactly one `sofa: error:` line and one hint line.
+fn assert_one_error(stderr: &[u8], error_part: &str) {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("sofa: error: "), "{text}");
+    assert!(lines[0].contains(error_part), "{text}");
+    assert!(lines[1].starts_with("hint: "), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
+
+#[test]
+fn help_and_version() {
+    sofa()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("sofa record -- python train.py"));
+    sofa()
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(env!("CARGO_PKG_VERSION")));
+    sofa()
+        .args(["record", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("sofa record [OPTIONS] -- <CMD>"));
+}
+
+#[test]
+fn unknown_option_and_missing_command_are_usage_errors() {
+    sofa()
+        .args(["analyze", "--frobnicate"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "unexpected argument '--frobnicate'",
+        ));
+    sofa().arg("record").assert().code(2);
+    sofa().arg("bogus").assert().code(2);
+    sofa()
+        .args(["record", "-F", "0", "--", "true"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn analyze_missing_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sofa()
+        .arg("analyze")
+        .arg(dir.path().join("nope"))
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert_one_error(&out.stderr, "directory not found");
+}
+
+#[test]
+fn analyze_directory_that_is_not_an_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sofa()
+        .arg("analyze")
+        .arg(dir.path())
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert_one_error(&out.stderr, "has no meta.json");
+}
+
+#[test]
+fn analyze_newer_format() {
+    let dir = tempfile::tempdir().unwrap();
+    archive_with_samples(dir.path(), 5, true);
+    let meta = dir.path().join("meta.json");
+    let text = fs::read_to_string(&meta).unwrap();
+    fs::write(
+        &meta,
+        text.replace("\"format_version\": 1", "\"format_version\": 7"),
+    )
+    .unwrap();
+    let out = sofa()
+        .arg("analyze")
+        .arg(dir.path())
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert_one_error(&out.stderr, "format version 7");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("upgrade sofa"));
+}
+
+#[test]
+fn analyze_corrupt_table() {
+    let dir = tempfile::tempdir().unwrap();
+    archive_with_samples(dir.path(), 50, true);
+    let file = dir.path().join("samples/data.parquet");
+    let bytes = fs::read(&file).unwrap();
+    fs::write(&file, &bytes[..bytes.len() - 20]).unwrap();
+    let out = sofa()
+        .arg("analyze")
+        .arg(dir.path())
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert_one_error(&out.stderr, "samples/data.parquet");
+}
+
+#[test]
+fn analyze_cut_short_archive_warns_and_reads_what_was_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    archive_with_samples(dir.path(), 35, false);
+    let assert = sofa().arg("analyze").arg(dir.path()).assert().success();
+    let out = assert.get_output();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sofa: warning: archive was cut short"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("CUT SHORT"), "{stdout}");
+    // 30 of 35 rows were flushed (max_rows 10) before the "kill".
+    assert!(stdout.contains("samples    30 "), "{stdout}");
+
+    let json = sofa()
+        .args(["analyze", "--json"])
+        .arg(dir.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(value["run"]["truncated"], true);
+    assert_eq!(value["run"]["samples"], 30);
+    assert!(value["functions"].is_array());
+    assert!(value["run"]["collectors"].is_object());
+}
+
+#[test]
+fn report_is_not_built_yet() {
+    sofa()
+        .args(["report", "somewhere"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not built yet"));
+}
