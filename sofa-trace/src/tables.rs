@@ -297,3 +297,39 @@ pub fn all() -> Vec<TableSpec> {
         spec::<LostEvents>(),
     ]
 }
+
+/// Markdown reference of every table and column, as embedded in
+/// `docs/archive-format.md` (kept in sync by a golden test).
+pub fn markdown_reference() -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for spec in all() {
+        let _ = writeln!(out, "### `{}`\n\n{}\n", spec.name, spec.doc.trim());
+        out.push_str("| column | type | nullable | meaning |\n| --- | --- | --- | --- |\n");
+        for c in &spec.columns {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} |",
+                c.name,
+                parquet_type(&c.dtype),
+                if c.nullable { "yes" } else { "no" },
+                c.doc
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn parquet_type(dtype: &polars::prelude::DataType) -> &'static str {
+    use polars::prelude::DataType;
+    match dtype {
+        DataType::UInt32 => "uint32",
+        DataType::UInt64 => "uint64",
+        DataType::Int64 => "int64",
+        DataType::Float64 => "float64",
+        DataType::Boolean => "bool",
+        DataType::String => "string (UTF-8)",
+        _ => "other",
+    }
+}

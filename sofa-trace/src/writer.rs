@@ -303,10 +303,15 @@ impl<T: Table> Drop for TableWriter<T> {
     }
 }
 
+/// `dir/.name.tmp`: hidden, so that Parquet readers globbing `*.parquet` or
+/// reading the directory as a data set (pyarrow skips dot files) never see a
+/// half-written file.
 fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(TMP_SUFFIX);
-    PathBuf::from(name)
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}{TMP_SUFFIX}"))
 }
 
 fn prepare_dir(dir: &Path) -> Result<(), TraceError> {

@@ -113,7 +113,7 @@ fn killed_recording(path: &Path) -> Vec<Sample> {
     std::mem::forget(samples);
     std::mem::forget(writer);
     fs::write(
-        path.join("samples/part-000002.parquet.tmp"),
+        path.join("samples/.part-000002.parquet.tmp"),
         b"PAR1 half a file",
     )
     .unwrap();
@@ -137,7 +137,7 @@ fn killed_recorder_leaves_readable_truncated_archive() {
     assert!(
         warnings
             .iter()
-            .any(|w| w.contains("part-000002.parquet.tmp")),
+            .any(|w| w.contains(".part-000002.parquet.tmp")),
         "{warnings:?}"
     );
     assert_eq!(archive.read_table::<Sample>().unwrap(), flushed);

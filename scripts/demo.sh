@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The 30-second tour on the bundled workload: set up, build, record a numpy
+# training loop, analyze it, write the report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+echo "== building sofa (release; the first build takes several minutes)" >&2
+cargo build --release --locked --bin sofa
+./scripts/build-fixtures.sh >/dev/null
+sofa=target/release/sofa
+out=${SOFA_DEMO_OUT:-sofa-out}
+
+echo "== sofa record -o $out -- python3 fixtures/workloads/train_numpy.py --steps 60" >&2
+"$sofa" record -o "$out" -- python3 fixtures/workloads/train_numpy.py --steps 60
+
+echo "== sofa analyze $out" >&2
+"$sofa" analyze "$out"
+
+echo "== sofa report $out" >&2
+status=0
+"$sofa" report "$out" || status=$?
+if [ "$status" -eq 2 ]; then
+  echo "(the HTML report is not built yet in this version; the archive is in $out)" >&2
+elif [ "$status" -ne 0 ]; then
+  exit "$status"
+fi

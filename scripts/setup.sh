@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what sofa's demo and tests need on a Debian machine with a Rust
+# toolchain. Idempotent: installs only what is missing.
+#   - a C compiler (fixture workloads), linux-perf and strace (comparison tests)
+#   - Python 3 with numpy (fixture training loop)
+set -euo pipefail
+
+need_apt=()
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+command -v perf >/dev/null 2>&1 || need_apt+=(linux-perf)
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import numpy' >/dev/null 2>&1; then
+  echo "setup: installing numpy for $(command -v python3)" >&2
+  python3 -m pip install --quiet numpy 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages numpy 2>/dev/null \
+    || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-numpy >/dev/null; }
+  python3 -c 'import numpy' || { echo "setup: numpy is still missing" >&2; exit 1; }
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install a Rust toolchain (https://rustup.rs) first" >&2
+  exit 1
+fi
