@@ -4,11 +4,13 @@ use sofa_analyze::AnalyzeError;
 use sofa_record::RecordError;
 use sofa_trace::TraceError;
 
-/// Exit status for an error: 2 for parts not built yet, 1 otherwise.
+/// Exit status for an error: the shell's 127/126 for a command that cannot
+/// be run, 1 otherwise.
 pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     match err.downcast_ref::<RecordError>() {
-        Some(RecordError::NotImplemented) => super::EXIT_NOT_BUILT,
-        None => 1,
+        Some(RecordError::CommandNotFound(_)) => 127,
+        Some(RecordError::CannotExecute { .. }) => 126,
+        _ => 1,
     }
 }
 
@@ -20,10 +22,8 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
     if let Some(AnalyzeError::Archive(e)) = err.downcast_ref::<AnalyzeError>() {
         return trace_hint(e);
     }
-    if let Some(RecordError::NotImplemented) = err.downcast_ref::<RecordError>() {
-        return Some(
-            "sampling lands with the recorder issue; `sofa analyze` reads existing archives".into(),
-        );
+    if let Some(e) = err.downcast_ref::<RecordError>() {
+        return record_hint(e);
     }
     None
 }
@@ -50,5 +50,29 @@ fn trace_hint(err: &TraceError) -> Option<String> {
         }
         TraceError::Io { .. } => "check the path and its permissions".into(),
         TraceError::Write { .. } => return None,
+    })
+}
+
+fn record_hint(err: &RecordError) -> Option<String> {
+    Some(match err {
+        RecordError::CommandNotFound(_) => {
+            "check the spelling and PATH, or give the program's path (e.g. ./train.sh)".into()
+        }
+        RecordError::CannotExecute { .. } => {
+            "make it executable (chmod +x) or run it through its interpreter (python3 script.py)"
+                .into()
+        }
+        RecordError::PerfPermission(_) => {
+            "allow profiling: `sudo sysctl kernel.perf_event_paranoid=1`, or run sofa with \
+             CAP_PERFMON (sudo setcap cap_perfmon,cap_sys_ptrace+ep $(which sofa)); in a \
+             container, allow the perf_event_open syscall"
+                .into()
+        }
+        RecordError::UnknownEvent(_) => "omit --event to get cycles or cpu-clock".into(),
+        RecordError::Perf { .. } => {
+            "try `--event cpu-clock`; hardware events need a PMU, which VMs often lack".into()
+        }
+        RecordError::Archive(e) => return trace_hint(e),
+        RecordError::Os { .. } | RecordError::Unsupported => return None,
     })
 }

@@ -2,7 +2,6 @@
 
 mod hints;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -121,10 +120,22 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         frequency_hz: args.frequency,
         event: args.event,
         python_perf: !args.no_python_perf,
+        progress: true,
         command: args.command,
     };
-    let code = sofa_record::record(&config).context("sofa record")?;
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+    let summary = sofa_record::record(&config)?;
+    for note in &summary.notes {
+        eprintln!("sofa: note: {note}");
+    }
+    eprintln!(
+        "sofa: recorded {} samples ({} lost) in {:.2} s into {} ({})",
+        summary.samples,
+        summary.lost,
+        summary.duration_ns as f64 / 1e9,
+        summary.output.display(),
+        sofa_record::human_bytes(summary.archive_bytes)
+    );
+    Ok(ExitCode::from(summary.exit_status.clamp(0, 255) as u8))
 }
 
 fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {

@@ -1,7 +1,17 @@
 //! Collectors: run the profiled command and stream what it does into an archive.
+//!
+//! Linux-only code sits behind the one `linux` module; symbolization is
+//! portable (it parses bytes) and runs at the end of recording, while the
+//! binaries are still present, so that analysis elsewhere needs none of them.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub use linux::human_bytes;
+pub mod symbolize;
 
 /// What `sofa record` was asked to do; built by the binary from its flags.
 #[derive(Debug, Clone)]
@@ -14,17 +24,69 @@ pub struct RecordConfig {
     pub event: Option<String>,
     /// Set `PYTHONPERFSUPPORT=1` in the child so CPython 3.12+ writes perf maps. Default on.
     pub python_perf: bool,
+    /// Show a one-line progress display on stderr (the binary turns it on for terminals).
+    pub progress: bool,
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    #[error("the recorder is not built yet in this version of sofa")]
-    NotImplemented,
+/// How the recording went; printed by the binary as its one-line summary.
+#[derive(Debug, Clone)]
+pub struct RecordSummary {
+    /// Exit status for sofa: the command's code, or 128 + signal.
+    pub exit_status: i32,
+    pub samples: u64,
+    pub lost: u64,
+    pub duration_ns: u64,
+    pub archive_bytes: u64,
+    pub output: PathBuf,
+    /// Non-fatal problems worth a line each (event fallback, symbolization gaps).
+    pub notes: Vec<String>,
 }
 
-/// Records `config.command` into `config.output`.
-pub fn record(_config: &RecordConfig) -> Result<i32, RecordError> {
-    Err(RecordError::NotImplemented)
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{0}: command not found")]
+    CommandNotFound(String),
+    #[error("{command}: cannot execute: {source}")]
+    CannotExecute {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("perf_event_open is not permitted: {0}")]
+    PerfPermission(String),
+    #[error(
+        "unknown event `{0}` (known: cycles, instructions, cpu-clock, task-clock, page-faults, context-switches)"
+    )]
+    UnknownEvent(String),
+    #[error("perf_event_open failed for {what}: {source}")]
+    Perf {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Os {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Archive(#[from] sofa_trace::TraceError),
+    #[error("recording is only supported on Linux")]
+    Unsupported,
+}
+
+/// Runs `config.command` and records it into `config.output`.
+pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::record(config)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = config;
+        Err(RecordError::Unsupported)
+    }
 }

@@ -1,0 +1,350 @@
+//! Turns the kernel's perf records into archive rows, as they stream in.
+
+use perf_event_open::sample::record::Record;
+use perf_event_open::sample::record::sample::CallChain;
+use sofa_trace::tables::{LostEvents, Mapping, Sample, StackNode, TaskEvent};
+use sofa_trace::{ArchiveWriter, TableWriter, TraceError};
+use std::collections::{HashMap, HashSet};
+
+/// A sampled code address. Kernel addresses are shared by all processes (pid 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrameKey {
+    pub pid: u32,
+    pub address: u64,
+    pub kernel: bool,
+}
+
+/// An executable mapping of one process.
+#[derive(Debug, Clone)]
+pub struct MapRange {
+    pub mapping_id: u64,
+    pub start: u64,
+    pub end: u64,
+    pub pgoff: u64,
+    pub path: String,
+}
+
+/// Streaming state of the CPU collector.
+pub struct Collector {
+    samples: TableWriter<Sample>,
+    stacks: TableWriter<StackNode>,
+    tasks: TableWriter<TaskEvent>,
+    lost_rows: TableWriter<LostEvents>,
+    mappings_out: TableWriter<Mapping>,
+    /// Frame ids in order of first appearance (id = index).
+    pub frames: Vec<FrameKey>,
+    frame_ids: HashMap<FrameKey, u64>,
+    stack_ids: HashMap<(Option<u64>, u64), u64>,
+    pub spaces: AddressSpaces,
+    next_mapping: u64,
+    /// Processes whose /proc/PID/maps was already consulted.
+    maps_read: HashSet<u32>,
+    pub sample_count: u64,
+    pub lost: u64,
+    pub unknown_records: u64,
+}
+
+impl Collector {
+    pub fn new(archive: &ArchiveWriter) -> Result<Collector, TraceError> {
+        Ok(Collector {
+            samples: archive.table()?,
+            stacks: archive.table()?,
+            tasks: archive.table()?,
+            lost_rows: archive.table()?,
+            mappings_out: archive.table()?,
+            frames: Vec::new(),
+            frame_ids: HashMap::new(),
+            stack_ids: HashMap::new(),
+            spaces: AddressSpaces::default(),
+            next_mapping: 0,
+            maps_read: HashSet::new(),
+            sample_count: 0,
+            lost: 0,
+            unknown_records: 0,
+        })
+    }
+
+    fn frame_id(&mut self, key: FrameKey) -> u64 {
+        if let Some(&id) = self.frame_ids.get(&key) {
+            return id;
+        }
+        let id = self.frames.len() as u64;
+        self.frames.push(key);
+        self.frame_ids.insert(key, id);
+        id
+    }
+
+    fn stack_node(&mut self, parent: Option<u64>, frame: u64) -> Result<u64, TraceError> {
+        if let Some(&id) = self.stack_ids.get(&(parent, frame)) {
+            return Ok(id);
+        }
+        let id = self.stack_ids.len() as u64;
+        self.stack_ids.insert((parent, frame), id);
+        self.stacks.push(StackNode {
+            stack_id: id,
+            parent_id: parent,
+            frame_id: frame,
+        })?;
+        Ok(id)
+    }
+
+    /// Interns a call chain (innermost first, as the kernel gives it) and
+    /// returns its innermost stack node.
+    fn intern_chain(&mut self, pid: u32, chain: &[CallChain]) -> Result<Option<u64>, TraceError> {
+        // Innermost first: (address, kernel). Within each context the first
+        // address is where execution was; the others are return addresses,
+        // moved back by one byte into the call instruction so they resolve
+        // to the calling line and function.
+        let mut frames: Vec<(u64, bool)> = Vec::new();
+        for segment in chain {
+            let (ips, kernel) = match segment {
+                CallChain::Kernel(ips) => (ips, true),
+                CallChain::User(ips) => (ips, false),
+                _ => continue,
+            };
+            for (i, &ip) in ips.iter().enumerate() {
+                if ip == 0 || ip >= u64::MAX - 4095 {
+                    continue;
+                }
+                frames.push((if i == 0 { ip } else { ip - 1 }, kernel));
+            }
+        }
+        let mut node = None;
+        for &(address, kernel) in frames.iter().rev() {
+            let key = FrameKey {
+                pid: if kernel { 0 } else { pid },
+                address,
+                kernel,
+            };
+            let frame = self.frame_id(key);
+            node = Some(self.stack_node(node, frame)?);
+        }
+        Ok(node)
+    }
+
+    pub fn handle(&mut self, record: Record, cpu: u32) -> Result<(), TraceError> {
+        match record {
+            Record::Sample(s) => {
+                let id = &s.record_id;
+                let task = id.task.clone().map(|t| (t.pid, t.tid)).unwrap_or((0, 0));
+                if task.0 != 0 && !self.spaces.knows(task.0) && self.maps_read.insert(task.0) {
+                    self.read_proc_maps(task.0, id.time.unwrap_or(0))?;
+                }
+                let stack_id = match &s.call_chain {
+                    Some(chain) => self.intern_chain(task.0, chain)?,
+                    None => None,
+                };
+                self.samples.push(Sample {
+                    time_ns: id.time.unwrap_or(0),
+                    pid: task.0,
+                    tid: task.1,
+                    cpu: id.cpu.unwrap_or(cpu),
+                    stack_id,
+                    event: 0,
+                    period: s.period.unwrap_or(0),
+                })?;
+                self.sample_count += 1;
+            }
+            Record::Mmap(m) => {
+                if !m.executable {
+                    return Ok(());
+                }
+                let path = m.file.to_string_lossy().into_owned();
+                let build_id = m.ext.as_ref().and_then(|ext| match &ext.info {
+                    perf_event_open::sample::record::mmap::Info::BuildId(bytes) => {
+                        Some(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+                    }
+                    _ => None,
+                });
+                let time_ns = m.record_id.as_ref().and_then(|r| r.time).unwrap_or(0);
+                self.add_mapping(
+                    m.task.pid,
+                    time_ns,
+                    m.addr,
+                    m.len,
+                    m.page_offset,
+                    path,
+                    build_id,
+                )?;
+            }
+            Record::Comm(c) => {
+                let time_ns = c.record_id.as_ref().and_then(|r| r.time).unwrap_or(0);
+                self.tasks.push(TaskEvent {
+                    time_ns,
+                    kind: if c.by_execve { "exec" } else { "comm" }.into(),
+                    pid: c.task.pid,
+                    tid: c.task.tid,
+                    ppid: None,
+                    ptid: None,
+                    comm: Some(c.comm.to_string_lossy().into_owned()),
+                })?;
+            }
+            Record::Fork(f) => {
+                if f.task.pid != f.parent_task.pid {
+                    self.spaces.parents.insert(f.task.pid, f.parent_task.pid);
+                }
+                self.tasks.push(TaskEvent {
+                    time_ns: f.time,
+                    kind: "fork".into(),
+                    pid: f.task.pid,
+                    tid: f.task.tid,
+                    ppid: Some(f.parent_task.pid),
+                    ptid: Some(f.parent_task.tid),
+                    comm: None,
+                })?;
+            }
+            Record::Exit(e) => {
+                self.tasks.push(TaskEvent {
+                    time_ns: e.time,
+                    kind: "exit".into(),
+                    pid: e.task.pid,
+                    tid: e.task.tid,
+                    ppid: Some(e.parent_task.pid),
+                    ptid: Some(e.parent_task.tid),
+                    comm: None,
+                })?;
+            }
+            Record::LostRecords(l) => {
+                let time_ns = l.record_id.as_ref().and_then(|r| r.time).unwrap_or(0);
+                self.record_lost(time_ns, cpu, l.lost_records)?;
+            }
+            Record::LostSamples(l) => {
+                let time_ns = l.record_id.as_ref().and_then(|r| r.time).unwrap_or(0);
+                self.record_lost(time_ns, cpu, l.lost_samples)?;
+            }
+            Record::Throttle(_) | Record::Unthrottle(_) => {}
+            _ => self.unknown_records += 1,
+        }
+        Ok(())
+    }
+
+    fn record_lost(&mut self, time_ns: u64, cpu: u32, count: u64) -> Result<(), TraceError> {
+        self.lost += count;
+        self.lost_rows.push(LostEvents {
+            time_ns,
+            collector: "cpu".into(),
+            cpu: Some(cpu),
+            count,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_mapping(
+        &mut self,
+        pid: u32,
+        time_ns: u64,
+        start: u64,
+        len: u64,
+        pgoff: u64,
+        path: String,
+        build_id: Option<String>,
+    ) -> Result<(), TraceError> {
+        let mapping_id = self.next_mapping;
+        self.next_mapping += 1;
+        self.spaces.maps.entry(pid).or_default().push(MapRange {
+            mapping_id,
+            start,
+            end: start + len,
+            pgoff,
+            path: path.clone(),
+        });
+        self.mappings_out.push(Mapping {
+            mapping_id,
+            pid,
+            time_ns,
+            start,
+            end: start + len,
+            pgoff,
+            path,
+            build_id,
+        })
+    }
+
+    /// Keeps quiet tables flowing to disk at least every second.
+    pub fn flush_if_due(&mut self) -> Result<(), TraceError> {
+        self.samples.flush_if_due()?;
+        self.stacks.flush_if_due()?;
+        self.tasks.flush_if_due()?;
+        self.lost_rows.flush_if_due()?;
+        self.mappings_out.flush_if_due()
+    }
+
+    /// Mappings that existed before the kernel started reporting them (a
+    /// process seen only after it was running) come from /proc/PID/maps,
+    /// read while the process is still alive.
+    fn read_proc_maps(&mut self, pid: u32, time_ns: u64) -> Result<(), TraceError> {
+        let Ok(bytes) = std::fs::read(format!("/proc/{pid}/maps")) else {
+            return Ok(());
+        };
+        for m in super::procmaps::parse(&bytes) {
+            if m.executable {
+                self.add_mapping(
+                    pid,
+                    time_ns,
+                    m.start,
+                    m.end - m.start,
+                    m.offset,
+                    m.path,
+                    None,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes the streaming tables; frames and symbols are written afterwards.
+    pub fn finish_streams(self) -> Result<Finished, TraceError> {
+        self.samples.finish()?;
+        self.stacks.finish()?;
+        self.tasks.finish()?;
+        self.lost_rows.finish()?;
+        self.mappings_out.finish()?;
+        Ok(Finished {
+            frames: self.frames,
+            spaces: self.spaces,
+            sample_count: self.sample_count,
+            lost: self.lost,
+        })
+    }
+}
+
+/// What symbolization needs once the streams are closed.
+pub struct Finished {
+    pub frames: Vec<FrameKey>,
+    pub spaces: AddressSpaces,
+    pub sample_count: u64,
+    pub lost: u64,
+}
+
+/// Executable mappings per process and the fork tree that shares them.
+#[derive(Default)]
+pub struct AddressSpaces {
+    /// Executable mappings per process, in the order they were reported.
+    pub maps: HashMap<u32, Vec<MapRange>>,
+    /// Parent of each forked process: a child shares its parent's mappings until it execs.
+    pub parents: HashMap<u32, u32>,
+}
+
+impl AddressSpaces {
+    fn chain(&self, pid: u32) -> impl Iterator<Item = u32> + '_ {
+        // Bounded: a corrupt fork tree must not loop forever.
+        std::iter::successors(Some(pid), |p| self.parents.get(p).copied()).take(64)
+    }
+
+    /// Whether any mapping is known for `pid` or the processes it was forked from.
+    pub fn knows(&self, pid: u32) -> bool {
+        self.chain(pid).any(|p| self.maps.contains_key(&p))
+    }
+
+    /// The mapping of `pid` (or of the process it was forked from) that holds
+    /// `address`; the latest one wins when a range was mapped again.
+    pub fn lookup(&self, pid: u32, address: u64) -> Option<&MapRange> {
+        self.chain(pid).find_map(|p| {
+            self.maps
+                .get(&p)?
+                .iter()
+                .rev()
+                .find(|r| r.start <= address && address < r.end)
+        })
+    }
+}

@@ -1,0 +1,197 @@
+//! perf_event_open counters: one sampling counter per CPU, inherited by every
+//! thread and process the command creates, enabled by the kernel at exec.
+
+use crate::RecordError;
+use perf_event_open::config::{
+    CallChain, Clock, Cpu, ExtraRecord, Inherit, Mmap, OnExecve, Opts, Proc, RecordIdFormat,
+    SampleFormat, SampleOn, UseBuildId,
+};
+use perf_event_open::count::Counter;
+use perf_event_open::event::hw::Hardware;
+use perf_event_open::event::sw::Software;
+use perf_event_open::sample::Sampler;
+
+/// The event chosen, and why if it is not the one asked for.
+pub struct Chosen {
+    pub name: &'static str,
+    pub period_unit: &'static str,
+    pub fallback: Option<String>,
+}
+
+/// One CPU's counter and its ring buffer.
+pub struct CpuSampler {
+    pub cpu: u32,
+    pub counter: Counter,
+    pub sampler: Sampler,
+}
+
+/// Ring buffer size per CPU, as a power of two of pages: 2^7 = 128 pages
+/// (512 KiB), several seconds of 999 Hz stacks between two drains.
+const RING_PAGES_EXP: u8 = 7;
+
+/// An event sofa knows how to sample, by perf's name for it.
+#[derive(Clone)]
+enum Kind {
+    Hw(Hardware),
+    Sw(Software),
+}
+
+fn event_by_name(name: &str) -> Option<(Kind, &'static str, &'static str)> {
+    Some(match name {
+        "cycles" | "cpu-cycles" => (Kind::Hw(Hardware::CpuCycle), "cycles", "count"),
+        "instructions" => (Kind::Hw(Hardware::Instr), "instructions", "count"),
+        "cpu-clock" => (Kind::Sw(Software::CpuClock), "cpu-clock", "ns"),
+        "task-clock" => (Kind::Sw(Software::TaskClock), "task-clock", "ns"),
+        "page-faults" | "faults" => (Kind::Sw(Software::PageFault), "page-faults", "count"),
+        "context-switches" | "cs" => (Kind::Sw(Software::CtxSwitch), "context-switches", "count"),
+        _ => return None,
+    })
+}
+
+impl Kind {
+    fn counter(&self, pid: libc::pid_t, cpu: u32, opts: &Opts) -> std::io::Result<Counter> {
+        let target = (Proc(pid as u32), Cpu(cpu));
+        match self {
+            Kind::Hw(e) => Counter::new(e.clone(), target, opts),
+            Kind::Sw(e) => Counter::new(*e, target, opts),
+        }
+    }
+}
+
+fn opts(frequency_hz: u64, kernel: bool) -> Opts {
+    let mut opts = Opts::default();
+    opts.exclude.kernel = !kernel;
+    opts.exclude.hv = true;
+    opts.inherit = Some(Inherit::NewChild);
+    opts.on_execve = Some(OnExecve::Enable);
+    opts.enable = false;
+    opts.sample_on = SampleOn::Freq(frequency_hz);
+    opts.sample_format = SampleFormat {
+        period: true,
+        call_chain: Some(CallChain {
+            exclude_user: false,
+            exclude_kernel: !kernel,
+            defer_user: false,
+            max_stack_frames: 127,
+        }),
+        ..Default::default()
+    };
+    opts.record_id_all = true;
+    opts.record_id_format = RecordIdFormat {
+        cpu: true,
+        task: true,
+        time: true,
+        ..Default::default()
+    };
+    opts.extra_record = ExtraRecord {
+        task: true,
+        comm: true,
+        mmap: Mmap {
+            code: true,
+            data: false,
+            ext: Some(UseBuildId(true)),
+        },
+        ..Default::default()
+    };
+    // Sample times on CLOCK_MONOTONIC, the archive's clock.
+    opts.timer = Some(Clock::Monotonic);
+    opts
+}
+
+fn is_permission(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM))
+}
+
+fn online_cpus() -> u32 {
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 { n as u32 } else { 1 }
+}
+
+/// Counters opened for the command.
+pub struct Opened {
+    pub samplers: Vec<CpuSampler>,
+    pub chosen: Chosen,
+    /// Degradations worth telling the user (e.g. no kernel stacks).
+    pub notes: Vec<String>,
+}
+
+/// Opens the counters for `pid` (which must not have exec'd yet). Without an
+/// explicit event, hardware cycles are tried first and cpu-clock replaces
+/// them where there is no PMU (as in most VMs); the archive says which.
+pub fn open(
+    pid: libc::pid_t,
+    frequency_hz: u64,
+    event: Option<&str>,
+) -> Result<Opened, RecordError> {
+    match event {
+        Some(name) => open_event(pid, frequency_hz, name, None),
+        None => match open_event(pid, frequency_hz, "cycles", None) {
+            Err(RecordError::Perf { source, .. }) => {
+                let why = format!("no hardware PMU (cycles: {source}): cpu-clock used");
+                open_event(pid, frequency_hz, "cpu-clock", Some(why))
+            }
+            other => other,
+        },
+    }
+}
+
+fn open_event(
+    pid: libc::pid_t,
+    frequency_hz: u64,
+    name: &str,
+    fallback: Option<String>,
+) -> Result<Opened, RecordError> {
+    let (event, canonical, unit) =
+        event_by_name(name).ok_or_else(|| RecordError::UnknownEvent(name.to_owned()))?;
+    let perf_err = |source| RecordError::Perf {
+        what: canonical.to_owned(),
+        source,
+    };
+    let mut notes = Vec::new();
+    let samplers = match open_all(pid, frequency_hz, &event, true) {
+        Ok(samplers) => samplers,
+        // perf_event_paranoid 2 forbids kernel stacks to unprivileged users; keep user ones.
+        Err(e) if is_permission(&e) => match open_all(pid, frequency_hz, &event, false) {
+            Ok(samplers) => {
+                notes.push(
+                    "kernel call stacks not permitted (kernel.perf_event_paranoid >= 2): \
+                     user stacks only"
+                        .to_owned(),
+                );
+                samplers
+            }
+            Err(e) if is_permission(&e) => return Err(RecordError::PerfPermission(e.to_string())),
+            Err(e) => return Err(perf_err(e)),
+        },
+        Err(e) => return Err(perf_err(e)),
+    };
+    Ok(Opened {
+        samplers,
+        chosen: Chosen {
+            name: canonical,
+            period_unit: unit,
+            fallback,
+        },
+        notes,
+    })
+}
+
+fn open_all(
+    pid: libc::pid_t,
+    frequency_hz: u64,
+    event: &Kind,
+    kernel: bool,
+) -> std::io::Result<Vec<CpuSampler>> {
+    let opts = opts(frequency_hz, kernel);
+    let mut out = Vec::new();
+    for cpu in 0..online_cpus() {
+        let counter = event.counter(pid, cpu, &opts)?;
+        let sampler = counter.sampler(RING_PAGES_EXP)?;
+        out.push(CpuSampler {
+            cpu,
+            counter,
+            sampler,
+        });
+    }
+    Ok(out)
+}

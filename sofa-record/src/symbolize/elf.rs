@@ -1,0 +1,116 @@
+//! Function symbols of an ELF file, looked up by file offset (what a sampled
+//! address minus its mapping start plus the mapping's page offset gives).
+
+use super::{RangeTable, demangle};
+use goblin::elf::{Elf, program_header::PT_LOAD, sym::STT_FUNC};
+
+pub struct ElfSymbols {
+    functions: RangeTable,
+    /// (file offset, virtual address, file size) of each loadable segment.
+    loads: Vec<(u64, u64, u64)>,
+    pub build_id: Option<String>,
+}
+
+impl ElfSymbols {
+    pub fn parse(bytes: &[u8]) -> Result<ElfSymbols, String> {
+        let elf = Elf::parse(bytes).map_err(|e| e.to_string())?;
+        let mut entries = Vec::new();
+        let symtabs = [(&elf.syms, &elf.strtab), (&elf.dynsyms, &elf.dynstrtab)];
+        for (syms, strtab) in symtabs {
+            for sym in syms.iter() {
+                if sym.st_type() != STT_FUNC || sym.st_value == 0 {
+                    continue;
+                }
+                let Some(name) = strtab.get_at(sym.st_name) else {
+                    continue;
+                };
+                if name.is_empty() {
+                    continue;
+                }
+                entries.push((sym.st_value, sym.st_value + sym.st_size, demangle(name)));
+            }
+        }
+        let loads = elf
+            .program_headers
+            .iter()
+            .filter(|ph| ph.p_type == PT_LOAD)
+            .map(|ph| (ph.p_offset, ph.p_vaddr, ph.p_filesz))
+            .collect();
+        let build_id = elf.iter_note_headers(bytes).and_then(|notes| {
+            notes
+                .flatten()
+                .find(|n| n.n_type == goblin::elf::note::NT_GNU_BUILD_ID)
+                .map(|n| {
+                    n.desc
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                })
+        });
+        Ok(ElfSymbols {
+            functions: RangeTable::new(entries),
+            loads,
+            build_id,
+        })
+    }
+
+    /// Virtual address (as in the symbol table) of a file offset.
+    pub fn vaddr_of(&self, file_offset: u64) -> Option<u64> {
+        self.loads
+            .iter()
+            .find(|(off, _, size)| *off <= file_offset && file_offset < off + size)
+            .map(|(off, vaddr, _)| file_offset - off + vaddr)
+    }
+
+    pub fn function_at_offset(&self, file_offset: u64) -> Option<&str> {
+        self.functions.lookup(self.vaddr_of(file_offset)?)
+    }
+
+    pub fn function_count(&self) -> usize {
+        self.functions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (start, pgoff) of the executable mapping of `path` holding `address`, from /proc/self/maps.
+    fn self_mapping(path: &str, address: u64) -> (u64, u64) {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines()
+            .filter(|l| l.ends_with(path))
+            .find_map(|l| {
+                let mut f = l.split_whitespace();
+                let (s, e) = f.next()?.split_once('-')?;
+                let (s, e) = (
+                    u64::from_str_radix(s, 16).ok()?,
+                    u64::from_str_radix(e, 16).ok()?,
+                );
+                let _perms = f.next()?;
+                let pgoff = u64::from_str_radix(f.next()?, 16).ok()?;
+                (s <= address && address < e).then_some((s, pgoff))
+            })
+            .expect("mapping holding the address")
+    }
+
+    #[test]
+    fn own_test_binary_resolves_a_known_function() {
+        // The running test executable is an ELF file with a symbol table;
+        // find `demangle` in it the way the recorder does: by file offset.
+        let exe = std::env::current_exe().unwrap();
+        let syms = ElfSymbols::parse(&std::fs::read(&exe).unwrap()).unwrap();
+        assert!(syms.function_count() > 100);
+        assert!(syms.build_id.as_ref().is_none_or(|b| b.len() >= 16));
+        let address = super::super::demangle as fn(&str) -> String as usize as u64;
+        let (start, pgoff) = self_mapping(&exe.to_string_lossy(), address);
+        let name = syms.function_at_offset(address - start + pgoff).unwrap();
+        assert!(name.ends_with("symbolize::demangle"), "{name}");
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(ElfSymbols::parse(b"\x7fELF not really").is_err());
+        assert!(ElfSymbols::parse(b"").is_err());
+    }
+}
