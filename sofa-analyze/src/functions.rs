@@ -142,3 +142,36 @@ pub fn top_functions(archive: &Archive) -> Result<Vec<FunctionRow>, AnalyzeError
     });
     Ok(rows)
 }
+
+/// Self samples per module (binary, library, `[kernel]`, `[jit]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModuleRow {
+    pub module: String,
+    pub self_samples: u64,
+    pub self_share: f64,
+}
+
+/// Sums the function table's self samples per module, most first.
+pub fn modules(functions: &[FunctionRow]) -> Vec<ModuleRow> {
+    let mut per: HashMap<&str, (u64, f64)> = HashMap::new();
+    for f in functions {
+        let slot = per.entry(f.module.as_str()).or_default();
+        slot.0 += f.self_samples;
+        slot.1 += f.self_share;
+    }
+    let mut rows: Vec<ModuleRow> = per
+        .into_iter()
+        .filter(|(_, (n, _))| *n > 0)
+        .map(|(module, (self_samples, self_share))| ModuleRow {
+            module: module.to_owned(),
+            self_samples,
+            self_share,
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.self_samples
+            .cmp(&a.self_samples)
+            .then_with(|| a.module.cmp(&b.module))
+    });
+    rows
+}

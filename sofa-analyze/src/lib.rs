@@ -3,10 +3,12 @@
 
 mod functions;
 mod summary;
+mod tasks;
 mod text;
 
-pub use functions::{FunctionRow, top_functions};
+pub use functions::{FunctionRow, ModuleRow, modules, top_functions};
 pub use summary::{Analysis, CollectorJson, RunSummary, analyze};
+pub use tasks::{ProcessRow, ThreadRow};
 pub use text::render_text;
 
 /// Errors of analysis; reading the archive is the only thing that can fail so far.

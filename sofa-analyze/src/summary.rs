@@ -1,5 +1,6 @@
 use crate::AnalyzeError;
-use crate::functions::{FunctionRow, top_functions};
+use crate::functions::{FunctionRow, ModuleRow, modules, top_functions};
+use crate::tasks::{ProcessRow, ThreadRow, processes_and_threads};
 use serde::Serialize;
 use sofa_trace::{Archive, CollectorState};
 use std::collections::BTreeMap;
@@ -10,6 +11,9 @@ use std::collections::BTreeMap;
 pub struct Analysis {
     pub run: RunSummary,
     pub functions: Vec<FunctionRow>,
+    pub modules: Vec<ModuleRow>,
+    pub processes: Vec<ProcessRow>,
+    pub threads: Vec<ThreadRow>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,5 +96,12 @@ pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
     } else {
         Vec::new()
     };
-    Ok(Analysis { run, functions })
+    let (processes, threads) = processes_and_threads(archive)?;
+    Ok(Analysis {
+        run,
+        modules: modules(&functions),
+        functions,
+        processes,
+        threads,
+    })
 }

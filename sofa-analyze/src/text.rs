@@ -68,6 +68,73 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
         let _ = writeln!(out, "  {name:<width$}  {rows:>12}");
     }
 
+    if !analysis.processes.is_empty() {
+        let shown = &analysis.processes[..analysis.processes.len().min(limit)];
+        let _ = writeln!(
+            out,
+            "\nprocesses ({} of {})\n  {:>6}  {:>9}  {:>8}  comm",
+            shown.len(),
+            analysis.processes.len(),
+            "share%",
+            "samples",
+            "pid"
+        );
+        for p in shown {
+            let _ = writeln!(
+                out,
+                "  {:>6.2}  {:>9}  {:>8}  {}",
+                100.0 * p.share,
+                p.samples,
+                p.pid,
+                p.comm
+            );
+        }
+    }
+    if analysis.threads.len() > 1 {
+        let shown = &analysis.threads[..analysis.threads.len().min(limit)];
+        let _ = writeln!(
+            out,
+            "\nthreads ({} of {})\n  {:>6}  {:>9}  {:>8}  {:>8}  comm",
+            shown.len(),
+            analysis.threads.len(),
+            "share%",
+            "samples",
+            "pid",
+            "tid"
+        );
+        for t in shown {
+            let _ = writeln!(
+                out,
+                "  {:>6.2}  {:>9}  {:>8}  {:>8}  {}",
+                100.0 * t.share,
+                t.samples,
+                t.pid,
+                t.tid,
+                t.comm
+            );
+        }
+    }
+    if !analysis.modules.is_empty() {
+        let shown = &analysis.modules[..analysis.modules.len().min(limit)];
+        let _ = writeln!(
+            out,
+            "\nmodules by self time ({} of {})\n  {:>6}  {:>9}  module",
+            shown.len(),
+            analysis.modules.len(),
+            "self%",
+            "samples"
+        );
+        for m in shown {
+            let _ = writeln!(
+                out,
+                "  {:>6.2}  {:>9}  {}",
+                100.0 * m.self_share,
+                m.self_samples,
+                m.module
+            );
+        }
+    }
+
     if !analysis.functions.is_empty() {
         let shown = &analysis.functions[..analysis.functions.len().min(limit)];
         let name_w = shown

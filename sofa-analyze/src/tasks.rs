@@ -1,0 +1,112 @@
+//! Samples per process and per thread, named by the kernel's comm records.
+
+use crate::AnalyzeError;
+use serde::Serialize;
+use sofa_trace::Archive;
+use sofa_trace::tables::{Sample, TaskEvent};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcessRow {
+    pub pid: u32,
+    pub comm: String,
+    pub samples: u64,
+    pub share: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ThreadRow {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub samples: u64,
+    pub share: f64,
+}
+
+/// Thread names: each thread's last comm; a thread that never set one has
+/// the name of the thread it was forked from.
+struct Names {
+    own: HashMap<u32, (u64, String)>,
+    forked_from: HashMap<u32, u32>,
+}
+
+impl Names {
+    fn new(events: Vec<TaskEvent>) -> Names {
+        let mut own: HashMap<u32, (u64, String)> = HashMap::new();
+        let mut forked_from = HashMap::new();
+        for e in events {
+            match (e.kind.as_str(), e.comm, e.ptid) {
+                ("comm" | "exec", Some(comm), _) => {
+                    let slot = own.entry(e.tid).or_insert((e.time_ns, comm.clone()));
+                    if e.time_ns >= slot.0 {
+                        *slot = (e.time_ns, comm);
+                    }
+                }
+                ("fork", _, Some(ptid)) if ptid != e.tid => {
+                    forked_from.insert(e.tid, ptid);
+                }
+                _ => {}
+            }
+        }
+        Names { own, forked_from }
+    }
+
+    fn of(&self, tid: u32) -> String {
+        let mut current = tid;
+        for _ in 0..64 {
+            if let Some((_, comm)) = self.own.get(&current) {
+                return comm.clone();
+            }
+            match self.forked_from.get(&current) {
+                Some(&parent) => current = parent,
+                None => break,
+            }
+        }
+        "[unknown]".to_owned()
+    }
+}
+
+pub fn processes_and_threads(
+    archive: &Archive,
+) -> Result<(Vec<ProcessRow>, Vec<ThreadRow>), AnalyzeError> {
+    let names = Names::new(archive.read_table::<TaskEvent>()?);
+    let mut per_thread: HashMap<(u32, u32), u64> = HashMap::new();
+    let mut total = 0u64;
+    for s in archive.read_table::<Sample>()? {
+        *per_thread.entry((s.pid, s.tid)).or_default() += 1;
+        total += 1;
+    }
+    let share = |n: u64| {
+        if total == 0 {
+            0.0
+        } else {
+            n as f64 / total as f64
+        }
+    };
+    let mut per_process: HashMap<u32, u64> = HashMap::new();
+    for (&(pid, _), &n) in &per_thread {
+        *per_process.entry(pid).or_default() += n;
+    }
+    let mut processes: Vec<ProcessRow> = per_process
+        .into_iter()
+        .map(|(pid, samples)| ProcessRow {
+            pid,
+            comm: names.of(pid),
+            samples,
+            share: share(samples),
+        })
+        .collect();
+    processes.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.pid.cmp(&b.pid)));
+    let mut threads: Vec<ThreadRow> = per_thread
+        .into_iter()
+        .map(|((pid, tid), samples)| ThreadRow {
+            pid,
+            tid,
+            comm: names.of(tid),
+            samples,
+            share: share(samples),
+        })
+        .collect();
+    threads.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.tid.cmp(&b.tid)));
+    Ok((processes, threads))
+}
