@@ -1,0 +1,395 @@
+//! `sofa record` on real child processes (needs perf_event_open: root or
+//! kernel.perf_event_paranoid <= 1; `scripts/setup.sh` installs perf and numpy).
+
+use assert_cmd::Command;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The C fixture, built once per test run.
+fn hotspots() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = std::process::Command::new(root().join("scripts/build-fixtures.sh"))
+                .output()
+                .expect("run scripts/build-fixtures.sh");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+        })
+        .clone()
+}
+
+fn sofa() -> Command {
+    Command::cargo_bin("sofa").unwrap()
+}
+
+fn record(archive: &Path, cmd: &[&str]) -> std::process::Output {
+    sofa()
+        .arg("record")
+        .arg("-o")
+        .arg(archive)
+        .arg("--")
+        .args(cmd)
+        .output()
+        .unwrap()
+}
+
+fn analyze_json(archive: &Path) -> Value {
+    let out = sofa()
+        .args(["analyze", "--json", "--top", "1000"])
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn self_share(json: &Value, function: &str) -> f64 {
+    json["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == function)
+        .unwrap_or_else(|| panic!("{function} not among the functions"))["self_share"]
+        .as_f64()
+        .unwrap()
+}
+
+/// perf's self percentages per symbol for the same workload.
+fn perf_self_percent(cmd: &[&str], dir: &Path) -> Vec<(String, f64)> {
+    let data = dir.join("perf.data");
+    let status = std::process::Command::new("perf")
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "999", "-g", "-o"])
+        .arg(&data)
+        .arg("--")
+        .args(cmd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("perf not found: run scripts/setup.sh (installs linux-perf)");
+    assert!(status.success());
+    let report = std::process::Command::new("perf")
+        .args([
+            "report",
+            "--no-children",
+            "--stdio",
+            "--sort",
+            "symbol",
+            "-i",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&report.stdout)
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let (pct, rest) = line.split_once('%')?;
+            let pct: f64 = pct.trim().parse().ok()?;
+            let name = rest.split_whitespace().nth(1)?.to_owned();
+            Some((name, pct))
+        })
+        .collect()
+}
+
+#[test]
+fn c_fixture_hot_functions_have_the_known_ratio_and_agree_with_perf() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = hotspots();
+    let cmd = [bin.to_str().unwrap(), "40", "50000"];
+    let out = record(&dir.path().join("a"), &cmd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = analyze_json(&dir.path().join("a"));
+    assert_eq!(json["run"]["exit_code"], 0);
+    assert_eq!(json["run"]["truncated"], false);
+    assert!(json["run"]["samples"].as_u64().unwrap() > 1000);
+    assert!(json["run"]["sample_event"].is_string());
+    assert_eq!(json["run"]["frequency_hz"], 999);
+    assert_eq!(json["run"]["collectors"]["cpu"]["status"], "ok");
+
+    let heavy = self_share(&json, "compute_heavy");
+    let light = self_share(&json, "compute_light");
+    let ratio = heavy / light;
+    assert!((2.5..3.5).contains(&ratio), "heavy/light = {ratio}");
+
+    let perf = perf_self_percent(&cmd, dir.path());
+    for function in ["compute_heavy", "compute_light"] {
+        let theirs = perf
+            .iter()
+            .find(|(n, _)| n == function)
+            .unwrap_or_else(|| panic!("perf report lacks {function}: {perf:?}"))
+            .1;
+        let ours = 100.0 * self_share(&json, function);
+        assert!(
+            (ours - theirs).abs() <= 3.0,
+            "{function}: sofa {ours:.2}% vs perf {theirs:.2}%"
+        );
+    }
+}
+
+#[test]
+fn every_process_of_a_fork_exec_tree_is_sampled_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = hotspots();
+    let script = format!("{0} 8 1000 & {0} 8 1000; wait", bin.display());
+    let out = record(&dir.path().join("a"), &["sh", "-c", &script]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = analyze_json(&dir.path().join("a"));
+    let hot: Vec<&Value> = json["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["comm"] == "hotspots")
+        .collect();
+    assert_eq!(hot.len(), 2, "{:#}", json["processes"]);
+    for p in hot {
+        assert!(p["samples"].as_u64().unwrap() > 50, "{p}");
+    }
+}
+
+#[test]
+fn python_multiprocessing_workers_are_sampled() {
+    let dir = tempfile::tempdir().unwrap();
+    let code = "import multiprocessing as mp\n\
+                def busy(n):\n    return sum(i * i for i in range(n))\n\
+                if __name__ == '__main__':\n\
+                \x20   with mp.get_context('fork').Pool(2) as pool:\n\
+                \x20       print(sum(pool.map(busy, [1_500_000] * 4)))\n";
+    let out = record(&dir.path().join("a"), &["python3", "-c", code]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = analyze_json(&dir.path().join("a"));
+    let busy: Vec<&Value> = json["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["comm"].as_str().unwrap().starts_with("python") && p["samples"].as_u64().unwrap() > 20
+        })
+        .collect();
+    // The two pool workers do the work; each is its own process.
+    assert!(busy.len() >= 2, "{:#}", json["processes"]);
+}
+
+#[test]
+fn archive_analyzes_the_same_after_moving_it_and_deleting_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("hot-copy");
+    std::fs::copy(hotspots(), &bin).unwrap();
+    let out = record(
+        &dir.path().join("a"),
+        &[bin.to_str().unwrap(), "10", "20000"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = analyze_json(&dir.path().join("a"));
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let moved = elsewhere.path().join("copied-archive");
+    copy_dir(&dir.path().join("a"), &moved);
+    std::fs::remove_file(&bin).unwrap();
+    std::fs::remove_dir_all(dir.path().join("a")).unwrap();
+    let after = analyze_json(&moved);
+    assert_eq!(before["functions"], after["functions"]);
+    assert!(self_share(&after, "compute_heavy") > 0.3);
+    let module = after["functions"][0]["module"].as_str().unwrap();
+    assert_eq!(module, "hot-copy");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn sigkilled_recorder_leaves_an_archive_that_says_it_was_cut_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("sofa"))
+        .arg("record")
+        .arg("-o")
+        .arg(&archive)
+        .arg("--")
+        .arg(hotspots())
+        .args(["400", "20000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let out = sofa().arg("analyze").arg(&archive).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cut short"));
+    let json = analyze_json(&archive);
+    // The orphaned workload would run on for seconds: stop it.
+    for p in json["processes"].as_array().unwrap() {
+        if p["comm"] == "hotspots" {
+            kill_pid(p["pid"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(json["run"]["truncated"], true);
+    // At least a second of samples was flushed before the kill.
+    assert!(
+        json["run"]["samples"].as_u64().unwrap() > 500,
+        "{}",
+        json["run"]
+    );
+}
+
+#[test]
+fn exit_status_is_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = record(&dir.path().join("a"), &["sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(analyze_json(&dir.path().join("a"))["run"]["exit_code"], 7);
+
+    let out = record(&dir.path().join("b"), &["sh", "-c", "kill -TERM $$"]);
+    assert_eq!(out.status.code(), Some(128 + 15));
+    let json = analyze_json(&dir.path().join("b"));
+    assert_eq!(json["run"]["signal"], 15);
+    assert_eq!(json["run"]["truncated"], false);
+}
+
+#[test]
+fn sigint_and_sigterm_are_forwarded_and_the_archive_finalized() {
+    for (signal, number) in [("-INT", 2), ("-TERM", 15)] {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("a");
+        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("sofa"))
+            .arg("record")
+            .arg("-o")
+            .arg(&archive)
+            .args(["--", "sleep", "30"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(128 + number), "{signal}");
+        let json = analyze_json(&archive);
+        assert_eq!(json["run"]["signal"], number);
+        assert_eq!(json["run"]["truncated"], false);
+    }
+}
+
+#[test]
+fn command_not_found_exits_127_with_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = record(&dir.path().join("a"), &["nosuchcmd-for-sofa"]);
+    assert_eq!(out.status.code(), Some(127));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .lines()
+            .next()
+            .unwrap()
+            .contains("nosuchcmd-for-sofa: command not found"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.lines().nth(1).unwrap().starts_with("hint: "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    assert!(
+        !dir.path().join("a").exists(),
+        "no archive for a command that never ran"
+    );
+
+    let out = record(&dir.path().join("b"), &["./no/such/path"]);
+    assert_eq!(out.status.code(), Some(127));
+    let out = record(&dir.path().join("c"), &["/etc/hostname"]);
+    assert_eq!(out.status.code(), Some(126));
+}
+
+#[test]
+fn python_perf_support_is_set_unless_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("env");
+    let script = format!(
+        "echo \"${{PYTHONPERFSUPPORT:-unset}}\" > {}",
+        file.display()
+    );
+    let out = record(&dir.path().join("a"), &["sh", "-c", &script]);
+    assert!(out.status.success());
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), "1");
+    let out = sofa()
+        .arg("record")
+        .arg("-o")
+        .arg(dir.path().join("b"))
+        .args(["--no-python-perf", "--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), "unset");
+}
+
+#[test]
+fn unknown_event_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sofa()
+        .arg("record")
+        .arg("-o")
+        .arg(dir.path().join("a"))
+        .args(["-e", "bogus-event", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown event `bogus-event`"));
+}
+
+fn kill_pid(pid: u64) {
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+}
