@@ -131,6 +131,25 @@ fn c_fixture_hot_functions_have_the_known_ratio_and_agree_with_perf() {
     let ratio = heavy / light;
     assert!((2.5..3.5).contains(&ratio), "heavy/light = {ratio}");
 
+    // Symbols were resolved at the end of recording, with DWARF lines.
+    let archive = sofa_trace::Archive::open(dir.path().join("a")).unwrap();
+    let symbols = archive.read_table::<sofa_trace::tables::Symbol>().unwrap();
+    let heavy_sym = symbols
+        .iter()
+        .find(|s| s.function == "compute_heavy")
+        .expect("compute_heavy in symbols");
+    assert_eq!(heavy_sym.module, "hotspots");
+    assert!(
+        heavy_sym
+            .file
+            .as_deref()
+            .is_some_and(|f| f.ends_with("hotspots.c")),
+        "{heavy_sym:?}"
+    );
+    assert!(heavy_sym.line.is_some_and(|l| l > 0));
+    let mappings = archive.read_table::<sofa_trace::tables::Mapping>().unwrap();
+    assert!(mappings.iter().any(|m| m.path.ends_with("/hotspots")));
+
     let perf = perf_self_percent(&cmd, dir.path());
     for function in ["compute_heavy", "compute_light"] {
         let theirs = perf

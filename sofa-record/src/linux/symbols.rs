@@ -3,10 +3,10 @@
 //! binaries, /proc/kallsyms and JIT maps are still on this machine.
 
 use super::collect::{Finished, FrameKey};
-use crate::symbolize::{RangeTable, elf::ElfSymbols, kallsyms, perfmap};
+use crate::symbolize::{RangeTable, dwarf::Dwarf, elf::ElfSymbols, kallsyms, perfmap};
 use sofa_trace::tables::{Frame, Symbol};
-use sofa_trace::{ArchiveWriter, TraceError};
-use std::collections::HashMap;
+use sofa_trace::{ArchiveWriter, TableWriter, TraceError};
+use std::collections::{BTreeMap, HashMap};
 
 /// How much of the profile could be named.
 #[derive(Debug, Default)]
@@ -33,37 +33,79 @@ fn is_pseudo(path: &str) -> bool {
         || path.starts_with("/memfd:")
 }
 
-enum Binary {
-    Elf(Box<ElfSymbols>),
-    Unreadable,
-}
-
-fn load_binary(path: &str, stats: &mut SymbolStats) -> Binary {
+/// Resolves the frames of one binary: DWARF (inlines, file:line) where the
+/// file has it, the ELF symbol table otherwise. The file is mapped once and
+/// released before the next binary, so memory stays at one binary's worth.
+fn resolve_binary(
+    path: &str,
+    frames: &[(u64, u64)],
+    out: &mut TableWriter<Symbol>,
+    stats: &mut SymbolStats,
+) -> Result<(), TraceError> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) => {
             stats.unreadable.push(format!("{path}: {e}"));
-            return Binary::Unreadable;
+            return Ok(());
         }
     };
-    // SAFETY: read-only map of a file we only parse; a concurrent truncation
-    // could fault, which is why the binaries are read once, after the run.
+    // SAFETY: a read-only map of a file that is only parsed; binaries are
+    // read after the run, when nothing should be rewriting them.
     let map = match unsafe { memmap2::Mmap::map(&file) } {
         Ok(m) => m,
         Err(e) => {
             stats.unreadable.push(format!("{path}: {e}"));
-            return Binary::Unreadable;
+            return Ok(());
         }
     };
-    match ElfSymbols::parse(&map) {
-        Ok(syms) => Binary::Elf(Box::new(syms)),
+    let syms = match ElfSymbols::parse(&map) {
+        Ok(syms) => syms,
         Err(e) => {
             stats
                 .unreadable
                 .push(format!("{path}: not a readable ELF file ({e})"));
-            Binary::Unreadable
+            return Ok(());
+        }
+    };
+    let dwarf = Dwarf::parse(&map);
+    let module = module_of(path);
+    for &(frame_id, offset) in frames {
+        let Some(vaddr) = syms.vaddr_of(offset) else {
+            continue;
+        };
+        let elf_name = syms.function_at_offset(offset);
+        let levels = dwarf.as_ref().map(|d| d.frames(vaddr)).unwrap_or_default();
+        let outer_known = levels.first().is_some_and(|l| l.function.is_some());
+        if outer_known || (!levels.is_empty() && elf_name.is_some()) {
+            for level in levels {
+                let function = match (level.function, level.depth, elf_name) {
+                    (Some(f), _, _) => f,
+                    (None, 0, Some(name)) => name.to_owned(),
+                    (None, _, _) => "[unknown inline]".to_owned(),
+                };
+                out.push(Symbol {
+                    frame_id,
+                    inline_depth: level.depth,
+                    function,
+                    module: module.clone(),
+                    file: level.file,
+                    line: level.line,
+                })?;
+            }
+            stats.resolved += 1;
+        } else if let Some(name) = elf_name {
+            out.push(Symbol {
+                frame_id,
+                inline_depth: 0,
+                function: name.to_owned(),
+                module: module.clone(),
+                file: None,
+                line: None,
+            })?;
+            stats.resolved += 1;
         }
     }
+    Ok(())
 }
 
 pub fn write(archive: &ArchiveWriter, finished: &Finished) -> Result<SymbolStats, TraceError> {
@@ -75,10 +117,18 @@ pub fn write(archive: &ArchiveWriter, finished: &Finished) -> Result<SymbolStats
     } else {
         RangeTable::default()
     };
-    let mut binaries: HashMap<String, Binary> = HashMap::new();
     let mut jit_maps: HashMap<u32, RangeTable> = HashMap::new();
+    let mut by_binary: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
     let mut frames_out = archive.table::<Frame>()?;
     let mut symbols_out = archive.table::<Symbol>()?;
+    let symbol = |frame_id, function: &str, module: &str| Symbol {
+        frame_id,
+        inline_depth: 0,
+        function: function.to_owned(),
+        module: module.to_owned(),
+        file: None,
+        line: None,
+    };
 
     for (frame_id, key) in finished.frames.iter().enumerate() {
         let frame_id = frame_id as u64;
@@ -98,51 +148,36 @@ pub fn write(archive: &ArchiveWriter, finished: &Finished) -> Result<SymbolStats
                 file_offset: None,
             })?;
             if let Some(name) = kernel.lookup(address) {
-                let (function, module) = match name.split_once(' ') {
-                    Some((f, m)) => (f.to_owned(), m.to_owned()),
-                    None => (name.to_owned(), "[kernel]".to_owned()),
-                };
-                symbols_out.push(Symbol {
-                    frame_id,
-                    inline_depth: 0,
-                    function,
-                    module,
-                    file: None,
-                    line: None,
-                })?;
+                let (function, module) = name.split_once(' ').unwrap_or((name, "[kernel]"));
+                symbols_out.push(symbol(frame_id, function, module))?;
                 stats.resolved += 1;
             }
             continue;
         }
         let mapping = finished.spaces.lookup(pid, address);
         let file_offset = mapping.map(|m| address - m.start + m.pgoff);
-        let anonymous = mapping.is_none_or(|m| is_pseudo(&m.path));
-        let mut resolved: Option<(String, String)> = None;
-        if let (Some(m), Some(offset)) = (mapping, file_offset)
-            && !is_pseudo(&m.path)
-        {
-            let binary = binaries
-                .entry(m.path.clone())
-                .or_insert_with(|| load_binary(&m.path, &mut stats));
-            if let Binary::Elf(syms) = binary
-                && let Some(name) = syms.function_at_offset(offset)
-            {
-                resolved = Some((name.to_owned(), module_of(&m.path)));
+        let mut kind = "user";
+        match (mapping, file_offset) {
+            (Some(m), Some(offset)) if !is_pseudo(&m.path) => {
+                by_binary
+                    .entry(m.path.as_str())
+                    .or_default()
+                    .push((frame_id, offset));
+            }
+            _ => {
+                // Anonymous code: JIT output, named by the process's perf map.
+                let jit = jit_maps.entry(pid).or_insert_with(|| {
+                    perfmap::parse(
+                        &std::fs::read(format!("/tmp/perf-{pid}.map")).unwrap_or_default(),
+                    )
+                });
+                if let Some(name) = jit.lookup(address) {
+                    symbols_out.push(symbol(frame_id, name, "[jit]"))?;
+                    stats.resolved += 1;
+                    kind = "jit";
+                }
             }
         }
-        if resolved.is_none() && anonymous {
-            let jit = jit_maps.entry(pid).or_insert_with(|| {
-                perfmap::parse(&std::fs::read(format!("/tmp/perf-{pid}.map")).unwrap_or_default())
-            });
-            if let Some(name) = jit.lookup(address) {
-                resolved = Some((name.to_owned(), "[jit]".to_owned()));
-            }
-        }
-        let kind = if anonymous && resolved.is_some() {
-            "jit"
-        } else {
-            "user"
-        };
         frames_out.push(Frame {
             frame_id,
             pid,
@@ -151,17 +186,9 @@ pub fn write(archive: &ArchiveWriter, finished: &Finished) -> Result<SymbolStats
             mapping_id: mapping.map(|m| m.mapping_id),
             file_offset,
         })?;
-        if let Some((function, module)) = resolved {
-            symbols_out.push(Symbol {
-                frame_id,
-                inline_depth: 0,
-                function,
-                module,
-                file: None,
-                line: None,
-            })?;
-            stats.resolved += 1;
-        }
+    }
+    for (path, frames) in &by_binary {
+        resolve_binary(path, frames, &mut symbols_out, &mut stats)?;
     }
     frames_out.finish()?;
     symbols_out.finish()?;

@@ -66,6 +66,11 @@ impl ElfSymbols {
         self.functions.lookup(self.vaddr_of(file_offset)?)
     }
 
+    /// Virtual address of the first function named `name` (tests, diagnostics).
+    pub fn function_vaddr(&self, name: &str) -> Option<u64> {
+        self.functions.find(name)
+    }
+
     pub fn function_count(&self) -> usize {
         self.functions.len()
     }

@@ -1,6 +1,7 @@
 //! Symbol resolution from bytes: ELF symbol tables, `/proc/kallsyms`, perf
 //! JIT maps. Parsers take bytes, not paths, so they are tested on inline data.
 
+pub mod dwarf;
 pub mod elf;
 pub mod kallsyms;
 pub mod perfmap;
@@ -34,6 +35,11 @@ impl RangeTable {
         let i = self.entries.partition_point(|e| e.0 <= address);
         let (start, end, name) = self.entries.get(i.checked_sub(1)?)?;
         (*start <= address && address < *end).then_some(name.as_str())
+    }
+
+    /// Start of the first entry named `name`.
+    pub fn find(&self, name: &str) -> Option<u64> {
+        self.entries.iter().find(|e| e.2 == name).map(|e| e.0)
     }
 
     pub fn len(&self) -> usize {
