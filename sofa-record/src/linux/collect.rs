@@ -2,9 +2,10 @@
 
 use perf_event_open::sample::record::Record;
 use perf_event_open::sample::record::sample::CallChain;
-use sofa_trace::tables::{LostEvents, Mapping, Sample, StackNode, TaskEvent};
+use sofa_trace::tables::{Frame, LostEvents, Mapping, Sample, StackNode, TaskEvent};
 use sofa_trace::{ArchiveWriter, TableWriter, TraceError};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// A sampled code address. Kernel addresses are shared by all processes (pid 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,18 +22,37 @@ pub struct MapRange {
     pub start: u64,
     pub end: u64,
     pub pgoff: u64,
-    pub path: String,
+    pub path: Arc<str>,
+}
+
+/// A frame as streamed to `frames`, kept for end-of-run symbolization.
+#[derive(Debug, Clone)]
+pub struct FrameInfo {
+    pub key: FrameKey,
+    /// File-backed mapping holding the address, with the address's offset in that file.
+    pub file: Option<(Arc<str>, u64)>,
+}
+
+/// Anonymous executable memory: where JIT compilers put their code.
+fn is_anonymous(path: &str) -> bool {
+    path.is_empty() || path.starts_with("//anon") || path.starts_with("[anon")
+}
+
+/// Paths that name no file we could open for symbols.
+fn is_pseudo(path: &str) -> bool {
+    is_anonymous(path) || path.starts_with('[') || path.starts_with("/memfd:")
 }
 
 /// Streaming state of the CPU collector.
 pub struct Collector {
     samples: TableWriter<Sample>,
     stacks: TableWriter<StackNode>,
+    frames_out: TableWriter<Frame>,
     tasks: TableWriter<TaskEvent>,
     lost_rows: TableWriter<LostEvents>,
     mappings_out: TableWriter<Mapping>,
     /// Frame ids in order of first appearance (id = index).
-    pub frames: Vec<FrameKey>,
+    pub frames: Vec<FrameInfo>,
     frame_ids: HashMap<FrameKey, u64>,
     stack_ids: HashMap<(Option<u64>, u64), u64>,
     pub spaces: AddressSpaces,
@@ -49,6 +69,7 @@ impl Collector {
         Ok(Collector {
             samples: archive.table()?,
             stacks: archive.table()?,
+            frames_out: archive.table()?,
             tasks: archive.table()?,
             lost_rows: archive.table()?,
             mappings_out: archive.table()?,
@@ -64,14 +85,39 @@ impl Collector {
         })
     }
 
-    fn frame_id(&mut self, key: FrameKey) -> u64 {
+    /// Id of a frame; a new one is placed in its mapping now (the mapping
+    /// events came first) and streamed, so even a cut-short archive knows
+    /// which module each address was in.
+    fn frame_id(&mut self, key: FrameKey) -> Result<u64, TraceError> {
         if let Some(&id) = self.frame_ids.get(&key) {
-            return id;
+            return Ok(id);
         }
         let id = self.frames.len() as u64;
-        self.frames.push(key);
+        let mapping = if key.kernel {
+            None
+        } else {
+            self.spaces.lookup(key.pid, key.address)
+        };
+        let kind = match mapping {
+            _ if key.kernel => "kernel",
+            Some(m) if is_anonymous(&m.path) => "jit",
+            _ => "user",
+        };
+        let file_offset = mapping.map(|m| key.address - m.start + m.pgoff);
+        self.frames_out.push(Frame {
+            frame_id: id,
+            pid: key.pid,
+            address: key.address,
+            kind: kind.into(),
+            mapping_id: mapping.map(|m| m.mapping_id),
+            file_offset,
+        })?;
+        let file = mapping
+            .filter(|m| !is_pseudo(&m.path))
+            .map(|m| (Arc::clone(&m.path), key.address - m.start + m.pgoff));
+        self.frames.push(FrameInfo { key, file });
         self.frame_ids.insert(key, id);
-        id
+        Ok(id)
     }
 
     fn stack_node(&mut self, parent: Option<u64>, frame: u64) -> Result<u64, TraceError> {
@@ -116,7 +162,7 @@ impl Collector {
                 address,
                 kernel,
             };
-            let frame = self.frame_id(key);
+            let frame = self.frame_id(key)?;
             node = Some(self.stack_node(node, frame)?);
         }
         Ok(node)
@@ -246,7 +292,7 @@ impl Collector {
             start,
             end: start + len,
             pgoff,
-            path: path.clone(),
+            path: Arc::from(path.as_str()),
         });
         self.mappings_out.push(Mapping {
             mapping_id,
@@ -264,6 +310,7 @@ impl Collector {
     pub fn flush_if_due(&mut self) -> Result<(), TraceError> {
         self.samples.flush_if_due()?;
         self.stacks.flush_if_due()?;
+        self.frames_out.flush_if_due()?;
         self.tasks.flush_if_due()?;
         self.lost_rows.flush_if_due()?;
         self.mappings_out.flush_if_due()
@@ -296,12 +343,12 @@ impl Collector {
     pub fn finish_streams(self) -> Result<Finished, TraceError> {
         self.samples.finish()?;
         self.stacks.finish()?;
+        self.frames_out.finish()?;
         self.tasks.finish()?;
         self.lost_rows.finish()?;
         self.mappings_out.finish()?;
         Ok(Finished {
             frames: self.frames,
-            spaces: self.spaces,
             sample_count: self.sample_count,
             lost: self.lost,
         })
@@ -310,8 +357,7 @@ impl Collector {
 
 /// What symbolization needs once the streams are closed.
 pub struct Finished {
-    pub frames: Vec<FrameKey>,
-    pub spaces: AddressSpaces,
+    pub frames: Vec<FrameInfo>,
     pub sample_count: u64,
     pub lost: u64,
 }

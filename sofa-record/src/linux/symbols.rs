@@ -4,7 +4,7 @@
 
 use super::collect::{Finished, FrameKey};
 use crate::symbolize::{RangeTable, dwarf::Dwarf, elf::ElfSymbols, kallsyms, perfmap};
-use sofa_trace::tables::{Frame, Symbol};
+use sofa_trace::tables::Symbol;
 use sofa_trace::{ArchiveWriter, TableWriter, TraceError};
 use std::collections::{BTreeMap, HashMap};
 
@@ -23,14 +23,6 @@ fn module_of(path: &str) -> String {
         return path.to_owned();
     }
     path.rsplit('/').next().unwrap_or(path).to_owned()
-}
-
-/// Paths that name no file we could open for symbols.
-fn is_pseudo(path: &str) -> bool {
-    path.is_empty()
-        || path.starts_with('[')
-        || path.starts_with("//anon")
-        || path.starts_with("/memfd:")
 }
 
 /// Resolves the frames of one binary: DWARF (inlines, file:line) where the
@@ -108,9 +100,10 @@ fn resolve_binary(
     Ok(())
 }
 
+/// Writes `symbols` for the frames the recording streamed.
 pub fn write(archive: &ArchiveWriter, finished: &Finished) -> Result<SymbolStats, TraceError> {
     let mut stats = SymbolStats::default();
-    let kernel = if finished.frames.iter().any(|f| f.kernel) {
+    let kernel = if finished.frames.iter().any(|f| f.key.kernel) {
         let table = kallsyms::parse(&std::fs::read("/proc/kallsyms").unwrap_or_default());
         stats.kernel_hidden = table.is_empty();
         table
@@ -119,7 +112,6 @@ pub fn write(archive: &ArchiveWriter, finished: &Finished) -> Result<SymbolStats
     };
     let mut jit_maps: HashMap<u32, RangeTable> = HashMap::new();
     let mut by_binary: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
-    let mut frames_out = archive.table::<Frame>()?;
     let mut symbols_out = archive.table::<Symbol>()?;
     let symbol = |frame_id, function: &str, module: &str| Symbol {
         frame_id,
@@ -129,68 +121,36 @@ pub fn write(archive: &ArchiveWriter, finished: &Finished) -> Result<SymbolStats
         file: None,
         line: None,
     };
-
-    for (frame_id, key) in finished.frames.iter().enumerate() {
+    for (frame_id, frame) in finished.frames.iter().enumerate() {
         let frame_id = frame_id as u64;
         let FrameKey {
             pid,
             address,
             kernel: is_kernel,
-        } = *key;
+        } = frame.key;
         stats.frames += 1;
         if is_kernel {
-            frames_out.push(Frame {
-                frame_id,
-                pid: 0,
-                address,
-                kind: "kernel".into(),
-                mapping_id: None,
-                file_offset: None,
-            })?;
             if let Some(name) = kernel.lookup(address) {
                 let (function, module) = name.split_once(' ').unwrap_or((name, "[kernel]"));
                 symbols_out.push(symbol(frame_id, function, module))?;
                 stats.resolved += 1;
             }
-            continue;
-        }
-        let mapping = finished.spaces.lookup(pid, address);
-        let file_offset = mapping.map(|m| address - m.start + m.pgoff);
-        let mut kind = "user";
-        match (mapping, file_offset) {
-            (Some(m), Some(offset)) if !is_pseudo(&m.path) => {
-                by_binary
-                    .entry(m.path.as_str())
-                    .or_default()
-                    .push((frame_id, offset));
-            }
-            _ => {
-                // Anonymous code: JIT output, named by the process's perf map.
-                let jit = jit_maps.entry(pid).or_insert_with(|| {
-                    perfmap::parse(
-                        &std::fs::read(format!("/tmp/perf-{pid}.map")).unwrap_or_default(),
-                    )
-                });
-                if let Some(name) = jit.lookup(address) {
-                    symbols_out.push(symbol(frame_id, name, "[jit]"))?;
-                    stats.resolved += 1;
-                    kind = "jit";
-                }
+        } else if let Some((path, offset)) = &frame.file {
+            by_binary.entry(path).or_default().push((frame_id, *offset));
+        } else {
+            // No file behind it: JIT output, named by the process's perf map.
+            let jit = jit_maps.entry(pid).or_insert_with(|| {
+                perfmap::parse(&std::fs::read(format!("/tmp/perf-{pid}.map")).unwrap_or_default())
+            });
+            if let Some(name) = jit.lookup(address) {
+                symbols_out.push(symbol(frame_id, name, "[jit]"))?;
+                stats.resolved += 1;
             }
         }
-        frames_out.push(Frame {
-            frame_id,
-            pid,
-            address,
-            kind: kind.into(),
-            mapping_id: mapping.map(|m| m.mapping_id),
-            file_offset,
-        })?;
     }
     for (path, frames) in &by_binary {
         resolve_binary(path, frames, &mut symbols_out, &mut stats)?;
     }
-    frames_out.finish()?;
     symbols_out.finish()?;
     stats.unreadable.sort();
     Ok(stats)
