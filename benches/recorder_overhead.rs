@@ -65,7 +65,8 @@ fn main() {
     let built = Command::new(root.join("scripts/build-fixtures.sh"))
         .output()
         .expect("build fixtures");
-    let workload = PathBuf::from(String::from_utf8(built.stdout).unwrap().trim());
+    let stdout = String::from_utf8(built.stdout).unwrap();
+    let workload = PathBuf::from(stdout.lines().next().expect("fixture path"));
     let sofa = Path::new(env!("CARGO_BIN_EXE_sofa"));
     let runs = env_or("SOFA_BENCH_RUNS", 5);
     let steps = env_or("SOFA_BENCH_STEPS", 50).to_string();

@@ -5,8 +5,12 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/fixtures/workloads/build"
 mkdir -p "$out"
 cc=${CC:-cc}
-src="$root/fixtures/workloads/hotspots.c"
-if [ ! -x "$out/hotspots" ] || [ "$src" -nt "$out/hotspots" ]; then
-  "$cc" -O1 -g -fno-omit-frame-pointer -Wall -Wextra -o "$out/hotspots" "$src"
-fi
+for name in hotspots jitloop; do
+  src="$root/fixtures/workloads/$name.c"
+  if [ ! -x "$out/$name" ] || [ "$src" -nt "$out/$name" ]; then
+    "$cc" -O1 -g -fno-omit-frame-pointer -Wall -Wextra -o "$out/$name" "$src"
+  fi
+done
+# The first line is the main fixture (tests and benches read it).
 echo "$out/hotspots"
+echo "$out/jitloop"

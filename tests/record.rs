@@ -25,7 +25,8 @@ fn hotspots() -> PathBuf {
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+            let stdout = String::from_utf8(out.stdout).unwrap();
+            PathBuf::from(stdout.lines().next().unwrap())
         })
         .clone()
 }
@@ -163,6 +164,29 @@ fn c_fixture_hot_functions_have_the_known_ratio_and_agree_with_perf() {
             "{function}: sofa {ours:.2}% vs perf {theirs:.2}%"
         );
     }
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn jit_code_is_named_from_the_perf_map_and_the_map_is_archived() {
+    let dir = tempfile::tempdir().unwrap();
+    let jitloop = hotspots().with_file_name("jitloop");
+    let out = record(&dir.path().join("a"), &[jitloop.to_str().unwrap(), "60"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = analyze_json(&dir.path().join("a"));
+    let top = &json["functions"][0];
+    assert_eq!(top["name"], "jit_spin_loop", "{:#}", json["functions"]);
+    assert_eq!(top["module"], "[jit]");
+    assert!(top["self_share"].as_f64().unwrap() > 0.8);
+    let pid = json["processes"][0]["pid"].as_u64().unwrap();
+    let copied = dir.path().join(format!("a/jitmaps/perf-{pid}.map"));
+    let text = std::fs::read_to_string(&copied).expect("perf map copied into the archive");
+    assert!(text.contains("jit_spin_loop"));
+    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
 }
 
 #[test]

@@ -31,3 +31,6 @@ pub use polars;
 
 /// Name of the metadata file at the root of every archive.
 pub const META_FILE: &str = "meta.json";
+
+/// Directory of copied JIT symbol maps (`perf-PID.map`) inside an archive.
+pub const JIT_MAPS_DIR: &str = "jitmaps";

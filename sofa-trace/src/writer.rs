@@ -329,10 +329,11 @@ fn prepare_dir(dir: &Path) -> Result<(), TraceError> {
                 });
             }
             // An earlier archive: remove what a sofa archive holds, nothing else.
-            for spec in tables::all() {
-                let table_dir = dir.join(spec.name);
-                if table_dir.is_dir() {
-                    fs::remove_dir_all(&table_dir).map_err(|e| TraceError::io(&table_dir, e))?;
+            let names = tables::all().into_iter().map(|spec| spec.name);
+            for name in names.chain([crate::JIT_MAPS_DIR]) {
+                let sub = dir.join(name);
+                if sub.is_dir() {
+                    fs::remove_dir_all(&sub).map_err(|e| TraceError::io(&sub, e))?;
                 }
             }
             Ok(())

@@ -4,9 +4,11 @@
 
 use super::collect::{Finished, FrameKey};
 use crate::symbolize::{RangeTable, dwarf::Dwarf, elf::ElfSymbols, kallsyms, perfmap};
+use sofa_trace::JIT_MAPS_DIR;
 use sofa_trace::tables::Symbol;
 use sofa_trace::{ArchiveWriter, TableWriter, TraceError};
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 /// How much of the profile could be named.
 #[derive(Debug, Default)]
@@ -100,6 +102,23 @@ fn resolve_binary(
     Ok(())
 }
 
+/// Reads `/tmp/perf-PID.map` and keeps a copy in the archive's `jitmaps/`,
+/// since the original is usually cleaned up with the machine.
+fn load_perf_map(archive_dir: &Path, pid: u32, stats: &mut SymbolStats) -> RangeTable {
+    let Ok(bytes) = std::fs::read(format!("/tmp/perf-{pid}.map")) else {
+        return RangeTable::default();
+    };
+    let dir = archive_dir.join(JIT_MAPS_DIR);
+    let copied = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join(format!("perf-{pid}.map")), &bytes));
+    if let Err(e) = copied {
+        stats
+            .unreadable
+            .push(format!("copying /tmp/perf-{pid}.map into the archive: {e}"));
+    }
+    perfmap::parse(&bytes)
+}
+
 /// Writes `symbols` for the frames the recording streamed.
 pub fn write(archive: &ArchiveWriter, finished: &Finished) -> Result<SymbolStats, TraceError> {
     let mut stats = SymbolStats::default();
@@ -139,9 +158,9 @@ pub fn write(archive: &ArchiveWriter, finished: &Finished) -> Result<SymbolStats
             by_binary.entry(path).or_default().push((frame_id, *offset));
         } else {
             // No file behind it: JIT output, named by the process's perf map.
-            let jit = jit_maps.entry(pid).or_insert_with(|| {
-                perfmap::parse(&std::fs::read(format!("/tmp/perf-{pid}.map")).unwrap_or_default())
-            });
+            let jit = jit_maps
+                .entry(pid)
+                .or_insert_with(|| load_perf_map(archive.dir(), pid, &mut stats));
             if let Some(name) = jit.lookup(address) {
                 symbols_out.push(symbol(frame_id, name, "[jit]"))?;
                 stats.resolved += 1;
