@@ -10,8 +10,11 @@ cargo build --release --locked --bin sofa
 sofa=target/release/sofa
 out=${SOFA_DEMO_OUT:-sofa-out}
 
-echo "== sofa record -o $out -- python3 fixtures/workloads/train_numpy.py --steps 60" >&2
-"$sofa" record -o "$out" -- python3 fixtures/workloads/train_numpy.py --steps 60
+# The interpreter itself, not a wrapper such as a pyenv shim, so the profile
+# is the training loop's.
+python=$(python3 -c 'import sys; print(sys.executable)')
+echo "== sofa record -o $out -- $python fixtures/workloads/train_numpy.py --steps 300" >&2
+"$sofa" record -o "$out" -- "$python" fixtures/workloads/train_numpy.py --steps 300
 
 echo "== sofa analyze $out" >&2
 "$sofa" analyze "$out"

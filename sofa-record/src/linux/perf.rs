@@ -127,7 +127,10 @@ pub fn open(
         Some(name) => open_event(pid, frequency_hz, name, None),
         None => match open_event(pid, frequency_hz, "cycles", None) {
             Err(RecordError::Perf { source, .. }) => {
-                let why = format!("no hardware PMU (cycles: {source}): cpu-clock used");
+                let errno = source
+                    .raw_os_error()
+                    .map_or_else(|| source.to_string(), |n| format!("os error {n}"));
+                let why = format!("no hardware PMU (cycles: {errno}); cpu-clock used");
                 open_event(pid, frequency_hz, "cpu-clock", Some(why))
             }
             other => other,
