@@ -7,6 +7,76 @@ fn seconds(ns: u64) -> String {
     format!("{:.3} s", ns as f64 / 1e9)
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Align {
+    L,
+    R,
+}
+use Align::{L, R};
+
+/// Cells longer than this are cut with an ellipsis (long C++ names).
+const MAX_CELL: usize = 60;
+
+/// Appends a titled, column-aligned table of at most `limit` of `rows`
+/// (nothing when there are none), saying how many were left out.
+fn section(
+    out: &mut String,
+    title: &str,
+    columns: &[(&str, Align)],
+    rows: impl Iterator<Item = Vec<String>>,
+    limit: usize,
+) {
+    let rows: Vec<Vec<String>> = rows.collect();
+    if rows.is_empty() {
+        return;
+    }
+    let shown: Vec<Vec<String>> = rows
+        .iter()
+        .take(limit)
+        .map(|row| {
+            row.iter()
+                .map(|cell| {
+                    if cell.chars().count() > MAX_CELL {
+                        cell.chars().take(MAX_CELL - 1).chain(['…']).collect()
+                    } else {
+                        cell.clone()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| {
+            shown
+                .iter()
+                .map(|row| row[i].chars().count())
+                .chain([name.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let _ = writeln!(out, "\n{title} ({} of {})", shown.len(), rows.len());
+    let mut line = |cells: Vec<&str>| {
+        let mut text = String::from(" ");
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            text.push(' ');
+            match columns[i].1 {
+                R => text.extend(std::iter::repeat_n(' ', pad).chain(cell.chars())),
+                L => text.extend(cell.chars().chain(std::iter::repeat_n(' ', pad))),
+            }
+            text.push(' ');
+        }
+        let _ = writeln!(out, "{}", text.trim_end());
+    };
+    line(columns.iter().map(|(name, _)| *name).collect());
+    for row in &shown {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
 /// Renders the analysis as aligned plain-text tables, `limit` functions at most.
 pub fn render_text(analysis: &Analysis, limit: usize) -> String {
     let run = &analysis.run;
@@ -68,108 +138,77 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
         let _ = writeln!(out, "  {name:<width$}  {rows:>12}");
     }
 
-    if !analysis.processes.is_empty() {
-        let shown = &analysis.processes[..analysis.processes.len().min(limit)];
-        let _ = writeln!(
-            out,
-            "\nprocesses ({} of {})\n  {:>6}  {:>9}  {:>8}  comm",
-            shown.len(),
-            analysis.processes.len(),
-            "share%",
-            "samples",
-            "pid"
-        );
-        for p in shown {
-            let _ = writeln!(
-                out,
-                "  {:>6.2}  {:>9}  {:>8}  {}",
-                100.0 * p.share,
-                p.samples,
-                p.pid,
-                p.comm
-            );
-        }
-    }
+    let pct = |share: f64| format!("{:.2}", 100.0 * share);
+    section(
+        &mut out,
+        "processes",
+        &[("share%", R), ("samples", R), ("pid", R), ("comm", L)],
+        analysis.processes.iter().map(|p| {
+            vec![
+                pct(p.share),
+                p.samples.to_string(),
+                p.pid.to_string(),
+                p.comm.clone(),
+            ]
+        }),
+        limit,
+    );
     if analysis.threads.len() > 1 {
-        let shown = &analysis.threads[..analysis.threads.len().min(limit)];
-        let _ = writeln!(
-            out,
-            "\nthreads ({} of {})\n  {:>6}  {:>9}  {:>8}  {:>8}  comm",
-            shown.len(),
-            analysis.threads.len(),
-            "share%",
-            "samples",
-            "pid",
-            "tid"
+        section(
+            &mut out,
+            "threads",
+            &[
+                ("share%", R),
+                ("samples", R),
+                ("pid", R),
+                ("tid", R),
+                ("comm", L),
+            ],
+            analysis.threads.iter().map(|t| {
+                vec![
+                    pct(t.share),
+                    t.samples.to_string(),
+                    t.pid.to_string(),
+                    t.tid.to_string(),
+                    t.comm.clone(),
+                ]
+            }),
+            limit,
         );
-        for t in shown {
-            let _ = writeln!(
-                out,
-                "  {:>6.2}  {:>9}  {:>8}  {:>8}  {}",
-                100.0 * t.share,
-                t.samples,
-                t.pid,
-                t.tid,
-                t.comm
-            );
-        }
     }
-    if !analysis.modules.is_empty() {
-        let shown = &analysis.modules[..analysis.modules.len().min(limit)];
-        let _ = writeln!(
-            out,
-            "\nmodules by self time ({} of {})\n  {:>6}  {:>9}  module",
-            shown.len(),
-            analysis.modules.len(),
-            "self%",
-            "samples"
-        );
-        for m in shown {
-            let _ = writeln!(
-                out,
-                "  {:>6.2}  {:>9}  {}",
-                100.0 * m.self_share,
-                m.self_samples,
-                m.module
-            );
-        }
-    }
-
-    if !analysis.functions.is_empty() {
-        let shown = &analysis.functions[..analysis.functions.len().min(limit)];
-        let name_w = shown
-            .iter()
-            .map(|f| f.name.len())
-            .max()
-            .unwrap_or(8)
-            .clamp(8, 60);
-        let _ = writeln!(
-            out,
-            "\ntop functions ({} of {})\n  {:>6}  {:>6}  {:>9}  {:<name_w$}  module",
-            shown.len(),
-            analysis.functions.len(),
-            "self%",
-            "total%",
-            "samples",
-            "function"
-        );
-        for f in shown {
-            let name: String = if f.name.chars().count() > name_w {
-                let cut: String = f.name.chars().take(name_w - 1).collect();
-                cut + "…"
-            } else {
-                f.name.clone()
-            };
-            let _ = writeln!(
-                out,
-                "  {:>6.2}  {:>6.2}  {:>9}  {:<name_w$}  {}",
-                100.0 * f.self_share,
-                100.0 * f.total_share,
-                f.self_samples,
-                name,
-                f.module
-            );
-        }
-    }
+    section(
+        &mut out,
+        "modules by self time",
+        &[("self%", R), ("samples", R), ("module", L)],
+        analysis.modules.iter().map(|m| {
+            vec![
+                pct(m.self_share),
+                m.self_samples.to_string(),
+                m.module.clone(),
+            ]
+        }),
+        limit,
+    );
+    section(
+        &mut out,
+        "top functions",
+        &[
+            ("self%", R),
+            ("total%", R),
+            ("samples", R),
+            ("function", L),
+            ("module", L),
+        ],
+        analysis.functions.iter().map(|f| {
+            vec![
+                pct(f.self_share),
+                pct(f.total_share),
+                f.self_samples.to_string(),
+                f.name.clone(),
+                f.module.clone(),
+            ]
+        }),
+        limit,
+    );
     out
 }
