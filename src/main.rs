@@ -59,6 +59,9 @@ struct RecordArgs {
     /// Do not set PYTHONPERFSUPPORT=1 for the command (CPython 3.12+ function names).
     #[arg(long)]
     no_python_perf: bool,
+    /// Do not record system calls.
+    #[arg(long)]
+    no_syscalls: bool,
     /// The command to profile, after `--`.
     #[arg(
         required = true,
@@ -121,6 +124,7 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         event: args.event,
         python_perf: !args.no_python_perf,
         progress: true,
+        syscalls: !args.no_syscalls,
         command: args.command,
     };
     let summary = sofa_record::record(&config)?;
@@ -128,8 +132,9 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         eprintln!("sofa: note: {note}");
     }
     eprintln!(
-        "sofa: recorded {} samples ({} lost) in {:.2} s into {} ({})",
+        "sofa: recorded {} samples, {} system calls ({} lost) in {:.2} s into {} ({})",
         summary.samples,
+        summary.syscalls,
         summary.lost,
         summary.duration_ns as f64 / 1e9,
         summary.output.display(),

@@ -113,7 +113,16 @@ fn c_fixture_hot_functions_have_the_known_ratio_and_agree_with_perf() {
     let dir = tempfile::tempdir().unwrap();
     let bin = hotspots();
     let cmd = [bin.to_str().unwrap(), "40", "50000"];
-    let out = record(&dir.path().join("a"), &cmd);
+    // perf record -g samples only, so sofa does too: tracing 2 million
+    // syscalls would (rightly) change the profile of this read-heavy loop.
+    let out = sofa()
+        .arg("record")
+        .arg("-o")
+        .arg(dir.path().join("a"))
+        .args(["--no-syscalls", "--"])
+        .args(cmd)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -435,4 +444,97 @@ fn kill_pid(pid: u64) {
     let _ = std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status();
+}
+
+fn syscall_count(json: &Value, name: &str) -> u64 {
+    json["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .map_or(0, |s| s["count"].as_u64().unwrap())
+}
+
+#[test]
+fn read_count_matches_strace() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = hotspots();
+    let cmd = [bin.to_str().unwrap(), "5", "4000"];
+    let out = record(&dir.path().join("a"), &cmd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = analyze_json(&dir.path().join("a"));
+    assert_eq!(
+        json["run"]["collectors"]["syscalls"]["status"], "ok",
+        "{}",
+        json["run"]
+    );
+    let ours = syscall_count(&json, "read");
+
+    let summary = dir.path().join("strace.txt");
+    let status = std::process::Command::new("strace")
+        .args(["-f", "-c", "-o"])
+        .arg(&summary)
+        .args(cmd)
+        .stderr(Stdio::null())
+        .status()
+        .expect("strace not found: run scripts/setup.sh (installs strace)");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&summary).unwrap();
+    let theirs: u64 = text
+        .lines()
+        .find(|l| l.split_whitespace().last() == Some("read"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap_or_else(|| panic!("no read line in strace summary:\n{text}"));
+    assert_eq!(
+        theirs, 20_001,
+        "the fixture reads 5 x 4000 times plus the loader's read"
+    );
+    let diff = (ours as f64 - theirs as f64).abs() / theirs as f64;
+    assert!(diff <= 0.01, "sofa {ours} reads vs strace {theirs}");
+
+    let read = json["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "read")
+        .unwrap();
+    assert_eq!(read["errors"], 0);
+    assert!(read["total_ns"].as_u64().unwrap() > 0);
+    assert!(read["mean_ns"].as_u64().unwrap() > 0);
+    // Arguments and return values are recorded: fd 3, 64 bytes, 64 returned.
+    let archive = sofa_trace::Archive::open(dir.path().join("a")).unwrap();
+    let calls = archive.read_table::<sofa_trace::tables::Syscall>().unwrap();
+    let reads: Vec<_> = calls
+        .iter()
+        .filter(|c| c.name == "read" && c.arg2 == 64)
+        .collect();
+    assert!(reads.len() >= 20_000);
+    assert!(
+        reads
+            .iter()
+            .all(|c| c.ret == Some(64) && c.duration_ns.is_some())
+    );
+}
+
+#[test]
+fn no_syscalls_switch_disables_the_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sofa()
+        .arg("record")
+        .arg("-o")
+        .arg(dir.path().join("a"))
+        .args(["--no-syscalls", "--"])
+        .arg(hotspots())
+        .args(["2", "1000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json = analyze_json(&dir.path().join("a"));
+    assert_eq!(json["run"]["collectors"]["syscalls"]["status"], "disabled");
+    assert_eq!(json["syscalls"].as_array().unwrap().len(), 0);
+    assert_eq!(json["run"]["tables"]["syscalls"], 0);
 }

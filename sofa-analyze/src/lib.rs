@@ -3,11 +3,13 @@
 
 mod functions;
 mod summary;
+mod syscalls;
 mod tasks;
 mod text;
 
 pub use functions::{FunctionRow, ModuleRow, modules, top_functions};
 pub use summary::{Analysis, CollectorJson, RunSummary, analyze};
+pub use syscalls::{SyscallRow, syscall_table};
 pub use tasks::{ProcessRow, ThreadRow};
 pub use text::render_text;
 

@@ -1,5 +1,6 @@
 use crate::AnalyzeError;
 use crate::functions::{FunctionRow, ModuleRow, modules, top_functions};
+use crate::syscalls::{SyscallRow, syscall_table};
 use crate::tasks::{ProcessRow, ThreadRow, processes_and_threads};
 use serde::Serialize;
 use sofa_trace::{Archive, CollectorState};
@@ -14,6 +15,7 @@ pub struct Analysis {
     pub modules: Vec<ModuleRow>,
     pub processes: Vec<ProcessRow>,
     pub threads: Vec<ThreadRow>,
+    pub syscalls: Vec<SyscallRow>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -97,11 +99,13 @@ pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
         Vec::new()
     };
     let (processes, threads) = processes_and_threads(archive)?;
+    let syscalls = syscall_table(archive, run.duration_ns)?;
     Ok(Analysis {
         run,
         modules: modules(&functions),
         functions,
         processes,
         threads,
+        syscalls,
     })
 }

@@ -189,6 +189,30 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
         }),
         limit,
     );
+    let ms = |ns: u64| format!("{:.3}", ns as f64 / 1e6);
+    section(
+        &mut out,
+        "system calls by time",
+        &[
+            ("syscall", L),
+            ("count", R),
+            ("errors", R),
+            ("total ms", R),
+            ("mean us", R),
+            ("wall%", R),
+        ],
+        analysis.syscalls.iter().map(|s| {
+            vec![
+                s.name.clone(),
+                s.count.to_string(),
+                s.errors.to_string(),
+                ms(s.total_ns),
+                format!("{:.2}", s.mean_ns as f64 / 1e3),
+                pct(s.wall_share),
+            ]
+        }),
+        limit,
+    );
     section(
         &mut out,
         "top functions",

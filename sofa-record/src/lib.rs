@@ -12,6 +12,8 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::human_bytes;
 pub mod symbolize;
+pub mod syscalls;
+pub mod tracefs;
 
 /// What `sofa record` was asked to do; built by the binary from its flags.
 #[derive(Debug, Clone)]
@@ -24,6 +26,8 @@ pub struct RecordConfig {
     pub event: Option<String>,
     /// Set `PYTHONPERFSUPPORT=1` in the child so CPython 3.12+ writes perf maps. Default on.
     pub python_perf: bool,
+    /// Record system calls (`--no-syscalls` turns it off). Default on.
+    pub syscalls: bool,
     /// Show a one-line progress display on stderr (the binary turns it on for terminals).
     pub progress: bool,
     /// The command and its arguments.
@@ -36,6 +40,8 @@ pub struct RecordSummary {
     /// Exit status for sofa: the command's code, or 128 + signal.
     pub exit_status: i32,
     pub samples: u64,
+    /// System calls recorded (paired enter/exit rows).
+    pub syscalls: u64,
     pub lost: u64,
     pub duration_ns: u64,
     pub archive_bytes: u64,

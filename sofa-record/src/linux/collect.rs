@@ -49,7 +49,8 @@ pub struct Collector {
     stacks: TableWriter<StackNode>,
     frames_out: TableWriter<Frame>,
     tasks: TableWriter<TaskEvent>,
-    lost_rows: TableWriter<LostEvents>,
+    /// Kept in memory (losses are rare) and written with the other collectors' at the end.
+    lost_rows: Vec<LostEvents>,
     mappings_out: TableWriter<Mapping>,
     /// Frame ids in order of first appearance (id = index).
     pub frames: Vec<FrameInfo>,
@@ -71,7 +72,7 @@ impl Collector {
             stacks: archive.table()?,
             frames_out: archive.table()?,
             tasks: archive.table()?,
-            lost_rows: archive.table()?,
+            lost_rows: Vec::new(),
             mappings_out: archive.table()?,
             frames: Vec::new(),
             frame_ids: HashMap::new(),
@@ -271,7 +272,8 @@ impl Collector {
             collector: "cpu".into(),
             cpu: Some(cpu),
             count,
-        })
+        });
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -312,7 +314,6 @@ impl Collector {
         self.stacks.flush_if_due()?;
         self.frames_out.flush_if_due()?;
         self.tasks.flush_if_due()?;
-        self.lost_rows.flush_if_due()?;
         self.mappings_out.flush_if_due()
     }
 
@@ -345,12 +346,12 @@ impl Collector {
         self.stacks.finish()?;
         self.frames_out.finish()?;
         self.tasks.finish()?;
-        self.lost_rows.finish()?;
         self.mappings_out.finish()?;
         Ok(Finished {
             frames: self.frames,
             sample_count: self.sample_count,
             lost: self.lost,
+            lost_rows: self.lost_rows,
         })
     }
 }
@@ -360,6 +361,7 @@ pub struct Finished {
     pub frames: Vec<FrameInfo>,
     pub sample_count: u64,
     pub lost: u64,
+    pub lost_rows: Vec<LostEvents>,
 }
 
 /// Executable mappings per process and the fork tree that shares them.
@@ -392,5 +394,15 @@ impl AddressSpaces {
                 .rev()
                 .find(|r| r.start <= address && address < r.end)
         })
+    }
+}
+
+impl super::drain::Sink for Collector {
+    fn handle(&mut self, tag: u32, record: Record) -> Result<(), TraceError> {
+        Collector::handle(self, record, tag)
+    }
+
+    fn tick(&mut self) -> Result<(), TraceError> {
+        self.flush_if_due()
     }
 }

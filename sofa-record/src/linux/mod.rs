@@ -2,15 +2,18 @@
 
 mod child;
 mod collect;
+mod drain;
 mod host;
 mod perf;
 mod procmaps;
 mod symbols;
+mod syscalls;
 
 use crate::{RecordConfig, RecordError, RecordSummary};
 use child::{Child, Exit};
 use collect::Collector;
 use perf::CpuSampler;
+use sofa_trace::tables::LostEvents;
 use sofa_trace::{
     ArchiveWriter, CollectorState, CollectorStatus, EventInfo, ExitInfo, Meta, SamplingInfo,
     TraceError,
@@ -73,21 +76,58 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
         };
         meta.collectors.insert("cpu".into(), cpu_status);
     }
+
+    let syscall_counters = if config.syscalls {
+        match syscalls::open(child.pid, perf::online_cpus()) {
+            Ok(counters) => Some(counters),
+            Err(reason) => {
+                notes.push(format!("system calls not recorded: {reason}"));
+                set_collector(
+                    &mut archive,
+                    "syscalls",
+                    CollectorStatus::with(CollectorState::Unavailable, reason),
+                );
+                None
+            }
+        }
+    } else {
+        set_collector(
+            &mut archive,
+            "syscalls",
+            CollectorStatus::with(CollectorState::Disabled, "--no-syscalls"),
+        );
+        None
+    };
+    if syscall_counters.is_some() {
+        set_collector(&mut archive, "syscalls", CollectorStatus::ok());
+    }
     archive.write_meta()?;
 
-    let collector = Collector::new(&archive)?;
     let stop = Arc::new(AtomicBool::new(false));
+    let collector = Collector::new(&archive)?;
     let progress = config.progress && std::io::stderr().is_terminal();
-    let reader = {
+    let cpu_reader = {
         let stop = Arc::clone(&stop);
         let dir = config.output.clone();
-        std::thread::Builder::new()
-            .name("sofa-reader".into())
-            .spawn(move || drain(opened.samplers, collector, &stop, progress.then_some(&*dir)))
-            .map_err(|e| RecordError::Os {
-                what: "starting the reader thread".into(),
-                source: e,
-            })?
+        spawn("sofa-cpu", move || {
+            read_cpu(opened.samplers, collector, &stop, progress.then_some(&*dir))
+        })?
+    };
+    let syscall_reader = match syscall_counters {
+        Some(counters) => {
+            let mut sink = syscalls::SyscallSink::new(&archive, counters.layouts)?;
+            let stop = Arc::clone(&stop);
+            let sources = counters.sources;
+            Some(spawn("sofa-syscalls", move || {
+                let refs: Vec<_> = sources.iter().map(|(tag, _, s)| (*tag, s)).collect();
+                drain::drain(&refs, &mut sink, &stop, |_| {})?;
+                for (_, counter, _) in &sources {
+                    let _ = counter.disable();
+                }
+                Ok(sink)
+            })?)
+        }
+        None => None,
     };
 
     child::forward_signals_to(child.pid);
@@ -96,15 +136,37 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
         Ok(()) => child.wait(),
         Err(e) => Err(e),
     };
-    stop.store(true, Ordering::Relaxed);
-    let collector = reader.join().map_err(|_| RecordError::Os {
-        what: "the reader thread failed".into(),
-        source: std::io::Error::other("panic"),
-    })??;
+    stop.store(true, Ordering::Release);
+    let collector = join(cpu_reader)?;
+    let syscall_sink = syscall_reader.map(join).transpose()?;
     let exit = exit?;
     let end_ns = host::monotonic_ns();
 
-    let finished = collector.finish_streams()?;
+    let mut finished = collector.finish_streams()?;
+    let mut lost_rows = std::mem::take(&mut finished.lost_rows);
+    let (syscalls_written, syscalls_lost) = match syscall_sink {
+        Some(sink) => {
+            let lost = sink.lost;
+            let (rows, orphans, rows_lost) = sink.finish()?;
+            // One is expected: the exit of the execve that started the command.
+            if orphans > 1 {
+                notes.push(format!(
+                    "{orphans} system call exits had no matching entry (lost entries, or \
+                     calls in progress when recording began)"
+                ));
+            }
+            lost_rows.extend(rows_lost);
+            (rows, Some(lost))
+        }
+        None => (0, None),
+    };
+    let mut lost_out = archive.table::<LostEvents>()?;
+    lost_rows
+        .sort_by(|a, b| (a.time_ns, &a.collector, a.cpu).cmp(&(b.time_ns, &b.collector, b.cpu)));
+    for row in lost_rows {
+        lost_out.push(row)?;
+    }
+    lost_out.finish()?;
     let sym = symbols::write(&archive, &finished)?;
     if sym.kernel_hidden {
         notes.push(
@@ -132,13 +194,17 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
         },
     });
     meta.lost.insert("cpu".into(), finished.lost);
+    if let Some(lost) = syscalls_lost {
+        meta.lost.insert("syscalls".into(), lost);
+    }
     let duration_ns = end_ns.saturating_sub(meta.clock.start_ns);
     archive.finish()?;
 
     Ok(RecordSummary {
         exit_status: exit.status(),
         samples: finished.sample_count,
-        lost: finished.lost,
+        syscalls: syscalls_written,
+        lost: finished.lost + syscalls_lost.unwrap_or(0),
         duration_ns,
         archive_bytes: dir_size(&config.output),
         output: config.output.clone(),
@@ -146,35 +212,48 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
     })
 }
 
-/// The reader thread: drains every CPU's ring buffer into the archive until
-/// told to stop, then drains once more so nothing the kernel wrote is left.
-fn drain(
+fn set_collector(archive: &mut ArchiveWriter, name: &str, status: CollectorStatus) {
+    archive
+        .meta_mut()
+        .collectors
+        .insert(name.to_owned(), status);
+}
+
+fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> Result<T, TraceError> + Send + 'static,
+) -> Result<std::thread::JoinHandle<Result<T, TraceError>>, RecordError> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map_err(|e| RecordError::Os {
+            what: format!("starting thread {name}"),
+            source: e,
+        })
+}
+
+fn join<T>(handle: std::thread::JoinHandle<Result<T, TraceError>>) -> Result<T, RecordError> {
+    let name = handle.thread().name().unwrap_or("reader").to_owned();
+    match handle.join() {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(RecordError::Os {
+            what: format!("thread {name} panicked"),
+            source: std::io::Error::other("panic"),
+        }),
+    }
+}
+
+/// The CPU reader thread, with the one-line progress display on a terminal.
+fn read_cpu(
     samplers: Vec<CpuSampler>,
     mut collector: Collector,
     stop: &AtomicBool,
     progress_dir: Option<&Path>,
 ) -> Result<Collector, TraceError> {
-    let mut iters: Vec<_> = samplers
-        .iter()
-        .map(|s| {
-            (
-                s.cpu,
-                s.sampler.iter().expect("each sampler is iterated once"),
-            )
-        })
-        .collect();
+    let sources: Vec<_> = samplers.iter().map(|s| (s.cpu, &s.sampler)).collect();
     let started = Instant::now();
     let mut last_progress = Instant::now();
-    loop {
-        let stopping = stop.load(Ordering::Relaxed);
-        let mut records = 0usize;
-        for (cpu, iter) in iters.iter_mut() {
-            for (_, record) in iter.by_ref() {
-                collector.handle(record, *cpu)?;
-                records += 1;
-            }
-        }
-        collector.flush_if_due()?;
+    drain::drain(&sources, &mut collector, stop, |c| {
         if let Some(dir) = progress_dir
             && last_progress.elapsed() >= Duration::from_millis(500)
         {
@@ -184,26 +263,19 @@ fn drain(
                 err,
                 "\r\x1b[2K[sofa] {:.1} s  {} samples  {} lost  {}",
                 started.elapsed().as_secs_f64(),
-                collector.sample_count,
-                collector.lost,
+                c.sample_count,
+                c.lost,
                 human_bytes(dir_size(dir))
             );
             let _ = err.flush();
         }
-        if stopping {
-            break;
-        }
-        if records == 0 {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    })?;
     if progress_dir.is_some() {
         eprint!("\r\x1b[2K");
     }
     for s in &samplers {
         let _ = s.counter.disable();
     }
-    drop(iters);
     Ok(collector)
 }
 

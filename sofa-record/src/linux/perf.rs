@@ -102,7 +102,7 @@ fn is_permission(err: &std::io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM))
 }
 
-fn online_cpus() -> u32 {
+pub fn online_cpus() -> u32 {
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     if n > 0 { n as u32 } else { 1 }
 }

@@ -1,0 +1,60 @@
+//! System call table: count, errors and time per call name.
+
+use crate::AnalyzeError;
+use serde::Serialize;
+use sofa_trace::Archive;
+use sofa_trace::tables::Syscall;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyscallRow {
+    pub name: String,
+    pub count: u64,
+    /// Calls that returned a negative errno.
+    pub errors: u64,
+    /// Time inside the calls (entry to exit), summed over threads, ns.
+    pub total_ns: u64,
+    pub mean_ns: u64,
+    /// `total_ns` over the recording's wall time (can exceed 1 with several threads).
+    pub wall_share: f64,
+}
+
+/// Most time first. `duration_ns` is the recording's wall time, if known.
+pub fn syscall_table(
+    archive: &Archive,
+    duration_ns: Option<u64>,
+) -> Result<Vec<SyscallRow>, AnalyzeError> {
+    let mut per: HashMap<String, (u64, u64, u64, u64)> = HashMap::new();
+    for call in archive.read_table::<Syscall>()? {
+        let slot = per.entry(call.name).or_default();
+        slot.0 += 1;
+        if call.ret.is_some_and(|r| (-4095..0).contains(&r)) {
+            slot.1 += 1;
+        }
+        if let Some(d) = call.duration_ns {
+            slot.2 += d;
+            slot.3 += 1;
+        }
+    }
+    let mut rows: Vec<SyscallRow> = per
+        .into_iter()
+        .map(|(name, (count, errors, total_ns, timed))| SyscallRow {
+            name,
+            count,
+            errors,
+            total_ns,
+            mean_ns: total_ns.checked_div(timed).unwrap_or(0),
+            wall_share: match duration_ns {
+                Some(d) if d > 0 => total_ns as f64 / d as f64,
+                _ => 0.0,
+            },
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.total_ns
+            .cmp(&a.total_ns)
+            .then(b.count.cmp(&a.count))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    Ok(rows)
+}

@@ -1,0 +1,287 @@
+//! The `syscalls` collector: `raw_syscalls:sys_enter`/`sys_exit` tracepoints
+//! for the traced tree only (per-CPU counters on the child, inherited, enabled
+//! at exec), paired into one row per call.
+
+use super::drain::Sink;
+use crate::syscalls::{Enter, Exit, Pairer};
+use crate::tracefs::{self, EventFormat, Field};
+use perf_event_open::config::{
+    Clock, Cpu, Inherit, OnExecve, Opts, Proc, RecordIdFormat, SampleFormat, SampleOn,
+};
+use perf_event_open::count::Counter;
+use perf_event_open::event::tp::Tracepoint;
+use perf_event_open::sample::Sampler;
+use perf_event_open::sample::record::Record;
+use sofa_trace::tables::{LostEvents, Syscall};
+use sofa_trace::{ArchiveWriter, TableWriter, TraceError};
+use std::path::{Path, PathBuf};
+
+/// Ring buffer per CPU and event: 2^10 pages (4 MiB), about 40 000 events,
+/// since a syscall-heavy program produces hundreds of thousands a second.
+const RING_PAGES_EXP: u8 = 10;
+
+/// Finds tracefs, mounting it where it is not (as `perf trace` needs too).
+pub fn tracefs_dir() -> Result<PathBuf, String> {
+    let candidates = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+    if let Some(dir) = candidates
+        .iter()
+        .map(Path::new)
+        .find(|d| d.join("events").is_dir())
+    {
+        return Ok(dir.to_path_buf());
+    }
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: mount(2) with constant C strings.
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    let dir = Path::new("/sys/kernel/tracing");
+    if rc == 0 && dir.join("events").is_dir() {
+        return Ok(dir.to_path_buf());
+    }
+    Err(format!(
+        "tracefs is not mounted and mounting it failed ({}): \
+         run `sudo mount -t tracefs nodev /sys/kernel/tracing`",
+        std::io::Error::last_os_error()
+    ))
+}
+
+/// Reads the format of tracepoint `group:name`.
+pub fn event_format(tracefs: &Path, group: &str, name: &str) -> Result<EventFormat, String> {
+    let path = tracefs.join("events").join(group).join(name).join("format");
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    tracefs::parse_format(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub struct Layout {
+    id: Field,
+    /// `args` (enter) or `ret` (exit).
+    value: Field,
+}
+
+fn layout(format: &EventFormat, value: &str) -> Result<Layout, String> {
+    let get = |name: &str| {
+        format
+            .field(name)
+            .cloned()
+            .ok_or_else(|| format!("tracepoint format lacks `{name}`"))
+    };
+    Ok(Layout {
+        id: get("id")?,
+        value: get(value)?,
+    })
+}
+
+/// Where the syscall number and arguments or return value sit in each record.
+pub struct Layouts {
+    enter: Layout,
+    exit: Layout,
+}
+
+/// Counters of both tracepoints on every CPU.
+pub struct SyscallCounters {
+    /// (tag, counter, sampler); tag = 2 * cpu + (0 enter | 1 exit).
+    pub sources: Vec<(u32, Counter, Sampler)>,
+    pub layouts: Layouts,
+}
+
+fn opts() -> Opts {
+    Opts {
+        inherit: Some(Inherit::NewChild),
+        on_execve: Some(OnExecve::Enable),
+        enable: false,
+        sample_on: SampleOn::Count(1),
+        sample_format: SampleFormat {
+            raw: true,
+            ..Default::default()
+        },
+        record_id_all: true,
+        record_id_format: RecordIdFormat {
+            task: true,
+            time: true,
+            ..Default::default()
+        },
+        timer: Some(Clock::Monotonic),
+        ..Default::default()
+    }
+}
+
+/// Opens the syscall tracepoints for `pid`; `Err` says why they are unavailable.
+pub fn open(pid: libc::pid_t, cpus: u32) -> Result<SyscallCounters, String> {
+    let tracefs = tracefs_dir()?;
+    let enter_fmt = event_format(&tracefs, "raw_syscalls", "sys_enter")?;
+    let exit_fmt = event_format(&tracefs, "raw_syscalls", "sys_exit")?;
+    let enter = layout(&enter_fmt, "args")?;
+    let exit = layout(&exit_fmt, "ret")?;
+    let opts = opts();
+    let mut sources = Vec::new();
+    for cpu in 0..cpus {
+        for (kind, id) in [(0, enter_fmt.id), (1, exit_fmt.id)] {
+            let counter = Counter::new(Tracepoint { id }, (Proc(pid as u32), Cpu(cpu)), &opts)
+                .map_err(|e| format!("perf_event_open(raw_syscalls): {e}"))?;
+            let sampler = counter
+                .sampler(RING_PAGES_EXP)
+                .map_err(|e| format!("ring buffer for raw_syscalls: {e}"))?;
+            sources.push((2 * cpu + kind, counter, sampler));
+        }
+    }
+    Ok(SyscallCounters {
+        sources,
+        layouts: Layouts { enter, exit },
+    })
+}
+
+/// Streaming state of the syscall collector.
+pub struct SyscallSink {
+    out: TableWriter<Syscall>,
+    enter: Layout,
+    exit: Layout,
+    pairer: Pairer,
+    rows: Vec<Syscall>,
+    /// Events of this and earlier passes not yet fed to the pairer.
+    pending: Vec<Event>,
+    /// Every buffer is read after this time, so all events before it are in hand.
+    horizon_ns: u64,
+    pub events: u64,
+    pub lost: u64,
+    pub lost_rows: Vec<LostEvents>,
+}
+
+impl SyscallSink {
+    pub fn new(archive: &ArchiveWriter, layouts: Layouts) -> Result<Self, TraceError> {
+        Ok(SyscallSink {
+            out: archive.table()?,
+            enter: layouts.enter,
+            exit: layouts.exit,
+            pairer: Pairer::new(std::env::consts::ARCH),
+            rows: Vec::new(),
+            pending: Vec::new(),
+            horizon_ns: 0,
+            events: 0,
+            lost: 0,
+            lost_rows: Vec::new(),
+        })
+    }
+
+    fn write_rows(&mut self) -> Result<(), TraceError> {
+        for row in self.rows.drain(..) {
+            self.out.push(row)?;
+        }
+        Ok(())
+    }
+
+    /// Feeds the pairer, in time order, the events older than `horizon`.
+    /// Buffers are per CPU and per event, so only a time-ordered merge lets
+    /// a thread's enters and exits alternate as they happened.
+    fn feed(&mut self, horizon: u64) -> Result<(), TraceError> {
+        self.pending.sort_by_key(Event::time_ns);
+        let ready = self.pending.partition_point(|e| e.time_ns() < horizon);
+        for event in self.pending.drain(..ready) {
+            match event {
+                Event::Enter(e) => self.pairer.enter(e, &mut self.rows),
+                Event::Exit(x) => self.pairer.exit(x, &mut self.rows),
+            }
+        }
+        self.write_rows()
+    }
+
+    /// Flushes calls still open and returns (rows, exits without enter).
+    pub fn finish(mut self) -> Result<(u64, u64, Vec<LostEvents>), TraceError> {
+        self.feed(u64::MAX)?;
+        let pairer = std::mem::take(&mut self.pairer);
+        let orphans = pairer.finish(&mut self.rows);
+        self.write_rows()?;
+        let summary = self.out.finish()?;
+        Ok((summary.rows, orphans, self.lost_rows))
+    }
+}
+
+impl Sink for SyscallSink {
+    fn handle(&mut self, tag: u32, record: Record) -> Result<(), TraceError> {
+        let is_exit = tag % 2 == 1;
+        match record {
+            Record::Sample(s) => {
+                let (Some(raw), Some(task)) = (s.raw.as_deref(), s.record_id.task.as_ref()) else {
+                    return Ok(());
+                };
+                let time_ns = s.record_id.time.unwrap_or(0);
+                let layout = if is_exit { &self.exit } else { &self.enter };
+                let Some(nr) = tracefs::read_int(raw, &layout.id) else {
+                    return Ok(());
+                };
+                let nr = nr as u32;
+                self.events += 1;
+                if is_exit {
+                    let ret = tracefs::read_int(raw, &layout.value).unwrap_or(0);
+                    let exit = Exit {
+                        time_ns,
+                        pid: task.pid,
+                        tid: task.tid,
+                        nr,
+                        ret,
+                    };
+                    self.pending.push(Event::Exit(exit));
+                } else {
+                    let arg = |i| tracefs::read_u64_elem(raw, &layout.value, i).unwrap_or(0);
+                    let enter = Enter {
+                        time_ns,
+                        pid: task.pid,
+                        tid: task.tid,
+                        nr,
+                        args: [arg(0), arg(1), arg(2)],
+                    };
+                    self.pending.push(Event::Enter(enter));
+                }
+            }
+            Record::LostRecords(l) => {
+                self.record_lost(tag, l.lost_records, l.record_id.and_then(|r| r.time))
+            }
+            Record::LostSamples(l) => {
+                self.record_lost(tag, l.lost_samples, l.record_id.and_then(|r| r.time))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn begin_pass(&mut self) {
+        self.horizon_ns = super::host::monotonic_ns();
+    }
+
+    fn tick(&mut self) -> Result<(), TraceError> {
+        self.feed(self.horizon_ns)?;
+        self.out.flush_if_due()
+    }
+}
+
+enum Event {
+    Enter(Enter),
+    Exit(Exit),
+}
+
+impl Event {
+    fn time_ns(&self) -> u64 {
+        match self {
+            Event::Enter(e) => e.time_ns,
+            Event::Exit(x) => x.time_ns,
+        }
+    }
+}
+
+impl SyscallSink {
+    fn record_lost(&mut self, tag: u32, count: u64, time_ns: Option<u64>) {
+        self.lost += count;
+        self.lost_rows.push(LostEvents {
+            time_ns: time_ns.unwrap_or(0),
+            collector: "syscalls".into(),
+            cpu: Some(tag / 2),
+            count,
+        });
+    }
+}

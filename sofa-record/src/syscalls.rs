@@ -1,0 +1,193 @@
+//! System call names, and pairing of enter and exit events into one row.
+
+use sofa_trace::tables::Syscall;
+use std::collections::HashMap;
+
+#[path = "syscall_names.rs"]
+mod names;
+
+/// Name of system call `nr` on `arch` (`std::env::consts::ARCH` naming).
+pub fn name(arch: &str, nr: u32) -> Option<&'static str> {
+    let table = match arch {
+        "x86_64" => names::X86_64,
+        "aarch64" => names::AARCH64,
+        _ => return None,
+    };
+    table
+        .binary_search_by_key(&nr, |&(n, _)| n)
+        .ok()
+        .map(|i| table[i].1)
+}
+
+/// A `sys_enter` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enter {
+    pub time_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub nr: u32,
+    pub args: [u64; 3],
+}
+
+/// A `sys_exit` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub time_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub nr: u32,
+    pub ret: i64,
+}
+
+/// Pairs enter and exit per thread. Events arrive from per-CPU buffers, so
+/// a thread's exit (on the CPU it woke up on) can be read before its enter;
+/// either side waits for the other.
+#[derive(Default)]
+pub struct Pairer {
+    arch: &'static str,
+    enters: HashMap<u32, Enter>,
+    exits: HashMap<u32, Exit>,
+    /// Exits never matched by an enter (e.g. the `execve` that started the
+    /// command, whose enter preceded the counters).
+    pub orphan_exits: u64,
+}
+
+impl Pairer {
+    pub fn new(arch: &'static str) -> Pairer {
+        Pairer {
+            arch,
+            ..Pairer::default()
+        }
+    }
+
+    fn row(&self, e: &Enter, exit: Option<&Exit>) -> Syscall {
+        Syscall {
+            time_ns: e.time_ns,
+            duration_ns: exit.map(|x| x.time_ns.saturating_sub(e.time_ns)),
+            pid: e.pid,
+            tid: e.tid,
+            nr: e.nr,
+            name: name(self.arch, e.nr)
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("syscall_{}", e.nr)),
+            ret: exit.map(|x| x.ret),
+            arg0: e.args[0],
+            arg1: e.args[1],
+            arg2: e.args[2],
+        }
+    }
+
+    /// Feeds an enter; returns rows completed by it.
+    pub fn enter(&mut self, e: Enter, out: &mut Vec<Syscall>) {
+        if let Some(x) = self.exits.get(&e.tid)
+            && x.nr == e.nr
+            && x.time_ns >= e.time_ns
+        {
+            let x = self.exits.remove(&e.tid).expect("just seen");
+            out.push(self.row(&e, Some(&x)));
+            return;
+        }
+        if let Some(previous) = self.enters.insert(e.tid, e) {
+            // Its exit never came (lost, or a call that does not return).
+            out.push(self.row(&previous, None));
+        }
+    }
+
+    /// Feeds an exit; returns rows completed by it.
+    pub fn exit(&mut self, x: Exit, out: &mut Vec<Syscall>) {
+        if let Some(e) = self.enters.get(&x.tid)
+            && e.nr == x.nr
+            && e.time_ns <= x.time_ns
+        {
+            let e = self.enters.remove(&x.tid).expect("just seen");
+            out.push(self.row(&e, Some(&x)));
+            return;
+        }
+        if self.exits.insert(x.tid, x).is_some() {
+            self.orphan_exits += 1;
+        }
+    }
+
+    /// Calls still open at the end (exit_group, a killed thread) become rows
+    /// without duration; exits that never met their enter are counted.
+    pub fn finish(mut self, out: &mut Vec<Syscall>) -> u64 {
+        let mut open: Vec<Enter> = self.enters.drain().map(|(_, e)| e).collect();
+        open.sort_by_key(|e| (e.time_ns, e.tid));
+        for e in &open {
+            out.push(self.row(e, None));
+        }
+        self.orphan_exits + self.exits.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enter(t: u64, tid: u32, nr: u32) -> Enter {
+        Enter {
+            time_ns: t,
+            pid: 1,
+            tid,
+            nr,
+            args: [3, 0, 64],
+        }
+    }
+    fn exit(t: u64, tid: u32, nr: u32, ret: i64) -> Exit {
+        Exit {
+            time_ns: t,
+            pid: 1,
+            tid,
+            nr,
+            ret,
+        }
+    }
+
+    #[test]
+    fn names_by_arch() {
+        assert_eq!(name("x86_64", 0), Some("read"));
+        assert_eq!(name("x86_64", 202), Some("futex"));
+        assert_eq!(name("aarch64", 63), Some("read"));
+        assert_eq!(name("aarch64", 98), Some("futex"));
+        assert_eq!(name("x86_64", 100_000), None);
+        assert_eq!(name("riscv64", 0), None);
+    }
+
+    #[test]
+    fn pairs_in_order_and_out_of_order() {
+        let mut p = Pairer::new("x86_64");
+        let mut rows = Vec::new();
+        p.enter(enter(10, 7, 0), &mut rows);
+        p.exit(exit(15, 7, 0, 64), &mut rows);
+        // Thread 8's exit is read before its enter (another CPU's buffer).
+        p.exit(exit(40, 8, 1, -9), &mut rows);
+        p.enter(enter(30, 8, 1), &mut rows);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].duration_ns, rows[0].ret, rows[0].name.as_str()),
+            (Some(5), Some(64), "read")
+        );
+        assert_eq!(
+            (rows[1].duration_ns, rows[1].ret, rows[1].name.as_str()),
+            (Some(10), Some(-9), "write")
+        );
+        assert_eq!(rows[1].arg2, 64);
+    }
+
+    #[test]
+    fn unmatched_events_are_kept_or_counted() {
+        let mut p = Pairer::new("x86_64");
+        let mut rows = Vec::new();
+        p.exit(exit(5, 7, 59, 0), &mut rows); // execve's exit: enter never seen
+        p.enter(enter(10, 7, 0), &mut rows);
+        p.enter(enter(20, 7, 0), &mut rows); // first exit lost
+        p.exit(exit(25, 7, 0, 1), &mut rows);
+        p.enter(enter(30, 7, 231), &mut rows); // exit_group never returns
+        let orphans = p.finish(&mut rows);
+        assert_eq!(orphans, 1);
+        assert_eq!(rows.len(), 3);
+        assert_eq!((rows[0].time_ns, rows[0].duration_ns), (10, None));
+        assert_eq!((rows[1].time_ns, rows[1].duration_ns), (20, Some(5)));
+        assert_eq!((rows[2].name.as_str(), rows[2].ret), ("exit_group", None));
+    }
+}
