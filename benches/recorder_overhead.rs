@@ -1,8 +1,17 @@
-//! Recording overhead, end to end: a CPU-bound workload's own run time alone,
-//! under `sofa record` and under `perf record -g`, both at 999 Hz cpu-clock.
+//! Recording overhead, end to end.
 //!
-//!     cargo bench --bench recorder_overhead
-//!     SOFA_BENCH_RUNS=9 SOFA_BENCH_STEPS=80 cargo bench --bench recorder_overhead
+//! 1. CPU sampling: a CPU-bound workload's own run time alone, under
+//!    `sofa record --no-syscalls` and under `perf record -g`, both at 999 Hz.
+//! 2. System calls: a syscall-heavy workload (tiny 64-byte reads) alone,
+//!    under `sofa record` (sampling + syscalls), `strace -f -c` and
+//!    `perf trace -s`.
+//!
+//! Run with:
+//!
+//! ```text
+//! cargo bench --bench recorder_overhead
+//! SOFA_BENCH_RUNS=9 SOFA_BENCH_STEPS=80 SOFA_BENCH_READS=200000 cargo bench --bench recorder_overhead
+//! ```
 //!
 //! Runs are interleaved (alone, sofa, perf, alone, ...) so drift in machine
 //! load hits every mode alike; medians are reported. The workload times
@@ -54,6 +63,62 @@ fn run(cmd: &mut Command) -> (f64, f64) {
     (own, wall)
 }
 
+struct Mode {
+    name: &'static str,
+    /// Program and arguments placed before the workload.
+    prefix: Vec<String>,
+}
+
+fn tool_available(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs every mode `runs` times, interleaved, and prints medians relative
+/// to the first mode (the workload alone).
+fn scenario(title: &str, workload: &Path, args: &[&str], modes: &[Mode], runs: usize) {
+    let mut own: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    let mut wall: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    for _ in 0..runs {
+        for (i, mode) in modes.iter().enumerate() {
+            let mut cmd = match mode.prefix.split_first() {
+                Some((program, rest)) => {
+                    let mut c = Command::new(program);
+                    c.args(rest).arg(workload);
+                    c
+                }
+                None => Command::new(workload),
+            };
+            cmd.args(args);
+            let (o, w) = run(&mut cmd);
+            own[i].push(o);
+            wall[i].push(w);
+        }
+    }
+    let base = median(own[0].clone());
+    let base_wall = median(wall[0].clone());
+    println!(
+        "{title}: {} {}, {runs} interleaved runs, medians",
+        workload.display(),
+        args.join(" ")
+    );
+    println!(
+        "  {:<34} {:>12} {:>10} {:>12} {:>10}",
+        "mode", "own ms", "slowdown", "wall ms", "wall x"
+    );
+    for (i, mode) in modes.iter().enumerate() {
+        let (o, w) = (median(own[i].clone()), median(wall[i].clone()));
+        println!(
+            "  {:<34} {o:>12.1} {:>9.2}x {w:>12.1} {:>9.2}x",
+            mode.name,
+            o / base,
+            w / base_wall
+        );
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; a filter that does not match skips us.
     if let Some(filter) = std::env::args().skip(1).find(|a| !a.starts_with('-'))
@@ -67,63 +132,87 @@ fn main() {
         .expect("build fixtures");
     let stdout = String::from_utf8(built.stdout).unwrap();
     let workload = PathBuf::from(stdout.lines().next().expect("fixture path"));
-    let sofa = Path::new(env!("CARGO_BIN_EXE_sofa"));
+    let sofa = env!("CARGO_BIN_EXE_sofa").to_owned();
     let runs = env_or("SOFA_BENCH_RUNS", 5);
     let steps = env_or("SOFA_BENCH_STEPS", 50).to_string();
+    let reads = env_or("SOFA_BENCH_READS", 200_000).to_string();
     let tmp = std::env::temp_dir().join(format!("sofa-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    let perf_available = Command::new("perf").arg("--version").output().is_ok();
+    let out = |name: &str| tmp.join(name).display().to_string();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
 
-    let mut alone = (Vec::new(), Vec::new());
-    let mut under_sofa = (Vec::new(), Vec::new());
-    let mut under_perf = (Vec::new(), Vec::new());
-    let args = [steps.as_str(), "0"];
-    for _ in 0..runs {
-        let (o, w) = run(Command::new(&workload).args(args));
-        alone.0.push(o);
-        alone.1.push(w);
-        let (o, w) = run(Command::new(sofa)
-            .args(["record", "-F", "999", "-o"])
-            .arg(tmp.join("sofa-out"))
-            .arg("--")
-            .arg(&workload)
-            .args(args));
-        under_sofa.0.push(o);
-        under_sofa.1.push(w);
-        if perf_available {
-            let (o, w) = run(Command::new("perf")
-                .args(["record", "-q", "-g", "-e", "cpu-clock", "-F", "999", "-o"])
-                .arg(tmp.join("perf.data"))
-                .arg("--")
-                .arg(&workload)
-                .args(args));
-            under_perf.0.push(o);
-            under_perf.1.push(w);
-        }
+    let mut cpu_modes = vec![
+        Mode {
+            name: "alone",
+            prefix: vec![],
+        },
+        Mode {
+            name: "sofa record -F 999 --no-syscalls",
+            prefix: [
+                s(&[&sofa, "record", "-F", "999", "--no-syscalls", "-o"]),
+                vec![out("sofa-out"), "--".into()],
+            ]
+            .concat(),
+        },
+    ];
+    if tool_available("perf") {
+        cpu_modes.push(Mode {
+            name: "perf record -g -F 999",
+            prefix: [
+                s(&[
+                    "perf",
+                    "record",
+                    "-q",
+                    "-g",
+                    "-e",
+                    "cpu-clock",
+                    "-F",
+                    "999",
+                    "-o",
+                ]),
+                vec![out("perf.data"), "--".into()],
+            ]
+            .concat(),
+        });
     }
-    let base = median(alone.0.clone());
-    let base_wall = median(alone.1.clone());
-    println!(
-        "recorder_overhead: hotspots {steps} steps (CPU-bound), {runs} interleaved runs, medians"
+    scenario("cpu sampling", &workload, &[&steps, "0"], &cpu_modes, runs);
+
+    let mut sys_modes = vec![
+        Mode {
+            name: "alone",
+            prefix: vec![],
+        },
+        Mode {
+            name: "sofa record (samples + syscalls)",
+            prefix: [
+                s(&[&sofa, "record", "-o"]),
+                vec![out("sofa-out"), "--".into()],
+            ]
+            .concat(),
+        },
+    ];
+    if tool_available("strace") {
+        sys_modes.push(Mode {
+            name: "strace -f -c",
+            prefix: [s(&["strace", "-f", "-c", "-o"]), vec![out("strace.txt")]].concat(),
+        });
+    }
+    if tool_available("perf") {
+        sys_modes.push(Mode {
+            name: "perf trace -s",
+            prefix: [
+                s(&["perf", "trace", "-s", "-o"]),
+                vec![out("trace.txt"), "--".into()],
+            ]
+            .concat(),
+        });
+    }
+    scenario(
+        "system calls",
+        &workload,
+        &["1", &reads],
+        &sys_modes,
+        env_or("SOFA_BENCH_SYSCALL_RUNS", 3),
     );
-    println!(
-        "  {:<28} {:>12} {:>10} {:>12} {:>10}",
-        "mode", "own ms", "slowdown", "wall ms", "wall +%"
-    );
-    let line = |name: &str, (own, wall): &(Vec<f64>, Vec<f64>)| {
-        if own.is_empty() {
-            println!("  {name:<28} {:>12}", "not run (perf missing)");
-            return;
-        }
-        let (o, w) = (median(own.clone()), median(wall.clone()));
-        println!(
-            "  {name:<28} {o:>12.1} {:>9.2}% {w:>12.1} {:>9.2}%",
-            100.0 * (o / base - 1.0),
-            100.0 * (w / base_wall - 1.0)
-        );
-    };
-    line("alone", &alone);
-    line("sofa record -F 999", &under_sofa);
-    line("perf record -g -F 999", &under_perf);
     let _ = std::fs::remove_dir_all(&tmp);
 }

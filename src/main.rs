@@ -62,6 +62,13 @@ struct RecordArgs {
     /// Do not record system calls.
     #[arg(long)]
     no_syscalls: bool,
+    /// Do not sample /proc (CPU, memory, disk and network counters, traced processes).
+    #[arg(long)]
+    no_system: bool,
+    /// /proc samples per second.
+    #[arg(long, value_name = "HZ", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    proc_hz: u64,
     /// The command to profile, after `--`.
     #[arg(
         required = true,
@@ -125,6 +132,8 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         python_perf: !args.no_python_perf,
         progress: true,
         syscalls: !args.no_syscalls,
+        system: !args.no_system,
+        proc_hz: args.proc_hz,
         command: args.command,
     };
     let summary = sofa_record::record(&config)?;

@@ -538,3 +538,79 @@ fn no_syscalls_switch_disables_the_collector() {
     assert_eq!(json["syscalls"].as_array().unwrap().len(), 0);
     assert_eq!(json["run"]["tables"]["syscalls"], 0);
 }
+
+#[test]
+fn system_counters_are_sampled_unless_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sofa()
+        .arg("record")
+        .arg("-o")
+        .arg(dir.path().join("a"))
+        .args(["--proc-hz", "20", "--no-syscalls", "--"])
+        .arg(hotspots())
+        .args(["20", "0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = analyze_json(&dir.path().join("a"));
+    assert_eq!(json["run"]["collectors"]["system"]["status"], "ok");
+    let sys = &json["system"];
+    let parts: f64 = [
+        "cpu_user",
+        "cpu_system",
+        "cpu_iowait",
+        "cpu_idle",
+        "cpu_steal",
+    ]
+    .iter()
+    .map(|k| sys[k].as_f64().unwrap())
+    .sum();
+    assert!((parts - 1.0).abs() < 0.01, "{sys}");
+    assert!(
+        sys["cpu_user"].as_f64().unwrap() > 0.1,
+        "a CPU-bound run: {sys}"
+    );
+    assert!(sys["mem_used_max_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        sys["mem_total_bytes"].as_u64().unwrap() >= sys["mem_used_max_bytes"].as_u64().unwrap()
+    );
+    assert!(
+        sys["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["device"] == "lo")
+    );
+
+    // The workload itself is sampled from /proc/PID: CPU time grows, RSS is set.
+    let archive = sofa_trace::Archive::open(dir.path().join("a")).unwrap();
+    let procs = archive
+        .read_table::<sofa_trace::tables::ProcessCounter>()
+        .unwrap();
+    let pid = json["processes"][0]["pid"].as_u64().unwrap() as u32;
+    let mine: Vec<_> = procs.iter().filter(|p| p.pid == pid).collect();
+    assert!(
+        mine.len() >= 5,
+        "{} samples of the workload at 20 Hz",
+        mine.len()
+    );
+    assert!(mine.last().unwrap().utime_ns > mine.first().unwrap().utime_ns);
+    assert!(mine.iter().all(|p| p.rss_bytes > 0 && p.threads == 1));
+
+    let out = sofa()
+        .arg("record")
+        .arg("-o")
+        .arg(dir.path().join("b"))
+        .args(["--no-system", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json = analyze_json(&dir.path().join("b"));
+    assert_eq!(json["run"]["collectors"]["system"]["status"], "disabled");
+    assert!(json["system"].is_null());
+    assert_eq!(json["run"]["tables"]["system"], 0);
+}

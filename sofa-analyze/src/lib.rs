@@ -4,12 +4,14 @@
 mod functions;
 mod summary;
 mod syscalls;
+mod system;
 mod tasks;
 mod text;
 
 pub use functions::{FunctionRow, ModuleRow, modules, top_functions};
 pub use summary::{Analysis, CollectorJson, RunSummary, analyze};
 pub use syscalls::{SyscallRow, syscall_table};
+pub use system::{DiskRow, InterfaceRow, SystemSummary, system_summary};
 pub use tasks::{ProcessRow, ThreadRow};
 pub use text::render_text;
 

@@ -1,6 +1,7 @@
 use crate::AnalyzeError;
 use crate::functions::{FunctionRow, ModuleRow, modules, top_functions};
 use crate::syscalls::{SyscallRow, syscall_table};
+use crate::system::{SystemSummary, system_summary};
 use crate::tasks::{ProcessRow, ThreadRow, processes_and_threads};
 use serde::Serialize;
 use sofa_trace::{Archive, CollectorState};
@@ -16,6 +17,8 @@ pub struct Analysis {
     pub processes: Vec<ProcessRow>,
     pub threads: Vec<ThreadRow>,
     pub syscalls: Vec<SyscallRow>,
+    /// /proc counters; null when the system collector did not run.
+    pub system: Option<SystemSummary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +103,7 @@ pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
     };
     let (processes, threads) = processes_and_threads(archive)?;
     let syscalls = syscall_table(archive, run.duration_ns)?;
+    let system = system_summary(archive)?;
     Ok(Analysis {
         run,
         modules: modules(&functions),
@@ -107,5 +111,6 @@ pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
         processes,
         threads,
         syscalls,
+        system,
     })
 }

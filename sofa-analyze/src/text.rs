@@ -139,6 +139,53 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
     }
 
     let pct = |share: f64| format!("{:.2}", 100.0 * share);
+    if let Some(sys) = &analysis.system {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let _ = writeln!(
+            out,
+            "\nsystem\n  cpu        {:.1}% user, {:.1}% system, {:.1}% iowait, {:.1}% idle, {:.1}% steal\n  \
+             memory     {:.2} GiB used at peak of {:.2} GiB",
+            100.0 * sys.cpu_user,
+            100.0 * sys.cpu_system,
+            100.0 * sys.cpu_iowait,
+            100.0 * sys.cpu_idle,
+            100.0 * sys.cpu_steal,
+            gib(sys.mem_used_max_bytes),
+            gib(sys.mem_total_bytes)
+        );
+        let mib = |b: u64| format!("{:.2}", b as f64 / (1u64 << 20) as f64);
+        section(
+            &mut out,
+            "disks",
+            &[("device", L), ("read MiB", R), ("written MiB", R)],
+            sys.disks
+                .iter()
+                .filter(|d| d.read_bytes + d.write_bytes > 0)
+                .map(|d| vec![d.device.clone(), mib(d.read_bytes), mib(d.write_bytes)]),
+            limit,
+        );
+        section(
+            &mut out,
+            "network interfaces",
+            &[
+                ("device", L),
+                ("rx MiB", R),
+                ("tx MiB", R),
+                ("rx pkts", R),
+                ("tx pkts", R),
+            ],
+            sys.interfaces.iter().map(|n| {
+                vec![
+                    n.device.clone(),
+                    mib(n.rx_bytes),
+                    mib(n.tx_bytes),
+                    n.rx_packets.to_string(),
+                    n.tx_packets.to_string(),
+                ]
+            }),
+            limit,
+        );
+    }
     section(
         &mut out,
         "processes",

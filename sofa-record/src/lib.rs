@@ -11,6 +11,7 @@ use std::path::PathBuf;
 mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::human_bytes;
+pub mod procfs;
 pub mod symbolize;
 pub mod syscalls;
 pub mod tracefs;
@@ -28,6 +29,10 @@ pub struct RecordConfig {
     pub python_perf: bool,
     /// Record system calls (`--no-syscalls` turns it off). Default on.
     pub syscalls: bool,
+    /// Sample /proc (CPU, memory, disk, network, traced processes). Default on.
+    pub system: bool,
+    /// /proc samples per second. Default 10.
+    pub proc_hz: u64,
     /// Show a one-line progress display on stderr (the binary turns it on for terminals).
     pub progress: bool,
     /// The command and its arguments.

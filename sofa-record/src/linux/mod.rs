@@ -8,6 +8,7 @@ mod perf;
 mod procmaps;
 mod symbols;
 mod syscalls;
+mod system;
 
 use crate::{RecordConfig, RecordError, RecordSummary};
 use child::{Child, Exit};
@@ -113,6 +114,23 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
             read_cpu(opened.samplers, collector, &stop, progress.then_some(&*dir))
         })?
     };
+    let system_reader = if config.system {
+        set_collector(&mut archive, "system", CollectorStatus::ok());
+        let sampler = system::SystemSampler::new(&archive, child.pid as u32)?;
+        let stop = Arc::clone(&stop);
+        let hz = config.proc_hz;
+        Some(spawn("sofa-system", move || {
+            system::run(sampler, hz, &stop)
+        })?)
+    } else {
+        set_collector(
+            &mut archive,
+            "system",
+            CollectorStatus::with(CollectorState::Disabled, "--no-system"),
+        );
+        None
+    };
+    archive.write_meta()?;
     let syscall_reader = match syscall_counters {
         Some(counters) => {
             let mut sink = syscalls::SyscallSink::new(&archive, counters.layouts)?;
@@ -139,6 +157,9 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
     stop.store(true, Ordering::Release);
     let collector = join(cpu_reader)?;
     let syscall_sink = syscall_reader.map(join).transpose()?;
+    if let Some(sampler) = system_reader.map(join).transpose()? {
+        sampler.finish()?;
+    }
     let exit = exit?;
     let end_ns = host::monotonic_ns();
 
