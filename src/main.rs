@@ -62,6 +62,13 @@ struct RecordArgs {
     /// Do not record system calls.
     #[arg(long)]
     no_syscalls: bool,
+    /// Do not sample NVIDIA GPU counters.
+    #[arg(long)]
+    no_gpu: bool,
+    /// GPU samples per second.
+    #[arg(long, value_name = "HZ", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    gpu_hz: u64,
     /// Do not sample /proc (CPU, memory, disk and network counters, traced processes).
     #[arg(long)]
     no_system: bool,
@@ -133,6 +140,8 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         progress: true,
         syscalls: !args.no_syscalls,
         system: !args.no_system,
+        gpu: !args.no_gpu,
+        gpu_hz: args.gpu_hz,
         proc_hz: args.proc_hz,
         command: args.command,
     };

@@ -614,3 +614,41 @@ fn system_counters_are_sampled_unless_disabled() {
     assert!(json["system"].is_null());
     assert_eq!(json["run"]["tables"]["system"], 0);
 }
+
+#[test]
+fn gpu_collector_says_why_it_is_unavailable_or_is_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = record(&dir.path().join("a"), &["true"]);
+    assert!(out.status.success());
+    let json = analyze_json(&dir.path().join("a"));
+    let gpu = &json["run"]["collectors"]["gpu"];
+    let has_driver = std::path::Path::new("/proc/driver/nvidia").exists();
+    if has_driver {
+        assert_eq!(gpu["status"], "ok", "{gpu}");
+    } else {
+        // No NVIDIA driver here: the recording went on, the status says why,
+        // and so did the summary line.
+        assert_eq!(gpu["status"], "unavailable", "{gpu}");
+        assert!(
+            gpu["reason"]
+                .as_str()
+                .unwrap()
+                .contains("libnvidia-ml.so.1"),
+            "{gpu}"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("GPU counters: not available"), "{stderr}");
+        assert_eq!(json["gpu"].as_array().unwrap().len(), 0);
+    }
+    let out = sofa()
+        .arg("record")
+        .arg("-o")
+        .arg(dir.path().join("b"))
+        .args(["--no-gpu", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json = analyze_json(&dir.path().join("b"));
+    assert_eq!(json["run"]["collectors"]["gpu"]["status"], "disabled");
+    assert_eq!(json["run"]["collectors"]["gpu"]["reason"], "--no-gpu");
+}

@@ -2,6 +2,7 @@
 //! never the profiled binaries, perf or NVML.
 
 mod functions;
+mod gpu;
 mod summary;
 mod syscalls;
 mod system;
@@ -9,6 +10,7 @@ mod tasks;
 mod text;
 
 pub use functions::{FunctionRow, ModuleRow, modules, top_functions};
+pub use gpu::{GpuRow, gpu_table};
 pub use summary::{Analysis, CollectorJson, RunSummary, analyze};
 pub use syscalls::{SyscallRow, syscall_table};
 pub use system::{DiskRow, InterfaceRow, SystemSummary, system_summary};

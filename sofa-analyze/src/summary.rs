@@ -1,5 +1,6 @@
 use crate::AnalyzeError;
 use crate::functions::{FunctionRow, ModuleRow, modules, top_functions};
+use crate::gpu::{GpuRow, gpu_table};
 use crate::syscalls::{SyscallRow, syscall_table};
 use crate::system::{SystemSummary, system_summary};
 use crate::tasks::{ProcessRow, ThreadRow, processes_and_threads};
@@ -19,6 +20,8 @@ pub struct Analysis {
     pub syscalls: Vec<SyscallRow>,
     /// /proc counters; null when the system collector did not run.
     pub system: Option<SystemSummary>,
+    /// One row per GPU that the gpu collector sampled.
+    pub gpu: Vec<GpuRow>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,6 +107,7 @@ pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
     let (processes, threads) = processes_and_threads(archive)?;
     let syscalls = syscall_table(archive, run.duration_ns)?;
     let system = system_summary(archive)?;
+    let gpu = gpu_table(archive)?;
     Ok(Analysis {
         run,
         modules: modules(&functions),
@@ -112,5 +116,6 @@ pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
         threads,
         syscalls,
         system,
+        gpu,
     })
 }

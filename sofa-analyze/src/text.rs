@@ -236,6 +236,37 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
         }),
         limit,
     );
+    let opt = |v: Option<f64>, digits: usize| {
+        v.map_or_else(|| "-".to_owned(), |x| format!("{x:.digits$}"))
+    };
+    section(
+        &mut out,
+        "GPUs",
+        &[
+            ("gpu", R),
+            ("name", L),
+            ("util%", R),
+            ("idle%", R),
+            ("mem max GiB", R),
+            ("power W", R),
+            ("energy J", R),
+        ],
+        analysis.gpu.iter().map(|g| {
+            vec![
+                g.index.to_string(),
+                g.name.clone(),
+                opt(g.util_mean, 1),
+                opt(g.util_idle_share.map(|s| 100.0 * s), 1),
+                opt(
+                    g.mem_used_max_bytes.map(|b| b as f64 / (1u64 << 30) as f64),
+                    2,
+                ),
+                opt(g.power_mean_w, 1),
+                opt(g.energy_j, 0),
+            ]
+        }),
+        limit,
+    );
     let ms = |ns: u64| format!("{:.3}", ns as f64 / 1e6);
     section(
         &mut out,

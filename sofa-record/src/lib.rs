@@ -11,6 +11,8 @@ use std::path::PathBuf;
 mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::human_bytes;
+#[cfg(target_os = "linux")]
+pub mod gpu;
 pub mod procfs;
 pub mod symbolize;
 pub mod syscalls;
@@ -29,6 +31,10 @@ pub struct RecordConfig {
     pub python_perf: bool,
     /// Record system calls (`--no-syscalls` turns it off). Default on.
     pub syscalls: bool,
+    /// Sample NVIDIA GPUs through NVML where a driver is present. Default on.
+    pub gpu: bool,
+    /// GPU samples per second. Default 20.
+    pub gpu_hz: u64,
     /// Sample /proc (CPU, memory, disk, network, traced processes). Default on.
     pub system: bool,
     /// /proc samples per second. Default 10.

@@ -21,7 +21,7 @@ pub use column::{ColumnValue, Table};
 pub use error::TraceError;
 pub use meta::{
     ClockInfo, CollectorState, CollectorStatus, EventInfo, ExitInfo, FORMAT_MINOR, FORMAT_VERSION,
-    HostInfo, Meta, RecordingStatus, SamplingInfo, TableInfo,
+    GpuInfo, HostInfo, Meta, RecordingStatus, SamplingInfo, TableInfo,
 };
 pub use reader::{Archive, Warning};
 pub use writer::{ArchiveWriter, FlushPolicy, TableSummary, TableWriter};

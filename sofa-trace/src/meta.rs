@@ -51,6 +51,9 @@ pub struct Meta {
     /// What each collector did (`cpu`, `syscalls`, `system`, `net`, `gpu`, ...).
     #[serde(default)]
     pub collectors: BTreeMap<String, CollectorStatus>,
+    /// GPUs the `gpu` collector saw; `gpu.gpu` indexes them.
+    #[serde(default)]
+    pub gpus: Vec<GpuInfo>,
     /// Lost or dropped events per collector, totals of the `lost` table.
     #[serde(default)]
     pub lost: BTreeMap<String, u64>,
@@ -75,6 +78,7 @@ impl Meta {
             sampling: None,
             events: Vec::new(),
             collectors: BTreeMap::new(),
+            gpus: Vec::new(),
             lost: BTreeMap::new(),
             tables: BTreeMap::new(),
         }
@@ -125,6 +129,18 @@ pub struct SamplingInfo {
     /// Why the requested event was replaced, e.g. "no hardware PMU: cpu-clock used".
     #[serde(default)]
     pub fallback: Option<String>,
+}
+
+/// A GPU as NVML named it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuInfo {
+    /// NVML device index, as in the `gpu` and `gpu_processes` tables.
+    pub index: u32,
+    pub name: String,
+    #[serde(default)]
+    pub uuid: Option<String>,
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
 }
 
 /// One entry of `events`, referred to by `samples.event`.

@@ -130,6 +130,45 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
         );
         None
     };
+    let gpu_reader = if config.gpu {
+        match crate::gpu::open() {
+            Ok((nvml, gpus)) => {
+                let count = gpus.len() as u32;
+                archive.meta_mut().gpus = gpus;
+                set_collector(&mut archive, "gpu", CollectorStatus::ok());
+                let mut sampler = crate::gpu::GpuSampler::new(&archive, nvml, count)?;
+                let stop = Arc::clone(&stop);
+                let (hz, root) = (config.gpu_hz.max(1), child.pid as u32);
+                Some(spawn("sofa-gpu", move || {
+                    let period = Duration::from_nanos(1_000_000_000 / hz);
+                    let traced = |pid| system::in_tree(pid, root);
+                    while !stop.load(Ordering::Acquire) {
+                        let started = Instant::now();
+                        sampler.sample(host::monotonic_ns(), &traced)?;
+                        std::thread::sleep(period.saturating_sub(started.elapsed()));
+                    }
+                    sampler.sample(host::monotonic_ns(), &traced)?;
+                    sampler.finish()
+                })?)
+            }
+            Err(reason) => {
+                notes.push(format!("GPU counters: not available ({reason})"));
+                set_collector(
+                    &mut archive,
+                    "gpu",
+                    CollectorStatus::with(CollectorState::Unavailable, reason),
+                );
+                None
+            }
+        }
+    } else {
+        set_collector(
+            &mut archive,
+            "gpu",
+            CollectorStatus::with(CollectorState::Disabled, "--no-gpu"),
+        );
+        None
+    };
     archive.write_meta()?;
     let syscall_reader = match syscall_counters {
         Some(counters) => {
@@ -159,6 +198,18 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
     let syscall_sink = syscall_reader.map(join).transpose()?;
     if let Some(sampler) = system_reader.map(join).transpose()? {
         sampler.finish()?;
+    }
+    if let Some((_, missing)) = gpu_reader.map(join).transpose()?
+        && !missing.is_empty()
+    {
+        let fields: Vec<&str> = missing.into_iter().collect();
+        let reason = format!("not reported by this driver/GPU: {}", fields.join(", "));
+        notes.push(format!("GPU counters: {reason}"));
+        set_collector(
+            &mut archive,
+            "gpu",
+            CollectorStatus::with(CollectorState::Ok, reason),
+        );
     }
     let exit = exit?;
     let end_ns = host::monotonic_ns();

@@ -171,3 +171,24 @@ pub fn run(
         }
     }
 }
+
+/// Whether `pid` is `root` or one of its descendants (walks /proc/PID/stat parents).
+pub fn in_tree(pid: u32, root: u32) -> bool {
+    let mut current = pid;
+    for _ in 0..64 {
+        if current == root {
+            return true;
+        }
+        if current <= 1 {
+            return false;
+        }
+        let Some(stat) = std::fs::read(format!("/proc/{current}/stat"))
+            .ok()
+            .and_then(|b| procfs::parse_pid_stat(&b))
+        else {
+            return false;
+        };
+        current = stat.ppid;
+    }
+    false
+}

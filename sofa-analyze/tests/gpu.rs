@@ -1,0 +1,55 @@
+use sofa_analyze::{analyze, render_text};
+use sofa_trace::tables::GpuCounter;
+use sofa_trace::{Archive, ArchiveWriter, GpuInfo, Meta, Table};
+
+#[test]
+fn gpu_summary_means_idle_share_and_energy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut meta = Meta::new(vec!["train".into()]);
+    meta.gpus = vec![GpuInfo {
+        index: 0,
+        name: "NVIDIA H100 80GB HBM3".into(),
+        uuid: None,
+        memory_bytes: Some(80 << 30),
+    }];
+    let w = ArchiveWriter::create(dir.path(), meta).unwrap();
+    let mut t = w.table::<GpuCounter>().unwrap();
+    // 0.5 s apart: util 0, 100, 100, 0; power 100 W then 300 W then 300 W, 100 W.
+    for (i, (util, power)) in [(0.0, 100.0), (100.0, 300.0), (100.0, 300.0), (0.0, 100.0)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut row = GpuCounter::example(1);
+        row.time_ns = i as u64 * 500_000_000;
+        row.gpu = 0;
+        row.util_gpu = Some(util);
+        row.power_w = Some(power);
+        row.mem_used_bytes = Some((i as u64 + 1) << 30);
+        t.push(row).unwrap();
+    }
+    t.finish().unwrap();
+    w.finish().unwrap();
+    let analysis = analyze(&Archive::open(dir.path()).unwrap()).unwrap();
+    assert_eq!(analysis.gpu.len(), 1);
+    let g = &analysis.gpu[0];
+    assert_eq!(g.name, "NVIDIA H100 80GB HBM3");
+    assert_eq!(g.util_mean, Some(50.0));
+    assert_eq!(g.util_idle_share, Some(0.5));
+    assert_eq!(g.mem_used_max_bytes, Some(4 << 30));
+    assert_eq!(g.power_mean_w, Some(200.0));
+    // Trapezoids: 0.5*(100+300)/2 + 0.5*300 + 0.5*(300+100)/2 = 100 + 150 + 100.
+    assert!((g.energy_j.unwrap() - 350.0).abs() < 1e-9);
+    let json = serde_json::to_value(&analysis).unwrap();
+    for key in [
+        "index",
+        "name",
+        "util_mean",
+        "util_idle_share",
+        "mem_used_max_bytes",
+        "power_mean_w",
+        "energy_j",
+    ] {
+        assert!(json["gpu"][0].get(key).is_some(), "{key}");
+    }
+    assert!(render_text(&analysis, 10).contains("NVIDIA H100 80GB HBM3"));
+}
