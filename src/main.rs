@@ -62,6 +62,9 @@ struct RecordArgs {
     /// Do not record system calls.
     #[arg(long)]
     no_syscalls: bool,
+    /// Do not record network packets.
+    #[arg(long)]
+    no_net: bool,
     /// Do not sample NVIDIA GPU counters.
     #[arg(long)]
     no_gpu: bool,
@@ -141,6 +144,7 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         syscalls: !args.no_syscalls,
         system: !args.no_system,
         gpu: !args.no_gpu,
+        net: !args.no_net,
         gpu_hz: args.gpu_hz,
         proc_hz: args.proc_hz,
         command: args.command,

@@ -652,3 +652,90 @@ fn gpu_collector_says_why_it_is_unavailable_or_is_disabled() {
     assert_eq!(json["run"]["collectors"]["gpu"]["status"], "disabled");
     assert_eq!(json["run"]["collectors"]["gpu"]["reason"], "--no-gpu");
 }
+
+/// The Python interpreter itself (not a wrapper script such as a pyenv shim).
+fn python() -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 (run scripts/setup.sh)");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+const TCP_TRANSFER: &str = r#"
+import socket, sys, threading
+n = int(sys.argv[1])
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+got = []
+def serve():
+    c, _ = srv.accept(); total = 0
+    while True:
+        b = c.recv(1 << 16)
+        if not b: break
+        total += len(b)
+    got.append(total)
+t = threading.Thread(target=serve); t.start()
+cl = socket.create_connection(srv.getsockname()); cl.sendall(b"x" * n); cl.close(); t.join()
+assert got == [n], got
+"#;
+
+#[test]
+fn loopback_tcp_transfer_shows_up_in_the_network_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let n: u64 = 8_000_000;
+    let py = python();
+    let out = sofa()
+        .arg("record")
+        .arg("-o")
+        .arg(dir.path().join("a"))
+        .args([
+            "--no-syscalls",
+            "--",
+            &py,
+            "-c",
+            TCP_TRANSFER,
+            &n.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = analyze_json(&dir.path().join("a"));
+    assert_eq!(
+        json["run"]["collectors"]["net"]["status"], "ok",
+        "{}",
+        json["run"]
+    );
+    let lo = json["net"]["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "lo")
+        .unwrap_or_else(|| panic!("no lo traffic: {:#}", json["net"]))
+        .clone();
+    for key in ["tx_bytes", "rx_bytes"] {
+        let bytes = lo[key].as_u64().unwrap() as f64;
+        let error = (bytes - n as f64).abs() / n as f64;
+        assert!(
+            error <= 0.05,
+            "{key}: {bytes} bytes for a {n}-byte transfer"
+        );
+    }
+    assert!(lo["tx_peak_bytes_per_s"].as_f64().unwrap() > 0.0);
+    assert!(json["net"]["tx_bytes"].as_u64().unwrap() >= lo["tx_bytes"].as_u64().unwrap());
+
+    let out = sofa()
+        .arg("record")
+        .arg("-o")
+        .arg(dir.path().join("b"))
+        .args(["--no-net", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json = analyze_json(&dir.path().join("b"));
+    assert_eq!(json["run"]["collectors"]["net"]["status"], "disabled");
+    assert!(json["net"].is_null());
+}

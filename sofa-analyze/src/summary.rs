@@ -1,6 +1,7 @@
 use crate::AnalyzeError;
 use crate::functions::{FunctionRow, ModuleRow, modules, top_functions};
 use crate::gpu::{GpuRow, gpu_table};
+use crate::net::{NetSummary, net_summary};
 use crate::syscalls::{SyscallRow, syscall_table};
 use crate::system::{SystemSummary, system_summary};
 use crate::tasks::{ProcessRow, ThreadRow, processes_and_threads};
@@ -22,6 +23,8 @@ pub struct Analysis {
     pub system: Option<SystemSummary>,
     /// One row per GPU that the gpu collector sampled.
     pub gpu: Vec<GpuRow>,
+    /// Packets per interface; null when the net collector recorded none.
+    pub net: Option<NetSummary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +111,7 @@ pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
     let syscalls = syscall_table(archive, run.duration_ns)?;
     let system = system_summary(archive)?;
     let gpu = gpu_table(archive)?;
+    let net = net_summary(archive, run.duration_ns)?;
     Ok(Analysis {
         run,
         modules: modules(&functions),
@@ -117,5 +121,6 @@ pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
         syscalls,
         system,
         gpu,
+        net,
     })
 }

@@ -267,6 +267,34 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
         }),
         limit,
     );
+    if let Some(net) = &analysis.net {
+        let mib = |b: f64| format!("{:.2}", b / (1u64 << 20) as f64);
+        section(
+            &mut out,
+            "network traffic (packets seen by the kernel, all processes)",
+            &[
+                ("interface", L),
+                ("tx MiB", R),
+                ("rx MiB", R),
+                ("tx pkts", R),
+                ("rx pkts", R),
+                ("tx peak MiB/s", R),
+                ("rx peak MiB/s", R),
+            ],
+            net.interfaces.iter().map(|i| {
+                vec![
+                    i.name.clone(),
+                    mib(i.tx_bytes as f64),
+                    mib(i.rx_bytes as f64),
+                    i.tx_packets.to_string(),
+                    i.rx_packets.to_string(),
+                    mib(i.tx_peak_bytes_per_s),
+                    mib(i.rx_peak_bytes_per_s),
+                ]
+            }),
+            limit,
+        );
+    }
     let ms = |ns: u64| format!("{:.3}", ns as f64 / 1e6);
     section(
         &mut out,

@@ -31,6 +31,8 @@ pub struct RecordConfig {
     pub python_perf: bool,
     /// Record system calls (`--no-syscalls` turns it off). Default on.
     pub syscalls: bool,
+    /// Record network packets (net tracepoints, system-wide). Default on.
+    pub net: bool,
     /// Sample NVIDIA GPUs through NVML where a driver is present. Default on.
     pub gpu: bool,
     /// GPU samples per second. Default 20.

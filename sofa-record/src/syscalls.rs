@@ -103,6 +103,14 @@ impl Pairer {
             out.push(self.row(&e, Some(&x)));
             return;
         }
+        // A new thread or process starts life returning from clone/fork, and
+        // a new program from execve: exits without an enter are expected there.
+        if matches!(
+            name(self.arch, x.nr),
+            Some("clone" | "clone3" | "fork" | "vfork" | "execve" | "execveat")
+        ) {
+            return;
+        }
         if self.exits.insert(x.tid, x).is_some() {
             self.orphan_exits += 1;
         }
@@ -178,7 +186,9 @@ mod tests {
     fn unmatched_events_are_kept_or_counted() {
         let mut p = Pairer::new("x86_64");
         let mut rows = Vec::new();
-        p.exit(exit(5, 7, 59, 0), &mut rows); // execve's exit: enter never seen
+        p.exit(exit(5, 7, 59, 0), &mut rows); // execve's exit: enter never seen, expected
+        p.exit(exit(6, 9, 56, 0), &mut rows); // a new thread returning from clone, expected
+        p.exit(exit(7, 11, 0, 0), &mut rows); // a read whose enter was lost
         p.enter(enter(10, 7, 0), &mut rows);
         p.enter(enter(20, 7, 0), &mut rows); // first exit lost
         p.exit(exit(25, 7, 0, 1), &mut rows);

@@ -4,6 +4,7 @@ mod child;
 mod collect;
 mod drain;
 mod host;
+mod net;
 mod perf;
 mod procmaps;
 mod symbols;
@@ -169,6 +170,49 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
         );
         None
     };
+    let net_counters = if config.net {
+        match net::open(perf::online_cpus()) {
+            Ok(counters) => {
+                set_collector(&mut archive, "net", CollectorStatus::ok());
+                Some(counters)
+            }
+            Err(reason) => {
+                notes.push(format!("network traffic not recorded: {reason}"));
+                set_collector(
+                    &mut archive,
+                    "net",
+                    CollectorStatus::with(CollectorState::Unavailable, reason),
+                );
+                None
+            }
+        }
+    } else {
+        set_collector(
+            &mut archive,
+            "net",
+            CollectorStatus::with(CollectorState::Disabled, "--no-net"),
+        );
+        None
+    };
+    let net_reader = match net_counters {
+        Some(counters) => {
+            let mut sink = net::NetSink::new(&archive, counters.layouts)?;
+            let stop = Arc::clone(&stop);
+            let sources = counters.sources;
+            Some(spawn("sofa-net", move || {
+                let refs: Vec<_> = sources.iter().map(|(tag, _, s)| (*tag, s)).collect();
+                for (_, counter, _) in &sources {
+                    let _ = counter.enable();
+                }
+                drain::drain(&refs, &mut sink, &stop, |_| {})?;
+                for (_, counter, _) in &sources {
+                    let _ = counter.disable();
+                }
+                Ok(sink)
+            })?)
+        }
+        None => None,
+    };
     archive.write_meta()?;
     let syscall_reader = match syscall_counters {
         Some(counters) => {
@@ -220,8 +264,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
         Some(sink) => {
             let lost = sink.lost;
             let (rows, orphans, rows_lost) = sink.finish()?;
-            // One is expected: the exit of the execve that started the command.
-            if orphans > 1 {
+            if orphans > 0 {
                 notes.push(format!(
                     "{orphans} system call exits had no matching entry (lost entries, or \
                      calls in progress when recording began)"
@@ -231,6 +274,15 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
             (rows, Some(lost))
         }
         None => (0, None),
+    };
+    let net_lost = match net_reader.map(join).transpose()? {
+        Some(sink) => {
+            let lost = sink.lost;
+            let (_, rows_lost) = sink.finish()?;
+            lost_rows.extend(rows_lost);
+            Some(lost)
+        }
+        None => None,
     };
     let mut lost_out = archive.table::<LostEvents>()?;
     lost_rows
@@ -269,6 +321,9 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
     if let Some(lost) = syscalls_lost {
         meta.lost.insert("syscalls".into(), lost);
     }
+    if let Some(lost) = net_lost {
+        meta.lost.insert("net".into(), lost);
+    }
     let duration_ns = end_ns.saturating_sub(meta.clock.start_ns);
     archive.finish()?;
 
@@ -276,7 +331,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
         exit_status: exit.status(),
         samples: finished.sample_count,
         syscalls: syscalls_written,
-        lost: finished.lost + syscalls_lost.unwrap_or(0),
+        lost: finished.lost + syscalls_lost.unwrap_or(0) + net_lost.unwrap_or(0),
         duration_ns,
         archive_bytes: dir_size(&config.output),
         output: config.output.clone(),
