@@ -65,6 +65,9 @@ struct RecordArgs {
     /// Do not record network packets.
     #[arg(long)]
     no_net: bool,
+    /// Also capture packet headers (addresses, ports; no payload) for the flow table.
+    #[arg(long)]
+    net_capture: bool,
     /// Do not sample NVIDIA GPU counters.
     #[arg(long)]
     no_gpu: bool,
@@ -145,6 +148,7 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         system: !args.no_system,
         gpu: !args.no_gpu,
         net: !args.no_net,
+        net_capture: args.net_capture,
         gpu_hz: args.gpu_hz,
         proc_hz: args.proc_hz,
         command: args.command,

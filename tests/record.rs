@@ -690,6 +690,7 @@ fn loopback_tcp_transfer_shows_up_in_the_network_table() {
         .arg(dir.path().join("a"))
         .args([
             "--no-syscalls",
+            "--net-capture",
             "--",
             &py,
             "-c",
@@ -727,6 +728,29 @@ fn loopback_tcp_transfer_shows_up_in_the_network_table() {
     assert!(lo["tx_peak_bytes_per_s"].as_f64().unwrap() > 0.0);
     assert!(json["net"]["tx_bytes"].as_u64().unwrap() >= lo["tx_bytes"].as_u64().unwrap());
 
+    // Captured headers give the flow: client port -> server port, n bytes.
+    assert_eq!(json["run"]["collectors"]["net_capture"]["status"], "ok");
+    let flow = json["net"]["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["protocol"] == "tcp" && f["bytes"].as_u64().unwrap() > n / 2)
+        .unwrap_or_else(|| panic!("no bulk flow: {:#}", json["net"]["flows"]))
+        .clone();
+    assert_eq!(
+        (flow["src"].as_str(), flow["dst"].as_str()),
+        (Some("127.0.0.1"), Some("127.0.0.1"))
+    );
+    let error = (flow["bytes"].as_u64().unwrap() as f64 - n as f64).abs() / n as f64;
+    assert!(error <= 0.05, "{flow}");
+    assert!(flow["src_port"].is_u64() && flow["dst_port"].is_u64());
+    let hosts = json["net"]["hosts"].as_array().unwrap();
+    assert!(
+        hosts
+            .iter()
+            .any(|h| h["src"] == "127.0.0.1" && h["dst"] == "127.0.0.1")
+    );
+
     let out = sofa()
         .arg("record")
         .arg("-o")
@@ -737,5 +761,9 @@ fn loopback_tcp_transfer_shows_up_in_the_network_table() {
     assert!(out.status.success());
     let json = analyze_json(&dir.path().join("b"));
     assert_eq!(json["run"]["collectors"]["net"]["status"], "disabled");
+    assert_eq!(
+        json["run"]["collectors"]["net_capture"]["status"],
+        "disabled"
+    );
     assert!(json["net"].is_null());
 }

@@ -12,7 +12,7 @@ mod text;
 
 pub use functions::{FunctionRow, ModuleRow, modules, top_functions};
 pub use gpu::{GpuRow, gpu_table};
-pub use net::{InterfaceTraffic, NetSummary, net_summary};
+pub use net::{Flow, HostPair, InterfaceTraffic, NetSummary, net_summary};
 pub use summary::{Analysis, CollectorJson, RunSummary, analyze};
 pub use syscalls::{SyscallRow, syscall_table};
 pub use system::{DiskRow, InterfaceRow, SystemSummary, system_summary};

@@ -14,8 +14,29 @@ pub struct NetSummary {
     pub tx_bytes: u64,
     pub rx_bytes: u64,
     pub interfaces: Vec<InterfaceTraffic>,
-    /// Host-to-host flows; filled by header capture (not recorded yet).
-    pub flows: Vec<serde_json::Value>,
+    /// Flows from captured headers (`sofa record --net-capture`), most bytes first.
+    pub flows: Vec<Flow>,
+    /// Host-to-host traffic matrix from the same headers, most bytes first.
+    pub hosts: Vec<HostPair>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Flow {
+    pub protocol: String,
+    pub src: String,
+    pub src_port: Option<u32>,
+    pub dst: String,
+    pub dst_port: Option<u32>,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostPair {
+    pub src: String,
+    pub dst: String,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -44,7 +65,27 @@ pub fn net_summary(
     }
     let mut per: BTreeMap<String, InterfaceTraffic> = BTreeMap::new();
     let mut windows: HashMap<(String, bool, u64), u64> = HashMap::new();
+    type FlowKey = (String, String, Option<u32>, String, Option<u32>);
+    let mut flows: BTreeMap<FlowKey, (u64, u64)> = BTreeMap::new();
+    let mut hosts: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     for e in events {
+        if e.source == "capture" {
+            // Captured headers describe the same packets as the tracepoints:
+            // they feed flows, not the per-interface totals.
+            let src = e.src_addr.unwrap_or_default();
+            let dst = e.dst_addr.unwrap_or_default();
+            let len = u64::from(e.len);
+            let proto = e.protocol.unwrap_or_default();
+            let flow = flows
+                .entry((proto, src.clone(), e.src_port, dst.clone(), e.dst_port))
+                .or_default();
+            flow.0 += 1;
+            flow.1 += len;
+            let pair = hosts.entry((src, dst)).or_default();
+            pair.0 += 1;
+            pair.1 += len;
+            continue;
+        }
         let name = e.ifname.unwrap_or_else(|| "?".to_owned());
         let tx = e.source != "recv";
         let slot = per.entry(name.clone()).or_insert_with(|| InterfaceTraffic {
@@ -86,10 +127,36 @@ pub fn net_summary(
             .cmp(&(a.tx_bytes + a.rx_bytes))
             .then_with(|| a.name.cmp(&b.name))
     });
+    let mut flows: Vec<Flow> = flows
+        .into_iter()
+        .map(
+            |((protocol, src, src_port, dst, dst_port), (packets, bytes))| Flow {
+                protocol,
+                src,
+                src_port,
+                dst,
+                dst_port,
+                packets,
+                bytes,
+            },
+        )
+        .collect();
+    flows.sort_by_key(|f| std::cmp::Reverse(f.bytes));
+    let mut hosts: Vec<HostPair> = hosts
+        .into_iter()
+        .map(|((src, dst), (packets, bytes))| HostPair {
+            src,
+            dst,
+            packets,
+            bytes,
+        })
+        .collect();
+    hosts.sort_by_key(|h| std::cmp::Reverse(h.bytes));
     Ok(Some(NetSummary {
         tx_bytes: interfaces.iter().map(|i| i.tx_bytes).sum(),
         rx_bytes: interfaces.iter().map(|i| i.rx_bytes).sum(),
         interfaces,
-        flows: Vec::new(),
+        flows,
+        hosts,
     }))
 }

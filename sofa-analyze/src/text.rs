@@ -294,6 +294,51 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
             }),
             limit,
         );
+        let endpoint = |addr: &str, port: Option<u32>| match port {
+            Some(p) if addr.contains(':') => format!("[{addr}]:{p}"),
+            Some(p) => format!("{addr}:{p}"),
+            None => addr.to_owned(),
+        };
+        section(
+            &mut out,
+            "flows (captured headers)",
+            &[
+                ("proto", L),
+                ("source", L),
+                ("destination", L),
+                ("packets", R),
+                ("MiB", R),
+            ],
+            net.flows.iter().map(|f| {
+                vec![
+                    f.protocol.clone(),
+                    endpoint(&f.src, f.src_port),
+                    endpoint(&f.dst, f.dst_port),
+                    f.packets.to_string(),
+                    mib(f.bytes as f64),
+                ]
+            }),
+            limit,
+        );
+        section(
+            &mut out,
+            "host to host",
+            &[
+                ("source", L),
+                ("destination", L),
+                ("packets", R),
+                ("MiB", R),
+            ],
+            net.hosts.iter().map(|h| {
+                vec![
+                    h.src.clone(),
+                    h.dst.clone(),
+                    h.packets.to_string(),
+                    mib(h.bytes as f64),
+                ]
+            }),
+            limit,
+        );
     }
     let ms = |ns: u64| format!("{:.3}", ns as f64 / 1e6);
     section(

@@ -13,6 +13,7 @@ mod linux;
 pub use linux::human_bytes;
 #[cfg(target_os = "linux")]
 pub mod gpu;
+pub mod packet;
 pub mod procfs;
 pub mod symbolize;
 pub mod syscalls;
@@ -33,6 +34,8 @@ pub struct RecordConfig {
     pub syscalls: bool,
     /// Record network packets (net tracepoints, system-wide). Default on.
     pub net: bool,
+    /// Also capture packet headers (AF_PACKET) for flows. Default off.
+    pub net_capture: bool,
     /// Sample NVIDIA GPUs through NVML where a driver is present. Default on.
     pub gpu: bool,
     /// GPU samples per second. Default 20.

@@ -1,5 +1,6 @@
 //! `sofa record` on Linux.
 
+mod capture;
 mod child;
 mod collect;
 mod drain;
@@ -194,9 +195,43 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
         );
         None
     };
+    let capture = match (&net_counters, config.net_capture) {
+        (Some(_), true) => match capture::open() {
+            Ok(c) => Some(c),
+            Err(reason) => {
+                notes.push(format!("packet headers not captured: {reason}"));
+                set_collector(
+                    &mut archive,
+                    "net_capture",
+                    CollectorStatus::with(CollectorState::Unavailable, reason),
+                );
+                None
+            }
+        },
+        (None, true) => {
+            let reason = "needs the net collector";
+            set_collector(
+                &mut archive,
+                "net_capture",
+                CollectorStatus::with(CollectorState::Unavailable, reason),
+            );
+            None
+        }
+        (_, false) => {
+            set_collector(
+                &mut archive,
+                "net_capture",
+                CollectorStatus::with(CollectorState::Disabled, "off by default; --net-capture"),
+            );
+            None
+        }
+    };
+    if capture.is_some() {
+        set_collector(&mut archive, "net_capture", CollectorStatus::ok());
+    }
     let net_reader = match net_counters {
         Some(counters) => {
-            let mut sink = net::NetSink::new(&archive, counters.layouts)?;
+            let mut sink = net::NetSink::new(&archive, counters.layouts, capture)?;
             let stop = Arc::clone(&stop);
             let sources = counters.sources;
             Some(spawn("sofa-net", move || {

@@ -87,6 +87,8 @@ pub fn open(cpus: u32) -> Result<NetCounters, String> {
 
 pub struct NetSink {
     out: TableWriter<NetEvent>,
+    capture: Option<super::capture::Capture>,
+    pub captured: u64,
     layouts: Layouts,
     pub packets: u64,
     pub lost: u64,
@@ -94,9 +96,15 @@ pub struct NetSink {
 }
 
 impl NetSink {
-    pub fn new(archive: &ArchiveWriter, layouts: Layouts) -> Result<NetSink, TraceError> {
+    pub fn new(
+        archive: &ArchiveWriter,
+        layouts: Layouts,
+        capture: Option<super::capture::Capture>,
+    ) -> Result<NetSink, TraceError> {
         Ok(NetSink {
             out: archive.table()?,
+            capture,
+            captured: 0,
             layouts,
             packets: 0,
             lost: 0,
@@ -153,6 +161,9 @@ impl Sink for NetSink {
     }
 
     fn tick(&mut self) -> Result<(), TraceError> {
+        if let Some(capture) = self.capture.as_mut() {
+            self.captured += capture.poll(&mut self.out)?;
+        }
         self.out.flush_if_due()
     }
 }
