@@ -232,11 +232,12 @@ mod tests {
             Ok((_, gpus)) => assert!(!gpus.is_empty()),
         }
         // The missing-library path, on any machine: a library that does not exist.
-        let err = Nvml::builder()
+        let Err(err) = Nvml::builder()
             .lib_path(std::ffi::OsStr::new("libsofa-no-such-nvml.so"))
             .init()
-            .err()
-            .expect("no such library");
+        else {
+            panic!("a library that does not exist loaded");
+        };
         assert!(
             explain(&err).contains("no NVIDIA driver installed"),
             "{}",
