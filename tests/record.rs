@@ -767,3 +767,70 @@ fn loopback_tcp_transfer_shows_up_in_the_network_table() {
     );
     assert!(json["net"].is_null());
 }
+
+/// (steps, total ms) from the fixture's own summary line on stderr.
+fn hotspots_summary(stderr: &[u8]) -> (u64, f64) {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("hotspots: "))
+        .expect("hotspots summary line");
+    let parts: Vec<&str> = line.split(", ").collect();
+    let steps = parts[0].strip_suffix(" steps").unwrap().parse().unwrap();
+    let ms = parts[2].strip_suffix(" ms").unwrap().parse().unwrap();
+    (steps, ms)
+}
+
+#[test]
+fn steps_of_the_c_fixture_are_found_without_hints() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sofa()
+        .arg("record")
+        .arg("-o")
+        .arg(dir.path().join("a"))
+        .args(["--no-syscalls", "--"])
+        .arg(hotspots())
+        .args(["30", "50000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (true_steps, total_ms) = hotspots_summary(&out.stderr);
+    let json = analyze_json(&dir.path().join("a"));
+    let steps = &json["steps"];
+    let count = steps["count"].as_u64().unwrap();
+    assert!(
+        count.abs_diff(true_steps) as f64 <= 0.05 * true_steps as f64,
+        "{steps}"
+    );
+    let period_ms = steps["period_ns"].as_u64().unwrap() as f64 / 1e6;
+    let true_period = total_ms / true_steps as f64;
+    assert!(
+        (period_ms - true_period).abs() <= 0.05 * true_period,
+        "{period_ms} vs {true_period}"
+    );
+    assert!(steps["confidence"].as_f64().unwrap() > 0.4, "{steps}");
+    assert_eq!(
+        steps["boundaries_ns"].as_array().unwrap().len() as u64,
+        count + 1
+    );
+    // Wall-clock jitter is real and grows when other tests load the machine.
+    assert!(
+        (0.0..1.0).contains(&steps["period_cv"].as_f64().unwrap()),
+        "{steps}"
+    );
+
+    // One long step: two phases, no repetition, no steps invented.
+    let out = sofa()
+        .arg("record")
+        .arg("-o")
+        .arg(dir.path().join("b"))
+        .args(["--no-syscalls", "--"])
+        .arg(hotspots())
+        .args(["1", "0", "20"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json = analyze_json(&dir.path().join("b"));
+    assert_eq!(json["steps"]["count"], 0, "{}", json["steps"]);
+    assert_eq!(json["steps"]["note"], "no periodic structure found");
+}

@@ -66,14 +66,21 @@ fn resolve_frames(archive: &Archive) -> Result<HashMap<u64, Resolved>, AnalyzeEr
     Ok(resolved)
 }
 
+/// The function table plus, for later per-sample work (steps, swarms), the
+/// self function of every sampled stack.
+pub struct Functions {
+    pub rows: Vec<FunctionRow>,
+    /// Index into `rows` of the self function of each stack (`None`: no stack).
+    pub self_of_stack: HashMap<Option<u64>, usize>,
+}
+
 /// Self and total samples per function, most self samples first. Work is per
 /// distinct stack, not per sample: samples are counted by stack first.
-pub fn top_functions(archive: &Archive) -> Result<Vec<FunctionRow>, AnalyzeError> {
+pub fn top_functions(archive: &Archive, samples: &[Sample]) -> Result<Functions, AnalyzeError> {
     let mut per_stack: HashMap<Option<u64>, u64> = HashMap::new();
-    let mut total = 0u64;
-    for sample in archive.read_table::<Sample>()? {
+    let total = samples.len() as u64;
+    for sample in samples {
         *per_stack.entry(sample.stack_id).or_default() += 1;
-        total += 1;
     }
     let nodes: HashMap<u64, StackNode> = archive
         .read_table::<StackNode>()?
@@ -84,6 +91,7 @@ pub fn top_functions(archive: &Archive) -> Result<Vec<FunctionRow>, AnalyzeError
     let unknown = ("[unknown]".to_owned(), "[unknown]".to_owned());
 
     let mut counts: HashMap<(String, String), (u64, u64)> = HashMap::new();
+    let mut self_names: HashMap<Option<u64>, (String, String)> = HashMap::new();
     let mut stack_ids: Vec<_> = per_stack.into_iter().collect();
     stack_ids.sort();
     for (stack_id, n) in stack_ids {
@@ -107,6 +115,7 @@ pub fn top_functions(archive: &Archive) -> Result<Vec<FunctionRow>, AnalyzeError
             }
         }
         let self_name = self_name.unwrap_or(&unknown);
+        self_names.insert(stack_id, self_name.clone());
         seen.insert(self_name);
         counts.entry(self_name.clone()).or_default().0 += n;
         for name in seen {
@@ -140,7 +149,19 @@ pub fn top_functions(archive: &Archive) -> Result<Vec<FunctionRow>, AnalyzeError
             .then_with(|| a.name.cmp(&b.name))
             .then_with(|| a.module.cmp(&b.module))
     });
-    Ok(rows)
+    let position: HashMap<(&str, &str), usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ((r.name.as_str(), r.module.as_str()), i))
+        .collect();
+    let self_of_stack = self_names
+        .into_iter()
+        .map(|(stack, (name, module))| (stack, position[&(name.as_str(), module.as_str())]))
+        .collect();
+    Ok(Functions {
+        rows,
+        self_of_stack,
+    })
 }
 
 /// Self samples per module (binary, library, `[kernel]`, `[jit]`).

@@ -4,15 +4,17 @@
 mod functions;
 mod gpu;
 mod net;
+mod steps;
 mod summary;
 mod syscalls;
 mod system;
 mod tasks;
 mod text;
 
-pub use functions::{FunctionRow, ModuleRow, modules, top_functions};
+pub use functions::{FunctionRow, Functions, ModuleRow, modules, top_functions};
 pub use gpu::{GpuRow, gpu_table};
 pub use net::{Flow, HostPair, InterfaceTraffic, NetSummary, net_summary};
+pub use steps::{Steps, detect_steps};
 pub use summary::{Analysis, CollectorJson, RunSummary, analyze};
 pub use syscalls::{SyscallRow, syscall_table};
 pub use system::{DiskRow, InterfaceRow, SystemSummary, system_summary};

@@ -1,11 +1,13 @@
 use crate::AnalyzeError;
-use crate::functions::{FunctionRow, ModuleRow, modules, top_functions};
+use crate::functions::{FunctionRow, Functions, ModuleRow, modules, top_functions};
 use crate::gpu::{GpuRow, gpu_table};
 use crate::net::{NetSummary, net_summary};
+use crate::steps::{Steps, detect_steps};
 use crate::syscalls::{SyscallRow, syscall_table};
 use crate::system::{SystemSummary, system_summary};
 use crate::tasks::{ProcessRow, ThreadRow, processes_and_threads};
 use serde::Serialize;
+use sofa_trace::tables::Sample;
 use sofa_trace::{Archive, CollectorState};
 use std::collections::BTreeMap;
 
@@ -18,6 +20,8 @@ pub struct Analysis {
     pub modules: Vec<ModuleRow>,
     pub processes: Vec<ProcessRow>,
     pub threads: Vec<ThreadRow>,
+    /// Training steps found from how the sampled functions repeat.
+    pub steps: Steps,
     pub syscalls: Vec<SyscallRow>,
     /// /proc counters; null when the system collector did not run.
     pub system: Option<SystemSummary>,
@@ -102,12 +106,17 @@ pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
         tables,
         warnings: archive.warnings().iter().map(|w| w.to_string()).collect(),
     };
-    let functions = if samples > 0 {
-        top_functions(archive)?
-    } else {
-        Vec::new()
-    };
-    let (processes, threads) = processes_and_threads(archive)?;
+    let sample_rows = archive.read_table::<Sample>()?;
+    let Functions {
+        rows: functions,
+        self_of_stack,
+    } = top_functions(archive, &sample_rows)?;
+    let (processes, threads) = processes_and_threads(archive, &sample_rows)?;
+    let steps = detect_steps(
+        &sample_rows,
+        &self_of_stack,
+        processes.first().map(|p| p.pid),
+    );
     let syscalls = syscall_table(archive, run.duration_ns)?;
     let system = system_summary(archive)?;
     let gpu = gpu_table(archive)?;
@@ -118,6 +127,7 @@ pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
         functions,
         processes,
         threads,
+        steps,
         syscalls,
         system,
         gpu,

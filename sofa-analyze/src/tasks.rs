@@ -68,13 +68,13 @@ impl Names {
 
 pub fn processes_and_threads(
     archive: &Archive,
+    samples: &[Sample],
 ) -> Result<(Vec<ProcessRow>, Vec<ThreadRow>), AnalyzeError> {
     let names = Names::new(archive.read_table::<TaskEvent>()?);
     let mut per_thread: HashMap<(u32, u32), u64> = HashMap::new();
-    let mut total = 0u64;
-    for s in archive.read_table::<Sample>()? {
+    let total = samples.len() as u64;
+    for s in samples {
         *per_thread.entry((s.pid, s.tid)).or_default() += 1;
-        total += 1;
     }
     let share = |n: u64| {
         if total == 0 {

@@ -139,6 +139,28 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
     }
 
     let pct = |share: f64| format!("{:.2}", 100.0 * share);
+    let steps = &analysis.steps;
+    match steps.period_ns {
+        Some(period) => {
+            let _ = writeln!(
+                out,
+                "\nsteps      {} steps of {:.3} ms (jitter {}, confidence {:.2}), found from repeating functions",
+                steps.count,
+                period as f64 / 1e6,
+                steps
+                    .period_cv
+                    .map_or_else(|| "-".to_owned(), |cv| format!("{:.1}%", 100.0 * cv)),
+                steps.confidence
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "\nsteps      {}",
+                steps.note.as_deref().unwrap_or("none found")
+            );
+        }
+    }
     if let Some(sys) = &analysis.system {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         let _ = writeln!(
