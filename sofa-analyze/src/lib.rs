@@ -3,6 +3,7 @@
 
 mod functions;
 mod gpu;
+mod hints;
 mod net;
 mod steps;
 mod summary;
@@ -13,6 +14,7 @@ mod text;
 
 pub use functions::{FunctionRow, Functions, ModuleRow, modules, top_functions};
 pub use gpu::{GpuRow, gpu_table};
+pub use hints::{Hint, hints};
 pub use net::{Flow, HostPair, InterfaceTraffic, NetSummary, net_summary};
 pub use steps::{Steps, detect_steps};
 pub use summary::{Analysis, CollectorJson, RunSummary, analyze};

@@ -1,6 +1,7 @@
 use crate::AnalyzeError;
 use crate::functions::{FunctionRow, Functions, ModuleRow, modules, top_functions};
 use crate::gpu::{GpuRow, gpu_table};
+use crate::hints::{Hint, hints};
 use crate::net::{NetSummary, net_summary};
 use crate::steps::{Steps, detect_steps};
 use crate::syscalls::{SyscallRow, syscall_table};
@@ -29,6 +30,8 @@ pub struct Analysis {
     pub gpu: Vec<GpuRow>,
     /// Packets per interface; null when the net collector recorded none.
     pub net: Option<NetSummary>,
+    /// Likely bottlenecks, each with its evidence.
+    pub hints: Vec<Hint>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,7 +47,10 @@ pub struct RunSummary {
     pub frequency_hz: Option<u64>,
     pub sampling_note: Option<String>,
     pub samples: u64,
+    /// Lost events of all collectors.
     pub lost: u64,
+    /// Lost events per collector (`cpu`, `syscalls`, `net`).
+    pub lost_by_collector: BTreeMap<String, u64>,
     pub truncated: bool,
     pub collectors: BTreeMap<String, CollectorJson>,
     /// Rows per table, from the Parquet footers.
@@ -89,6 +95,7 @@ pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
         sampling_note: meta.sampling.as_ref().and_then(|s| s.fallback.clone()),
         samples,
         lost: meta.lost.values().sum(),
+        lost_by_collector: meta.lost.clone(),
         truncated: archive.is_truncated(),
         collectors: meta
             .collectors
@@ -121,7 +128,7 @@ pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
     let system = system_summary(archive)?;
     let gpu = gpu_table(archive)?;
     let net = net_summary(archive, run.duration_ns)?;
-    Ok(Analysis {
+    let mut analysis = Analysis {
         run,
         modules: modules(&functions),
         functions,
@@ -132,5 +139,8 @@ pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
         system,
         gpu,
         net,
-    })
+        hints: Vec::new(),
+    };
+    analysis.hints = hints(&analysis);
+    Ok(analysis)
 }

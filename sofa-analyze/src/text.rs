@@ -109,16 +109,22 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
         }
         out.push('\n');
     }
-    let lost_share = if run.samples + run.lost > 0 {
-        100.0 * run.lost as f64 / (run.samples + run.lost) as f64
-    } else {
-        0.0
-    };
+    let cpu_lost = run.lost_by_collector.get("cpu").copied().unwrap_or(0);
+    let lost_share = 100.0 * cpu_lost as f64 / (run.samples + cpu_lost).max(1) as f64;
     let _ = writeln!(
         out,
-        "samples    {} ({} lost, {lost_share:.2}%)",
-        run.samples, run.lost
+        "samples    {} ({cpu_lost} lost, {lost_share:.2}%)",
+        run.samples
     );
+    let other_lost: Vec<String> = run
+        .lost_by_collector
+        .iter()
+        .filter(|(name, n)| name.as_str() != "cpu" && **n > 0)
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    if !other_lost.is_empty() {
+        let _ = writeln!(out, "lost       {}", other_lost.join(", "));
+    }
 
     if !run.collectors.is_empty() {
         out.push_str("\ncollectors\n");
@@ -139,6 +145,12 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
     }
 
     let pct = |share: f64| format!("{:.2}", 100.0 * share);
+    if !analysis.hints.is_empty() {
+        out.push_str("\nhints\n");
+        for h in &analysis.hints {
+            let _ = writeln!(out, "  [{}] {}\n      {}", h.severity, h.title, h.evidence);
+        }
+    }
     let steps = &analysis.steps;
     match steps.period_ns {
         Some(period) => {

@@ -12,6 +12,7 @@ fn gpu_summary_means_idle_share_and_energy() {
         uuid: None,
         memory_bytes: Some(80 << 30),
     }];
+    meta.lost.insert("cpu".into(), 25);
     let w = ArchiveWriter::create(dir.path(), meta).unwrap();
     let mut t = w.table::<GpuCounter>().unwrap();
     // 0.5 s apart: util 0, 100, 100, 0; power 100 W then 300 W then 300 W, 100 W.
@@ -52,4 +53,29 @@ fn gpu_summary_means_idle_share_and_energy() {
         assert!(json["gpu"][0].get(key).is_some(), "{key}");
     }
     assert!(render_text(&analysis, 10).contains("NVIDIA H100 80GB HBM3"));
+
+    // The idle GPU and the lost CPU samples each give a hint with numbers.
+    let titles: Vec<&str> = analysis.hints.iter().map(|h| h.title.as_str()).collect();
+    let gpu_hint = analysis
+        .hints
+        .iter()
+        .find(|h| h.title.starts_with("GPU idle"))
+        .unwrap_or_else(|| panic!("{titles:?}"));
+    assert_eq!(gpu_hint.severity, "warning");
+    assert!(
+        gpu_hint.evidence.contains("idle in 50% of samples"),
+        "{}",
+        gpu_hint.evidence
+    );
+    let lost = analysis
+        .hints
+        .iter()
+        .find(|h| h.title == "cpu events were lost")
+        .unwrap_or_else(|| panic!("{titles:?}"));
+    assert!(
+        lost.evidence.starts_with("25 of 25 cpu events lost"),
+        "{}",
+        lost.evidence
+    );
+    assert!(json["hints"][0].get("evidence").is_some());
 }
