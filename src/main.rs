@@ -103,6 +103,9 @@ struct AnalyzeArgs {
     /// Functions to list in the terminal tables.
     #[arg(long, value_name = "N", default_value_t = 20)]
     top: usize,
+    /// Number of swarms to form [default: chosen by silhouette, 2 to 8].
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=64))]
+    swarms: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -176,7 +179,10 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             eprintln!("sofa: warning: {warning}");
         }
     }
-    let analysis = sofa_analyze::analyze(&archive)?;
+    let options = sofa_analyze::Options {
+        swarms: args.swarms.map(|k| k as usize),
+    };
+    let analysis = sofa_analyze::analyze_with(&archive, &options)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&analysis)?);
     } else {

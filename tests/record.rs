@@ -819,6 +819,36 @@ fn steps_of_the_c_fixture_are_found_without_hints() {
         "{steps}"
     );
 
+    // Swarms: the compute phase and the read() phase are told apart.
+    let swarms = json["swarms"].as_array().unwrap();
+    let swarm_of = |function: &str| {
+        swarms
+            .iter()
+            .find(|s| {
+                s["top_functions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f == function)
+            })
+            .unwrap_or_else(|| panic!("{function} in no swarm: {swarms:#?}"))["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let compute = swarm_of("compute_heavy");
+    assert_ne!(compute, swarm_of("read"), "{swarms:#?}");
+    for key in ["caption", "samples", "share", "start_ns", "end_ns"] {
+        assert!(swarms[0].get(key).is_some(), "{key}");
+    }
+    let forced = sofa()
+        .args(["analyze", "--json", "--swarms", "3"])
+        .arg(dir.path().join("a"))
+        .output()
+        .unwrap();
+    let forced: Value = serde_json::from_slice(&forced.stdout).unwrap();
+    assert!(forced["swarms"].as_array().unwrap().len() <= 3);
+    assert!(forced["swarms"].as_array().unwrap().len() >= 2);
+
     // One long step: two phases, no repetition, no steps invented.
     let out = sofa()
         .arg("record")

@@ -4,6 +4,7 @@ use crate::gpu::{GpuRow, gpu_table};
 use crate::hints::{Hint, hints};
 use crate::net::{NetSummary, net_summary};
 use crate::steps::{Steps, detect_steps};
+use crate::swarms::{Swarm, find_swarms};
 use crate::syscalls::{SyscallRow, syscall_table};
 use crate::system::{SystemSummary, system_summary};
 use crate::tasks::{ProcessRow, ThreadRow, processes_and_threads};
@@ -23,6 +24,8 @@ pub struct Analysis {
     pub threads: Vec<ThreadRow>,
     /// Training steps found from how the sampled functions repeat.
     pub steps: Steps,
+    /// Groups of functions that run together (phases of a step).
+    pub swarms: Vec<Swarm>,
     pub syscalls: Vec<SyscallRow>,
     /// /proc counters; null when the system collector did not run.
     pub system: Option<SystemSummary>,
@@ -74,8 +77,20 @@ fn state_name(state: CollectorState) -> &'static str {
     }
 }
 
-/// Analyses an opened archive.
+/// Choices the user can make about an analysis.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Number of swarms; `None` picks it by silhouette.
+    pub swarms: Option<usize>,
+}
+
+/// Analyses an opened archive with default options.
 pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
+    analyze_with(archive, &Options::default())
+}
+
+/// Analyses an opened archive.
+pub fn analyze_with(archive: &Archive, options: &Options) -> Result<Analysis, AnalyzeError> {
     let meta = archive.meta();
     let mut tables = BTreeMap::new();
     for spec in sofa_trace::tables::all() {
@@ -124,6 +139,13 @@ pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
         &self_of_stack,
         processes.first().map(|p| p.pid),
     );
+    let swarms = find_swarms(
+        &sample_rows,
+        &self_of_stack,
+        &functions,
+        &steps,
+        options.swarms,
+    );
     let syscalls = syscall_table(archive, run.duration_ns)?;
     let system = system_summary(archive)?;
     let gpu = gpu_table(archive)?;
@@ -135,6 +157,7 @@ pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
         processes,
         threads,
         steps,
+        swarms,
         syscalls,
         system,
         gpu,

@@ -222,6 +222,29 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
     }
     section(
         &mut out,
+        "swarms (functions that run together)",
+        &[
+            ("id", R),
+            ("share%", R),
+            ("samples", R),
+            ("span s", R),
+            ("swarm", L),
+            ("modules", L),
+        ],
+        analysis.swarms.iter().map(|s| {
+            vec![
+                s.id.to_string(),
+                pct(s.share),
+                s.samples.to_string(),
+                format!("{:.3}", s.end_ns.saturating_sub(s.start_ns) as f64 / 1e9),
+                s.caption.clone(),
+                s.modules.join(", "),
+            ]
+        }),
+        limit,
+    );
+    section(
+        &mut out,
         "processes",
         &[("share%", R), ("samples", R), ("pid", R), ("comm", L)],
         analysis.processes.iter().map(|p| {
