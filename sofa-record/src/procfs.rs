@@ -158,6 +158,8 @@ pub fn parse_net_dev(bytes: &[u8]) -> Vec<IfaceBytes> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PidStat {
     pub pid: u32,
+    /// Process state letter (`R`, `S`, `D`, `Z` for an exited, unreaped process, ...).
+    pub state: char,
     pub ppid: u32,
     /// Clock ticks.
     pub utime: u64,
@@ -178,6 +180,7 @@ pub fn parse_pid_stat(bytes: &[u8]) -> Option<PidStat> {
     let get = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
     Some(PidStat {
         pid,
+        state: f.first()?.chars().next()?,
         ppid: get(4)? as u32,
         utime: get(14)?,
         stime: get(15)?,
@@ -258,6 +261,7 @@ mod tests {
             s,
             PidStat {
                 pid: 4242,
+                state: 'S',
                 ppid: 4200,
                 utime: 123,
                 stime: 45,

@@ -94,7 +94,11 @@ impl SystemSampler {
                 self.push(t, "net.tx_packets", &n.name, n.tx_packets as f64)?;
             }
         }
-        for p in traced_tree(self.root) {
+        // An exited process not yet reaped (zombie) has no memory or threads left.
+        for p in traced_tree(self.root)
+            .into_iter()
+            .filter(|p| p.state != 'Z')
+        {
             self.processes.push(ProcessCounter {
                 time_ns: t,
                 pid: p.pid,
