@@ -103,6 +103,9 @@ struct AnalyzeArgs {
     /// Functions to list in the terminal tables.
     #[arg(long, value_name = "N", default_value_t = 20)]
     top: usize,
+    /// Also write every table (functions, steps, swarms, syscalls, ...) as CSV and Parquet into DIR.
+    #[arg(long, value_name = "DIR")]
+    export: Option<PathBuf>,
     /// Number of swarms to form [default: chosen by silhouette, 2 to 8].
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=64))]
     swarms: Option<u64>,
@@ -183,6 +186,14 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         swarms: args.swarms.map(|k| k as usize),
     };
     let analysis = sofa_analyze::analyze_with(&archive, &options)?;
+    if let Some(dir) = &args.export {
+        let written = sofa_analyze::export(&analysis, dir)?;
+        eprintln!(
+            "sofa: wrote {} tables as CSV and Parquet into {}",
+            written.len(),
+            dir.display()
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&analysis)?);
     } else {

@@ -1,6 +1,7 @@
 //! Analysis of sofa archives. Works offline: it reads only the archive,
 //! never the profiled binaries, perf or NVML.
 
+mod export;
 mod functions;
 mod gpu;
 mod hints;
@@ -13,6 +14,7 @@ mod system;
 mod tasks;
 mod text;
 
+pub use export::{ExportError, export};
 pub use functions::{FunctionRow, Functions, ModuleRow, modules, top_functions};
 pub use gpu::{GpuRow, gpu_table};
 pub use hints::{Hint, hints};

@@ -79,3 +79,50 @@ fn gpu_summary_means_idle_share_and_energy() {
     );
     assert!(json["hints"][0].get("evidence").is_some());
 }
+
+#[test]
+fn export_writes_every_table_as_csv_and_parquet() {
+    use sofa_trace::polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let mut meta = Meta::new(vec!["train".into()]);
+    meta.gpus.clear();
+    let w = ArchiveWriter::create(dir.path().join("a"), meta).unwrap();
+    let mut t = w.table::<GpuCounter>().unwrap();
+    for i in 0..3u64 {
+        let mut row = GpuCounter::example(1);
+        row.time_ns = i * 1_000_000;
+        row.gpu = 0;
+        row.util_gpu = Some(10.0 * i as f64);
+        t.push(row).unwrap();
+    }
+    t.finish().unwrap();
+    w.finish().unwrap();
+    let analysis = analyze(&Archive::open(dir.path().join("a")).unwrap()).unwrap();
+    let out = dir.path().join("export");
+    let written = sofa_analyze::export(&analysis, &out).unwrap();
+    assert!(
+        written.contains(&"swarms") && written.contains(&"steps") && written.contains(&"hints")
+    );
+    for name in &written {
+        assert!(out.join(format!("{name}.csv")).is_file(), "{name}.csv");
+        assert!(
+            out.join(format!("{name}.parquet")).is_file(),
+            "{name}.parquet"
+        );
+    }
+    let csv = std::fs::read_to_string(out.join("gpu.csv")).unwrap();
+    assert!(csv.starts_with("index,name,util_mean,"), "{csv}");
+    assert!(csv.contains("GPU 0"), "{csv}");
+    let frame = ParquetReader::new(std::fs::File::open(out.join("gpu.parquet")).unwrap())
+        .finish()
+        .unwrap();
+    assert_eq!(frame.height(), 1);
+    assert_eq!(
+        frame.column("util_mean").unwrap().f64().unwrap().get(0),
+        Some(10.0)
+    );
+    assert_eq!(
+        frame.column("samples").unwrap().i64().unwrap().get(0),
+        Some(3)
+    );
+}
