@@ -106,6 +106,9 @@ struct AnalyzeArgs {
     /// Also write every table (functions, steps, swarms, syscalls, ...) as CSV and Parquet into DIR.
     #[arg(long, value_name = "DIR")]
     export: Option<PathBuf>,
+    /// Known number of training steps: a hint says if detection disagrees by more than 5%.
+    #[arg(long, value_name = "N")]
+    steps: Option<u64>,
     /// Number of swarms to form [default: chosen by silhouette, 2 to 8].
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=64))]
     swarms: Option<u64>,
@@ -184,6 +187,7 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     }
     let options = sofa_analyze::Options {
         swarms: args.swarms.map(|k| k as usize),
+        expected_steps: args.steps,
     };
     let analysis = sofa_analyze::analyze_with(&archive, &options)?;
     if let Some(dir) = &args.export {

@@ -840,6 +840,29 @@ fn steps_of_the_c_fixture_are_found_without_hints() {
     for key in ["caption", "samples", "share", "start_ns", "end_ns"] {
         assert!(swarms[0].get(key).is_some(), "{key}");
     }
+    // --steps checks the detection: agreeing gives no warning, a wrong count does.
+    let checked = sofa()
+        .args(["analyze", "--json", "--steps", "30"])
+        .arg(dir.path().join("a"))
+        .output()
+        .unwrap();
+    let checked: Value = serde_json::from_slice(&checked.stdout).unwrap();
+    assert_eq!(checked["steps"]["expected"], 30);
+    let mismatch = |v: &Value| {
+        v["hints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["title"] == "step count differs from the expected one")
+    };
+    assert!(!mismatch(&checked), "{}", checked["hints"]);
+    let wrong = sofa()
+        .args(["analyze", "--json", "--steps", "60"])
+        .arg(dir.path().join("a"))
+        .output()
+        .unwrap();
+    assert!(mismatch(&serde_json::from_slice(&wrong.stdout).unwrap()));
+
     let forced = sofa()
         .args(["analyze", "--json", "--swarms", "3"])
         .arg(dir.path().join("a"))

@@ -182,7 +182,23 @@ pub fn hints(a: &Analysis) -> Vec<Hint> {
             ),
         ));
     }
-    if a.steps.count == 0 && run.samples >= 1000 {
+    if let Some(expected) = a.steps.expected {
+        let found = a.steps.count;
+        if found.abs_diff(expected) as f64 > 0.05 * expected as f64 {
+            out.push(hint(
+                "warning",
+                "step count differs from the expected one",
+                format!(
+                    "found {found} steps, expected {expected} (--steps); period {}, confidence {:.2}",
+                    a.steps
+                        .period_ns
+                        .map_or_else(|| "none".to_owned(), |p| format!("{:.3} ms", p as f64 / 1e6)),
+                    a.steps.confidence
+                ),
+            ));
+        }
+    }
+    if a.steps.count == 0 && run.samples >= 1000 && a.steps.expected.is_none() {
         out.push(hint(
             "info",
             "no training steps found",

@@ -33,6 +33,8 @@ pub struct Steps {
     pub boundaries_ns: Vec<u64>,
     /// Why nothing was found, when nothing was.
     pub note: Option<String>,
+    /// The count the user said to expect (`--steps N`), if any.
+    pub expected: Option<u64>,
 }
 
 fn none(note: &str, confidence: f64) -> Steps {
@@ -269,6 +271,7 @@ pub fn detect_steps(
         confidence,
         boundaries_ns: boundaries,
         note: None,
+        expected: None,
     }
 }
 

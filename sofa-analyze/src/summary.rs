@@ -82,6 +82,8 @@ fn state_name(state: CollectorState) -> &'static str {
 pub struct Options {
     /// Number of swarms; `None` picks it by silhouette.
     pub swarms: Option<usize>,
+    /// Known number of training steps, to check the detection against.
+    pub expected_steps: Option<u64>,
 }
 
 /// Analyses an opened archive with default options.
@@ -134,11 +136,12 @@ pub fn analyze_with(archive: &Archive, options: &Options) -> Result<Analysis, An
         self_of_stack,
     } = top_functions(archive, &sample_rows)?;
     let (processes, threads) = processes_and_threads(archive, &sample_rows)?;
-    let steps = detect_steps(
+    let mut steps = detect_steps(
         &sample_rows,
         &self_of_stack,
         processes.first().map(|p| p.pid),
     );
+    steps.expected = options.expected_steps;
     let swarms = find_swarms(
         &sample_rows,
         &self_of_stack,

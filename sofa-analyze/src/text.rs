@@ -164,6 +164,9 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
                     .map_or_else(|| "-".to_owned(), |cv| format!("{:.1}%", 100.0 * cv)),
                 steps.confidence
             );
+            if let Some(expected) = steps.expected {
+                let _ = writeln!(out, "           (expected {expected} steps)");
+            }
         }
         None => {
             let _ = writeln!(
