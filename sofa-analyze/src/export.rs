@@ -134,15 +134,6 @@ fn write_table<T: Serialize>(dir: &Path, name: &str, rows: &[T]) -> Result<(), E
     Ok(())
 }
 
-/// One row per step, for export.
-#[derive(Serialize)]
-struct StepRow {
-    step: usize,
-    start_ns: u64,
-    end_ns: u64,
-    duration_ns: u64,
-}
-
 /// Writes every table of the analysis into `dir` (created if needed);
 /// returns the table names written.
 pub fn export(analysis: &Analysis, dir: &Path) -> Result<Vec<&'static str>, ExportError> {
@@ -150,18 +141,6 @@ pub fn export(analysis: &Analysis, dir: &Path) -> Result<Vec<&'static str>, Expo
         path: dir.to_path_buf(),
         source,
     })?;
-    let steps: Vec<StepRow> = analysis
-        .steps
-        .boundaries_ns
-        .windows(2)
-        .enumerate()
-        .map(|(step, w)| StepRow {
-            step,
-            start_ns: w[0],
-            end_ns: w[1],
-            duration_ns: w[1] - w[0],
-        })
-        .collect();
     let net = analysis.net.clone().unwrap_or_default();
     let mut written = Vec::new();
     macro_rules! put {
@@ -174,7 +153,7 @@ pub fn export(analysis: &Analysis, dir: &Path) -> Result<Vec<&'static str>, Expo
     put!("modules", &analysis.modules);
     put!("processes", &analysis.processes);
     put!("threads", &analysis.threads);
-    put!("steps", &steps);
+    put!("steps", &analysis.step_breakdown);
     put!("swarms", &analysis.swarms);
     put!("syscalls", &analysis.syscalls);
     put!("gpu", &analysis.gpu);

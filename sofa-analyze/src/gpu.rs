@@ -1,8 +1,7 @@
 //! Per-GPU summary of the NVML counters.
 
-use crate::AnalyzeError;
 use serde::Serialize;
-use sofa_trace::Archive;
+use sofa_trace::GpuInfo;
 use sofa_trace::tables::GpuCounter;
 use std::collections::BTreeMap;
 
@@ -25,14 +24,12 @@ fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
-pub fn gpu_table(archive: &Archive) -> Result<Vec<GpuRow>, AnalyzeError> {
-    let mut per: BTreeMap<u32, Vec<GpuCounter>> = BTreeMap::new();
-    for row in archive.read_table::<GpuCounter>()? {
+pub fn gpu_table(counters: &[GpuCounter], names: &[GpuInfo]) -> Vec<GpuRow> {
+    let mut per: BTreeMap<u32, Vec<&GpuCounter>> = BTreeMap::new();
+    for row in counters {
         per.entry(row.gpu).or_default().push(row);
     }
-    let names = &archive.meta().gpus;
-    Ok(per
-        .into_iter()
+    per.into_iter()
         .map(|(index, mut rows)| {
             rows.sort_by_key(|r| r.time_ns);
             let util: Vec<f64> = rows.iter().filter_map(|r| r.util_gpu).collect();
@@ -61,5 +58,5 @@ pub fn gpu_table(archive: &Archive) -> Result<Vec<GpuRow>, AnalyzeError> {
                 samples: rows.len() as u64,
             }
         })
-        .collect())
+        .collect()
 }

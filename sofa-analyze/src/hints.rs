@@ -20,7 +20,7 @@ fn hint(severity: &str, title: &str, evidence: String) -> Hint {
 }
 
 /// System calls that wait for data or space.
-const IO_CALLS: &[&str] = &[
+pub(crate) const IO_CALLS: &[&str] = &[
     "read",
     "pread64",
     "readv",

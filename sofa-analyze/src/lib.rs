@@ -1,6 +1,7 @@
 //! Analysis of sofa archives. Works offline: it reads only the archive,
 //! never the profiled binaries, perf or NVML.
 
+mod breakdown;
 mod export;
 mod functions;
 mod gpu;
@@ -14,6 +15,7 @@ mod system;
 mod tasks;
 mod text;
 
+pub use breakdown::StepBreakdown;
 pub use export::{ExportError, export};
 pub use functions::{FunctionRow, Functions, ModuleRow, modules, top_functions};
 pub use gpu::{GpuRow, gpu_table};

@@ -1,8 +1,6 @@
 //! Network traffic per interface, from the packet events.
 
-use crate::AnalyzeError;
 use serde::Serialize;
-use sofa_trace::Archive;
 use sofa_trace::tables::NetEvent;
 use std::collections::{BTreeMap, HashMap};
 
@@ -55,13 +53,9 @@ pub struct InterfaceTraffic {
 }
 
 /// `None` when no packet was recorded.
-pub fn net_summary(
-    archive: &Archive,
-    duration_ns: Option<u64>,
-) -> Result<Option<NetSummary>, AnalyzeError> {
-    let events = archive.read_table::<NetEvent>()?;
+pub fn net_summary(events: &[NetEvent], duration_ns: Option<u64>) -> Option<NetSummary> {
     if events.is_empty() {
-        return Ok(None);
+        return None;
     }
     let mut per: BTreeMap<String, InterfaceTraffic> = BTreeMap::new();
     let mut windows: HashMap<(String, bool, u64), u64> = HashMap::new();
@@ -72,10 +66,10 @@ pub fn net_summary(
         if e.source == "capture" {
             // Captured headers describe the same packets as the tracepoints:
             // they feed flows, not the per-interface totals.
-            let src = e.src_addr.unwrap_or_default();
-            let dst = e.dst_addr.unwrap_or_default();
+            let src = e.src_addr.clone().unwrap_or_default();
+            let dst = e.dst_addr.clone().unwrap_or_default();
             let len = u64::from(e.len);
-            let proto = e.protocol.unwrap_or_default();
+            let proto = e.protocol.clone().unwrap_or_default();
             let flow = flows
                 .entry((proto, src.clone(), e.src_port, dst.clone(), e.dst_port))
                 .or_default();
@@ -86,7 +80,7 @@ pub fn net_summary(
             pair.1 += len;
             continue;
         }
-        let name = e.ifname.unwrap_or_else(|| "?".to_owned());
+        let name = e.ifname.clone().unwrap_or_else(|| "?".to_owned());
         let tx = e.source != "recv";
         let slot = per.entry(name.clone()).or_insert_with(|| InterfaceTraffic {
             name: name.clone(),
@@ -152,11 +146,11 @@ pub fn net_summary(
         })
         .collect();
     hosts.sort_by_key(|h| std::cmp::Reverse(h.bytes));
-    Ok(Some(NetSummary {
+    Some(NetSummary {
         tx_bytes: interfaces.iter().map(|i| i.tx_bytes).sum(),
         rx_bytes: interfaces.iter().map(|i| i.rx_bytes).sum(),
         interfaces,
         flows,
         hosts,
-    }))
+    })
 }

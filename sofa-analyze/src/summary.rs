@@ -1,4 +1,5 @@
 use crate::AnalyzeError;
+use crate::breakdown::{Inputs, StepBreakdown, step_breakdown};
 use crate::functions::{FunctionRow, Functions, ModuleRow, modules, top_functions};
 use crate::gpu::{GpuRow, gpu_table};
 use crate::hints::{Hint, hints};
@@ -9,7 +10,7 @@ use crate::syscalls::{SyscallRow, syscall_table};
 use crate::system::{SystemSummary, system_summary};
 use crate::tasks::{ProcessRow, ThreadRow, processes_and_threads};
 use serde::Serialize;
-use sofa_trace::tables::Sample;
+use sofa_trace::tables::{GpuCounter, NetEvent, Sample, Syscall};
 use sofa_trace::{Archive, CollectorState};
 use std::collections::BTreeMap;
 
@@ -26,6 +27,8 @@ pub struct Analysis {
     pub steps: Steps,
     /// Groups of functions that run together (phases of a step).
     pub swarms: Vec<Swarm>,
+    /// What each step spent its time on.
+    pub step_breakdown: Vec<StepBreakdown>,
     pub syscalls: Vec<SyscallRow>,
     /// /proc counters; null when the system collector did not run.
     pub system: Option<SystemSummary>,
@@ -142,17 +145,31 @@ pub fn analyze_with(archive: &Archive, options: &Options) -> Result<Analysis, An
         processes.first().map(|p| p.pid),
     );
     steps.expected = options.expected_steps;
-    let swarms = find_swarms(
+    let (swarms, swarm_of_function) = find_swarms(
         &sample_rows,
         &self_of_stack,
         &functions,
         &steps,
         options.swarms,
     );
-    let syscalls = syscall_table(archive, run.duration_ns)?;
+    // Each table is read once and serves its summary and the step breakdown.
+    let calls = archive.read_table::<Syscall>()?;
+    let gpu_rows = archive.read_table::<GpuCounter>()?;
+    let packets = archive.read_table::<NetEvent>()?;
+    let step_breakdown = step_breakdown(&Inputs {
+        boundaries: &steps.boundaries_ns,
+        samples: &sample_rows,
+        self_of_stack: &self_of_stack,
+        swarm_of_function: &swarm_of_function,
+        swarms: swarms.len(),
+        syscalls: &calls,
+        gpu: &gpu_rows,
+        net: &packets,
+    });
+    let syscalls = syscall_table(&calls, run.duration_ns);
     let system = system_summary(archive)?;
-    let gpu = gpu_table(archive)?;
-    let net = net_summary(archive, run.duration_ns)?;
+    let gpu = gpu_table(&gpu_rows, &archive.meta().gpus);
+    let net = net_summary(&packets, run.duration_ns);
     let mut analysis = Analysis {
         run,
         modules: modules(&functions),
@@ -161,6 +178,7 @@ pub fn analyze_with(archive: &Archive, options: &Options) -> Result<Analysis, An
         threads,
         steps,
         swarms,
+        step_breakdown,
         syscalls,
         system,
         gpu,

@@ -109,15 +109,17 @@ fn kmeans(data: &Array2<f64>, k: usize) -> Option<(Vec<usize>, Array2<f64>)> {
     Some((labels, model.centroids().clone()))
 }
 
+/// The swarms, largest first, and the swarm id of every function (by index
+/// into `functions`).
 pub fn find_swarms(
     samples: &[Sample],
     self_of_stack: &HashMap<Option<u64>, usize>,
     functions: &[FunctionRow],
     steps: &Steps,
     force_k: Option<usize>,
-) -> Vec<Swarm> {
+) -> (Vec<Swarm>, Vec<usize>) {
     if samples.is_empty() || functions.is_empty() {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let (start, end) = samples.iter().fold((u64::MAX, 0), |(lo, hi), s| {
         (lo.min(s.time_ns), hi.max(s.time_ns))
@@ -222,7 +224,9 @@ pub fn find_swarms(
         }
     }
     let all = samples.len() as f64;
-    let mut swarms: Vec<Swarm> = acc
+    // Clusters that got samples, by cluster index.
+    let kept: Vec<usize> = (0..k).filter(|&c| acc[c].samples > 0).collect();
+    let swarms: Vec<Swarm> = acc
         .into_iter()
         .filter(|a| a.samples > 0)
         .map(|mut a| {
@@ -251,13 +255,22 @@ pub fn find_swarms(
             }
         })
         .collect();
-    swarms.sort_by(|a, b| {
-        b.samples
-            .cmp(&a.samples)
-            .then_with(|| a.caption.cmp(&b.caption))
+    // Number swarms by size; remember which cluster became which id.
+    let mut order: Vec<usize> = (0..swarms.len()).collect();
+    order.sort_by(|&a, &b| {
+        swarms[b]
+            .samples
+            .cmp(&swarms[a].samples)
+            .then_with(|| swarms[a].caption.cmp(&swarms[b].caption))
     });
-    for (id, s) in swarms.iter_mut().enumerate() {
-        s.id = id;
+    let mut id_of_cluster = vec![usize::MAX; k];
+    let mut sorted = Vec::with_capacity(swarms.len());
+    for (id, &j) in order.iter().enumerate() {
+        id_of_cluster[kept[j]] = id;
+        let mut swarm = swarms[j].clone();
+        swarm.id = id;
+        sorted.push(swarm);
     }
-    swarms
+    let swarm_of_function = swarm_of.into_iter().map(|c| id_of_cluster[c]).collect();
+    (sorted, swarm_of_function)
 }

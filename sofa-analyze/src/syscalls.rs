@@ -1,8 +1,6 @@
 //! System call table: count, errors and time per call name.
 
-use crate::AnalyzeError;
 use serde::Serialize;
-use sofa_trace::Archive;
 use sofa_trace::tables::Syscall;
 use std::collections::HashMap;
 
@@ -20,13 +18,10 @@ pub struct SyscallRow {
 }
 
 /// Most time first. `duration_ns` is the recording's wall time, if known.
-pub fn syscall_table(
-    archive: &Archive,
-    duration_ns: Option<u64>,
-) -> Result<Vec<SyscallRow>, AnalyzeError> {
-    let mut per: HashMap<String, (u64, u64, u64, u64)> = HashMap::new();
-    for call in archive.read_table::<Syscall>()? {
-        let slot = per.entry(call.name).or_default();
+pub fn syscall_table(calls: &[Syscall], duration_ns: Option<u64>) -> Vec<SyscallRow> {
+    let mut per: HashMap<&str, (u64, u64, u64, u64)> = HashMap::new();
+    for call in calls {
+        let slot = per.entry(call.name.as_str()).or_default();
         slot.0 += 1;
         if call.ret.is_some_and(|r| (-4095..0).contains(&r)) {
             slot.1 += 1;
@@ -39,7 +34,7 @@ pub fn syscall_table(
     let mut rows: Vec<SyscallRow> = per
         .into_iter()
         .map(|(name, (count, errors, total_ns, timed))| SyscallRow {
-            name,
+            name: name.to_owned(),
             count,
             errors,
             total_ns,
@@ -56,5 +51,5 @@ pub fn syscall_table(
             .then(b.count.cmp(&a.count))
             .then_with(|| a.name.cmp(&b.name))
     });
-    Ok(rows)
+    rows
 }

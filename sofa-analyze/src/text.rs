@@ -248,6 +248,36 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
     );
     section(
         &mut out,
+        "steps (first ones): CPU samples per swarm, system call time, GPU, network",
+        &[
+            ("step", R),
+            ("ms", R),
+            ("samples by swarm", L),
+            ("syscall ms", R),
+            ("io ms", R),
+            ("gpu busy%", R),
+            ("net KiB", R),
+        ],
+        analysis.step_breakdown.iter().map(|b| {
+            vec![
+                b.step.to_string(),
+                format!("{:.3}", b.duration_ns as f64 / 1e6),
+                b.samples_by_swarm
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                format!("{:.3}", b.syscall_ns as f64 / 1e6),
+                format!("{:.3}", b.io_ns as f64 / 1e6),
+                b.gpu_busy_share
+                    .map_or_else(|| "-".to_owned(), |s| format!("{:.0}", 100.0 * s)),
+                format!("{:.1}", b.net_bytes as f64 / 1024.0),
+            ]
+        }),
+        limit.min(10),
+    );
+    section(
+        &mut out,
         "processes",
         &[("share%", R), ("samples", R), ("pid", R), ("comm", L)],
         analysis.processes.iter().map(|p| {

@@ -1,0 +1,95 @@
+//! Per-step breakdown: what each training step spent its time on.
+
+use crate::hints::IO_CALLS;
+use serde::Serialize;
+use sofa_trace::tables::{GpuCounter, NetEvent, Sample, Syscall};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepBreakdown {
+    pub step: usize,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub duration_ns: u64,
+    /// CPU samples in the step, per swarm id (index = swarm id).
+    pub samples_by_swarm: Vec<u64>,
+    /// Time inside system calls that started in the step (summed over threads).
+    pub syscall_ns: u64,
+    /// The part of `syscall_ns` spent in read/write-like calls.
+    pub io_ns: u64,
+    /// Share of GPU samples in the step with the GPU busy (utilisation > 0); null without GPU data.
+    pub gpu_busy_share: Option<f64>,
+    /// Bytes the kernel sent or received in the step (all interfaces, tracepoints).
+    pub net_bytes: u64,
+}
+
+/// Index of the step holding `t`, if inside the loop.
+fn step_of(boundaries: &[u64], t: u64) -> Option<usize> {
+    let i = boundaries.partition_point(|&b| b <= t);
+    (i > 0 && i < boundaries.len()).then(|| i - 1)
+}
+
+pub struct Inputs<'a> {
+    pub boundaries: &'a [u64],
+    pub samples: &'a [Sample],
+    pub self_of_stack: &'a HashMap<Option<u64>, usize>,
+    pub swarm_of_function: &'a [usize],
+    pub swarms: usize,
+    pub syscalls: &'a [Syscall],
+    pub gpu: &'a [GpuCounter],
+    pub net: &'a [NetEvent],
+}
+
+pub fn step_breakdown(i: &Inputs) -> Vec<StepBreakdown> {
+    let b = i.boundaries;
+    if b.len() < 2 {
+        return Vec::new();
+    }
+    let mut rows: Vec<StepBreakdown> = b
+        .windows(2)
+        .enumerate()
+        .map(|(step, w)| StepBreakdown {
+            step,
+            start_ns: w[0],
+            end_ns: w[1],
+            duration_ns: w[1] - w[0],
+            samples_by_swarm: vec![0; i.swarms],
+            syscall_ns: 0,
+            io_ns: 0,
+            gpu_busy_share: None,
+            net_bytes: 0,
+        })
+        .collect();
+    for s in i.samples {
+        if let (Some(step), Some(&f)) = (step_of(b, s.time_ns), i.self_of_stack.get(&s.stack_id))
+            && let Some(&swarm) = i.swarm_of_function.get(f)
+            && swarm < i.swarms
+        {
+            rows[step].samples_by_swarm[swarm] += 1;
+        }
+    }
+    for c in i.syscalls {
+        if let (Some(step), Some(d)) = (step_of(b, c.time_ns), c.duration_ns) {
+            rows[step].syscall_ns += d;
+            if IO_CALLS.contains(&c.name.as_str()) {
+                rows[step].io_ns += d;
+            }
+        }
+    }
+    let mut gpu: Vec<(u64, u64)> = vec![(0, 0); rows.len()];
+    for g in i.gpu {
+        if let (Some(step), Some(util)) = (step_of(b, g.time_ns), g.util_gpu) {
+            gpu[step].0 += u64::from(util > 0.0);
+            gpu[step].1 += 1;
+        }
+    }
+    for (row, (busy, all)) in rows.iter_mut().zip(gpu) {
+        row.gpu_busy_share = (all > 0).then(|| busy as f64 / all as f64);
+    }
+    for e in i.net.iter().filter(|e| e.source != "capture") {
+        if let Some(step) = step_of(b, e.time_ns) {
+            rows[step].net_bytes += u64::from(e.len);
+        }
+    }
+    rows
+}
