@@ -840,6 +840,23 @@ fn steps_of_the_c_fixture_are_found_without_hints() {
     for key in ["caption", "samples", "share", "start_ns", "end_ns"] {
         assert!(swarms[0].get(key).is_some(), "{key}");
     }
+    // The breakdown has one row per step, with samples per swarm.
+    let breakdown = json["step_breakdown"].as_array().unwrap();
+    assert_eq!(breakdown.len() as u64, count);
+    let in_steps: u64 = breakdown
+        .iter()
+        .map(|b| {
+            let per_swarm = b["samples_by_swarm"].as_array().unwrap();
+            assert_eq!(per_swarm.len(), swarms.len());
+            per_swarm.iter().map(|n| n.as_u64().unwrap()).sum::<u64>()
+        })
+        .sum();
+    let samples = json["run"]["samples"].as_u64().unwrap();
+    assert!(
+        in_steps > samples / 2 && in_steps <= samples,
+        "{in_steps} of {samples}"
+    );
+
     // --steps checks the detection: agreeing gives no warning, a wrong count does.
     let checked = sofa()
         .args(["analyze", "--json", "--steps", "30"])
