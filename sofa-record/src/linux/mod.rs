@@ -11,6 +11,7 @@ mod procmaps;
 mod symbols;
 mod syscalls;
 mod system;
+mod tracepoint;
 
 use crate::{RecordConfig, RecordError, RecordSummary};
 use child::{Child, Exit};
@@ -80,30 +81,12 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
         meta.collectors.insert("cpu".into(), cpu_status);
     }
 
-    let syscall_counters = if config.syscalls {
-        match syscalls::open(child.pid, perf::online_cpus()) {
-            Ok(counters) => Some(counters),
-            Err(reason) => {
-                notes.push(format!("system calls not recorded: {reason}"));
-                set_collector(
-                    &mut archive,
-                    "syscalls",
-                    CollectorStatus::with(CollectorState::Unavailable, reason),
-                );
-                None
-            }
-        }
-    } else {
-        set_collector(
-            &mut archive,
-            "syscalls",
-            CollectorStatus::with(CollectorState::Disabled, "--no-syscalls"),
-        );
-        None
-    };
-    if syscall_counters.is_some() {
-        set_collector(&mut archive, "syscalls", CollectorStatus::ok());
-    }
+    let syscall_counters = open_collector(
+        &mut archive,
+        &mut notes,
+        ("syscalls", "system calls", config.syscalls, "--no-syscalls"),
+        || syscalls::open(child.pid, perf::online_cpus()),
+    );
     archive.write_meta()?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -116,152 +99,93 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
             read_cpu(opened.samplers, collector, &stop, progress.then_some(&*dir))
         })?
     };
-    let system_reader = if config.system {
-        set_collector(&mut archive, "system", CollectorStatus::ok());
-        let sampler = system::SystemSampler::new(&archive, child.pid as u32)?;
-        let stop = Arc::clone(&stop);
-        let hz = config.proc_hz;
-        Some(spawn("sofa-system", move || {
-            system::run(sampler, hz, &stop)
-        })?)
-    } else {
-        set_collector(
-            &mut archive,
-            "system",
-            CollectorStatus::with(CollectorState::Disabled, "--no-system"),
-        );
-        None
+    let system_reader = match open_collector(
+        &mut archive,
+        &mut notes,
+        ("system", "/proc counters", config.system, "--no-system"),
+        || Ok(()),
+    ) {
+        Some(()) => {
+            let sampler = system::SystemSampler::new(&archive, child.pid as u32)?;
+            let stop = Arc::clone(&stop);
+            let hz = config.proc_hz;
+            Some(spawn("sofa-system", move || {
+                system::run(sampler, hz, &stop)
+            })?)
+        }
+        None => None,
     };
-    let gpu_reader = if config.gpu {
-        match crate::gpu::open() {
-            Ok((nvml, gpus)) => {
-                let count = gpus.len() as u32;
-                archive.meta_mut().gpus = gpus;
-                set_collector(&mut archive, "gpu", CollectorStatus::ok());
-                let mut sampler = crate::gpu::GpuSampler::new(&archive, nvml, count)?;
-                let stop = Arc::clone(&stop);
-                let (hz, root) = (config.gpu_hz.max(1), child.pid as u32);
-                Some(spawn("sofa-gpu", move || {
-                    let period = Duration::from_nanos(1_000_000_000 / hz);
-                    let traced = |pid| system::in_tree(pid, root);
-                    while !stop.load(Ordering::Acquire) {
-                        let started = Instant::now();
-                        sampler.sample(host::monotonic_ns(), &traced)?;
-                        std::thread::sleep(period.saturating_sub(started.elapsed()));
-                    }
+    let gpu_reader = match open_collector(
+        &mut archive,
+        &mut notes,
+        ("gpu", "GPU counters", config.gpu, "--no-gpu"),
+        crate::gpu::open,
+    ) {
+        Some((nvml, gpus)) => {
+            let count = gpus.len() as u32;
+            archive.meta_mut().gpus = gpus;
+            let mut sampler = crate::gpu::GpuSampler::new(&archive, nvml, count)?;
+            let stop = Arc::clone(&stop);
+            let (hz, root) = (config.gpu_hz.max(1), child.pid as u32);
+            Some(spawn("sofa-gpu", move || {
+                let period = Duration::from_nanos(1_000_000_000 / hz);
+                let traced = |pid| system::in_tree(pid, root);
+                while !stop.load(Ordering::Acquire) {
+                    let started = Instant::now();
                     sampler.sample(host::monotonic_ns(), &traced)?;
-                    sampler.finish()
-                })?)
-            }
-            Err(reason) => {
-                notes.push(format!("GPU counters: not available ({reason})"));
-                set_collector(
-                    &mut archive,
-                    "gpu",
-                    CollectorStatus::with(CollectorState::Unavailable, reason),
-                );
-                None
-            }
+                    std::thread::sleep(period.saturating_sub(started.elapsed()));
+                }
+                sampler.sample(host::monotonic_ns(), &traced)?;
+                sampler.finish()
+            })?)
         }
-    } else {
-        set_collector(
-            &mut archive,
-            "gpu",
-            CollectorStatus::with(CollectorState::Disabled, "--no-gpu"),
-        );
-        None
+        None => None,
     };
-    let net_counters = if config.net {
-        match net::open(perf::online_cpus()) {
-            Ok(counters) => {
-                set_collector(&mut archive, "net", CollectorStatus::ok());
-                Some(counters)
-            }
-            Err(reason) => {
-                notes.push(format!("network traffic not recorded: {reason}"));
-                set_collector(
-                    &mut archive,
-                    "net",
-                    CollectorStatus::with(CollectorState::Unavailable, reason),
-                );
-                None
-            }
-        }
-    } else {
-        set_collector(
-            &mut archive,
-            "net",
-            CollectorStatus::with(CollectorState::Disabled, "--no-net"),
-        );
-        None
-    };
-    let capture = match (&net_counters, config.net_capture) {
-        (Some(_), true) => match capture::open() {
-            Ok(c) => Some(c),
-            Err(reason) => {
-                notes.push(format!("packet headers not captured: {reason}"));
-                set_collector(
-                    &mut archive,
-                    "net_capture",
-                    CollectorStatus::with(CollectorState::Unavailable, reason),
-                );
-                None
-            }
+    let net_counters = open_collector(
+        &mut archive,
+        &mut notes,
+        ("net", "network traffic", config.net, "--no-net"),
+        || net::open(perf::online_cpus()),
+    );
+    let capture = open_collector(
+        &mut archive,
+        &mut notes,
+        (
+            "net_capture",
+            "packet headers",
+            config.net_capture,
+            "off by default; --net-capture",
+        ),
+        || match &net_counters {
+            Some(_) => capture::open(),
+            None => Err("needs the net collector".to_owned()),
         },
-        (None, true) => {
-            let reason = "needs the net collector";
-            set_collector(
-                &mut archive,
-                "net_capture",
-                CollectorStatus::with(CollectorState::Unavailable, reason),
-            );
-            None
-        }
-        (_, false) => {
-            set_collector(
-                &mut archive,
-                "net_capture",
-                CollectorStatus::with(CollectorState::Disabled, "off by default; --net-capture"),
-            );
-            None
-        }
-    };
-    if capture.is_some() {
-        set_collector(&mut archive, "net_capture", CollectorStatus::ok());
-    }
+    );
     let net_reader = match net_counters {
         Some(counters) => {
-            let mut sink = net::NetSink::new(&archive, counters.layouts, capture)?;
-            let stop = Arc::clone(&stop);
-            let sources = counters.sources;
-            Some(spawn("sofa-net", move || {
-                let refs: Vec<_> = sources.iter().map(|(tag, _, s)| (*tag, s)).collect();
-                for (_, counter, _) in &sources {
-                    let _ = counter.enable();
-                }
-                drain::drain(&refs, &mut sink, &stop, |_| {})?;
-                for (_, counter, _) in &sources {
-                    let _ = counter.disable();
-                }
-                Ok(sink)
-            })?)
+            let sink = net::NetSink::new(&archive, counters.layouts, capture)?;
+            Some(spawn_tracepoint_reader(
+                "sofa-net",
+                counters.sources,
+                sink,
+                &stop,
+                true,
+            )?)
         }
         None => None,
     };
     archive.write_meta()?;
     let syscall_reader = match syscall_counters {
         Some(counters) => {
-            let mut sink = syscalls::SyscallSink::new(&archive, counters.layouts)?;
-            let stop = Arc::clone(&stop);
-            let sources = counters.sources;
-            Some(spawn("sofa-syscalls", move || {
-                let refs: Vec<_> = sources.iter().map(|(tag, _, s)| (*tag, s)).collect();
-                drain::drain(&refs, &mut sink, &stop, |_| {})?;
-                for (_, counter, _) in &sources {
-                    let _ = counter.disable();
-                }
-                Ok(sink)
-            })?)
+            let sink = syscalls::SyscallSink::new(&archive, counters.layouts)?;
+            // Enabled by the kernel at the command's exec, like the CPU counters.
+            Some(spawn_tracepoint_reader(
+                "sofa-syscalls",
+                counters.sources,
+                sink,
+                &stop,
+                false,
+            )?)
         }
         None => None,
     };
@@ -297,7 +221,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
     let mut lost_rows = std::mem::take(&mut finished.lost_rows);
     let (syscalls_written, syscalls_lost) = match syscall_sink {
         Some(sink) => {
-            let lost = sink.lost;
+            let lost = sink.losses.total;
             let (rows, orphans, rows_lost) = sink.finish()?;
             if orphans > 0 {
                 notes.push(format!(
@@ -312,7 +236,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
     };
     let net_lost = match net_reader.map(join).transpose()? {
         Some(sink) => {
-            let lost = sink.lost;
+            let lost = sink.losses.total;
             let (_, rows_lost) = sink.finish()?;
             lost_rows.extend(rows_lost);
             Some(lost)
@@ -379,6 +303,66 @@ fn set_collector(archive: &mut ArchiveWriter, name: &str, status: CollectorStatu
         .meta_mut()
         .collectors
         .insert(name.to_owned(), status);
+}
+
+/// Opens a collector the user may have switched off and that may not be
+/// available here, and records which it was: `ok`, `disabled` (naming the
+/// switch) or `unavailable` (with the reason, also as a note for the summary).
+/// `spec` is (name in meta.json, words for the note, enabled, switch).
+fn open_collector<T>(
+    archive: &mut ArchiveWriter,
+    notes: &mut Vec<String>,
+    (name, what, enabled, switch): (&str, &str, bool, &str),
+    open: impl FnOnce() -> Result<T, String>,
+) -> Option<T> {
+    if !enabled {
+        set_collector(
+            archive,
+            name,
+            CollectorStatus::with(CollectorState::Disabled, switch),
+        );
+        return None;
+    }
+    match open() {
+        Ok(opened) => {
+            set_collector(archive, name, CollectorStatus::ok());
+            Some(opened)
+        }
+        Err(reason) => {
+            notes.push(format!("{what}: not available ({reason})"));
+            set_collector(
+                archive,
+                name,
+                CollectorStatus::with(CollectorState::Unavailable, reason),
+            );
+            None
+        }
+    }
+}
+
+/// A thread draining tracepoint ring buffers into `sink` until `stop`;
+/// `enable` turns the counters on first (system-wide ones, which no exec enables).
+fn spawn_tracepoint_reader<S: drain::Sink + Send + 'static>(
+    name: &str,
+    sources: Vec<tracepoint::Source>,
+    mut sink: S,
+    stop: &Arc<AtomicBool>,
+    enable: bool,
+) -> Result<std::thread::JoinHandle<Result<S, TraceError>>, RecordError> {
+    let stop = Arc::clone(stop);
+    spawn(name, move || {
+        if enable {
+            for (_, counter, _) in &sources {
+                let _ = counter.enable();
+            }
+        }
+        let refs: Vec<_> = sources.iter().map(|(tag, _, s)| (*tag, s)).collect();
+        drain::drain(&refs, &mut sink, &stop, |_| {})?;
+        for (_, counter, _) in &sources {
+            let _ = counter.disable();
+        }
+        Ok(sink)
+    })
 }
 
 fn spawn<T: Send + 'static>(

@@ -4,12 +4,8 @@
 //! process, so a per-process counter would miss them).
 
 use super::drain::Sink;
-use super::syscalls::{event_format, tracefs_dir};
+use super::tracepoint::{Losses, Scope, Source, event_format, open_pair};
 use crate::tracefs::{self, Field};
-use perf_event_open::config::{Clock, Cpu, Opts, Proc, RecordIdFormat, SampleFormat, SampleOn};
-use perf_event_open::count::Counter;
-use perf_event_open::event::tp::Tracepoint;
-use perf_event_open::sample::Sampler;
 use perf_event_open::sample::record::Record;
 use sofa_trace::tables::{LostEvents, NetEvent};
 use sofa_trace::{ArchiveWriter, TableWriter, TraceError};
@@ -26,13 +22,12 @@ pub struct Layouts([Layout; 2]);
 
 pub struct NetCounters {
     /// (tag, counter, sampler); tag = 2 * cpu + (0 xmit | 1 receive).
-    pub sources: Vec<(u32, Counter, Sampler)>,
+    pub sources: Vec<Source>,
     pub layouts: Layouts,
 }
 
 fn layout(group: &str, name: &str) -> Result<(u64, Layout), String> {
-    let tracefs = tracefs_dir()?;
-    let format = event_format(&tracefs, group, name)?;
+    let format = event_format(group, name)?;
     let get = |f: &str| {
         format
             .field(f)
@@ -52,33 +47,13 @@ fn layout(group: &str, name: &str) -> Result<(u64, Layout), String> {
 pub fn open(cpus: u32) -> Result<NetCounters, String> {
     let (xmit_id, xmit) = layout("net", "net_dev_xmit")?;
     let (recv_id, recv) = layout("net", "netif_receive_skb")?;
-    let opts = Opts {
-        enable: false,
-        sample_on: SampleOn::Count(1),
-        sample_format: SampleFormat {
-            raw: true,
-            ..Default::default()
-        },
-        record_id_all: true,
-        record_id_format: RecordIdFormat {
-            task: true,
-            time: true,
-            ..Default::default()
-        },
-        timer: Some(Clock::Monotonic),
-        ..Default::default()
-    };
-    let mut sources = Vec::new();
-    for cpu in 0..cpus {
-        for (kind, id) in [(0, xmit_id), (1, recv_id)] {
-            let counter = Counter::new(Tracepoint { id }, (Cpu(cpu), Proc::ALL), &opts)
-                .map_err(|e| format!("perf_event_open(net tracepoints, system-wide): {e}"))?;
-            let sampler = counter
-                .sampler(RING_PAGES_EXP)
-                .map_err(|e| format!("ring buffer for net tracepoints: {e}"))?;
-            sources.push((2 * cpu + kind, counter, sampler));
-        }
-    }
+    let sources = open_pair(
+        [xmit_id, recv_id],
+        Scope::System,
+        cpus,
+        RING_PAGES_EXP,
+        "net tracepoints, system-wide",
+    )?;
     Ok(NetCounters {
         sources,
         layouts: Layouts([xmit, recv]),
@@ -91,8 +66,7 @@ pub struct NetSink {
     pub captured: u64,
     layouts: Layouts,
     pub packets: u64,
-    pub lost: u64,
-    pub lost_rows: Vec<LostEvents>,
+    pub losses: Losses,
 }
 
 impl NetSink {
@@ -107,14 +81,13 @@ impl NetSink {
             captured: 0,
             layouts,
             packets: 0,
-            lost: 0,
-            lost_rows: Vec::new(),
+            losses: Losses::new("net"),
         })
     }
 
     pub fn finish(self) -> Result<(u64, Vec<LostEvents>), TraceError> {
         let summary = self.out.finish()?;
-        Ok((summary.rows, self.lost_rows))
+        Ok((summary.rows, self.losses.rows))
     }
 }
 
@@ -150,10 +123,12 @@ impl Sink for NetSink {
                 })?;
             }
             Record::LostRecords(l) => {
-                self.record_lost(tag, l.lost_records, l.record_id.and_then(|r| r.time))
+                self.losses
+                    .add(tag, l.lost_records, l.record_id.and_then(|r| r.time))
             }
             Record::LostSamples(l) => {
-                self.record_lost(tag, l.lost_samples, l.record_id.and_then(|r| r.time))
+                self.losses
+                    .add(tag, l.lost_samples, l.record_id.and_then(|r| r.time))
             }
             _ => {}
         }
@@ -165,17 +140,5 @@ impl Sink for NetSink {
             self.captured += capture.poll(&mut self.out)?;
         }
         self.out.flush_if_due()
-    }
-}
-
-impl NetSink {
-    fn record_lost(&mut self, tag: u32, count: u64, time_ns: Option<u64>) {
-        self.lost += count;
-        self.lost_rows.push(LostEvents {
-            time_ns: time_ns.unwrap_or(0),
-            collector: "net".into(),
-            cpu: Some(tag / 2),
-            count,
-        });
     }
 }

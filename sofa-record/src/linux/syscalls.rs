@@ -3,61 +3,16 @@
 //! at exec), paired into one row per call.
 
 use super::drain::Sink;
+use super::tracepoint::{Losses, Scope, Source, event_format, open_pair};
 use crate::syscalls::{Enter, Exit, Pairer};
 use crate::tracefs::{self, EventFormat, Field};
-use perf_event_open::config::{
-    Clock, Cpu, Inherit, OnExecve, Opts, Proc, RecordIdFormat, SampleFormat, SampleOn,
-};
-use perf_event_open::count::Counter;
-use perf_event_open::event::tp::Tracepoint;
-use perf_event_open::sample::Sampler;
 use perf_event_open::sample::record::Record;
 use sofa_trace::tables::{LostEvents, Syscall};
 use sofa_trace::{ArchiveWriter, TableWriter, TraceError};
-use std::path::{Path, PathBuf};
 
 /// Ring buffer per CPU and event: 2^10 pages (4 MiB), about 40 000 events,
 /// since a syscall-heavy program produces hundreds of thousands a second.
 const RING_PAGES_EXP: u8 = 10;
-
-/// Finds tracefs, mounting it where it is not (as `perf trace` needs too).
-pub fn tracefs_dir() -> Result<PathBuf, String> {
-    let candidates = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
-    if let Some(dir) = candidates
-        .iter()
-        .map(Path::new)
-        .find(|d| d.join("events").is_dir())
-    {
-        return Ok(dir.to_path_buf());
-    }
-    let target = c"/sys/kernel/tracing";
-    // SAFETY: mount(2) with constant C strings.
-    let rc = unsafe {
-        libc::mount(
-            c"nodev".as_ptr(),
-            target.as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    let dir = Path::new("/sys/kernel/tracing");
-    if rc == 0 && dir.join("events").is_dir() {
-        return Ok(dir.to_path_buf());
-    }
-    Err(format!(
-        "tracefs is not mounted and mounting it failed ({}): \
-         run `sudo mount -t tracefs nodev /sys/kernel/tracing`",
-        std::io::Error::last_os_error()
-    ))
-}
-
-/// Reads the format of tracepoint `group:name`.
-pub fn event_format(tracefs: &Path, group: &str, name: &str) -> Result<EventFormat, String> {
-    let path = tracefs.join("events").join(group).join(name).join("format");
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    tracefs::parse_format(&bytes).map_err(|e| format!("{}: {e}", path.display()))
-}
 
 pub struct Layout {
     id: Field,
@@ -87,50 +42,23 @@ pub struct Layouts {
 /// Counters of both tracepoints on every CPU.
 pub struct SyscallCounters {
     /// (tag, counter, sampler); tag = 2 * cpu + (0 enter | 1 exit).
-    pub sources: Vec<(u32, Counter, Sampler)>,
+    pub sources: Vec<Source>,
     pub layouts: Layouts,
-}
-
-fn opts() -> Opts {
-    Opts {
-        inherit: Some(Inherit::NewChild),
-        on_execve: Some(OnExecve::Enable),
-        enable: false,
-        sample_on: SampleOn::Count(1),
-        sample_format: SampleFormat {
-            raw: true,
-            ..Default::default()
-        },
-        record_id_all: true,
-        record_id_format: RecordIdFormat {
-            task: true,
-            time: true,
-            ..Default::default()
-        },
-        timer: Some(Clock::Monotonic),
-        ..Default::default()
-    }
 }
 
 /// Opens the syscall tracepoints for `pid`; `Err` says why they are unavailable.
 pub fn open(pid: libc::pid_t, cpus: u32) -> Result<SyscallCounters, String> {
-    let tracefs = tracefs_dir()?;
-    let enter_fmt = event_format(&tracefs, "raw_syscalls", "sys_enter")?;
-    let exit_fmt = event_format(&tracefs, "raw_syscalls", "sys_exit")?;
+    let enter_fmt = event_format("raw_syscalls", "sys_enter")?;
+    let exit_fmt = event_format("raw_syscalls", "sys_exit")?;
     let enter = layout(&enter_fmt, "args")?;
     let exit = layout(&exit_fmt, "ret")?;
-    let opts = opts();
-    let mut sources = Vec::new();
-    for cpu in 0..cpus {
-        for (kind, id) in [(0, enter_fmt.id), (1, exit_fmt.id)] {
-            let counter = Counter::new(Tracepoint { id }, (Proc(pid as u32), Cpu(cpu)), &opts)
-                .map_err(|e| format!("perf_event_open(raw_syscalls): {e}"))?;
-            let sampler = counter
-                .sampler(RING_PAGES_EXP)
-                .map_err(|e| format!("ring buffer for raw_syscalls: {e}"))?;
-            sources.push((2 * cpu + kind, counter, sampler));
-        }
-    }
+    let sources = open_pair(
+        [enter_fmt.id, exit_fmt.id],
+        Scope::Tree(pid),
+        cpus,
+        RING_PAGES_EXP,
+        "raw_syscalls",
+    )?;
     Ok(SyscallCounters {
         sources,
         layouts: Layouts { enter, exit },
@@ -149,8 +77,7 @@ pub struct SyscallSink {
     /// Every buffer is read after this time, so all events before it are in hand.
     horizon_ns: u64,
     pub events: u64,
-    pub lost: u64,
-    pub lost_rows: Vec<LostEvents>,
+    pub losses: Losses,
 }
 
 impl SyscallSink {
@@ -164,8 +91,7 @@ impl SyscallSink {
             pending: Vec::new(),
             horizon_ns: 0,
             events: 0,
-            lost: 0,
-            lost_rows: Vec::new(),
+            losses: Losses::new("syscalls"),
         })
     }
 
@@ -198,7 +124,7 @@ impl SyscallSink {
         let orphans = pairer.finish(&mut self.rows);
         self.write_rows()?;
         let summary = self.out.finish()?;
-        Ok((summary.rows, orphans, self.lost_rows))
+        Ok((summary.rows, orphans, self.losses.rows))
     }
 }
 
@@ -240,10 +166,12 @@ impl Sink for SyscallSink {
                 }
             }
             Record::LostRecords(l) => {
-                self.record_lost(tag, l.lost_records, l.record_id.and_then(|r| r.time))
+                self.losses
+                    .add(tag, l.lost_records, l.record_id.and_then(|r| r.time))
             }
             Record::LostSamples(l) => {
-                self.record_lost(tag, l.lost_samples, l.record_id.and_then(|r| r.time))
+                self.losses
+                    .add(tag, l.lost_samples, l.record_id.and_then(|r| r.time))
             }
             _ => {}
         }
@@ -271,17 +199,5 @@ impl Event {
             Event::Enter(e) => e.time_ns,
             Event::Exit(x) => x.time_ns,
         }
-    }
-}
-
-impl SyscallSink {
-    fn record_lost(&mut self, tag: u32, count: u64, time_ns: Option<u64>) {
-        self.lost += count;
-        self.lost_rows.push(LostEvents {
-            time_ns: time_ns.unwrap_or(0),
-            collector: "syscalls".into(),
-            cpu: Some(tag / 2),
-            count,
-        });
     }
 }

@@ -1,0 +1,141 @@
+//! What the tracepoint collectors (syscalls, net) share: tracefs, the
+//! counter options, opening a pair of tracepoints on every CPU, and losses.
+
+use crate::tracefs::{self, EventFormat};
+use perf_event_open::config::{
+    Clock, Cpu, Inherit, OnExecve, Opts, Proc, RecordIdFormat, SampleFormat, SampleOn,
+};
+use perf_event_open::count::Counter;
+use perf_event_open::event::tp::Tracepoint;
+use perf_event_open::sample::Sampler;
+use sofa_trace::tables::LostEvents;
+use std::path::{Path, PathBuf};
+
+/// (tag, counter, sampler); tag = 2 * cpu + which of the pair (0 or 1).
+pub type Source = (u32, Counter, Sampler);
+
+/// Finds tracefs, mounting it where it is not (as `perf trace` needs too).
+pub fn tracefs_dir() -> Result<PathBuf, String> {
+    let candidates = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+    if let Some(dir) = candidates
+        .iter()
+        .map(Path::new)
+        .find(|d| d.join("events").is_dir())
+    {
+        return Ok(dir.to_path_buf());
+    }
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: mount(2) with constant C strings.
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    let dir = Path::new("/sys/kernel/tracing");
+    if rc == 0 && dir.join("events").is_dir() {
+        return Ok(dir.to_path_buf());
+    }
+    Err(format!(
+        "tracefs is not mounted and mounting it failed ({}): \
+         run `sudo mount -t tracefs nodev /sys/kernel/tracing`",
+        std::io::Error::last_os_error()
+    ))
+}
+
+/// Reads the format of tracepoint `group:name`.
+pub fn event_format(group: &str, name: &str) -> Result<EventFormat, String> {
+    let path = tracefs_dir()?
+        .join("events")
+        .join(group)
+        .join(name)
+        .join("format");
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    tracefs::parse_format(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Where the counters look.
+pub enum Scope {
+    /// The command's tree: inherited, enabled by the kernel at its exec.
+    Tree(libc::pid_t),
+    /// Every task on the CPU: enabled by the reader.
+    System,
+}
+
+/// Opens tracepoints `ids` (a pair) on every CPU, each event a raw sample
+/// with task and CLOCK_MONOTONIC time, in rings of 2^`pages_exp` pages.
+pub fn open_pair(
+    ids: [u64; 2],
+    scope: Scope,
+    cpus: u32,
+    pages_exp: u8,
+    what: &str,
+) -> Result<Vec<Source>, String> {
+    let per_task = matches!(scope, Scope::Tree(_));
+    let opts = Opts {
+        inherit: per_task.then_some(Inherit::NewChild),
+        on_execve: per_task.then_some(OnExecve::Enable),
+        enable: false,
+        sample_on: SampleOn::Count(1),
+        sample_format: SampleFormat {
+            raw: true,
+            ..Default::default()
+        },
+        record_id_all: true,
+        record_id_format: RecordIdFormat {
+            task: true,
+            time: true,
+            ..Default::default()
+        },
+        timer: Some(Clock::Monotonic),
+        ..Default::default()
+    };
+    let mut sources = Vec::new();
+    for cpu in 0..cpus {
+        for (which, id) in ids.into_iter().enumerate() {
+            let counter = match scope {
+                Scope::Tree(pid) => {
+                    Counter::new(Tracepoint { id }, (Proc(pid as u32), Cpu(cpu)), &opts)
+                }
+                Scope::System => Counter::new(Tracepoint { id }, (Cpu(cpu), Proc::ALL), &opts),
+            }
+            .map_err(|e| format!("perf_event_open({what}): {e}"))?;
+            let sampler = counter
+                .sampler(pages_exp)
+                .map_err(|e| format!("ring buffer for {what}: {e}"))?;
+            sources.push((2 * cpu + which as u32, counter, sampler));
+        }
+    }
+    Ok(sources)
+}
+
+/// Losses reported in a collector's buffers: a total and one `lost` row each.
+pub struct Losses {
+    collector: &'static str,
+    pub total: u64,
+    pub rows: Vec<LostEvents>,
+}
+
+impl Losses {
+    pub fn new(collector: &'static str) -> Losses {
+        Losses {
+            collector,
+            total: 0,
+            rows: Vec::new(),
+        }
+    }
+
+    /// A loss of `count` events in the buffer tagged `tag` (2 * cpu + which).
+    pub fn add(&mut self, tag: u32, count: u64, time_ns: Option<u64>) {
+        self.total += count;
+        self.rows.push(LostEvents {
+            time_ns: time_ns.unwrap_or(0),
+            collector: self.collector.to_owned(),
+            cpu: Some(tag / 2),
+            count,
+        });
+    }
+}
