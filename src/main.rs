@@ -94,9 +94,10 @@ struct RecordArgs {
 
 #[derive(Debug, Args)]
 struct AnalyzeArgs {
-    /// Archive directory.
-    #[arg(value_name = "ARCHIVE", default_value = "sofa-out")]
-    archive: PathBuf,
+    /// Archive directories; several (e.g. one per rank or host) are lined up
+    /// on the wall clock.
+    #[arg(value_name = "ARCHIVE", default_value = "sofa-out", num_args = 1..)]
+    archives: Vec<PathBuf>,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
@@ -179,29 +180,50 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
-    let archive = sofa_trace::Archive::open(&args.archive)?;
-    if !args.json {
-        for warning in archive.warnings() {
-            eprintln!("sofa: warning: {warning}");
-        }
-    }
     let options = sofa_analyze::Options {
         swarms: args.swarms.map(|k| k as usize),
         expected_steps: args.steps,
     };
-    let analysis = sofa_analyze::analyze_with(&archive, &options)?;
-    if let Some(dir) = &args.export {
-        let written = sofa_analyze::export(&analysis, dir)?;
-        eprintln!(
-            "sofa: wrote {} tables as CSV and Parquet into {}",
-            written.len(),
-            dir.display()
-        );
+    let mut analyses = Vec::new();
+    for path in &args.archives {
+        let archive = sofa_trace::Archive::open(path)?;
+        if !args.json {
+            for warning in archive.warnings() {
+                eprintln!("sofa: warning: {warning}");
+            }
+        }
+        analyses.push(sofa_analyze::analyze_with(&archive, &options)?);
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&analysis)?);
+    if let Some(dir) = &args.export {
+        for (i, analysis) in analyses.iter().enumerate() {
+            // One sub-directory per archive when there are several.
+            let dir = if analyses.len() == 1 {
+                dir.clone()
+            } else {
+                dir.join(format!("archive-{i}"))
+            };
+            let written = sofa_analyze::export(analysis, &dir)?;
+            eprintln!(
+                "sofa: wrote {} tables as CSV and Parquet into {}",
+                written.len(),
+                dir.display()
+            );
+        }
+    }
+    if analyses.len() == 1 {
+        let analysis = &analyses[0];
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(analysis)?);
+        } else {
+            print!("{}", sofa_analyze::render_text(analysis, args.top));
+        }
     } else {
-        print!("{}", sofa_analyze::render_text(&analysis, args.top));
+        let multi = sofa_analyze::merge(analyses);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&multi)?);
+        } else {
+            print!("{}", sofa_analyze::render_multi_text(&multi, args.top));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

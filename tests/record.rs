@@ -904,3 +904,61 @@ fn steps_of_the_c_fixture_are_found_without_hints() {
     assert_eq!(json["steps"]["count"], 0, "{}", json["steps"]);
     assert_eq!(json["steps"]["note"], "no periodic structure found");
 }
+
+#[test]
+fn several_archives_line_up_on_the_wall_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["rank0", "rank1"] {
+        let out = sofa()
+            .arg("record")
+            .arg("-o")
+            .arg(dir.path().join(name))
+            .args(["--no-syscalls", "--"])
+            .arg(hotspots())
+            .args(["5", "1000"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let out = sofa()
+        .args(["analyze", "--json"])
+        .arg(dir.path().join("rank0"))
+        .arg(dir.path().join("rank1"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ranks = json["ranks"].as_array().unwrap();
+    assert_eq!(ranks.len(), 2);
+    assert_eq!(ranks[0]["offset_ns"], 0);
+    // rank1 was recorded after rank0 ended.
+    let offset = ranks[1]["offset_ns"].as_u64().unwrap();
+    assert!(
+        offset >= ranks[0]["duration_ns"].as_u64().unwrap(),
+        "{ranks:#?}"
+    );
+    let heavy = json["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "compute_heavy")
+        .unwrap();
+    let shares = heavy["self_share_by_archive"].as_array().unwrap();
+    assert_eq!(shares.len(), 2);
+    assert!(shares.iter().all(|s| s.as_f64().unwrap() > 0.3), "{heavy}");
+    assert_eq!(json["archives"].as_array().unwrap().len(), 2);
+
+    // A missing one among them is an error naming it.
+    let out = sofa()
+        .arg("analyze")
+        .arg(dir.path().join("rank0"))
+        .arg(dir.path().join("rank9"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rank9"));
+}

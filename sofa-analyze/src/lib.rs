@@ -6,6 +6,7 @@ mod export;
 mod functions;
 mod gpu;
 mod hints;
+mod multi;
 mod net;
 mod steps;
 mod summary;
@@ -20,6 +21,7 @@ pub use export::{ExportError, export};
 pub use functions::{FunctionRow, Functions, ModuleRow, modules, top_functions};
 pub use gpu::{GpuRow, gpu_table};
 pub use hints::{Hint, hints};
+pub use multi::{MergedFunction, MultiAnalysis, RankRow, merge};
 pub use net::{Flow, HostPair, InterfaceTraffic, NetSummary, net_summary};
 pub use steps::{Steps, detect_steps};
 pub use summary::{Analysis, CollectorJson, Options, RunSummary, analyze, analyze_with};
@@ -27,7 +29,7 @@ pub use swarms::{Swarm, find_swarms};
 pub use syscalls::{SyscallRow, syscall_table};
 pub use system::{DiskRow, InterfaceRow, SystemSummary, system_summary};
 pub use tasks::{ProcessRow, ThreadRow};
-pub use text::render_text;
+pub use text::{render_multi_text, render_text};
 
 /// Errors of analysis; reading the archive is the only thing that can fail so far.
 #[derive(Debug, thiserror::Error)]

@@ -49,6 +49,8 @@ pub struct RunSummary {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub duration_ns: Option<u64>,
+    /// Wall-clock start of the recording (ns since the Unix epoch).
+    pub start_wall_ns: u64,
     pub sample_event: Option<String>,
     pub frequency_hz: Option<u64>,
     pub sampling_note: Option<String>,
@@ -110,6 +112,8 @@ pub fn analyze_with(archive: &Archive, options: &Options) -> Result<Analysis, An
         exit_code: meta.exit.as_ref().and_then(|e| e.code),
         signal: meta.exit.as_ref().and_then(|e| e.signal),
         duration_ns: meta.duration_ns(),
+        start_wall_ns: (i128::from(meta.clock.start_ns) + i128::from(meta.clock.realtime_offset_ns))
+            .clamp(0, i128::from(u64::MAX)) as u64,
         sample_event: meta.sampling.as_ref().map(|s| s.event.clone()),
         frequency_hz: meta.sampling.as_ref().map(|s| s.frequency_hz),
         sampling_note: meta.sampling.as_ref().and_then(|s| s.fallback.clone()),
