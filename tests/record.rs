@@ -599,7 +599,10 @@ fn system_counters_are_sampled_unless_disabled() {
         mine.len()
     );
     assert!(mine.last().unwrap().utime_ns > mine.first().unwrap().utime_ns);
-    assert!(mine.iter().all(|p| p.rss_bytes > 0 && p.threads == 1));
+    assert!(
+        mine.iter().all(|p| p.rss_bytes > 0 && p.threads == 1),
+        "{mine:#?}"
+    );
 
     let out = sofa()
         .arg("record")
