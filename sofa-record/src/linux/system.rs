@@ -94,10 +94,11 @@ impl SystemSampler {
                 self.push(t, "net.tx_packets", &n.name, n.tx_packets as f64)?;
             }
         }
-        // An exited process not yet reaped (zombie) has no memory or threads left.
+        // A process that is exiting has released its memory (rss 0) before it
+        // becomes a zombie waiting to be reaped: neither is still running.
         for p in traced_tree(self.root)
             .into_iter()
-            .filter(|p| p.state != 'Z')
+            .filter(|p| p.state != 'Z' && p.rss > 0)
         {
             self.processes.push(ProcessCounter {
                 time_ns: t,
