@@ -505,6 +505,19 @@ fn read_count_matches_strace() {
     assert_eq!(read["errors"], 0);
     assert!(read["total_ns"].as_u64().unwrap() > 0);
     assert!(read["mean_ns"].as_u64().unwrap() > 0);
+    // Every call is attributed to the swarm that was running when it was made.
+    let attributed: u64 = json["swarms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["syscalls"].as_u64().unwrap())
+        .sum();
+    assert!(
+        attributed as f64 >= 0.9 * ours as f64,
+        "{attributed} of {ours}: {:#}",
+        json["swarms"]
+    );
+
     // Arguments and return values are recorded: fd 3, 64 bytes, 64 returned.
     let archive = sofa_trace::Archive::open(dir.path().join("a")).unwrap();
     let calls = archive.read_table::<sofa_trace::tables::Syscall>().unwrap();

@@ -8,6 +8,7 @@ mod gpu;
 mod hints;
 mod multi;
 mod net;
+mod overlap;
 mod steps;
 mod summary;
 mod swarms;

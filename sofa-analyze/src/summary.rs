@@ -4,6 +4,7 @@ use crate::functions::{FunctionRow, Functions, ModuleRow, modules, top_functions
 use crate::gpu::{GpuRow, gpu_table};
 use crate::hints::{Hint, hints};
 use crate::net::{NetSummary, net_summary};
+use crate::overlap::add_overlaps;
 use crate::steps::{Steps, detect_steps};
 use crate::swarms::{Swarm, find_swarms};
 use crate::syscalls::{SyscallRow, syscall_table};
@@ -149,7 +150,7 @@ pub fn analyze_with(archive: &Archive, options: &Options) -> Result<Analysis, An
         processes.first().map(|p| p.pid),
     );
     steps.expected = options.expected_steps;
-    let (swarms, swarm_of_function) = find_swarms(
+    let (mut swarms, swarm_of_function) = find_swarms(
         &sample_rows,
         &self_of_stack,
         &functions,
@@ -170,6 +171,17 @@ pub fn analyze_with(archive: &Archive, options: &Options) -> Result<Analysis, An
         gpu: &gpu_rows,
         net: &packets,
     });
+    add_overlaps(
+        &mut swarms,
+        &crate::overlap::Inputs {
+            samples: &sample_rows,
+            self_of_stack: &self_of_stack,
+            swarm_of_function: &swarm_of_function,
+            syscalls: &calls,
+            gpu: &gpu_rows,
+            net: &packets,
+        },
+    );
     let syscalls = syscall_table(&calls, run.duration_ns);
     let system = system_summary(archive)?;
     let gpu = gpu_table(&gpu_rows, &archive.meta().gpus);

@@ -34,6 +34,13 @@ pub struct Swarm {
     pub modules: Vec<String>,
     /// Thread ids, busiest first.
     pub threads: Vec<u32>,
+    /// System calls made while the swarm was running, and their time.
+    pub syscalls: u64,
+    pub syscall_ns: u64,
+    /// Mean GPU utilisation while the swarm ran on the busiest thread; null without GPU data.
+    pub gpu_util_mean: Option<f64>,
+    /// Network bytes sent or received while the swarm ran on the busiest thread.
+    pub net_bytes: u64,
 }
 
 /// Where in the step (or in the run) a sample falls, as a bin.
@@ -252,6 +259,10 @@ pub fn find_swarms(
                 top_functions: top,
                 modules: modules.into_iter().take(3).map(|m| m.0).collect(),
                 threads: threads.into_iter().take(5).map(|t| t.0).collect(),
+                syscalls: 0,
+                syscall_ns: 0,
+                gpu_util_mean: None,
+                net_bytes: 0,
             }
         })
         .collect();

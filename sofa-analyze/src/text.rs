@@ -231,6 +231,8 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
             ("share%", R),
             ("samples", R),
             ("span s", R),
+            ("syscalls", R),
+            ("syscall ms", R),
             ("swarm", L),
             ("modules", L),
         ],
@@ -240,6 +242,8 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
                 pct(s.share),
                 s.samples.to_string(),
                 format!("{:.3}", s.end_ns.saturating_sub(s.start_ns) as f64 / 1e9),
+                s.syscalls.to_string(),
+                format!("{:.3}", s.syscall_ns as f64 / 1e6),
                 s.caption.clone(),
                 s.modules.join(", "),
             ]

@@ -1,0 +1,84 @@
+//! What overlaps each swarm: the system calls, GPU activity and network
+//! traffic that happen while the swarm's functions are the ones running.
+//!
+//! A system call belongs to the swarm of its thread's nearest CPU sample (the
+//! function that was running when it was made); GPU and network samples,
+//! which have no thread, belong to the swarm running on the busiest thread
+//! at that moment.
+
+use crate::swarms::Swarm;
+use sofa_trace::tables::{GpuCounter, NetEvent, Sample, Syscall};
+use std::collections::HashMap;
+
+/// Samples further than this from an event do not say what ran then.
+const TOLERANCE_NS: u64 = 5_000_000;
+
+/// Per thread: (time, swarm id) of its samples, in time order.
+struct Timelines(HashMap<u32, Vec<(u64, usize)>>);
+
+impl Timelines {
+    fn swarm_at(&self, tid: u32, t: u64) -> Option<usize> {
+        let line = self.0.get(&tid)?;
+        let i = line.partition_point(|&(time, _)| time < t);
+        [i.checked_sub(1), Some(i)]
+            .into_iter()
+            .flatten()
+            .filter_map(|j| line.get(j))
+            .filter(|(time, _)| time.abs_diff(t) <= TOLERANCE_NS)
+            .min_by_key(|(time, _)| time.abs_diff(t))
+            .map(|&(_, swarm)| swarm)
+    }
+}
+
+pub struct Inputs<'a> {
+    pub samples: &'a [Sample],
+    pub self_of_stack: &'a HashMap<Option<u64>, usize>,
+    pub swarm_of_function: &'a [usize],
+    pub syscalls: &'a [Syscall],
+    pub gpu: &'a [GpuCounter],
+    pub net: &'a [NetEvent],
+}
+
+/// Fills the overlap fields of `swarms`.
+pub fn add_overlaps(swarms: &mut [Swarm], i: &Inputs) {
+    let mut lines: HashMap<u32, Vec<(u64, usize)>> = HashMap::new();
+    for s in i.samples {
+        if let Some(&f) = i.self_of_stack.get(&s.stack_id)
+            && let Some(&swarm) = i.swarm_of_function.get(f)
+            && swarm < swarms.len()
+        {
+            lines.entry(s.tid).or_default().push((s.time_ns, swarm));
+        }
+    }
+    for line in lines.values_mut() {
+        line.sort_unstable();
+    }
+    let busiest = lines
+        .iter()
+        .max_by_key(|(tid, line)| (line.len(), std::cmp::Reverse(**tid)))
+        .map(|(tid, _)| *tid);
+    let timelines = Timelines(lines);
+
+    for c in i.syscalls {
+        if let Some(swarm) = timelines.swarm_at(c.tid, c.time_ns) {
+            swarms[swarm].syscalls += 1;
+            swarms[swarm].syscall_ns += c.duration_ns.unwrap_or(0);
+        }
+    }
+    let Some(main) = busiest else { return };
+    let mut gpu: Vec<(f64, u64)> = vec![(0.0, 0); swarms.len()];
+    for g in i.gpu {
+        if let (Some(swarm), Some(util)) = (timelines.swarm_at(main, g.time_ns), g.util_gpu) {
+            gpu[swarm].0 += util;
+            gpu[swarm].1 += 1;
+        }
+    }
+    for (swarm, (sum, n)) in swarms.iter_mut().zip(gpu) {
+        swarm.gpu_util_mean = (n > 0).then(|| sum / n as f64);
+    }
+    for e in i.net.iter().filter(|e| e.source != "capture") {
+        if let Some(swarm) = timelines.swarm_at(main, e.time_ns) {
+            swarms[swarm].net_bytes += u64::from(e.len);
+        }
+    }
+}
