@@ -122,15 +122,7 @@ impl Sink for NetSink {
                     dst_port: None,
                 })?;
             }
-            Record::LostRecords(l) => {
-                self.losses
-                    .add(tag, l.lost_records, l.record_id.and_then(|r| r.time))
-            }
-            Record::LostSamples(l) => {
-                self.losses
-                    .add(tag, l.lost_samples, l.record_id.and_then(|r| r.time))
-            }
-            _ => {}
+            other => self.losses.count(tag, &other),
         }
         Ok(())
     }

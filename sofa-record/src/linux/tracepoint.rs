@@ -8,6 +8,7 @@ use perf_event_open::config::{
 use perf_event_open::count::Counter;
 use perf_event_open::event::tp::Tracepoint;
 use perf_event_open::sample::Sampler;
+use perf_event_open::sample::record::{Record, RecordId};
 use sofa_trace::tables::LostEvents;
 use std::path::{Path, PathBuf};
 
@@ -128,8 +129,18 @@ impl Losses {
         }
     }
 
+    /// Counts `record` if it reports lost events (other records are ignored).
+    pub fn count(&mut self, tag: u32, record: &Record) {
+        let time = |id: &Option<RecordId>| id.as_ref().and_then(|r| r.time);
+        match record {
+            Record::LostRecords(l) => self.add(tag, l.lost_records, time(&l.record_id)),
+            Record::LostSamples(l) => self.add(tag, l.lost_samples, time(&l.record_id)),
+            _ => {}
+        }
+    }
+
     /// A loss of `count` events in the buffer tagged `tag` (2 * cpu + which).
-    pub fn add(&mut self, tag: u32, count: u64, time_ns: Option<u64>) {
+    fn add(&mut self, tag: u32, count: u64, time_ns: Option<u64>) {
         self.total += count;
         self.rows.push(LostEvents {
             time_ns: time_ns.unwrap_or(0),
