@@ -13,8 +13,8 @@ out=${SOFA_DEMO_OUT:-sofa-out}
 # The interpreter itself, not a wrapper such as a pyenv shim, so the profile
 # is the training loop's.
 python=$(python3 -c 'import sys; print(sys.executable)')
-echo "== sofa record -o $out -- $python fixtures/workloads/train_numpy.py --steps 300" >&2
-"$sofa" record -o "$out" -- "$python" fixtures/workloads/train_numpy.py --steps 300
+echo "== sofa record -o $out -- $python fixtures/workloads/train_numpy.py --steps 150" >&2
+"$sofa" record -o "$out" -- "$python" fixtures/workloads/train_numpy.py --steps 150
 
 echo "== sofa analyze $out" >&2
 "$sofa" analyze "$out"
