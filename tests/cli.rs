@@ -32,6 +32,18 @@ fn archive_with_samples(path: &Path, n: u64, finish: bool) {
     }
 }
 
+/// `sofa analyze PATH` must fail with exit status 1; returns its stderr.
+fn analyze_fails(path: impl AsRef<std::ffi::OsStr>) -> Vec<u8> {
+    sofa()
+        .arg("analyze")
+        .arg(path)
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone()
+}
+
 /// The error output: exactly one `sofa: error:` line and one hint line.
 fn assert_one_error(stderr: &[u8], error_part: &str) {
     let text = String::from_utf8_lossy(stderr);
@@ -82,27 +94,15 @@ fn unknown_option_and_missing_command_are_usage_errors() {
 #[test]
 fn analyze_missing_archive() {
     let dir = tempfile::tempdir().unwrap();
-    let out = sofa()
-        .arg("analyze")
-        .arg(dir.path().join("nope"))
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    assert_one_error(&out.stderr, "directory not found");
+    let stderr = analyze_fails(dir.path().join("nope"));
+    assert_one_error(&stderr, "directory not found");
 }
 
 #[test]
 fn analyze_directory_that_is_not_an_archive() {
     let dir = tempfile::tempdir().unwrap();
-    let out = sofa()
-        .arg("analyze")
-        .arg(dir.path())
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    assert_one_error(&out.stderr, "has no meta.json");
+    let stderr = analyze_fails(dir.path());
+    assert_one_error(&stderr, "has no meta.json");
 }
 
 #[test]
@@ -116,15 +116,9 @@ fn analyze_newer_format() {
         text.replace("\"format_version\": 1", "\"format_version\": 7"),
     )
     .unwrap();
-    let out = sofa()
-        .arg("analyze")
-        .arg(dir.path())
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    assert_one_error(&out.stderr, "format version 7");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("upgrade sofa"));
+    let stderr = analyze_fails(dir.path());
+    assert_one_error(&stderr, "format version 7");
+    assert!(String::from_utf8_lossy(&stderr).contains("upgrade sofa"));
 }
 
 #[test]
@@ -134,14 +128,8 @@ fn analyze_corrupt_table() {
     let file = dir.path().join("samples/data.parquet");
     let bytes = fs::read(&file).unwrap();
     fs::write(&file, &bytes[..bytes.len() - 20]).unwrap();
-    let out = sofa()
-        .arg("analyze")
-        .arg(dir.path())
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    assert_one_error(&out.stderr, "samples/data.parquet");
+    let stderr = analyze_fails(dir.path());
+    assert_one_error(&stderr, "samples/data.parquet");
 }
 
 #[test]

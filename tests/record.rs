@@ -36,12 +36,16 @@ fn sofa() -> Command {
 }
 
 fn record(archive: &Path, cmd: &[&str]) -> std::process::Output {
+    record_with(archive, &[&["--"], cmd].concat())
+}
+
+/// `sofa record -o ARCHIVE ARGS...`: flags, then `--` and the command.
+fn record_with(archive: &Path, args: &[&str]) -> std::process::Output {
     sofa()
         .arg("record")
         .arg("-o")
         .arg(archive)
-        .arg("--")
-        .args(cmd)
+        .args(args)
         .output()
         .unwrap()
 }
@@ -115,14 +119,10 @@ fn c_fixture_hot_functions_have_the_known_ratio_and_agree_with_perf() {
     let cmd = [bin.to_str().unwrap(), "40", "50000"];
     // perf record -g samples only, so sofa does too: tracing 2 million
     // syscalls would (rightly) change the profile of this read-heavy loop.
-    let out = sofa()
-        .arg("record")
-        .arg("-o")
-        .arg(dir.path().join("a"))
-        .args(["--no-syscalls", "--"])
-        .args(cmd)
-        .output()
-        .unwrap();
+    let out = record_with(
+        &dir.path().join("a"),
+        &[&["--no-syscalls", "--"][..], &cmd[..]].concat(),
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -415,13 +415,10 @@ fn python_perf_support_is_set_unless_disabled() {
     let out = record(&dir.path().join("a"), &["sh", "-c", &script]);
     assert!(out.status.success());
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), "1");
-    let out = sofa()
-        .arg("record")
-        .arg("-o")
-        .arg(dir.path().join("b"))
-        .args(["--no-python-perf", "--", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let out = record_with(
+        &dir.path().join("b"),
+        &["--no-python-perf", "--", "sh", "-c", &script],
+    );
     assert!(out.status.success());
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), "unset");
 }
@@ -429,13 +426,7 @@ fn python_perf_support_is_set_unless_disabled() {
 #[test]
 fn unknown_event_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let out = sofa()
-        .arg("record")
-        .arg("-o")
-        .arg(dir.path().join("a"))
-        .args(["-e", "bogus-event", "--", "true"])
-        .output()
-        .unwrap();
+    let out = record_with(&dir.path().join("a"), &["-e", "bogus-event", "--", "true"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown event `bogus-event`"));
 }
@@ -536,15 +527,16 @@ fn read_count_matches_strace() {
 #[test]
 fn no_syscalls_switch_disables_the_collector() {
     let dir = tempfile::tempdir().unwrap();
-    let out = sofa()
-        .arg("record")
-        .arg("-o")
-        .arg(dir.path().join("a"))
-        .args(["--no-syscalls", "--"])
-        .arg(hotspots())
-        .args(["2", "1000"])
-        .output()
-        .unwrap();
+    let out = record_with(
+        &dir.path().join("a"),
+        &[
+            "--no-syscalls",
+            "--",
+            hotspots().to_str().unwrap(),
+            "2",
+            "1000",
+        ],
+    );
     assert!(out.status.success());
     let json = analyze_json(&dir.path().join("a"));
     assert_eq!(json["run"]["collectors"]["syscalls"]["status"], "disabled");
@@ -555,15 +547,18 @@ fn no_syscalls_switch_disables_the_collector() {
 #[test]
 fn system_counters_are_sampled_unless_disabled() {
     let dir = tempfile::tempdir().unwrap();
-    let out = sofa()
-        .arg("record")
-        .arg("-o")
-        .arg(dir.path().join("a"))
-        .args(["--proc-hz", "20", "--no-syscalls", "--"])
-        .arg(hotspots())
-        .args(["20", "0"])
-        .output()
-        .unwrap();
+    let out = record_with(
+        &dir.path().join("a"),
+        &[
+            "--proc-hz",
+            "20",
+            "--no-syscalls",
+            "--",
+            hotspots().to_str().unwrap(),
+            "20",
+            "0",
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -617,13 +612,7 @@ fn system_counters_are_sampled_unless_disabled() {
         "{mine:#?}"
     );
 
-    let out = sofa()
-        .arg("record")
-        .arg("-o")
-        .arg(dir.path().join("b"))
-        .args(["--no-system", "--", "true"])
-        .output()
-        .unwrap();
+    let out = record_with(&dir.path().join("b"), &["--no-system", "--", "true"]);
     assert!(out.status.success());
     let json = analyze_json(&dir.path().join("b"));
     assert_eq!(json["run"]["collectors"]["system"]["status"], "disabled");
@@ -656,13 +645,7 @@ fn gpu_collector_says_why_it_is_unavailable_or_is_disabled() {
         assert!(stderr.contains("GPU counters: not available"), "{stderr}");
         assert_eq!(json["gpu"].as_array().unwrap().len(), 0);
     }
-    let out = sofa()
-        .arg("record")
-        .arg("-o")
-        .arg(dir.path().join("b"))
-        .args(["--no-gpu", "--", "true"])
-        .output()
-        .unwrap();
+    let out = record_with(&dir.path().join("b"), &["--no-gpu", "--", "true"]);
     assert!(out.status.success());
     let json = analyze_json(&dir.path().join("b"));
     assert_eq!(json["run"]["collectors"]["gpu"]["status"], "disabled");
@@ -700,11 +683,9 @@ fn loopback_tcp_transfer_shows_up_in_the_network_table() {
     let dir = tempfile::tempdir().unwrap();
     let n: u64 = 8_000_000;
     let py = python();
-    let out = sofa()
-        .arg("record")
-        .arg("-o")
-        .arg(dir.path().join("a"))
-        .args([
+    let out = record_with(
+        &dir.path().join("a"),
+        &[
             "--no-syscalls",
             "--net-capture",
             "--",
@@ -712,9 +693,8 @@ fn loopback_tcp_transfer_shows_up_in_the_network_table() {
             "-c",
             TCP_TRANSFER,
             &n.to_string(),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -767,13 +747,7 @@ fn loopback_tcp_transfer_shows_up_in_the_network_table() {
             .any(|h| h["src"] == "127.0.0.1" && h["dst"] == "127.0.0.1")
     );
 
-    let out = sofa()
-        .arg("record")
-        .arg("-o")
-        .arg(dir.path().join("b"))
-        .args(["--no-net", "--", "true"])
-        .output()
-        .unwrap();
+    let out = record_with(&dir.path().join("b"), &["--no-net", "--", "true"]);
     assert!(out.status.success());
     let json = analyze_json(&dir.path().join("b"));
     assert_eq!(json["run"]["collectors"]["net"]["status"], "disabled");
@@ -800,15 +774,16 @@ fn hotspots_summary(stderr: &[u8]) -> (u64, f64) {
 #[test]
 fn steps_of_the_c_fixture_are_found_without_hints() {
     let dir = tempfile::tempdir().unwrap();
-    let out = sofa()
-        .arg("record")
-        .arg("-o")
-        .arg(dir.path().join("a"))
-        .args(["--no-syscalls", "--"])
-        .arg(hotspots())
-        .args(["30", "50000"])
-        .output()
-        .unwrap();
+    let out = record_with(
+        &dir.path().join("a"),
+        &[
+            "--no-syscalls",
+            "--",
+            hotspots().to_str().unwrap(),
+            "30",
+            "50000",
+        ],
+    );
     assert!(out.status.success());
     let (true_steps, total_ms) = hotspots_summary(&out.stderr);
     let json = analyze_json(&dir.path().join("a"));
@@ -906,15 +881,17 @@ fn steps_of_the_c_fixture_are_found_without_hints() {
     assert!(forced["swarms"].as_array().unwrap().len() >= 2);
 
     // One long step: two phases, no repetition, no steps invented.
-    let out = sofa()
-        .arg("record")
-        .arg("-o")
-        .arg(dir.path().join("b"))
-        .args(["--no-syscalls", "--"])
-        .arg(hotspots())
-        .args(["1", "0", "20"])
-        .output()
-        .unwrap();
+    let out = record_with(
+        &dir.path().join("b"),
+        &[
+            "--no-syscalls",
+            "--",
+            hotspots().to_str().unwrap(),
+            "1",
+            "0",
+            "20",
+        ],
+    );
     assert!(out.status.success());
     let json = analyze_json(&dir.path().join("b"));
     assert_eq!(json["steps"]["count"], 0, "{}", json["steps"]);
@@ -925,15 +902,16 @@ fn steps_of_the_c_fixture_are_found_without_hints() {
 fn several_archives_line_up_on_the_wall_clock() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["rank0", "rank1"] {
-        let out = sofa()
-            .arg("record")
-            .arg("-o")
-            .arg(dir.path().join(name))
-            .args(["--no-syscalls", "--"])
-            .arg(hotspots())
-            .args(["5", "1000"])
-            .output()
-            .unwrap();
+        let out = record_with(
+            &dir.path().join(name),
+            &[
+                "--no-syscalls",
+                "--",
+                hotspots().to_str().unwrap(),
+                "5",
+                "1000",
+            ],
+        );
         assert!(out.status.success());
     }
     let out = sofa()
