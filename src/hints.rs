@@ -2,6 +2,7 @@
 
 use sofa_analyze::AnalyzeError;
 use sofa_record::RecordError;
+use sofa_report::ReportError;
 use sofa_trace::TraceError;
 
 /// Exit status for an error: the shell's 127/126 for a command that cannot
@@ -25,7 +26,14 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
     if let Some(e) = err.downcast_ref::<RecordError>() {
         return record_hint(e);
     }
-    None
+    match err.downcast_ref::<ReportError>() {
+        Some(ReportError::Analyze(AnalyzeError::Archive(e))) => trace_hint(e),
+        Some(ReportError::Write { .. }) => Some(
+            "give a writable file with -o FILE (the archive may be read-only, e.g. -o /tmp/report.html)"
+                .into(),
+        ),
+        _ => None,
+    }
 }
 
 fn trace_hint(err: &TraceError) -> Option<String> {

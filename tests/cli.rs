@@ -164,10 +164,11 @@ fn analyze_cut_short_archive_warns_and_reads_what_was_flushed() {
 }
 
 #[test]
-fn report_is_not_built_yet() {
+fn report_of_a_missing_archive_fails_with_a_hint() {
     sofa()
-        .args(["report", "somewhere"])
+        .args(["report", "/nonexistent/sofa-out"])
         .assert()
-        .code(2)
-        .stderr(predicate::str::contains("not built yet"));
+        .code(1)
+        .stderr(predicate::str::contains("sofa: error:"))
+        .stderr(predicate::str::contains("hint:"));
 }

@@ -20,9 +20,10 @@ pub struct FunctionRow {
 }
 
 /// What a frame resolves to: innermost inlined function first.
-struct Resolved {
+pub(crate) struct Resolved {
     /// (function, module), innermost first.
-    names: Vec<(String, String)>,
+    pub names: Vec<(String, String)>,
+    pub address: u64,
 }
 
 fn module_name(path: &str) -> String {
@@ -32,7 +33,7 @@ fn module_name(path: &str) -> String {
     path.rsplit('/').next().unwrap_or(path).to_owned()
 }
 
-fn resolve_frames(archive: &Archive) -> Result<HashMap<u64, Resolved>, AnalyzeError> {
+pub(crate) fn resolve_frames(archive: &Archive) -> Result<HashMap<u64, Resolved>, AnalyzeError> {
     let mappings: HashMap<u64, String> = archive
         .read_table::<Mapping>()?
         .into_iter()
@@ -61,7 +62,13 @@ fn resolve_frames(archive: &Archive) -> Result<HashMap<u64, Resolved>, AnalyzeEr
                 vec![(format!("{:#x}", frame.address), module)]
             }
         };
-        resolved.insert(frame.frame_id, Resolved { names });
+        resolved.insert(
+            frame.frame_id,
+            Resolved {
+                names,
+                address: frame.address,
+            },
+        );
     }
     Ok(resolved)
 }

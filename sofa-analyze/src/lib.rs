@@ -16,6 +16,7 @@ mod syscalls;
 mod system;
 mod tasks;
 mod text;
+mod views;
 
 pub use breakdown::StepBreakdown;
 pub use export::{ExportError, export};
@@ -25,12 +26,15 @@ pub use hints::{Hint, hints};
 pub use multi::{MergedFunction, MultiAnalysis, RankRow, merge};
 pub use net::{Flow, HostPair, InterfaceTraffic, NetSummary, net_summary};
 pub use steps::{Steps, detect_steps};
-pub use summary::{Analysis, CollectorJson, Options, RunSummary, analyze, analyze_with};
+pub use summary::{
+    Analysis, CollectorJson, Options, RunSummary, analyze, analyze_with, analyze_with_views,
+};
 pub use swarms::{Swarm, find_swarms};
 pub use syscalls::{SyscallRow, syscall_table};
 pub use system::{DiskRow, InterfaceRow, SystemSummary, system_summary};
 pub use tasks::{ProcessRow, ThreadRow};
 pub use text::{render_multi_text, render_text};
+pub use views::{CpuSeries, Folded, GpuSeries, Scatter, ScatterFunction, Series, Timeline, Views};
 
 /// Errors of analysis; reading the archive is the only thing that can fail so far.
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@ use crate::swarms::{Swarm, find_swarms};
 use crate::syscalls::{SyscallRow, syscall_table};
 use crate::system::{SystemSummary, system_summary};
 use crate::tasks::{ProcessRow, ThreadRow, processes_and_threads};
+use crate::views::Views;
 use serde::Serialize;
 use sofa_trace::tables::{GpuCounter, NetEvent, Sample, Syscall};
 use sofa_trace::{Archive, CollectorState};
@@ -99,6 +100,25 @@ pub fn analyze(archive: &Archive) -> Result<Analysis, AnalyzeError> {
 
 /// Analyses an opened archive.
 pub fn analyze_with(archive: &Archive, options: &Options) -> Result<Analysis, AnalyzeError> {
+    analyze_inner(archive, options, false).map(|(analysis, _)| analysis)
+}
+
+/// Analyses an opened archive and computes what the HTML report draws
+/// (flamegraph stacks, timeline, scatter) from the same tables.
+pub fn analyze_with_views(
+    archive: &Archive,
+    options: &Options,
+) -> Result<(Analysis, Views), AnalyzeError> {
+    let (analysis, views) = analyze_inner(archive, options, true)?;
+    let views = views.expect("views are built when asked for");
+    Ok((analysis, views))
+}
+
+fn analyze_inner(
+    archive: &Archive,
+    options: &Options,
+    with_views: bool,
+) -> Result<(Analysis, Option<Views>), AnalyzeError> {
     let meta = archive.meta();
     let mut tables = BTreeMap::new();
     for spec in sofa_trace::tables::all() {
@@ -202,5 +222,32 @@ pub fn analyze_with(archive: &Archive, options: &Options) -> Result<Analysis, An
         hints: Vec::new(),
     };
     analysis.hints = hints(&analysis);
-    Ok(analysis)
+    let views = if with_views {
+        let syscalls_ok = meta
+            .collectors
+            .get("syscalls")
+            .is_some_and(|c| c.status == CollectorState::Ok);
+        Some(crate::views::build(
+            archive,
+            &crate::views::Inputs {
+                samples: &sample_rows,
+                self_of_stack: &self_of_stack,
+                swarm_of_function: &swarm_of_function,
+                function_names: analysis
+                    .functions
+                    .iter()
+                    .map(|f| (f.name.as_str(), f.module.as_str()))
+                    .collect(),
+                swarm_captions: analysis.swarms.iter().map(|s| s.caption.clone()).collect(),
+                syscalls: (syscalls_ok || !calls.is_empty()).then_some(calls.as_slice()),
+                gpu: &gpu_rows,
+                net: &packets,
+                boundaries: &analysis.steps.boundaries_ns,
+                duration_ns: analysis.run.duration_ns,
+            },
+        )?)
+    } else {
+        None
+    };
+    Ok((analysis, views))
 }

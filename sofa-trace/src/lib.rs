@@ -14,6 +14,7 @@ pub mod column;
 mod error;
 mod meta;
 mod reader;
+pub mod synthetic;
 pub mod tables;
 mod writer;
 

@@ -1,0 +1,532 @@
+//! What `sofa report` draws, computed once here so the report only renders:
+//! folded stacks for flamegraphs (whole run and per swarm), a binned timeline
+//! and the time × address scatter. Every view is aggregated to a bounded size
+//! (bins, cells, stacks), so a run of 10^7 samples gives a report of a few MB.
+
+use crate::functions::{Resolved, resolve_frames};
+use serde::Serialize;
+use sofa_trace::Archive;
+use sofa_trace::tables::{GpuCounter, NetEvent, Sample, StackNode, Syscall, SystemCounter};
+use std::collections::{BTreeMap, HashMap};
+
+/// Time bins of the timeline (fewer for short runs: at least 1 ms a bin).
+pub const TIMELINE_BINS: usize = 1500;
+/// Time bins of the scatter.
+pub const SCATTER_BINS: usize = 600;
+/// Scatter cells kept, the heaviest (a cell: one function in one time bin).
+pub const SCATTER_CELLS: usize = 60_000;
+/// Points kept of each counter series (means of equal time slices beyond).
+pub const SERIES_POINTS: usize = 3000;
+/// Distinct stacks kept per flamegraph, the heaviest (the rest are counted).
+pub const FOLDED_STACKS: usize = 20_000;
+
+/// Everything the report draws besides the analysis tables.
+#[derive(Debug, Clone, Serialize)]
+pub struct Views {
+    pub timeline: Timeline,
+    pub scatter: Scatter,
+    /// Whole run first, then one per swarm (in swarm id order).
+    pub flamegraphs: Vec<Folded>,
+}
+
+/// Binned activity on one time axis (ns, CLOCK_MONOTONIC of the archive).
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeline {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub bin_ns: u64,
+    pub bins: usize,
+    /// CPU samples per bin, one row per swarm (by id); a last row for samples
+    /// of no swarm when there are any.
+    pub swarm_samples: Vec<Vec<u32>>,
+    /// System calls started per bin; null when the collector did not run.
+    pub syscalls: Option<Vec<u32>>,
+    /// Bytes per bin from the net tracepoints; null when none were recorded.
+    pub net_tx_bytes: Option<Vec<u64>>,
+    pub net_rx_bytes: Option<Vec<u64>>,
+    /// All-CPU utilisation from /proc/stat; null without the system collector.
+    pub cpu: Option<CpuSeries>,
+    /// Memory used (bytes) from /proc/meminfo.
+    pub mem_used: Option<Series>,
+    pub gpus: Vec<GpuSeries>,
+    /// Step boundaries (ns), as the analysis found them.
+    pub steps_ns: Vec<u64>,
+}
+
+/// Points of one counter (columnar: `t_ns[i]` goes with `value[i]`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Series {
+    pub t_ns: Vec<u64>,
+    pub value: Vec<f64>,
+}
+
+/// Fractions (0..1) of all CPUs' time between two /proc/stat reads, at the later read.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CpuSeries {
+    pub t_ns: Vec<u64>,
+    pub user: Vec<f64>,
+    pub system: Vec<f64>,
+    pub iowait: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuSeries {
+    pub gpu: u32,
+    pub util: Series,
+    pub mem_used_bytes: Series,
+    pub power_w: Series,
+}
+
+/// The time × address view: each cell is one function's self samples in one
+/// time bin; functions are ordered by module, then address.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scatter {
+    pub start_ns: u64,
+    pub bin_ns: u64,
+    /// Functions on the y axis, bottom first.
+    pub functions: Vec<ScatterFunction>,
+    /// `[time bin, index into functions, samples]`, by bin then function.
+    pub cells: Vec<[u32; 3]>,
+    /// Cells left out (the lightest) to bound the size.
+    pub dropped_cells: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScatterFunction {
+    pub name: String,
+    pub module: String,
+    /// Lowest sampled address in the function.
+    pub address: u64,
+    /// Swarm id; null for none.
+    pub swarm: Option<usize>,
+}
+
+/// Folded stacks (`root;...;leaf`) with their sample counts, heaviest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Folded {
+    pub title: String,
+    pub samples: u64,
+    pub stacks: Vec<(String, u64)>,
+    /// Samples of stacks left out (the lightest) to bound the size.
+    pub dropped_samples: u64,
+}
+
+/// What the analysis already worked out, reused here.
+pub(crate) struct Inputs<'a> {
+    pub samples: &'a [Sample],
+    pub self_of_stack: &'a HashMap<Option<u64>, usize>,
+    pub swarm_of_function: &'a [usize],
+    pub function_names: Vec<(&'a str, &'a str)>,
+    pub swarm_captions: Vec<String>,
+    pub syscalls: Option<&'a [Syscall]>,
+    pub gpu: &'a [GpuCounter],
+    pub net: &'a [NetEvent],
+    pub boundaries: &'a [u64],
+    pub duration_ns: Option<u64>,
+}
+
+struct Axis {
+    start: u64,
+    bin_ns: u64,
+    bins: usize,
+}
+
+impl Axis {
+    fn new(start: u64, end: u64, max_bins: usize) -> Axis {
+        let span = end.saturating_sub(start).max(1);
+        let bins = (span / 1_000_000).clamp(1, max_bins as u64);
+        let bin_ns = span.div_ceil(bins).max(1);
+        Axis {
+            start,
+            bin_ns,
+            bins: span.div_ceil(bin_ns) as usize,
+        }
+    }
+
+    fn bin(&self, t: u64) -> Option<usize> {
+        let i = (t.checked_sub(self.start)? / self.bin_ns) as usize;
+        (i < self.bins).then_some(i)
+    }
+}
+
+/// Mean of the points in each of `SERIES_POINTS` equal slices when there are more.
+fn downsample(points: Vec<(u64, f64)>) -> Series {
+    let mut series = Series::default();
+    if points.len() <= SERIES_POINTS {
+        for (t, v) in points {
+            series.t_ns.push(t);
+            series.value.push(v);
+        }
+        return series;
+    }
+    let per = points.len().div_ceil(SERIES_POINTS);
+    for chunk in points.chunks(per) {
+        let n = chunk.len() as f64;
+        series
+            .t_ns
+            .push((chunk.iter().map(|p| p.0 as f64).sum::<f64>() / n) as u64);
+        series
+            .value
+            .push(chunk.iter().map(|p| p.1).sum::<f64>() / n);
+    }
+    series
+}
+
+fn cpu_series(rows: &[SystemCounter]) -> Option<CpuSeries> {
+    // Cumulative seconds per part at each read of /proc/stat ("all" CPUs).
+    let mut reads: BTreeMap<u64, [f64; 5]> = BTreeMap::new();
+    let parts = [
+        "cpu.user_s",
+        "cpu.system_s",
+        "cpu.iowait_s",
+        "cpu.idle_s",
+        "cpu.steal_s",
+    ];
+    for r in rows.iter().filter(|r| r.device == "all") {
+        if let Some(p) = parts.iter().position(|m| *m == r.metric) {
+            reads.entry(r.time_ns).or_default()[p] = r.value;
+        }
+    }
+    let reads: Vec<(u64, [f64; 5])> = reads.into_iter().collect();
+    if reads.len() < 2 {
+        return None;
+    }
+    let mut points = Vec::with_capacity(reads.len() - 1);
+    for w in reads.windows(2) {
+        let d: Vec<f64> = (0..5).map(|i| (w[1].1[i] - w[0].1[i]).max(0.0)).collect();
+        let total: f64 = d.iter().sum();
+        if total > 0.0 {
+            points.push((w[1].0, [d[0] / total, d[1] / total, d[2] / total]));
+        }
+    }
+    let per = points.len().div_ceil(SERIES_POINTS).max(1);
+    let mut cpu = CpuSeries::default();
+    for chunk in points.chunks(per) {
+        let n = chunk.len() as f64;
+        cpu.t_ns.push(chunk[chunk.len() - 1].0);
+        cpu.user.push(chunk.iter().map(|p| p.1[0]).sum::<f64>() / n);
+        cpu.system
+            .push(chunk.iter().map(|p| p.1[1]).sum::<f64>() / n);
+        cpu.iowait
+            .push(chunk.iter().map(|p| p.1[2]).sum::<f64>() / n);
+    }
+    Some(cpu)
+}
+
+fn gpu_series(rows: &[GpuCounter]) -> Vec<GpuSeries> {
+    let mut per_gpu: BTreeMap<u32, Vec<&GpuCounter>> = BTreeMap::new();
+    for r in rows {
+        per_gpu.entry(r.gpu).or_default().push(r);
+    }
+    per_gpu
+        .into_iter()
+        .map(|(gpu, mut rows)| {
+            rows.sort_by_key(|r| r.time_ns);
+            let pick = |f: &dyn Fn(&GpuCounter) -> Option<f64>| {
+                downsample(
+                    rows.iter()
+                        .filter_map(|r| f(r).map(|v| (r.time_ns, v)))
+                        .collect(),
+                )
+            };
+            GpuSeries {
+                gpu,
+                util: pick(&|r| r.util_gpu),
+                mem_used_bytes: pick(&|r| r.mem_used_bytes.map(|b| b as f64)),
+                power_w: pick(&|r| r.power_w),
+            }
+        })
+        .collect()
+}
+
+/// Frame names of each sampled stack, root first, as one folded line.
+fn fold_stacks(
+    nodes: &HashMap<u64, StackNode>,
+    stack_ids: impl Iterator<Item = Option<u64>>,
+    frames: &HashMap<u64, Resolved>,
+) -> HashMap<Option<u64>, String> {
+    let mut folded = HashMap::new();
+    for stack_id in stack_ids {
+        let mut names: Vec<String> = Vec::new();
+        let mut cursor = stack_id;
+        let mut steps = 0usize;
+        while let Some(id) = cursor {
+            let Some(node) = nodes.get(&id) else { break };
+            if let Some(frame) = frames.get(&node.frame_id) {
+                for (function, module) in &frame.names {
+                    // Folded format: ';' separates frames, the last ' ' the count.
+                    let name = if function.starts_with("0x") {
+                        format!("[{module}]+{function}")
+                    } else {
+                        function.clone()
+                    };
+                    names.push(name.replace(';', ":"));
+                }
+            }
+            cursor = node.parent_id;
+            steps += 1;
+            if steps > nodes.len() {
+                break; // a cycle in a corrupt archive
+            }
+        }
+        if names.is_empty() {
+            names.push("[unknown]".to_owned());
+        }
+        names.reverse();
+        folded.insert(stack_id, names.join(";"));
+    }
+    folded
+}
+
+fn folded(title: String, counts: HashMap<&str, u64>) -> Folded {
+    let samples = counts.values().sum();
+    let mut stacks: Vec<(String, u64)> =
+        counts.into_iter().map(|(s, n)| (s.to_owned(), n)).collect();
+    stacks.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let dropped_samples = stacks.iter().skip(FOLDED_STACKS).map(|s| s.1).sum();
+    stacks.truncate(FOLDED_STACKS);
+    Folded {
+        title,
+        samples,
+        stacks,
+        dropped_samples,
+    }
+}
+
+pub(crate) fn build(archive: &Archive, i: &Inputs) -> Result<Views, crate::AnalyzeError> {
+    let (first, last) = i.samples.iter().fold((u64::MAX, 0), |(lo, hi), s| {
+        (lo.min(s.time_ns), hi.max(s.time_ns))
+    });
+    let start = archive.meta().clock.start_ns;
+    let start = if first < start { first } else { start };
+    let end = i
+        .duration_ns
+        .map_or(last, |d| start.max(archive.meta().clock.start_ns) + d)
+        .max(last)
+        .max(start + 1);
+    let swarm_of = |stack: Option<u64>| -> Option<usize> {
+        let f = *i.self_of_stack.get(&stack)?;
+        i.swarm_of_function
+            .get(f)
+            .copied()
+            .filter(|&s| s < i.swarm_captions.len())
+    };
+
+    // Timeline.
+    let axis = Axis::new(start, end, TIMELINE_BINS);
+    let rows = i.swarm_captions.len();
+    let mut swarm_samples = vec![vec![0u32; axis.bins]; rows + 1];
+    // Scatter cells and flamegraph counts in the same pass.
+    let scatter_axis = Axis::new(start, end, SCATTER_BINS);
+    let mut cells: HashMap<(u32, usize), u32> = HashMap::new();
+    let mut per_stack: HashMap<Option<u64>, u64> = HashMap::new();
+    for s in i.samples {
+        let swarm = swarm_of(s.stack_id);
+        if let Some(b) = axis.bin(s.time_ns) {
+            let row = swarm.unwrap_or(rows);
+            swarm_samples[row][b] = swarm_samples[row][b].saturating_add(1);
+        }
+        if let (Some(b), Some(&f)) = (
+            scatter_axis.bin(s.time_ns),
+            i.self_of_stack.get(&s.stack_id),
+        ) {
+            *cells.entry((b as u32, f)).or_default() += 1;
+        }
+        *per_stack.entry(s.stack_id).or_default() += 1;
+    }
+    if swarm_samples[rows].iter().all(|&n| n == 0) {
+        swarm_samples.pop();
+    }
+    let syscalls = i.syscalls.map(|calls| {
+        let mut per = vec![0u32; axis.bins];
+        for c in calls {
+            if let Some(b) = axis.bin(c.time_ns) {
+                per[b] = per[b].saturating_add(1);
+            }
+        }
+        per
+    });
+    let (net_tx_bytes, net_rx_bytes) = {
+        let mut tx = vec![0u64; axis.bins];
+        let mut rx = vec![0u64; axis.bins];
+        let mut any = false;
+        for e in i.net.iter().filter(|e| e.source != "capture") {
+            any = true;
+            if let Some(b) = axis.bin(e.time_ns) {
+                let slot = if e.source == "recv" { &mut rx } else { &mut tx };
+                slot[b] += u64::from(e.len);
+            }
+        }
+        if any {
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        }
+    };
+    let system = archive.read_table::<SystemCounter>()?;
+    let mem_used = {
+        let mut points: Vec<(u64, f64)> = system
+            .iter()
+            .filter(|r| r.metric == "mem.used_bytes" && r.device == "all")
+            .map(|r| (r.time_ns, r.value))
+            .collect();
+        points.sort_by_key(|p| p.0);
+        (!points.is_empty()).then(|| downsample(points))
+    };
+    let timeline = Timeline {
+        start_ns: start,
+        end_ns: end,
+        bin_ns: axis.bin_ns,
+        bins: axis.bins,
+        swarm_samples,
+        syscalls,
+        net_tx_bytes,
+        net_rx_bytes,
+        cpu: cpu_series(&system),
+        mem_used,
+        gpus: gpu_series(i.gpu),
+        steps_ns: i.boundaries.to_vec(),
+    };
+
+    // Flamegraphs: one folded line per distinct stack.
+    let frames = resolve_frames(archive)?;
+    let nodes: HashMap<u64, StackNode> = archive
+        .read_table::<StackNode>()?
+        .into_iter()
+        .map(|n| (n.stack_id, n))
+        .collect();
+    let mut stack_ids: Vec<Option<u64>> = per_stack.keys().copied().collect();
+    stack_ids.sort();
+    let lines = fold_stacks(&nodes, stack_ids.iter().copied(), &frames);
+    let mut whole: HashMap<&str, u64> = HashMap::new();
+    let mut by_swarm: Vec<HashMap<&str, u64>> = vec![HashMap::new(); rows];
+    for (stack, n) in &per_stack {
+        let line = lines[stack].as_str();
+        *whole.entry(line).or_default() += n;
+        if let Some(s) = swarm_of(*stack) {
+            *by_swarm[s].entry(line).or_default() += n;
+        }
+    }
+    let mut flamegraphs = vec![folded("whole run".to_owned(), whole)];
+    for (s, counts) in by_swarm.into_iter().enumerate() {
+        flamegraphs.push(folded(
+            format!("swarm {s}: {}", i.swarm_captions[s]),
+            counts,
+        ));
+    }
+
+    // Scatter: the lowest address each function was sampled at (as self).
+    let mut address: HashMap<usize, u64> = HashMap::new();
+    for stack in &stack_ids {
+        let (Some(id), Some(&f)) = (stack, i.self_of_stack.get(stack)) else {
+            continue;
+        };
+        if let Some(a) = nodes
+            .get(id)
+            .and_then(|n| frames.get(&n.frame_id))
+            .map(|r| &r.address)
+        {
+            let slot = address.entry(f).or_insert(*a);
+            *slot = (*slot).min(*a);
+        }
+    }
+    let mut used: Vec<usize> = cells.keys().map(|&(_, f)| f).collect();
+    used.sort_unstable();
+    used.dedup();
+    used.sort_by(|&a, &b| {
+        let (na, ma) = i.function_names[a];
+        let (nb, mb) = i.function_names[b];
+        ma.cmp(mb)
+            .then(address.get(&a).cmp(&address.get(&b)))
+            .then(na.cmp(nb))
+    });
+    let row_of: HashMap<usize, u32> = used
+        .iter()
+        .enumerate()
+        .map(|(r, &f)| (f, r as u32))
+        .collect();
+    let functions = used
+        .iter()
+        .map(|&f| {
+            let (name, module) = i.function_names[f];
+            ScatterFunction {
+                name: name.to_owned(),
+                module: module.to_owned(),
+                address: address.get(&f).copied().unwrap_or(0),
+                swarm: i.swarm_of_function.get(f).copied().filter(|&s| s < rows),
+            }
+        })
+        .collect();
+    let mut cells: Vec<[u32; 3]> = cells
+        .into_iter()
+        .map(|((b, f), n)| [b, row_of[&f], n])
+        .collect();
+    let mut dropped_cells = 0;
+    if cells.len() > SCATTER_CELLS {
+        cells.sort_by(|a, b| b[2].cmp(&a[2]).then(a.cmp(b)));
+        dropped_cells = (cells.len() - SCATTER_CELLS) as u64;
+        cells.truncate(SCATTER_CELLS);
+    }
+    cells.sort_unstable();
+    let scatter = Scatter {
+        start_ns: start,
+        bin_ns: scatter_axis.bin_ns,
+        functions,
+        cells,
+        dropped_cells,
+    };
+    Ok(Views {
+        timeline,
+        scatter,
+        flamegraphs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axis_bins_cover_the_span() {
+        let a = Axis::new(1_000, 1_000 + 10_000_000_000, 1500);
+        assert_eq!(a.bins, 1500);
+        assert_eq!(a.bin(1_000), Some(0));
+        assert_eq!(a.bin(1_000 + 9_999_999_999), Some(1499));
+        assert_eq!(a.bin(999), None);
+        let short = Axis::new(0, 3_500_000, 1500);
+        assert_eq!(short.bins, 3);
+    }
+
+    #[test]
+    fn downsample_keeps_means() {
+        let points: Vec<(u64, f64)> = (0..SERIES_POINTS as u64 * 2)
+            .map(|t| (t, (t % 2) as f64))
+            .collect();
+        let s = downsample(points);
+        assert_eq!(s.t_ns.len(), SERIES_POINTS);
+        assert!(s.value.iter().all(|&v| (v - 0.5).abs() < 1e-9));
+    }
+
+    #[test]
+    fn cpu_series_from_cumulative_seconds() {
+        let row = |t: u64, metric: &str, v: f64| SystemCounter {
+            time_ns: t,
+            metric: metric.to_owned(),
+            device: "all".to_owned(),
+            value: v,
+        };
+        let rows = vec![
+            row(0, "cpu.user_s", 1.0),
+            row(0, "cpu.system_s", 1.0),
+            row(0, "cpu.idle_s", 1.0),
+            row(100, "cpu.user_s", 1.3),
+            row(100, "cpu.system_s", 1.1),
+            row(100, "cpu.idle_s", 1.6),
+        ];
+        let cpu = cpu_series(&rows).unwrap();
+        assert_eq!(cpu.t_ns, vec![100]);
+        assert!((cpu.user[0] - 0.3).abs() < 1e-9);
+        assert!((cpu.system[0] - 0.1).abs() < 1e-9);
+        assert_eq!(cpu.iowait[0], 0.0);
+    }
+}

@@ -1,0 +1,93 @@
+//! Flamegraph SVGs through inferno, made safe to show inside the report.
+
+use inferno::flamegraph::{self, Options};
+use sofa_analyze::Folded;
+
+/// Inferno's script records zoom and search in the page URL with
+/// `history.replaceState`; inside the report the SVG is a `blob:` document,
+/// where that call may be refused. This guard, placed before inferno's own
+/// script, keeps a refusal from breaking zoom and search.
+const HISTORY_GUARD: &str = "<script type=\"text/ecmascript\"><![CDATA[\
+try{var sofaReplace=history.replaceState.bind(history);\
+history.replaceState=function(s,t,u){try{sofaReplace(s,t,u)}catch(e){}}}catch(e){}\
+]]></script>";
+
+/// Renders one flamegraph; `None` when there is nothing to draw.
+pub fn svg(folded: &Folded) -> Result<Option<String>, std::io::Error> {
+    if folded.stacks.is_empty() {
+        return Ok(None);
+    }
+    let mut options = Options::default();
+    options.title = folded.title.clone();
+    options.count_name = "samples".to_owned();
+    options.name_type = "Function:".to_owned();
+    // Same colours for the same function in every run and every graph.
+    options.hash = true;
+    options.deterministic = true;
+    if folded.dropped_samples > 0 {
+        options.subtitle = Some(format!(
+            "{} samples of the rarest stacks not drawn",
+            folded.dropped_samples
+        ));
+    }
+    let lines: Vec<String> = folded
+        .stacks
+        .iter()
+        .map(|(stack, n)| format!("{stack} {n}"))
+        .collect();
+    let mut out = Vec::new();
+    flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut out)?;
+    let svg = String::from_utf8(out)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok(Some(guard_history(svg)))
+}
+
+/// Inserts `HISTORY_GUARD` right after the opening `<svg ...>` tag.
+fn guard_history(svg: String) -> String {
+    let Some(open) = svg.find("<svg") else {
+        return svg;
+    };
+    let Some(close) = svg[open..].find('>') else {
+        return svg;
+    };
+    let at = open + close + 1;
+    let mut out = String::with_capacity(svg.len() + HISTORY_GUARD.len());
+    out.push_str(&svg[..at]);
+    out.push_str(HISTORY_GUARD);
+    out.push_str(&svg[at..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_frames_with_the_guard() {
+        let folded = Folded {
+            title: "whole run".into(),
+            samples: 30,
+            stacks: vec![("main;compute".into(), 20), ("main;read_input".into(), 10)],
+            dropped_samples: 0,
+        };
+        let svg = svg(&folded).unwrap().unwrap();
+        assert!(svg.contains("compute"));
+        assert!(svg.contains("read_input"));
+        let guard = svg.find("sofaReplace").unwrap();
+        let inferno_script = svg.find("function init(evt)").unwrap();
+        assert!(guard < inferno_script);
+        // Deterministic: the same input gives the same bytes.
+        assert_eq!(svg, super::svg(&folded).unwrap().unwrap());
+    }
+
+    #[test]
+    fn nothing_to_draw() {
+        let folded = Folded {
+            title: "empty".into(),
+            samples: 0,
+            stacks: vec![],
+            dropped_samples: 0,
+        };
+        assert!(svg(&folded).unwrap().is_none());
+    }
+}
