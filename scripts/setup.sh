@@ -3,6 +3,7 @@
 # toolchain. Idempotent: installs only what is missing.
 #   - a C compiler (fixture workloads), linux-perf and strace (comparison tests)
 #   - Python 3 with numpy (fixture training loop)
+#   - with --tests: Chromium (the report is loaded in headless Chromium)
 set -euo pipefail
 
 need_apt=()
@@ -10,6 +11,9 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v perf >/dev/null 2>&1 || need_apt+=(linux-perf)
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+if [ "${1:-}" = "--tests" ]; then
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+fi
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -1,54 +1,13 @@
 //! `sofa record` on real child processes (needs perf_event_open: root or
 //! kernel.perf_event_paranoid <= 1; `scripts/setup.sh` installs perf and numpy).
 
-use assert_cmd::Command;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The C fixture, built once per test run.
-fn hotspots() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let out = std::process::Command::new(root().join("scripts/build-fixtures.sh"))
-                .output()
-                .expect("run scripts/build-fixtures.sh");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let stdout = String::from_utf8(out.stdout).unwrap();
-            PathBuf::from(stdout.lines().next().unwrap())
-        })
-        .clone()
-}
-
-fn sofa() -> Command {
-    Command::cargo_bin("sofa").unwrap()
-}
-
-fn record(archive: &Path, cmd: &[&str]) -> std::process::Output {
-    record_with(archive, &[&["--"], cmd].concat())
-}
-
-/// `sofa record -o ARCHIVE ARGS...`: flags, then `--` and the command.
-fn record_with(archive: &Path, args: &[&str]) -> std::process::Output {
-    sofa()
-        .arg("record")
-        .arg("-o")
-        .arg(archive)
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
+use common::{hotspots, record, record_with, sofa};
 
 fn analyze_json(archive: &Path) -> Value {
     let out = sofa()

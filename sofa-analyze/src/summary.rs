@@ -242,7 +242,6 @@ fn analyze_inner(
                 syscalls: (syscalls_ok || !calls.is_empty()).then_some(calls.as_slice()),
                 gpu: &gpu_rows,
                 net: &packets,
-                boundaries: &analysis.steps.boundaries_ns,
                 duration_ns: analysis.run.duration_ns,
             },
         )?)

@@ -49,8 +49,6 @@ pub struct Timeline {
     /// Memory used (bytes) from /proc/meminfo.
     pub mem_used: Option<Series>,
     pub gpus: Vec<GpuSeries>,
-    /// Step boundaries (ns), as the analysis found them.
-    pub steps_ns: Vec<u64>,
 }
 
 /// Points of one counter (columnar: `t_ns[i]` goes with `value[i]`).
@@ -121,7 +119,6 @@ pub(crate) struct Inputs<'a> {
     pub syscalls: Option<&'a [Syscall]>,
     pub gpu: &'a [GpuCounter],
     pub net: &'a [NetEvent],
-    pub boundaries: &'a [u64],
     pub duration_ns: Option<u64>,
 }
 
@@ -385,7 +382,6 @@ pub(crate) fn build(archive: &Archive, i: &Inputs) -> Result<Views, crate::Analy
         cpu: cpu_series(&system),
         mem_used,
         gpus: gpu_series(i.gpu),
-        steps_ns: i.boundaries.to_vec(),
     };
 
     // Flamegraphs: one folded line per distinct stack.

@@ -1,0 +1,245 @@
+//! `sofa report` loaded in headless Chromium (`scripts/setup.sh --tests`
+//! installs Debian's `chromium`): the page renders its flamegraph, timeline,
+//! scatter and tables with no console message, no script error and no network
+//! request.
+
+mod common;
+
+use common::{hotspots, record, sofa};
+use std::path::{Path, PathBuf};
+
+fn chromium() -> PathBuf {
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        if let Ok(out) = std::process::Command::new("which").arg(name).output()
+            && out.status.success()
+        {
+            return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        }
+    }
+    panic!("no chromium found: run `scripts/setup.sh --tests` (installs Debian's chromium)");
+}
+
+/// What a page did in the browser.
+struct Loaded {
+    /// The DOM after the page's scripts ran.
+    dom: String,
+    /// Console messages Chromium logged for the page.
+    console: Vec<String>,
+    /// URLs the page itself asked the network for.
+    page_requests: Vec<String>,
+}
+
+/// Loads `html` in headless Chromium and records its DOM, console and requests.
+///
+/// Requests come from Chromium's net log: its `CORS_REQUEST` events cover both
+/// the page's requests and Chromium's own background ones (time, dictionaries,
+/// accounts); only a renderer's requests carry the page's `User-Agent` header.
+fn load(html: &Path, scratch: &Path) -> Loaded {
+    let netlog = scratch.join("netlog.json");
+    let out = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--net-log-capture-mode=Everything",
+            "--window-size=1400,2400",
+        ])
+        .arg(format!("--log-net-log={}", netlog.display()))
+        .arg(format!(
+            "--user-data-dir={}",
+            scratch.join("profile").display()
+        ))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let console = stderr
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_owned)
+        .collect();
+    let log: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&netlog).expect("chromium wrote its net log"))
+            .expect("net log is JSON");
+    let cors = log["constants"]["logEventTypes"]["CORS_REQUEST"]
+        .as_u64()
+        .expect("net log knows CORS_REQUEST");
+    let page_requests = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"].as_u64() == Some(cors))
+        .filter(|e| {
+            e["params"]["request_headers"]["headers"]
+                .as_array()
+                .is_some_and(|h| {
+                    h.iter()
+                        .any(|h| h.as_str().is_some_and(|h| h.starts_with("User-Agent:")))
+                })
+        })
+        .filter_map(|e| e["params"]["url"].as_str().map(str::to_owned))
+        .collect();
+    Loaded {
+        dom: String::from_utf8_lossy(&out.stdout).into_owned(),
+        console,
+        page_requests,
+    }
+}
+
+/// The value of the first `name="..."` attribute in the DOM.
+fn attribute(dom: &str, name: &str) -> Option<String> {
+    let key = format!("{name}=\"");
+    let start = dom.find(&key)? + key.len();
+    let len = dom[start..].find('"')?;
+    Some(dom[start..start + len].to_owned())
+}
+
+fn number(dom: &str, name: &str) -> u64 {
+    attribute(dom, name)
+        .unwrap_or_else(|| panic!("no {name} in the rendered page"))
+        .parse()
+        .unwrap()
+}
+
+fn assert_clean(page: &Loaded) {
+    assert_eq!(
+        attribute(&page.dom, "data-rendered").as_deref(),
+        Some("true"),
+        "the report script did not finish"
+    );
+    assert_eq!(
+        attribute(&page.dom, "data-errors"),
+        None,
+        "the page reported errors: {}",
+        page.dom
+            .split("id=\"sofa-errors\"")
+            .nth(1)
+            .unwrap_or("")
+            .chars()
+            .take(600)
+            .collect::<String>()
+    );
+    assert!(page.console.is_empty(), "console: {:#?}", page.console);
+    assert!(
+        page.page_requests.is_empty(),
+        "network requests: {:?}",
+        page.page_requests
+    );
+}
+
+#[test]
+fn report_of_a_recorded_fixture_renders_in_headless_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("run");
+    let fixture = hotspots();
+    let out = record(&archive, &[fixture.to_str().unwrap(), "30", "200", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = sofa().arg("report").arg(&archive).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = archive.join("report.html");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        html.to_str().unwrap()
+    );
+    let text = std::fs::read_to_string(&html).unwrap();
+    assert!(text.contains("Content-Security-Policy"));
+    assert!(!text.contains("src=\"http"), "external script or image");
+
+    let page = load(&html, dir.path());
+    assert_clean(&page);
+    let dom = &page.dom;
+    // Flamegraph: a valid SVG with frames, one per swarm besides the whole run.
+    assert!(number(dom, "data-flamegraphs") >= 2);
+    assert!(number(dom, "data-frames") >= 3);
+    assert!(dom.contains("<iframe class=\"flame\""));
+    // Timeline tracks drawn on canvases; the missing GPU says why.
+    for track in ["swarms", "cpu", "syscalls", "axis"] {
+        assert!(
+            dom.contains(&format!("data-track=\"{track}\" data-drawn=\"true\"")),
+            "timeline track {track} not drawn"
+        );
+    }
+    assert!(dom.contains(">not recorded: gpu unavailable"));
+    // Swarm scatter and sortable tables.
+    assert!(number(dom, "data-marks") > 10);
+    assert!(dom.matches("data-sortable=\"true\"").count() >= 6);
+    assert!(dom.contains("compute_heavy"));
+}
+
+#[test]
+fn report_with_gpu_and_network_draws_their_tracks() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("synthetic");
+    sofa_trace::synthetic::Synthetic {
+        samples: 20_000,
+        collectors: true,
+    }
+    .write(&archive)
+    .unwrap();
+    let html = dir.path().join("out.html");
+    sofa()
+        .arg("report")
+        .arg(&archive)
+        .arg("-o")
+        .arg(&html)
+        .assert()
+        .success();
+    let page = load(&html, dir.path());
+    assert_clean(&page);
+    for track in ["gpu0-util", "gpu0-power_w", "net", "memory", "swarms"] {
+        assert!(
+            page.dom
+                .contains(&format!("data-track=\"{track}\" data-drawn=\"true\"")),
+            "timeline track {track} not drawn"
+        );
+    }
+    let missing: Vec<&str> = page
+        .dom
+        .match_indices(">not recorded")
+        .map(|(i, _)| &page.dom[i..(i + 120).min(page.dom.len())])
+        .collect();
+    assert!(missing.is_empty(), "{missing:#?}");
+}
+
+/// The request check must be able to fail: a page that loads from the
+/// network (no CSP) is caught.
+#[test]
+fn request_check_catches_a_page_that_loads_from_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("leak.html");
+    std::fs::write(
+        &html,
+        "<html><body><img src=\"http://example.invalid/x.png\">\
+         <script>fetch('https://example.invalid/y').catch(function () {})</script></body></html>",
+    )
+    .unwrap();
+    let page = load(&html, dir.path());
+    assert!(
+        page.page_requests
+            .iter()
+            .any(|u| u.starts_with("http://example.invalid/")),
+        "{:?}",
+        page.page_requests
+    );
+}
