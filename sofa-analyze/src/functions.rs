@@ -79,7 +79,14 @@ pub struct Functions {
     pub rows: Vec<FunctionRow>,
     /// Index into `rows` of the self function of each stack (`None`: no stack).
     pub self_of_stack: HashMap<Option<u64>, usize>,
+    /// Index into `rows` of the caller of the self function (`[0]`), of its
+    /// caller (`[1]`), ... (`CALLER_DEPTHS` levels; the outermost function
+    /// when the stack is shorter). Recursion counts once.
+    pub callers_of_stack: Vec<HashMap<Option<u64>, usize>>,
 }
+
+/// Levels of callers kept per stack (for step detection).
+pub const CALLER_DEPTHS: usize = 3;
 
 /// Self and total samples per function, most self samples first. Work is per
 /// distinct stack, not per sample: samples are counted by stack first.
@@ -99,11 +106,14 @@ pub fn top_functions(archive: &Archive, samples: &[Sample]) -> Result<Functions,
 
     let mut counts: HashMap<(String, String), (u64, u64)> = HashMap::new();
     let mut self_names: HashMap<Option<u64>, (String, String)> = HashMap::new();
+    // Self function first, then its callers, up to CALLER_DEPTHS of them.
+    let mut chains: HashMap<Option<u64>, Vec<(String, String)>> = HashMap::new();
     let mut stack_ids: Vec<_> = per_stack.into_iter().collect();
     stack_ids.sort();
     for (stack_id, n) in stack_ids {
         let mut seen: HashSet<&(String, String)> = HashSet::new();
         let mut self_name: Option<&(String, String)> = None;
+        let mut chain: Vec<&(String, String)> = Vec::new();
         let mut cursor = stack_id;
         // Bounded walk: a corrupt archive with a cycle must not hang analysis.
         let mut steps = 0usize;
@@ -113,6 +123,9 @@ pub fn top_functions(archive: &Archive, samples: &[Sample]) -> Result<Functions,
                 for name in &frame.names {
                     self_name.get_or_insert(name);
                     seen.insert(name);
+                    if chain.len() <= CALLER_DEPTHS && chain.last() != Some(&name) {
+                        chain.push(name);
+                    }
                 }
             }
             cursor = node.parent_id;
@@ -123,6 +136,7 @@ pub fn top_functions(archive: &Archive, samples: &[Sample]) -> Result<Functions,
         }
         let self_name = self_name.unwrap_or(&unknown);
         self_names.insert(stack_id, self_name.clone());
+        chains.insert(stack_id, chain.into_iter().cloned().collect());
         seen.insert(self_name);
         counts.entry(self_name.clone()).or_default().0 += n;
         for name in seen {
@@ -161,13 +175,30 @@ pub fn top_functions(archive: &Archive, samples: &[Sample]) -> Result<Functions,
         .enumerate()
         .map(|(i, r)| ((r.name.as_str(), r.module.as_str()), i))
         .collect();
-    let self_of_stack = self_names
+    let self_of_stack: HashMap<Option<u64>, usize> = self_names
         .into_iter()
         .map(|(stack, (name, module))| (stack, position[&(name.as_str(), module.as_str())]))
+        .collect();
+    let callers_of_stack = (1..=CALLER_DEPTHS)
+        .map(|depth| {
+            chains
+                .iter()
+                .map(|(stack, chain)| {
+                    let label = chain
+                        .get(depth)
+                        .or(chain.last())
+                        .map_or(self_of_stack[stack], |(name, module)| {
+                            position[&(name.as_str(), module.as_str())]
+                        });
+                    (*stack, label)
+                })
+                .collect()
+        })
         .collect();
     Ok(Functions {
         rows,
         self_of_stack,
+        callers_of_stack,
     })
 }
 

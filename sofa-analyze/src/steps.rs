@@ -1,8 +1,11 @@
 //! Training-step detection: the period with which the sampled functions of
 //! the main process repeat, found without any hint from the user.
 //!
-//! The samples become a sequence of time bins, each labelled with the self
-//! function sampled in it. For every lag the share of bins whose label equals
+//! The samples become a sequence of time bins, each labelled with a function
+//! sampled in it: the self function, or its caller (or the caller's caller)
+//! when those repeat more clearly — a phase of a step often runs many small
+//! leaf functions under one caller. Each labelling is tried; the one whose
+//! period stands out most above chance wins. For every lag the share of bins whose label equals
 //! the label one lag later is the (categorical) autocorrelation. A training
 //! loop gives peaks at its period and multiples; a program that only goes
 //! through long phases gives a curve that just decays, which has no peak
@@ -35,6 +38,9 @@ pub struct Steps {
     pub note: Option<String>,
     /// The count the user said to expect (`--steps N`), if any.
     pub expected: Option<u64>,
+    /// Which functions of the stacks repeat with the period (`self
+    /// functions`, `callers`, ...); null when no steps were found.
+    pub labels: Option<String>,
 }
 
 fn none(note: &str, confidence: f64) -> Steps {
@@ -94,8 +100,39 @@ fn periodic_region(labels: &[u32], lag: usize, threshold: f64) -> (usize, usize)
     (best.0, (best.1 + lag).min(labels.len()))
 }
 
-/// Detects steps in the samples of `pid` (all samples when `None`).
+/// How each labelling of the samples is called in `Steps::labels`.
+pub const LABELLINGS: [&str; 4] = [
+    "self functions",
+    "callers",
+    "callers' callers",
+    "3rd-level callers",
+];
+
+/// Detects steps in the samples of `pid` (all samples when `None`), trying
+/// each labelling of the stacks (`labellings[0]`: self functions, then
+/// callers at increasing depth) and keeping the most confident result.
 pub fn detect_steps(
+    samples: &[Sample],
+    labellings: &[&HashMap<Option<u64>, usize>],
+    pid: Option<u32>,
+) -> Steps {
+    let mut best: Option<Steps> = None;
+    for (depth, labels) in labellings.iter().enumerate() {
+        let mut steps = detect_with(samples, labels, pid);
+        if steps.count > 0 {
+            steps.labels = LABELLINGS.get(depth).map(|l| (*l).to_owned());
+        }
+        let better = best
+            .as_ref()
+            .is_none_or(|b| (steps.count > 0, steps.confidence) > (b.count > 0, b.confidence));
+        if better {
+            best = Some(steps);
+        }
+    }
+    best.unwrap_or_else(|| none("no samples to look for steps", 0.0))
+}
+
+fn detect_with(
     samples: &[Sample],
     self_of_stack: &HashMap<Option<u64>, usize>,
     pid: Option<u32>,
@@ -272,6 +309,7 @@ pub fn detect_steps(
         boundaries_ns: boundaries,
         note: None,
         expected: None,
+        labels: None,
     }
 }
 
@@ -303,20 +341,56 @@ mod tests {
             20..=29 => 1,
             _ => 2,
         });
-        let steps = detect_steps(&rows, &map, Some(1));
+        let steps = detect_steps(&rows, &[&map], Some(1));
         assert_eq!(steps.count, 100, "{steps:?}");
         let period = steps.period_ns.unwrap() as f64 / 1e6;
         assert!((period - 37.0).abs() < 0.5, "{period}");
         assert!(steps.confidence > 0.8, "{steps:?}");
         assert!(steps.period_cv.unwrap() < 0.05);
         assert_eq!(steps.boundaries_ns.len(), 101);
+        assert_eq!(steps.labels.as_deref(), Some("self functions"));
+    }
+
+    #[test]
+    fn callers_find_the_loop_when_leaf_functions_are_noise() {
+        // Each phase calls one of 20 random leaves: the leaves never repeat
+        // with the period, the callers do.
+        let (rows, _) = samples(4000, |_| 0);
+        let phase = |t: u64| match t % 40 {
+            0..=19 => 0,
+            20..=29 => 1,
+            _ => 2,
+        };
+        let mut y = 88172645463325252u64;
+        let rows: Vec<Sample> = rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut s)| {
+                y ^= y << 13;
+                y ^= y >> 7;
+                y ^= y << 17;
+                s.stack_id = Some(phase(i as u64) * 100 + y % 20);
+                s
+            })
+            .collect();
+        let leaf: HashMap<Option<u64>, usize> = (0..300).map(|i| (Some(i), i as usize)).collect();
+        let caller: HashMap<Option<u64>, usize> = (0..300)
+            .map(|i| (Some(i), 1000 + i as usize / 100))
+            .collect();
+        let by_leaf = detect_steps(&rows, &[&leaf], Some(1));
+        assert_eq!(by_leaf.count, 0, "{by_leaf:?}");
+        let steps = detect_steps(&rows, &[&leaf, &caller], Some(1));
+        assert_eq!(steps.count, 100, "{steps:?}");
+        assert_eq!(steps.labels.as_deref(), Some("callers"));
+        let period = steps.period_ns.unwrap() as f64 / 1e6;
+        assert!((period - 40.0).abs() < 0.5, "{period}");
     }
 
     #[test]
     fn long_phases_are_not_steps() {
         // Two long phases, one after the other: decays, never peaks.
         let (rows, map) = samples(3000, |t| if t < 2000 { 0 } else { 1 });
-        let steps = detect_steps(&rows, &map, Some(1));
+        let steps = detect_steps(&rows, &[&map], Some(1));
         assert_eq!(steps.count, 0, "{steps:?}");
         assert_eq!(steps.note.as_deref(), Some("no periodic structure found"));
     }
@@ -336,7 +410,7 @@ mod tests {
                 s
             })
             .collect();
-        let steps = detect_steps(&rows, &map, Some(1));
+        let steps = detect_steps(&rows, &[&map], Some(1));
         assert_eq!(steps.count, 0, "{steps:?}");
     }
 }

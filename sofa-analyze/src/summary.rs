@@ -14,7 +14,7 @@ use crate::views::Views;
 use serde::Serialize;
 use sofa_trace::tables::{GpuCounter, NetEvent, Sample, Syscall};
 use sofa_trace::{Archive, CollectorState};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Everything `sofa analyze` prints; `--json` serializes it as is, so field
 /// names are part of the interface scripts rely on.
@@ -162,13 +162,13 @@ fn analyze_inner(
     let Functions {
         rows: functions,
         self_of_stack,
+        callers_of_stack,
     } = top_functions(archive, &sample_rows)?;
     let (processes, threads) = processes_and_threads(archive, &sample_rows)?;
-    let mut steps = detect_steps(
-        &sample_rows,
-        &self_of_stack,
-        processes.first().map(|p| p.pid),
-    );
+    let labellings: Vec<&HashMap<Option<u64>, usize>> = std::iter::once(&self_of_stack)
+        .chain(&callers_of_stack)
+        .collect();
+    let mut steps = detect_steps(&sample_rows, &labellings, processes.first().map(|p| p.pid));
     steps.expected = options.expected_steps;
     let (mut swarms, swarm_of_function) = find_swarms(
         &sample_rows,
