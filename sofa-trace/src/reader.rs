@@ -156,9 +156,18 @@ impl Archive {
         Ok(rows)
     }
 
-    /// Reads a whole table as one frame. A table the recorder never wrote
-    /// reads as empty (with its schema); a damaged file is an error naming it.
+    /// Reads a whole table as one frame (one chunk per column). A table the
+    /// recorder never wrote reads as empty (with its schema); a damaged file
+    /// is an error naming it.
     pub fn read_frame(&self, table: &str) -> Result<DataFrame, TraceError> {
+        let mut frame = self.read_chunked(table)?;
+        frame.rechunk_mut();
+        Ok(frame)
+    }
+
+    /// As `read_frame`, leaving each part file its own chunk: no copy of the
+    /// whole table, for readers that iterate anyway.
+    fn read_chunked(&self, table: &str) -> Result<DataFrame, TraceError> {
         let spec = tables::all()
             .into_iter()
             .find(|s| s.name == table)
@@ -182,10 +191,7 @@ impl Archive {
             }
         }
         let frame = match frame {
-            Some(mut frame) => {
-                frame.rechunk_mut();
-                frame
-            }
+            Some(frame) => frame,
             None => DataFrame::empty_with_schema(&Schema::from_iter(
                 spec.columns
                     .iter()
@@ -210,7 +216,7 @@ impl Archive {
 
     /// Reads a whole table as typed rows.
     pub fn read_table<T: Table>(&self) -> Result<Vec<T>, TraceError> {
-        let frame = self.read_frame(T::NAME)?;
+        let frame = self.read_chunked(T::NAME)?;
         T::from_frame(&frame).map_err(|reason| TraceError::CorruptTable {
             path: self.dir.join(T::NAME),
             reason,
