@@ -236,7 +236,16 @@ fn gpu_series(rows: &[GpuCounter]) -> Vec<GpuSeries> {
         .collect()
 }
 
+/// Root frame of stacks whose outer frames were garbage (see `fold_stacks`).
+pub const INCOMPLETE_STACK: &str = "[incomplete stack]";
+
 /// Frame names of each sampled stack, root first, as one folded line.
+///
+/// Frame-pointer unwinding through code built without frame pointers
+/// (OpenBLAS, many libc and Python builds) ends in addresses outside any
+/// mapping. Those outer frames are dropped and the stack is put under one
+/// `[incomplete stack]` root, so the graph's top level is not split into
+/// hundreds of garbage roots.
 fn fold_stacks(
     nodes: &HashMap<u64, StackNode>,
     stack_ids: impl Iterator<Item = Option<u64>>,
@@ -245,6 +254,8 @@ fn fold_stacks(
     let mut folded = HashMap::new();
     for stack_id in stack_ids {
         let mut names: Vec<String> = Vec::new();
+        // Innermost-first length up to the outermost frame in a known module.
+        let mut known = 0usize;
         let mut cursor = stack_id;
         let mut steps = 0usize;
         while let Some(id) = cursor {
@@ -258,6 +269,9 @@ fn fold_stacks(
                         function.clone()
                     };
                     names.push(name.replace(';', ":"));
+                    if module != "[unknown]" {
+                        known = names.len();
+                    }
                 }
             }
             cursor = node.parent_id;
@@ -265,6 +279,10 @@ fn fold_stacks(
             if steps > nodes.len() {
                 break; // a cycle in a corrupt archive
             }
+        }
+        if known > 0 && known < names.len() {
+            names.truncate(known);
+            names.push(INCOMPLETE_STACK.to_owned());
         }
         if names.is_empty() {
             names.push("[unknown]".to_owned());

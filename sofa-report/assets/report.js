@@ -256,7 +256,8 @@
       var root = doc.documentElement;
       var frames = doc.getElementById("frames");
       frame.setAttribute("data-frames", String(frames ? frames.getElementsByTagName("g").length : 0));
-      frame.style.height = (parseFloat(root.getAttribute("height")) || 600) + 4 + "px";
+      // Deep graphs scroll inside the frame; the roots are at the top.
+      frame.style.height = Math.min(720, (parseFloat(root.getAttribute("height")) || 600) + 4) + "px";
       // Lay the page out first: inferno sizes the graph to the frame's width.
       void frame.offsetWidth;
       if (url) URL.revokeObjectURL(url);

@@ -1,6 +1,6 @@
 //! Flamegraph SVGs through inferno, made safe to show inside the report.
 
-use inferno::flamegraph::{self, Options};
+use inferno::flamegraph::{self, Direction, Options};
 use sofa_analyze::Folded;
 
 /// Inferno's script records zoom and search in the page URL with
@@ -21,6 +21,9 @@ pub fn svg(folded: &Folded) -> Result<Option<String>, std::io::Error> {
     options.title = folded.title.clone();
     options.count_name = "samples".to_owned();
     options.name_type = "Function:".to_owned();
+    // Roots on top: the wide frames that matter stay in view however deep
+    // the thinnest towers (Python imports, recursion) go.
+    options.direction = Direction::Inverted;
     // Same colours for the same function in every run and every graph.
     options.hash = true;
     options.deterministic = true;

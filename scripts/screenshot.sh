@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Regenerates docs/report.png: records the numpy training loop, writes its
+# report and photographs it in headless Chromium (scripts/setup.sh --tests
+# installs chromium).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked --bin sofa
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+python=$(python3 -c 'import sys; print(sys.executable)')
+target/release/sofa record -o "$out/run" -- "$python" fixtures/workloads/train_numpy.py --steps 60
+target/release/sofa report "$out/run" >/dev/null
+chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+  --hide-scrollbars --window-size=1280,2300 --screenshot="$PWD/docs/report.png" \
+  "file://$out/run/report.html" 2>/dev/null
+echo docs/report.png
