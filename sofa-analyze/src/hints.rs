@@ -202,11 +202,26 @@ pub fn hints(a: &Analysis) -> Vec<Hint> {
         out.push(hint(
             "info",
             "no training steps found",
-            a.steps
-                .note
-                .clone()
-                .unwrap_or_else(|| "no periodic structure found".to_owned()),
+            no_steps_evidence(a),
         ));
     }
     out
+}
+
+/// Why no steps were found, and what to try: detection needs a few dozen
+/// samples per step on the thread that runs the loop.
+fn no_steps_evidence(a: &Analysis) -> String {
+    let note = a
+        .steps
+        .note
+        .clone()
+        .unwrap_or_else(|| "no periodic structure found".to_owned());
+    match a.run.frequency_hz {
+        Some(hz) if hz < 4000 => format!(
+            "{note}; at {hz} Hz a 25 ms step holds about {} samples per thread: \
+             for short steps record with a higher rate (sofa record -F 4999)",
+            (hz as f64 * 0.025).round() as u64
+        ),
+        _ => note,
+    }
 }
