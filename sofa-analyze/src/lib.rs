@@ -10,6 +10,7 @@ mod multi;
 mod net;
 mod overlap;
 mod steps;
+mod steps_seq;
 mod summary;
 mod swarms;
 mod syscalls;

@@ -1,36 +1,56 @@
-//! Training-step detection: the period with which the sampled functions of
-//! the main process repeat, found without any hint from the user.
+//! Training-step detection, without any hint from the user, in two passes
+//! over the main process's samples on the wall clock.
 //!
-//! The samples become a sequence of time bins, each labelled with a function
-//! sampled in it: the self function, or its caller (or the caller's caller)
-//! when those repeat more clearly — a phase of a step often runs many small
-//! leaf functions under one caller. Each labelling is tried; the one whose
-//! period stands out most above chance wins. For every lag the share of bins whose label equals
-//! the label one lag later is the (categorical) autocorrelation. A training
-//! loop gives peaks at its period and multiples; a program that only goes
-//! through long phases gives a curve that just decays, which has no peak
-//! standing above the dip before it, and is reported as "no periodic
-//! structure" instead of inventing steps.
+//! 1. Period: the samples become one count series per function (the busiest
+//!    self functions and callers, in bins of ≥ 0.5 ms, all threads). The sum
+//!    of the series' autocorrelations (each with its mean removed, computed
+//!    with an FFT) peaks at the step period and its multiples; a program that
+//!    only goes through long phases gives a curve that just decays, with no
+//!    peak standing above the dip before it, and is reported as "no periodic
+//!    structure found" instead of inventing steps. The peak height is the
+//!    confidence; the period is refined on the peaks at 2, 4, 8... periods.
+//! 2. Steps: the functions that repeat most strictly with that period make a
+//!    marker signal that rises once per step. Step starts are placed on it by
+//!    dynamic programming (as beat trackers place beats on music): strong
+//!    marker values, gaps near the period, with room for irregular steps
+//!    (warm-up, hiccups) from half to two and a half periods. Starts where
+//!    the marker is weak (start-up, shutdown, spurious splits) are dropped.
 
 use serde::Serialize;
 use sofa_trace::tables::Sample;
 use std::collections::HashMap;
 
-/// Longest series analysed; longer recordings use wider bins.
-const MAX_BINS: usize = 16_384;
-/// A peak must rise this far (in match share) above the lowest point before it.
-const MIN_PROMINENCE: f64 = 0.08;
+/// Most bins of the first pass; longer recordings use wider bins.
+const MAX_BINS: usize = 32_768;
+/// Threads looked at: the busiest, and others with a quarter of its samples.
+const MAX_THREADS: usize = 3;
+/// Narrowest bin, ns: about one sampling interval at the default rate, so
+/// that bins are not alternately hit and missed by the sampling clock.
+const MIN_BIN_NS: u64 = 1_000_000;
+/// Shortest period looked for, in bins.
+const MIN_LAG: usize = 4;
+/// Series used in the first pass, per labelling (self, callers, ...).
+const CHANNELS: [usize; 4] = [32, 16, 8, 4];
+/// A peak must rise this far above the lowest point before it.
+const MIN_PROMINENCE: f64 = 0.05;
 /// Periodic structure is reported only from this confidence on.
-const MIN_CONFIDENCE: f64 = 0.25;
+const MIN_CONFIDENCE: f64 = 0.12;
+/// Second-pass bins per period.
+const BINS_PER_PERIOD: f64 = 16.0;
+/// Weight of keeping gaps near the period against following the marker.
+const GAP_WEIGHT: f64 = 4.0;
+/// Step starts with a marker under this share of the median start's are dropped.
+const WEAK_START: f64 = 0.3;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Steps {
     /// Number of steps; 0 when no periodic structure was found.
     pub count: u64,
+    /// Mean step length over the loop, ns.
     pub period_ns: Option<u64>,
     /// Coefficient of variation of the step lengths (jitter).
     pub period_cv: Option<f64>,
-    /// 0..1: how much more often the functions repeat at the period than by chance.
+    /// 0..1: autocorrelation of the sampled functions at the period.
     pub confidence: f64,
     /// Start of each step, ns (CLOCK_MONOTONIC), plus the end of the last one.
     pub boundaries_ns: Vec<u64>,
@@ -38,12 +58,12 @@ pub struct Steps {
     pub note: Option<String>,
     /// The count the user said to expect (`--steps N`), if any.
     pub expected: Option<u64>,
-    /// Which functions of the stacks repeat with the period (`self
-    /// functions`, `callers`, ...); null when no steps were found.
-    pub labels: Option<String>,
+    /// Which detector found the steps: `sequence` (one thread's samples in
+    /// order) or `wall clock` (all busy threads on the time axis).
+    pub method: Option<String>,
 }
 
-fn none(note: &str, confidence: f64) -> Steps {
+pub(crate) fn none(note: &str, confidence: f64) -> Steps {
     Steps {
         note: Some(note.to_owned()),
         confidence,
@@ -51,157 +71,92 @@ fn none(note: &str, confidence: f64) -> Steps {
     }
 }
 
-/// Share of non-empty bin pairs `lag` apart with the same label.
-fn matches(labels: &[u32], lag: usize) -> f64 {
-    let mut same = 0u64;
-    let mut both = 0u64;
-    for (a, b) in labels.iter().zip(&labels[lag..]) {
-        if *a != 0 && *b != 0 {
-            both += 1;
-            same += u64::from(a == b);
+/// In-place radix-2 FFT of (re, im); `inverse` leaves the result unscaled.
+fn fft(re: &mut [f64], im: &mut [f64], inverse: bool) {
+    let n = re.len();
+    debug_assert!(n.is_power_of_two() && im.len() == n);
+    let mut j = 0;
+    for i in 1..n {
+        let mut bit = n >> 1;
+        while j & bit != 0 {
+            j ^= bit;
+            bit >>= 1;
+        }
+        j |= bit;
+        if i < j {
+            re.swap(i, j);
+            im.swap(i, j);
         }
     }
-    if both == 0 {
-        0.0
-    } else {
-        same as f64 / both as f64
+    let sign = if inverse { 1.0 } else { -1.0 };
+    let mut len = 2;
+    while len <= n {
+        let angle = sign * 2.0 * std::f64::consts::PI / len as f64;
+        let (w_re, w_im) = (angle.cos(), angle.sin());
+        for start in (0..n).step_by(len) {
+            let (mut c_re, mut c_im) = (1.0, 0.0);
+            for k in 0..len / 2 {
+                let (a, b) = (start + k, start + k + len / 2);
+                let t_re = re[b] * c_re - im[b] * c_im;
+                let t_im = re[b] * c_im + im[b] * c_re;
+                re[b] = re[a] - t_re;
+                im[b] = im[a] - t_im;
+                re[a] += t_re;
+                im[a] += t_im;
+                let next = c_re * w_re - c_im * w_im;
+                c_im = c_re * w_im + c_im * w_re;
+                c_re = next;
+            }
+        }
+        len <<= 1;
     }
 }
 
-/// Bins `[first, last)` of the stretch in which labels match the
-/// ones `lag` bins later at least `threshold` of the time (over a window of
-/// eight periods).
-fn periodic_region(labels: &[u32], lag: usize, threshold: f64) -> (usize, usize) {
-    let n = labels.len() - lag;
-    let mut same = vec![0u32; n + 1];
-    let mut both = vec![0u32; n + 1];
-    for i in 0..n {
-        let (a, b) = (labels[i], labels[i + lag]);
-        let pair = a != 0 && b != 0;
-        both[i + 1] = both[i] + u32::from(pair);
-        same[i + 1] = same[i] + u32::from(pair && a == b);
-    }
-    // Wide enough that a noisy loop (few samples per step) still averages
-    // out, narrow enough to find where the loop starts to within a few steps.
-    let half = (4 * lag).max(16);
-    let good = |i: usize| {
-        let (lo, hi) = (i.saturating_sub(half), (i + half + 1).min(n));
-        let pairs = both[hi] - both[lo];
-        pairs > 0 && f64::from(same[hi] - same[lo]) / f64::from(pairs) >= threshold
-    };
-    // From the first to the last well-matching window: a noisy loop dips
-    // below the threshold here and there without having stopped.
-    let Some(first) = (0..n).find(|&i| good(i)) else {
-        return (0, labels.len());
-    };
-    let last = (0..n).rev().find(|&i| good(i)).unwrap_or(first);
-    let best = (first, last);
-    // Position i compares bin i with bin i + lag: the loop runs one lag further.
-    (best.0, (best.1 + lag).min(labels.len()))
-}
-
-/// How each labelling of the samples is called in `Steps::labels`.
-pub const LABELLINGS: [&str; 4] = [
-    "self functions",
-    "callers",
-    "callers' callers",
-    "3rd-level callers",
-];
-
-/// Detects steps in the samples of `pid` (all samples when `None`), trying
-/// each labelling of the stacks (`labellings[0]`: self functions, then
-/// callers at increasing depth) and keeping the most confident result.
-pub fn detect_steps(
-    samples: &[Sample],
-    labellings: &[&HashMap<Option<u64>, usize>],
-    pid: Option<u32>,
-) -> Steps {
-    let mut best: Option<Steps> = None;
-    for (depth, labels) in labellings.iter().enumerate() {
-        let mut steps = detect_with(samples, labels, pid);
-        if steps.count > 0 {
-            steps.labels = LABELLINGS.get(depth).map(|l| (*l).to_owned());
+/// Sum over `series` of each one's autocorrelation (mean removed), lags
+/// `0..n`, divided by the overlap length and normalised to 1 at lag 0.
+fn autocorrelation(series: &[Vec<f64>], n: usize) -> Vec<f64> {
+    let size = (2 * n).next_power_of_two();
+    let mut power = vec![0.0; size];
+    let (mut re, mut im) = (vec![0.0; size], vec![0.0; size]);
+    for s in series {
+        let mean = s.iter().sum::<f64>() / n as f64;
+        re.iter_mut().for_each(|v| *v = 0.0);
+        im.iter_mut().for_each(|v| *v = 0.0);
+        for (r, v) in re.iter_mut().zip(s) {
+            *r = v - mean;
         }
-        let better = best
-            .as_ref()
-            .is_none_or(|b| (steps.count > 0, steps.confidence) > (b.count > 0, b.confidence));
-        if better {
-            best = Some(steps);
+        fft(&mut re, &mut im, false);
+        for (p, (a, b)) in power.iter_mut().zip(re.iter().zip(&im)) {
+            *p += a * a + b * b;
         }
     }
-    best.unwrap_or_else(|| none("no samples to look for steps", 0.0))
+    let mut im = vec![0.0; size];
+    fft(&mut power, &mut im, true);
+    let zero = power[0];
+    if zero <= 0.0 {
+        return vec![0.0; n];
+    }
+    (0..n)
+        .map(|lag| power[lag] / zero * n as f64 / (n - lag) as f64)
+        .collect()
 }
 
-fn detect_with(
-    samples: &[Sample],
-    self_of_stack: &HashMap<Option<u64>, usize>,
-    pid: Option<u32>,
-) -> Steps {
-    // The busiest thread of the process runs the loop; other threads (BLAS
-    // pools, data loaders) would blur its sequence.
-    let mut per_thread: HashMap<u32, u64> = HashMap::new();
-    for s in samples.iter().filter(|s| pid.is_none_or(|p| s.pid == p)) {
-        *per_thread.entry(s.tid).or_default() += 1;
-    }
-    let Some(tid) = per_thread
-        .iter()
-        .max_by_key(|(tid, n)| (**n, std::cmp::Reverse(**tid)))
-        .map(|(tid, _)| *tid)
-    else {
-        return none("no samples to look for steps", 0.0);
-    };
-    let mut points: Vec<(u64, u32)> = samples
-        .iter()
-        .filter(|s| pid.is_none_or(|p| s.pid == p) && s.tid == tid)
-        .map(|s| {
-            // Label 0 is "no sample"; functions are 1-based.
-            let label = self_of_stack
-                .get(&s.stack_id)
-                .map_or(u32::MAX, |&i| i as u32 + 1);
-            (s.time_ns, label)
-        })
-        .collect();
-    if points.len() < 64 {
-        return none("too few samples to look for steps", 0.0);
-    }
-    points.sort_unstable();
-    // One bin per sample (per `group` samples on long runs), in order: the
-    // sequence advances with the thread's CPU time, so time it spent
-    // descheduled or blocked does not smear the pattern.
-    let end = points[points.len() - 1].0;
-    let group = points.len().div_ceil(MAX_BINS);
-    let labels: Vec<u32> = points.chunks(group).map(|c| c[c.len() - 1].1).collect();
-    let times: Vec<u64> = points.chunks(group).map(|c| c[0].0).collect();
-    let n = labels.len();
-    let time_at = |bin: usize| times.get(bin).copied().unwrap_or(end);
-
-    // Chance level: two random non-empty bins carry the same label.
-    let mut freq: HashMap<u32, u64> = HashMap::new();
-    for &l in labels.iter().filter(|l| **l != 0) {
-        *freq.entry(l).or_default() += 1;
-    }
-    let filled: u64 = freq.values().sum();
-    let chance: f64 = freq
-        .values()
-        .map(|&c| (c as f64 / filled as f64).powi(2))
-        .sum();
-
-    // Autocorrelation up to a third of the run (at least three periods).
-    let max_lag = n / 3;
+/// The period (in bins, sub-bin precision) and its peak height, if the
+/// autocorrelation has a prominent peak.
+fn find_period(curve: &[f64]) -> Option<(f64, f64)> {
+    let max_lag = curve.len() / 3;
     if max_lag < 4 {
-        return none("recording too short to look for steps", 0.0);
+        return None;
     }
-    let curve: Vec<f64> = (0..=max_lag)
-        .map(|lag| if lag == 0 { 1.0 } else { matches(&labels, lag) })
-        .collect();
-    // Local maxima standing above the dip that precedes them.
-    let mut best: Option<(usize, f64)> = None;
     let mut low = f64::MAX;
     let mut peaks = Vec::new();
     for lag in 2..max_lag {
         low = low.min(curve[lag]);
+        if lag < MIN_LAG {
+            continue;
+        }
         if curve[lag] >= curve[lag - 1]
-            && curve[lag] >= curve[lag + 1]
+            && curve[lag] > curve[lag + 1]
             && curve[lag] - low >= MIN_PROMINENCE
         {
             peaks.push((lag, curve[lag]));
@@ -209,33 +164,21 @@ fn detect_with(
     }
     let top = peaks.iter().map(|p| p.1).fold(0.0, f64::max);
     // The period is the first peak nearly as high as the best (multiples are as high).
-    if let Some(&(lag, score)) = peaks.iter().find(|p| p.1 >= 0.9 * top) {
-        best = Some((lag, score));
-    }
-    let Some((lag, score)) = best else {
-        let confidence = 0.0;
-        return none("no periodic structure found", confidence);
-    };
-    let confidence = ((score - chance) / (1.0 - chance).max(1e-9)).clamp(0.0, 1.0);
-    if confidence < MIN_CONFIDENCE {
-        return none("no periodic structure found", confidence);
-    }
-
+    let &(lag, score) = peaks.iter().find(|p| p.1 >= 0.9 * top)?;
     // Refine to below one bin: find the peak near k periods for k = 2, 4,
     // 8, ..., each time within a third of a period of where the current
     // estimate puts it (so it is the k-th multiple, not a neighbour), and
     // divide its (interpolated) position by k.
-    let mut period_bins = lag as f64;
+    let mut period = lag as f64;
     let mut k = 2usize;
-    while (k as f64 * period_bins) as usize + 1 < max_lag {
-        let center = k as f64 * period_bins;
-        let reach = (period_bins / 3.0).max(1.0);
+    while (k as f64 * period) as usize + 1 < max_lag {
+        let center = k as f64 * period;
+        let reach = (period / 3.0).max(1.0);
         let lo = ((center - reach).floor().max(1.0)) as usize;
         let hi = ((center + reach).ceil() as usize).min(max_lag - 1);
         let Some(peak) = (lo..=hi).max_by(|&a, &b| curve[a].total_cmp(&curve[b])) else {
             break;
         };
-        // Parabola through the peak and its neighbours.
         let (y0, y1, y2) = (curve[peak - 1], curve[peak], curve[peak + 1]);
         let denom = y0 - 2.0 * y1 + y2;
         let offset = if denom.abs() > 1e-12 {
@@ -243,73 +186,349 @@ fn detect_with(
         } else {
             0.0
         };
-        period_bins = (peak as f64 + offset) / k as f64;
+        period = (peak as f64 + offset) / k as f64;
         k *= 2;
     }
-    // The loop is where the sequence matches itself one period later; start-up
-    // (imports, loading) and shutdown around it are not steps.
-    let (first, last) = periodic_region(&labels, lag, (score + chance) / 2.0);
-    let count = ((last - first) as f64 / period_bins).round().max(1.0) as u64;
+    Some((period, score))
+}
 
-    // Step lengths: re-align each period boundary to where the sequence
-    // best matches the one a period earlier (within a quarter period).
-    let mut boundaries = vec![time_at(first)];
-    let mut lengths = Vec::new();
-    let slack = (period_bins / 4.0).floor() as isize;
-    let template = period_bins.round() as usize;
-    let mut previous = first;
-    for step in 1..count {
-        let expected = first as isize + (step as f64 * period_bins).round() as isize;
-        let mut best_at = expected;
-        let mut best_score = -1.0;
-        for shift in -slack..=slack {
-            let at = expected + shift;
-            if at <= previous as isize || at as usize + template > n {
-                continue;
-            }
-            let at = at as usize;
-            let (mut same, mut both) = (0u32, 0u32);
-            for i in 0..template.min(at - previous) {
-                let (a, b) = (labels[previous + i], labels[at + i]);
-                if a != 0 && b != 0 {
-                    both += 1;
-                    same += u32::from(a == b);
-                }
-            }
-            let score = if both == 0 {
-                0.0
-            } else {
-                f64::from(same) / f64::from(both)
-            };
-            if score > best_score {
-                (best_score, best_at) = (score, at as isize);
+/// Step starts (indices into `marker`) by dynamic programming: each start
+/// scores its marker value, each gap a penalty growing with its log-ratio to
+/// the period.
+fn place_starts(marker: &[f64], period: f64) -> Vec<usize> {
+    let n = marker.len();
+    let lo = (0.5 * period).floor().max(1.0) as usize;
+    let hi = (2.5 * period).ceil() as usize;
+    let mut score = vec![0.0; n];
+    let mut previous = vec![usize::MAX; n];
+    for t in 0..n {
+        let mut best = 0.0;
+        for gap in lo..=hi.min(t) {
+            let ratio = (gap as f64 / period).ln();
+            let v = score[t - gap] - GAP_WEIGHT * ratio * ratio;
+            if v > best {
+                best = v;
+                previous[t] = t - gap;
             }
         }
-        let at = best_at.max(previous as isize + 1) as usize;
-        lengths.push(time_at(at).saturating_sub(time_at(previous)) as f64);
-        boundaries.push(time_at(at));
-        previous = at;
+        score[t] = marker[t] + best;
     }
-    let loop_end = time_at(last);
-    lengths.push(loop_end.saturating_sub(time_at(previous)) as f64);
-    boundaries.push(loop_end);
-    let full: Vec<f64> = lengths[..lengths.len().saturating_sub(1)].to_vec();
-    // Wall-clock length of a step, over the whole loop.
-    let period_ns = (loop_end.saturating_sub(boundaries[0]) as f64 / count as f64).round() as u64;
-    let period_cv = (full.len() >= 2).then(|| {
-        let mean = full.iter().sum::<f64>() / full.len() as f64;
-        let var = full.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / full.len() as f64;
-        var.sqrt() / mean
+    let tail = n.saturating_sub((2.0 * period).ceil() as usize);
+    let Some(mut t) = (tail..n).max_by(|&a, &b| score[a].total_cmp(&score[b])) else {
+        return Vec::new();
+    };
+    let mut starts = vec![t];
+    while previous[t] != usize::MAX {
+        t = previous[t];
+        starts.push(t);
+    }
+    starts.reverse();
+    starts
+}
+
+/// A series of one function (in one labelling) on one thread.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Channel {
+    tid: u32,
+    labelling: usize,
+    function: usize,
+}
+
+/// First pass over the samples of `[start, end)` in bins of `bin_ns`: the
+/// period (ns) and its confidence, plus how strictly each channel repeats.
+fn period_in(
+    mine: &[&Sample],
+    labellings: &[&HashMap<Option<u64>, usize>],
+    start: u64,
+    bin_ns: u64,
+    n: usize,
+) -> Option<(f64, f64, HashMap<Channel, f64>)> {
+    let inside: Vec<&Sample> = mine
+        .iter()
+        .copied()
+        .filter(|s| s.time_ns >= start && ((s.time_ns - start) / bin_ns) < n as u64)
+        .collect();
+    let bin = |t: u64| ((t - start) / bin_ns) as usize;
+    // The threads that do the work: one series per (thread, labelling,
+    // busiest functions of it). Threads are kept apart, so that threads
+    // taking turns on the CPUs (time slices) do not look like a loop.
+    let mut per_thread: HashMap<u32, u64> = HashMap::new();
+    for s in &inside {
+        *per_thread.entry(s.tid).or_default() += 1;
+    }
+    let mut threads: Vec<(u32, u64)> = per_thread.into_iter().collect();
+    threads.sort_by_key(|&(tid, c)| (std::cmp::Reverse(c), tid));
+    let busiest_thread = threads.first()?.1;
+    threads.retain(|&(_, c)| c * 4 >= busiest_thread);
+    threads.truncate(MAX_THREADS);
+    let mut channels: Vec<Channel> = Vec::new();
+    let mut series: Vec<Vec<f64>> = Vec::new();
+    let mut shares: Vec<Vec<f64>> = Vec::new();
+    for &(tid, _) in &threads {
+        let own: Vec<&Sample> = inside.iter().copied().filter(|s| s.tid == tid).collect();
+        let mut total = vec![0.0; n];
+        for s in &own {
+            total[bin(s.time_ns)] += 1.0;
+        }
+        let first_series = series.len();
+        for (labelling, (labels, &keep)) in labellings.iter().zip(CHANNELS.iter()).enumerate() {
+            let mut totals: HashMap<usize, u64> = HashMap::new();
+            for s in &own {
+                if let Some(&f) = labels.get(&s.stack_id) {
+                    *totals.entry(f).or_default() += 1;
+                }
+            }
+            let mut busiest: Vec<(usize, u64)> = totals.into_iter().collect();
+            busiest.sort_by_key(|&(f, c)| (std::cmp::Reverse(c), f));
+            busiest.truncate(keep);
+            let index: HashMap<usize, usize> = busiest
+                .iter()
+                .enumerate()
+                .map(|(i, &(f, _))| (f, series.len() + i))
+                .collect();
+            for &(function, _) in &busiest {
+                channels.push(Channel {
+                    tid,
+                    labelling,
+                    function,
+                });
+                series.push(vec![0.0; n]);
+            }
+            for s in &own {
+                if let Some(&i) = labels.get(&s.stack_id).and_then(|f| index.get(f)) {
+                    series[i][bin(s.time_ns)] += 1.0;
+                }
+            }
+        }
+        // What the thread ran in each bin, as shares; bins where it did not
+        // run at all (descheduled, blocked) are neutral.
+        for s in &series[first_series..] {
+            let (sum, busy) = s
+                .iter()
+                .zip(&total)
+                .filter(|(_, t)| **t > 0.0)
+                .fold((0.0, 0usize), |(a, k), (v, t)| (a + v / t, k + 1));
+            let mean = sum / busy.max(1) as f64;
+            shares.push(
+                s.iter()
+                    .zip(&total)
+                    .map(|(v, t)| if *t > 0.0 { v / t } else { mean })
+                    .collect(),
+            );
+        }
+    }
+    let curve = autocorrelation(&shares, n);
+    let (period, score) = find_period(&curve)?;
+    // How strictly each channel repeats with the period.
+    let lag = period.round() as usize;
+    let strictness = channels
+        .into_iter()
+        .zip(&series)
+        .map(|(channel, s)| {
+            let mean = s.iter().sum::<f64>() / n as f64;
+            let (mut same, mut energy) = (0.0, 0.0);
+            for i in 0..n {
+                let d = s[i] - mean;
+                energy += d * d;
+                if i + lag < n {
+                    same += d * (s[i + lag] - mean);
+                }
+            }
+            (channel, if energy > 0.0 { same / energy } else { 0.0 })
+        })
+        .collect();
+    Some((period * bin_ns as f64, score.clamp(0.0, 1.0), strictness))
+}
+
+/// A sequence result this confident is taken as is.
+const STRONG_SEQUENCE: f64 = 0.5;
+
+/// Detects steps in the samples of `pid` (all samples when `None`).
+/// `labellings[0]` maps each stack to its self function, the next ones to
+/// its callers (any ids: each labelling is its own set of series).
+///
+/// Two detectors: the sequence of the busiest thread's samples
+/// (`steps_seq`, robust when the machine is loaded, needs dense sampling)
+/// and the wall-clock one here (several threads and caller levels, works
+/// with a few samples per step and with warm-up steps of odd length). A
+/// strong sequence result wins; else the wall clock's; else a weak sequence
+/// result.
+pub fn detect_steps(
+    samples: &[Sample],
+    labellings: &[&HashMap<Option<u64>, usize>],
+    pid: Option<u32>,
+) -> Steps {
+    let Some(self_of_stack) = labellings.first() else {
+        return none("no samples to look for steps", 0.0);
+    };
+    let sequence = crate::steps_seq::detect(samples, self_of_stack, pid);
+    if sequence.count > 0 && sequence.confidence >= STRONG_SEQUENCE {
+        return sequence;
+    }
+    let wall = detect_wall(samples, labellings, pid);
+    if wall.count > 0 || sequence.count == 0 {
+        return wall;
+    }
+    sequence
+}
+
+/// The wall-clock detector.
+///
+/// The first pass looks at 1 ms bins: over the whole run when it fits in
+/// `MAX_BINS` of them, else over that many in the middle of the run (where
+/// the loop is), and only then at the whole run in wider bins — wide bins
+/// would alias short steps into false long ones.
+fn detect_wall(
+    samples: &[Sample],
+    labellings: &[&HashMap<Option<u64>, usize>],
+    pid: Option<u32>,
+) -> Steps {
+    let mine: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| pid.is_none_or(|p| s.pid == p))
+        .collect();
+    if mine.len() < 64 {
+        return none("too few samples to look for steps", 0.0);
+    }
+    let (first, last) = mine.iter().fold((u64::MAX, 0), |(lo, hi), s| {
+        (lo.min(s.time_ns), hi.max(s.time_ns))
     });
+    let span = last - first + 1;
+    if span < 16 * MIN_BIN_NS {
+        return none("recording too short to look for steps", 0.0);
+    }
+    let fine_n = span.div_ceil(MIN_BIN_NS) as usize;
+    let mut attempts = Vec::new();
+    if fine_n <= MAX_BINS {
+        attempts.push((first, MIN_BIN_NS, fine_n));
+    } else {
+        let window = MAX_BINS as u64 * MIN_BIN_NS;
+        attempts.push((first + (span - window) / 2, MIN_BIN_NS, MAX_BINS));
+        let wide = span.div_ceil(MAX_BINS as u64);
+        attempts.push((first, wide, span.div_ceil(wide) as usize));
+    }
+    let mut best_confidence = 0.0f64;
+    let mut found = None;
+    for (start, bin_ns, n) in attempts {
+        match period_in(&mine, labellings, start, bin_ns, n) {
+            Some((period, confidence, strictness)) if confidence >= MIN_CONFIDENCE => {
+                found = Some((period, confidence, strictness));
+                break;
+            }
+            Some((_, confidence, _)) => best_confidence = best_confidence.max(confidence),
+            None => {}
+        }
+    }
+    let Some((period_ns, confidence, strictness)) = found else {
+        return none("no periodic structure found", best_confidence);
+    };
+
+    // Marker over the whole run: the channels that repeat most strictly
+    // with the period, each weighted by how strictly over how often it is
+    // sampled, in bins of a sixteenth of a period.
+    let strictest = strictness.values().copied().fold(0.0, f64::max);
+    // Whole milliseconds, so bins are not alternately hit by more and fewer
+    // ticks of the sampling clock.
+    let coarse_ns =
+        ((period_ns / BINS_PER_PERIOD / MIN_BIN_NS as f64).round() as u64).max(1) * MIN_BIN_NS;
+    let m = (span.div_ceil(coarse_ns) as usize).max(1);
+    // Work per distinct (thread, stack), not per sample.
+    let mut per_pair: HashMap<(u32, Option<u64>), u64> = HashMap::new();
+    for s in &mine {
+        *per_pair.entry((s.tid, s.stack_id)).or_default() += 1;
+    }
+    let channels_of = |&(tid, stack): &(u32, Option<u64>)| {
+        labellings
+            .iter()
+            .enumerate()
+            .filter_map(move |(labelling, labels)| {
+                labels.get(&stack).map(|&function| Channel {
+                    tid,
+                    labelling,
+                    function,
+                })
+            })
+    };
+    let mut hits: HashMap<Channel, u64> = HashMap::new();
+    for (pair, &count) in &per_pair {
+        for channel in channels_of(pair) {
+            if strictness.contains_key(&channel) {
+                *hits.entry(channel).or_default() += count;
+            }
+        }
+    }
+    let weights: HashMap<Channel, f64> = strictness
+        .iter()
+        .filter(|&(_, &strict)| strict > 0.0 && strict >= 0.5 * strictest)
+        .filter_map(|(channel, &strict)| {
+            let rate = *hits.get(channel)? as f64 / m as f64;
+            (rate > 0.0).then(|| (*channel, strict / rate))
+        })
+        .collect();
+    let weight_of_pair: HashMap<(u32, Option<u64>), f64> = per_pair
+        .keys()
+        .filter_map(|pair| {
+            let w: f64 = channels_of(pair).filter_map(|c| weights.get(&c)).sum();
+            (w > 0.0).then_some((*pair, w))
+        })
+        .collect();
+    let mut marker = vec![0.0; m];
+    for s in &mine {
+        if let Some(w) = weight_of_pair.get(&(s.tid, s.stack_id)) {
+            marker[((s.time_ns - first) / coarse_ns) as usize] += w;
+        }
+    }
+    // Light smoothing, then scale so a typical busy bin is 1.
+    let raw = marker.clone();
+    for (i, v) in marker.iter_mut().enumerate() {
+        let lo = i.saturating_sub(1);
+        let hi = (i + 2).min(m);
+        *v = raw[lo..hi].iter().sum::<f64>() / (hi - lo) as f64;
+    }
+    let mut positive: Vec<f64> = marker.iter().copied().filter(|&v| v > 0.0).collect();
+    positive.sort_by(f64::total_cmp);
+    let Some(&scale) = positive.get(positive.len() * 9 / 10) else {
+        return none("no periodic structure found", confidence);
+    };
+    marker.iter_mut().for_each(|v| *v /= scale);
+
+    let period_coarse = period_ns / coarse_ns as f64;
+    // Centred, an ordinary stretch earns nothing: only where the marker
+    // rises does a start pay for its gap penalty (else the dynamic programme
+    // would crowd in starts).
+    let average = marker.iter().sum::<f64>() / m as f64;
+    let centred: Vec<f64> = marker.iter().map(|v| v - average).collect();
+    let all = place_starts(&centred, period_coarse);
+    let mut strengths: Vec<f64> = all.iter().map(|&t| marker[t]).collect();
+    strengths.sort_by(f64::total_cmp);
+    let median = strengths.get(strengths.len() / 2).copied().unwrap_or(0.0);
+    let starts: Vec<usize> = all
+        .into_iter()
+        .filter(|&t| marker[t] >= WEAK_START * median)
+        .collect();
+    if starts.len() < 3 {
+        return none("no periodic structure found", confidence);
+    }
+    let time_of = |t: usize| first + t as u64 * coarse_ns;
+    let mut boundaries: Vec<u64> = starts.iter().map(|&t| time_of(t)).collect();
+    let lengths: Vec<f64> = boundaries
+        .windows(2)
+        .map(|w| (w[1] - w[0]) as f64)
+        .collect();
+    let mean = lengths.iter().sum::<f64>() / lengths.len() as f64;
+    let var = lengths.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / lengths.len() as f64;
+    // The last step ends a typical step after it starts, or with the samples.
+    let last_start = *boundaries.last().expect("three starts");
+    boundaries.push((last_start + mean.round() as u64).min(last.max(last_start + 1)));
     Steps {
-        count,
-        period_ns: Some(period_ns),
-        period_cv,
+        count: starts.len() as u64,
+        period_ns: Some(mean.round() as u64),
+        period_cv: (lengths.len() >= 2).then(|| var.sqrt() / mean),
         confidence,
         boundaries_ns: boundaries,
         note: None,
         expected: None,
-        labels: None,
+        method: Some("wall clock".to_owned()),
     }
 }
 
@@ -342,19 +561,26 @@ mod tests {
             _ => 2,
         });
         let steps = detect_steps(&rows, &[&map], Some(1));
-        assert_eq!(steps.count, 100, "{steps:?}");
+        let b = &steps.boundaries_ns;
+        assert_eq!(
+            steps.count,
+            100,
+            "{:?} {:?} {:?}",
+            steps.period_ns,
+            &b[..3],
+            &b[b.len() - 3..]
+        );
         let period = steps.period_ns.unwrap() as f64 / 1e6;
         assert!((period - 37.0).abs() < 0.5, "{period}");
         assert!(steps.confidence > 0.8, "{steps:?}");
         assert!(steps.period_cv.unwrap() < 0.05);
         assert_eq!(steps.boundaries_ns.len(), 101);
-        assert_eq!(steps.labels.as_deref(), Some("self functions"));
     }
 
     #[test]
-    fn callers_find_the_loop_when_leaf_functions_are_noise() {
-        // Each phase calls one of 20 random leaves: the leaves never repeat
-        // with the period, the callers do.
+    fn noisy_leaf_functions_still_show_the_loop() {
+        // Each phase calls one of 20 random leaves: no leaf is sampled in
+        // every step, but together (and through their callers) they repeat.
         let (rows, _) = samples(4000, |_| 0);
         let phase = |t: u64| match t % 40 {
             0..=19 => 0,
@@ -377,11 +603,11 @@ mod tests {
         let caller: HashMap<Option<u64>, usize> = (0..300)
             .map(|i| (Some(i), 1000 + i as usize / 100))
             .collect();
+        // 300 leaves sampled ~13 times each: too faint on their own.
         let by_leaf = detect_steps(&rows, &[&leaf], Some(1));
-        assert_eq!(by_leaf.count, 0, "{by_leaf:?}");
+        assert_eq!(by_leaf.count, 0, "{:?}", by_leaf.note);
         let steps = detect_steps(&rows, &[&leaf, &caller], Some(1));
-        assert_eq!(steps.count, 100, "{steps:?}");
-        assert_eq!(steps.labels.as_deref(), Some("callers"));
+        assert!(steps.count.abs_diff(100) <= 1, "{}", steps.count);
         let period = steps.period_ns.unwrap() as f64 / 1e6;
         assert!((period - 40.0).abs() < 0.5, "{period}");
     }
@@ -391,7 +617,7 @@ mod tests {
         // Two long phases, one after the other: decays, never peaks.
         let (rows, map) = samples(3000, |t| if t < 2000 { 0 } else { 1 });
         let steps = detect_steps(&rows, &[&map], Some(1));
-        assert_eq!(steps.count, 0, "{steps:?}");
+        assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
         assert_eq!(steps.note.as_deref(), Some("no periodic structure found"));
     }
 
@@ -411,6 +637,6 @@ mod tests {
             })
             .collect();
         let steps = detect_steps(&rows, &[&map], Some(1));
-        assert_eq!(steps.count, 0, "{steps:?}");
+        assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
     }
 }

@@ -1,0 +1,250 @@
+//! Step detection on one thread's sequence of samples (its CPU time), the
+//! first detector: each sample is labelled with its self function, and the
+//! share of samples equal to the one `lag` samples later is a categorical
+//! autocorrelation. Time the thread spends descheduled or blocked does not
+//! smear this sequence, which makes it robust on a loaded machine; it needs
+//! a few dozen samples per step. `steps.rs` combines it with the wall-clock
+//! detector.
+
+use crate::steps::{Steps, none};
+use sofa_trace::tables::Sample;
+use std::collections::HashMap;
+
+/// Longest series analysed; longer recordings use wider bins.
+const MAX_BINS: usize = 16_384;
+/// A peak must rise this far (in match share) above the lowest point before it.
+const MIN_PROMINENCE: f64 = 0.08;
+/// Periodic structure is reported only from this confidence on.
+pub const MIN_CONFIDENCE: f64 = 0.25;
+
+/// Share of non-empty bin pairs `lag` apart with the same label.
+fn matches(labels: &[u32], lag: usize) -> f64 {
+    let mut same = 0u64;
+    let mut both = 0u64;
+    for (a, b) in labels.iter().zip(&labels[lag..]) {
+        if *a != 0 && *b != 0 {
+            both += 1;
+            same += u64::from(a == b);
+        }
+    }
+    if both == 0 {
+        0.0
+    } else {
+        same as f64 / both as f64
+    }
+}
+
+/// Bins `[first, last)` of the stretch in which labels match the
+/// ones `lag` bins later at least `threshold` of the time (over a window of
+/// eight periods).
+fn periodic_region(labels: &[u32], lag: usize, threshold: f64) -> (usize, usize) {
+    let n = labels.len() - lag;
+    let mut same = vec![0u32; n + 1];
+    let mut both = vec![0u32; n + 1];
+    for i in 0..n {
+        let (a, b) = (labels[i], labels[i + lag]);
+        let pair = a != 0 && b != 0;
+        both[i + 1] = both[i] + u32::from(pair);
+        same[i + 1] = same[i] + u32::from(pair && a == b);
+    }
+    // Wide enough that a noisy loop (few samples per step) still averages
+    // out, narrow enough to find where the loop starts to within a few steps.
+    let half = (4 * lag).max(16);
+    let good = |i: usize| {
+        let (lo, hi) = (i.saturating_sub(half), (i + half + 1).min(n));
+        let pairs = both[hi] - both[lo];
+        pairs > 0 && f64::from(same[hi] - same[lo]) / f64::from(pairs) >= threshold
+    };
+    // From the first to the last well-matching window: a noisy loop dips
+    // below the threshold here and there without having stopped.
+    let Some(first) = (0..n).find(|&i| good(i)) else {
+        return (0, labels.len());
+    };
+    let last = (0..n).rev().find(|&i| good(i)).unwrap_or(first);
+    let best = (first, last);
+    // Position i compares bin i with bin i + lag: the loop runs one lag further.
+    (best.0, (best.1 + lag).min(labels.len()))
+}
+
+/// How each labelling of the samples is called in `Steps::labels`.
+/// Steps in the busiest thread of `pid`, from its self functions.
+pub fn detect(
+    samples: &[Sample],
+    self_of_stack: &HashMap<Option<u64>, usize>,
+    pid: Option<u32>,
+) -> Steps {
+    // The busiest thread of the process runs the loop; other threads (BLAS
+    // pools, data loaders) would blur its sequence.
+    let mut per_thread: HashMap<u32, u64> = HashMap::new();
+    for s in samples.iter().filter(|s| pid.is_none_or(|p| s.pid == p)) {
+        *per_thread.entry(s.tid).or_default() += 1;
+    }
+    let Some(tid) = per_thread
+        .iter()
+        .max_by_key(|(tid, n)| (**n, std::cmp::Reverse(**tid)))
+        .map(|(tid, _)| *tid)
+    else {
+        return none("no samples to look for steps", 0.0);
+    };
+    let mut points: Vec<(u64, u32)> = samples
+        .iter()
+        .filter(|s| pid.is_none_or(|p| s.pid == p) && s.tid == tid)
+        .map(|s| {
+            // Label 0 is "no sample"; functions are 1-based.
+            let label = self_of_stack
+                .get(&s.stack_id)
+                .map_or(u32::MAX, |&i| i as u32 + 1);
+            (s.time_ns, label)
+        })
+        .collect();
+    if points.len() < 64 {
+        return none("too few samples to look for steps", 0.0);
+    }
+    points.sort_unstable();
+    // One bin per sample (per `group` samples on long runs), in order: the
+    // sequence advances with the thread's CPU time, so time it spent
+    // descheduled or blocked does not smear the pattern.
+    let end = points[points.len() - 1].0;
+    let group = points.len().div_ceil(MAX_BINS);
+    let labels: Vec<u32> = points.chunks(group).map(|c| c[c.len() - 1].1).collect();
+    let times: Vec<u64> = points.chunks(group).map(|c| c[0].0).collect();
+    let n = labels.len();
+    let time_at = |bin: usize| times.get(bin).copied().unwrap_or(end);
+
+    // Chance level: two random non-empty bins carry the same label.
+    let mut freq: HashMap<u32, u64> = HashMap::new();
+    for &l in labels.iter().filter(|l| **l != 0) {
+        *freq.entry(l).or_default() += 1;
+    }
+    let filled: u64 = freq.values().sum();
+    let chance: f64 = freq
+        .values()
+        .map(|&c| (c as f64 / filled as f64).powi(2))
+        .sum();
+
+    // Autocorrelation up to a third of the run (at least three periods).
+    let max_lag = n / 3;
+    if max_lag < 4 {
+        return none("recording too short to look for steps", 0.0);
+    }
+    let curve: Vec<f64> = (0..=max_lag)
+        .map(|lag| if lag == 0 { 1.0 } else { matches(&labels, lag) })
+        .collect();
+    // Local maxima standing above the dip that precedes them.
+    let mut best: Option<(usize, f64)> = None;
+    let mut low = f64::MAX;
+    let mut peaks = Vec::new();
+    for lag in 2..max_lag {
+        low = low.min(curve[lag]);
+        if curve[lag] >= curve[lag - 1]
+            && curve[lag] >= curve[lag + 1]
+            && curve[lag] - low >= MIN_PROMINENCE
+        {
+            peaks.push((lag, curve[lag]));
+        }
+    }
+    let top = peaks.iter().map(|p| p.1).fold(0.0, f64::max);
+    // The period is the first peak nearly as high as the best (multiples are as high).
+    if let Some(&(lag, score)) = peaks.iter().find(|p| p.1 >= 0.9 * top) {
+        best = Some((lag, score));
+    }
+    let Some((lag, score)) = best else {
+        let confidence = 0.0;
+        return none("no periodic structure found", confidence);
+    };
+    let confidence = ((score - chance) / (1.0 - chance).max(1e-9)).clamp(0.0, 1.0);
+    if confidence < MIN_CONFIDENCE {
+        return none("no periodic structure found", confidence);
+    }
+
+    // Refine to below one bin: find the peak near k periods for k = 2, 4,
+    // 8, ..., each time within a third of a period of where the current
+    // estimate puts it (so it is the k-th multiple, not a neighbour), and
+    // divide its (interpolated) position by k.
+    let mut period_bins = lag as f64;
+    let mut k = 2usize;
+    while (k as f64 * period_bins) as usize + 1 < max_lag {
+        let center = k as f64 * period_bins;
+        let reach = (period_bins / 3.0).max(1.0);
+        let lo = ((center - reach).floor().max(1.0)) as usize;
+        let hi = ((center + reach).ceil() as usize).min(max_lag - 1);
+        let Some(peak) = (lo..=hi).max_by(|&a, &b| curve[a].total_cmp(&curve[b])) else {
+            break;
+        };
+        // Parabola through the peak and its neighbours.
+        let (y0, y1, y2) = (curve[peak - 1], curve[peak], curve[peak + 1]);
+        let denom = y0 - 2.0 * y1 + y2;
+        let offset = if denom.abs() > 1e-12 {
+            (0.5 * (y0 - y2) / denom).clamp(-0.5, 0.5)
+        } else {
+            0.0
+        };
+        period_bins = (peak as f64 + offset) / k as f64;
+        k *= 2;
+    }
+    // The loop is where the sequence matches itself one period later; start-up
+    // (imports, loading) and shutdown around it are not steps.
+    let (first, last) = periodic_region(&labels, lag, (score + chance) / 2.0);
+    let count = ((last - first) as f64 / period_bins).round().max(1.0) as u64;
+
+    // Step lengths: re-align each period boundary to where the sequence
+    // best matches the one a period earlier (within a quarter period).
+    let mut boundaries = vec![time_at(first)];
+    let mut lengths = Vec::new();
+    let slack = (period_bins / 4.0).floor() as isize;
+    let template = period_bins.round() as usize;
+    let mut previous = first;
+    for step in 1..count {
+        let expected = first as isize + (step as f64 * period_bins).round() as isize;
+        let mut best_at = expected;
+        let mut best_score = -1.0;
+        for shift in -slack..=slack {
+            let at = expected + shift;
+            if at <= previous as isize || at as usize + template > n {
+                continue;
+            }
+            let at = at as usize;
+            let (mut same, mut both) = (0u32, 0u32);
+            for i in 0..template.min(at - previous) {
+                let (a, b) = (labels[previous + i], labels[at + i]);
+                if a != 0 && b != 0 {
+                    both += 1;
+                    same += u32::from(a == b);
+                }
+            }
+            let score = if both == 0 {
+                0.0
+            } else {
+                f64::from(same) / f64::from(both)
+            };
+            if score > best_score {
+                (best_score, best_at) = (score, at as isize);
+            }
+        }
+        let at = best_at.max(previous as isize + 1) as usize;
+        lengths.push(time_at(at).saturating_sub(time_at(previous)) as f64);
+        boundaries.push(time_at(at));
+        previous = at;
+    }
+    let loop_end = time_at(last);
+    lengths.push(loop_end.saturating_sub(time_at(previous)) as f64);
+    boundaries.push(loop_end);
+    let full: Vec<f64> = lengths[..lengths.len().saturating_sub(1)].to_vec();
+    // Wall-clock length of a step, over the whole loop.
+    let period_ns = (loop_end.saturating_sub(boundaries[0]) as f64 / count as f64).round() as u64;
+    let period_cv = (full.len() >= 2).then(|| {
+        let mean = full.iter().sum::<f64>() / full.len() as f64;
+        let var = full.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / full.len() as f64;
+        var.sqrt() / mean
+    });
+    Steps {
+        count,
+        period_ns: Some(period_ns),
+        period_cv,
+        confidence,
+        boundaries_ns: boundaries,
+        note: None,
+        expected: None,
+        method: Some("sequence".to_owned()),
+    }
+}
