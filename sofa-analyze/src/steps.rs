@@ -21,7 +21,7 @@ use sofa_trace::tables::Sample;
 use std::collections::HashMap;
 
 /// Most bins of the first pass; longer recordings use wider bins.
-const MAX_BINS: usize = 16_384;
+const MAX_BINS: usize = 8_192;
 /// Threads looked at: the busiest, and others with a quarter of its samples.
 const MAX_THREADS: usize = 3;
 /// Narrowest bin, ns: about one sampling interval at the default rate, so
@@ -30,7 +30,7 @@ const MIN_BIN_NS: u64 = 1_000_000;
 /// Shortest period looked for, in bins.
 const MIN_LAG: usize = 4;
 /// Series used in the first pass, per labelling (self, callers, ...).
-const CHANNELS: [usize; 4] = [24, 12, 6, 3];
+const CHANNELS: [usize; 4] = [16, 8, 4, 2];
 /// A peak must rise this far above the lowest point before it.
 const MIN_PROMINENCE: f64 = 0.05;
 /// Periodic structure is reported only from this confidence on.
