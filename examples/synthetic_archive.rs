@@ -19,7 +19,8 @@ fn main() -> ExitCode {
     };
     let synthetic = Synthetic {
         samples,
-        collectors: true,
+        // SOFA_SYNTHETIC_BARE=1: CPU samples only, as `analyze_throughput` uses.
+        collectors: std::env::var_os("SOFA_SYNTHETIC_BARE").is_none(),
     };
     match synthetic.write(std::path::Path::new(dir)) {
         Ok(()) => {

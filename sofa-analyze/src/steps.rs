@@ -222,13 +222,15 @@ fn place_starts(marker: &[f64], period: f64) -> Vec<usize> {
     let n = marker.len();
     let lo = (0.5 * period).floor().max(1.0) as usize;
     let hi = (2.5 * period).ceil() as usize;
+    let penalty: Vec<f64> = (0..=hi)
+        .map(|gap| GAP_WEIGHT * (gap.max(1) as f64 / period).ln().powi(2))
+        .collect();
     let mut score = vec![0.0; n];
     let mut previous = vec![usize::MAX; n];
     for t in 0..n {
         let mut best = 0.0;
         for gap in lo..=hi.min(t) {
-            let ratio = (gap as f64 / period).ln();
-            let v = score[t - gap] - GAP_WEIGHT * ratio * ratio;
+            let v = score[t - gap] - penalty[gap];
             if v > best {
                 best = v;
                 previous[t] = t - gap;
