@@ -1,9 +1,9 @@
 //! Per-step breakdown: what each training step spent its time on.
 
+use crate::fasthash::StackMap;
 use crate::hints::IO_CALLS;
 use serde::Serialize;
 use sofa_trace::tables::{GpuCounter, NetEvent, Sample, Syscall};
-use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepBreakdown {
@@ -32,7 +32,7 @@ fn step_of(boundaries: &[u64], t: u64) -> Option<usize> {
 pub struct Inputs<'a> {
     pub boundaries: &'a [u64],
     pub samples: &'a [Sample],
-    pub self_of_stack: &'a HashMap<Option<u64>, usize>,
+    pub self_of_stack: &'a StackMap<usize>,
     pub swarm_of_function: &'a [usize],
     pub swarms: usize,
     pub syscalls: &'a [Syscall],

@@ -1,6 +1,7 @@
 //! Top functions by self and total samples.
 
 use crate::AnalyzeError;
+use crate::fasthash::{FastMap, StackMap};
 use serde::Serialize;
 use sofa_trace::Archive;
 use sofa_trace::tables::{Frame, Mapping, Sample, StackNode, Symbol};
@@ -78,11 +79,11 @@ pub(crate) fn resolve_frames(archive: &Archive) -> Result<HashMap<u64, Resolved>
 pub struct Functions {
     pub rows: Vec<FunctionRow>,
     /// Index into `rows` of the self function of each stack (`None`: no stack).
-    pub self_of_stack: HashMap<Option<u64>, usize>,
+    pub self_of_stack: StackMap<usize>,
     /// Index into `rows` of the caller of the self function (`[0]`), of its
     /// caller (`[1]`), ... (`CALLER_DEPTHS` levels; the outermost function
     /// when the stack is shorter). Recursion counts once.
-    pub callers_of_stack: Vec<HashMap<Option<u64>, usize>>,
+    pub callers_of_stack: Vec<StackMap<usize>>,
 }
 
 /// Levels of callers kept per stack (for step detection).
@@ -91,7 +92,7 @@ pub const CALLER_DEPTHS: usize = 3;
 /// Self and total samples per function, most self samples first. Work is per
 /// distinct stack, not per sample: samples are counted by stack first.
 pub fn top_functions(archive: &Archive, samples: &[Sample]) -> Result<Functions, AnalyzeError> {
-    let mut per_stack: HashMap<Option<u64>, u64> = HashMap::new();
+    let mut per_stack: FastMap<Option<u64>, u64> = FastMap::default();
     let total = samples.len() as u64;
     for sample in samples {
         *per_stack.entry(sample.stack_id).or_default() += 1;
@@ -175,7 +176,7 @@ pub fn top_functions(archive: &Archive, samples: &[Sample]) -> Result<Functions,
         .enumerate()
         .map(|(i, r)| ((r.name.as_str(), r.module.as_str()), i))
         .collect();
-    let self_of_stack: HashMap<Option<u64>, usize> = self_names
+    let self_of_stack: StackMap<usize> = self_names
         .into_iter()
         .map(|(stack, (name, module))| (stack, position[&(name.as_str(), module.as_str())]))
         .collect();

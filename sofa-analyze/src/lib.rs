@@ -3,6 +3,7 @@
 
 mod breakdown;
 mod export;
+mod fasthash;
 mod functions;
 mod gpu;
 mod hints;
@@ -21,6 +22,7 @@ mod views;
 
 pub use breakdown::StepBreakdown;
 pub use export::{ExportError, export};
+pub use fasthash::StackMap;
 pub use functions::{FunctionRow, Functions, ModuleRow, modules, top_functions};
 pub use gpu::{GpuRow, gpu_table};
 pub use hints::{Hint, hints};

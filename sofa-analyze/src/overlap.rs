@@ -6,15 +6,15 @@
 //! which have no thread, belong to the swarm running on the busiest thread
 //! at that moment.
 
+use crate::fasthash::{FastMap, StackMap};
 use crate::swarms::Swarm;
 use sofa_trace::tables::{GpuCounter, NetEvent, Sample, Syscall};
-use std::collections::HashMap;
 
 /// Samples further than this from an event do not say what ran then.
 const TOLERANCE_NS: u64 = 5_000_000;
 
 /// Per thread: (time, swarm id) of its samples, in time order.
-struct Timelines(HashMap<u32, Vec<(u64, usize)>>);
+struct Timelines(FastMap<u32, Vec<(u64, usize)>>);
 
 impl Timelines {
     fn swarm_at(&self, tid: u32, t: u64) -> Option<usize> {
@@ -32,7 +32,7 @@ impl Timelines {
 
 pub struct Inputs<'a> {
     pub samples: &'a [Sample],
-    pub self_of_stack: &'a HashMap<Option<u64>, usize>,
+    pub self_of_stack: &'a StackMap<usize>,
     pub swarm_of_function: &'a [usize],
     pub syscalls: &'a [Syscall],
     pub gpu: &'a [GpuCounter],
@@ -41,7 +41,7 @@ pub struct Inputs<'a> {
 
 /// Fills the overlap fields of `swarms`.
 pub fn add_overlaps(swarms: &mut [Swarm], i: &Inputs) {
-    let mut lines: HashMap<u32, Vec<(u64, usize)>> = HashMap::new();
+    let mut lines: FastMap<u32, Vec<(u64, usize)>> = FastMap::default();
     for s in i.samples {
         if let Some(&f) = i.self_of_stack.get(&s.stack_id)
             && let Some(&swarm) = i.swarm_of_function.get(f)

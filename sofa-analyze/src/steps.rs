@@ -16,6 +16,7 @@
 //!    (warm-up, hiccups) from half to two and a half periods. Starts where
 //!    the marker is weak (start-up, shutdown, spurious splits) are dropped.
 
+use crate::fasthash::{FastMap, StackMap};
 use serde::Serialize;
 use sofa_trace::tables::Sample;
 use std::collections::HashMap;
@@ -263,7 +264,7 @@ struct Channel {
 /// period (ns) and its confidence, plus how strictly each channel repeats.
 fn period_in(
     mine: &[&Sample],
-    labellings: &[&HashMap<Option<u64>, usize>],
+    labellings: &[&StackMap<usize>],
     start: u64,
     bin_ns: u64,
     n: usize,
@@ -277,7 +278,7 @@ fn period_in(
     // The threads that do the work: one series per (thread, labelling,
     // busiest functions of it). Threads are kept apart, so that threads
     // taking turns on the CPUs (time slices) do not look like a loop.
-    let mut per_thread: HashMap<u32, u64> = HashMap::new();
+    let mut per_thread: FastMap<u32, u64> = FastMap::default();
     for s in &inside {
         *per_thread.entry(s.tid).or_default() += 1;
     }
@@ -297,7 +298,7 @@ fn period_in(
         }
         let first_series = series.len();
         for (labelling, (labels, &keep)) in labellings.iter().zip(CHANNELS.iter()).enumerate() {
-            let mut totals: HashMap<usize, u64> = HashMap::new();
+            let mut totals: FastMap<usize, u64> = FastMap::default();
             for s in &own {
                 if let Some(&f) = labels.get(&s.stack_id) {
                     *totals.entry(f).or_default() += 1;
@@ -380,7 +381,7 @@ const STRONG_SEQUENCE: f64 = 0.5;
 /// result.
 pub fn detect_steps(
     samples: &[Sample],
-    labellings: &[&HashMap<Option<u64>, usize>],
+    labellings: &[&StackMap<usize>],
     pid: Option<u32>,
 ) -> Steps {
     let Some(self_of_stack) = labellings.first() else {
@@ -403,11 +404,7 @@ pub fn detect_steps(
 /// `MAX_BINS` of them, else over that many in the middle of the run (where
 /// the loop is), and only then at the whole run in wider bins — wide bins
 /// would alias short steps into false long ones.
-fn detect_wall(
-    samples: &[Sample],
-    labellings: &[&HashMap<Option<u64>, usize>],
-    pid: Option<u32>,
-) -> Steps {
+fn detect_wall(samples: &[Sample], labellings: &[&StackMap<usize>], pid: Option<u32>) -> Steps {
     let mine: Vec<&Sample> = samples
         .iter()
         .filter(|s| pid.is_none_or(|p| s.pid == p))
@@ -458,7 +455,7 @@ fn detect_wall(
         ((period_ns / BINS_PER_PERIOD / MIN_BIN_NS as f64).round() as u64).max(1) * MIN_BIN_NS;
     let m = (span.div_ceil(coarse_ns) as usize).max(1);
     // Work per distinct (thread, stack), not per sample.
-    let mut per_pair: HashMap<(u32, Option<u64>), u64> = HashMap::new();
+    let mut per_pair: FastMap<(u32, Option<u64>), u64> = FastMap::default();
     for s in &mine {
         *per_pair.entry((s.tid, s.stack_id)).or_default() += 1;
     }
@@ -562,7 +559,7 @@ mod tests {
     use super::*;
 
     /// Samples every 1 ms following `phase(t_ms)` as the self function.
-    fn samples(ms: u64, phase: impl Fn(u64) -> u64) -> (Vec<Sample>, HashMap<Option<u64>, usize>) {
+    fn samples(ms: u64, phase: impl Fn(u64) -> u64) -> (Vec<Sample>, StackMap<usize>) {
         let rows = (0..ms)
             .map(|t| Sample {
                 time_ns: 1_000_000_000 + t * 1_000_000,
@@ -644,8 +641,8 @@ mod tests {
                 s
             })
             .collect();
-        let leaf: HashMap<Option<u64>, usize> = (0..300).map(|i| (Some(i), i as usize)).collect();
-        let caller: HashMap<Option<u64>, usize> = (0..300)
+        let leaf: StackMap<usize> = (0..300).map(|i| (Some(i), i as usize)).collect();
+        let caller: StackMap<usize> = (0..300)
             .map(|i| (Some(i), 1000 + i as usize / 100))
             .collect();
         // 300 leaves sampled ~13 times each: too faint on their own.

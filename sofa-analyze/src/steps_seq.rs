@@ -6,9 +6,9 @@
 //! a few dozen samples per step. `steps.rs` combines it with the wall-clock
 //! detector.
 
+use crate::fasthash::{FastMap, StackMap};
 use crate::steps::{Steps, none};
 use sofa_trace::tables::Sample;
-use std::collections::HashMap;
 
 /// Longest series analysed; longer recordings use wider bins.
 const MAX_BINS: usize = 16_384;
@@ -68,14 +68,10 @@ fn periodic_region(labels: &[u32], lag: usize, threshold: f64) -> (usize, usize)
 
 /// How each labelling of the samples is called in `Steps::labels`.
 /// Steps in the busiest thread of `pid`, from its self functions.
-pub fn detect(
-    samples: &[Sample],
-    self_of_stack: &HashMap<Option<u64>, usize>,
-    pid: Option<u32>,
-) -> Steps {
+pub fn detect(samples: &[Sample], self_of_stack: &StackMap<usize>, pid: Option<u32>) -> Steps {
     // The busiest thread of the process runs the loop; other threads (BLAS
     // pools, data loaders) would blur its sequence.
-    let mut per_thread: HashMap<u32, u64> = HashMap::new();
+    let mut per_thread: FastMap<u32, u64> = FastMap::default();
     for s in samples.iter().filter(|s| pid.is_none_or(|p| s.pid == p)) {
         *per_thread.entry(s.tid).or_default() += 1;
     }
@@ -112,7 +108,7 @@ pub fn detect(
     let time_at = |bin: usize| times.get(bin).copied().unwrap_or(end);
 
     // Chance level: two random non-empty bins carry the same label.
-    let mut freq: HashMap<u32, u64> = HashMap::new();
+    let mut freq: FastMap<u32, u64> = FastMap::default();
     for &l in labels.iter().filter(|l| **l != 0) {
         *freq.entry(l).or_default() += 1;
     }

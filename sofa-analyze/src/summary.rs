@@ -1,5 +1,6 @@
 use crate::AnalyzeError;
 use crate::breakdown::{Inputs, StepBreakdown, step_breakdown};
+use crate::fasthash::StackMap;
 use crate::functions::{FunctionRow, Functions, ModuleRow, modules, top_functions};
 use crate::gpu::{GpuRow, gpu_table};
 use crate::hints::{Hint, hints};
@@ -14,7 +15,7 @@ use crate::views::Views;
 use serde::Serialize;
 use sofa_trace::tables::{GpuCounter, NetEvent, Sample, Syscall};
 use sofa_trace::{Archive, CollectorState};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Everything `sofa analyze` prints; `--json` serializes it as is, so field
 /// names are part of the interface scripts rely on.
@@ -165,7 +166,7 @@ fn analyze_inner(
         callers_of_stack,
     } = top_functions(archive, &sample_rows)?;
     let (processes, threads) = processes_and_threads(archive, &sample_rows)?;
-    let labellings: Vec<&HashMap<Option<u64>, usize>> = std::iter::once(&self_of_stack)
+    let labellings: Vec<&StackMap<usize>> = std::iter::once(&self_of_stack)
         .chain(&callers_of_stack)
         .collect();
     let mut steps = detect_steps(&sample_rows, &labellings, processes.first().map(|p| p.pid));

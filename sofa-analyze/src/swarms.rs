@@ -5,6 +5,7 @@
 //! profiles, k chosen by silhouette unless forced. Work is per function, not
 //! per sample, so it scales with the program, not the recording.
 
+use crate::fasthash::StackMap;
 use crate::functions::FunctionRow;
 use crate::steps::Steps;
 use linfa::prelude::*;
@@ -120,7 +121,7 @@ fn kmeans(data: &Array2<f64>, k: usize) -> Option<(Vec<usize>, Array2<f64>)> {
 /// into `functions`).
 pub fn find_swarms(
     samples: &[Sample],
-    self_of_stack: &HashMap<Option<u64>, usize>,
+    self_of_stack: &StackMap<usize>,
     functions: &[FunctionRow],
     steps: &Steps,
     force_k: Option<usize>,

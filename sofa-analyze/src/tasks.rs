@@ -1,6 +1,7 @@
 //! Samples per process and per thread, named by the kernel's comm records.
 
 use crate::AnalyzeError;
+use crate::fasthash::FastMap;
 use serde::Serialize;
 use sofa_trace::Archive;
 use sofa_trace::tables::{Sample, TaskEvent};
@@ -71,7 +72,7 @@ pub fn processes_and_threads(
     samples: &[Sample],
 ) -> Result<(Vec<ProcessRow>, Vec<ThreadRow>), AnalyzeError> {
     let names = Names::new(archive.read_table::<TaskEvent>()?);
-    let mut per_thread: HashMap<(u32, u32), u64> = HashMap::new();
+    let mut per_thread: FastMap<(u32, u32), u64> = FastMap::default();
     let total = samples.len() as u64;
     for s in samples {
         *per_thread.entry((s.pid, s.tid)).or_default() += 1;
@@ -83,7 +84,7 @@ pub fn processes_and_threads(
             n as f64 / total as f64
         }
     };
-    let mut per_process: HashMap<u32, u64> = HashMap::new();
+    let mut per_process: FastMap<u32, u64> = FastMap::default();
     for (&(pid, _), &n) in &per_thread {
         *per_process.entry(pid).or_default() += n;
     }

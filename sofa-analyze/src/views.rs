@@ -3,6 +3,7 @@
 //! and the time × address scatter. Every view is aggregated to a bounded size
 //! (bins, cells, stacks), so a run of 10^7 samples gives a report of a few MB.
 
+use crate::fasthash::{FastMap, StackMap};
 use crate::functions::{Resolved, resolve_frames};
 use serde::Serialize;
 use sofa_trace::Archive;
@@ -112,7 +113,7 @@ pub struct Folded {
 /// What the analysis already worked out, reused here.
 pub(crate) struct Inputs<'a> {
     pub samples: &'a [Sample],
-    pub self_of_stack: &'a HashMap<Option<u64>, usize>,
+    pub self_of_stack: &'a StackMap<usize>,
     pub swarm_of_function: &'a [usize],
     pub function_names: Vec<(&'a str, &'a str)>,
     pub swarm_captions: Vec<String>,
@@ -333,8 +334,8 @@ pub(crate) fn build(archive: &Archive, i: &Inputs) -> Result<Views, crate::Analy
     let mut swarm_samples = vec![vec![0u32; axis.bins]; rows + 1];
     // Scatter cells and flamegraph counts in the same pass.
     let scatter_axis = Axis::new(start, end, SCATTER_BINS);
-    let mut cells: HashMap<(u32, usize), u32> = HashMap::new();
-    let mut per_stack: HashMap<Option<u64>, u64> = HashMap::new();
+    let mut cells: FastMap<(u32, usize), u32> = FastMap::default();
+    let mut per_stack: FastMap<Option<u64>, u64> = FastMap::default();
     for s in i.samples {
         let swarm = swarm_of(s.stack_id);
         if let Some(b) = axis.bin(s.time_ns) {
