@@ -16,7 +16,8 @@
 
 use linfa::prelude::*;
 use linfa_clustering::{Dbscan, KMeans};
-use ndarray::{Array2, ArrayView1};
+use ndarray::Array2;
+use sofa_analyze::distance;
 use std::time::Instant;
 
 const BINS: usize = 16;
@@ -62,41 +63,10 @@ fn generate(phases: usize, functions: usize, noise: f64, seed: u64) -> (Array2<f
     (data, truth)
 }
 
-fn distance(a: ArrayView1<f64>, b: ArrayView1<f64>) -> f64 {
-    a.iter()
-        .zip(b.iter())
-        .map(|(x, y)| (x - y).powi(2))
-        .sum::<f64>()
-        .sqrt()
-}
-
+/// Silhouette with k taken from the labels.
 fn silhouette(data: &Array2<f64>, labels: &[usize]) -> f64 {
     let k = labels.iter().max().map_or(0, |m| m + 1);
-    let n = data.nrows();
-    let mut total = 0.0;
-    for i in 0..n {
-        let mut sum = vec![0.0; k];
-        let mut count = vec![0usize; k];
-        for j in 0..n {
-            if i != j {
-                sum[labels[j]] += distance(data.row(i), data.row(j));
-                count[labels[j]] += 1;
-            }
-        }
-        let own = labels[i];
-        if count[own] == 0 {
-            continue;
-        }
-        let a = sum[own] / count[own] as f64;
-        let b = (0..k)
-            .filter(|&c| c != own && count[c] > 0)
-            .map(|c| sum[c] / count[c] as f64)
-            .fold(f64::INFINITY, f64::min);
-        if b.is_finite() {
-            total += (b - a) / a.max(b).max(1e-12);
-        }
-    }
-    total / n as f64
+    sofa_analyze::silhouette(data, labels, k)
 }
 
 /// Adjusted Rand index of two labellings.

@@ -69,7 +69,8 @@ impl Phaser<'_> {
     }
 }
 
-fn distance(a: ArrayView1<f64>, b: ArrayView1<f64>) -> f64 {
+/// Euclidean distance of two profiles.
+pub fn distance(a: ArrayView1<f64>, b: ArrayView1<f64>) -> f64 {
     a.iter()
         .zip(b.iter())
         .map(|(x, y)| (x - y).powi(2))
@@ -78,7 +79,7 @@ fn distance(a: ArrayView1<f64>, b: ArrayView1<f64>) -> f64 {
 }
 
 /// Mean silhouette of a clustering (higher is better separated).
-fn silhouette(data: &Array2<f64>, labels: &[usize], k: usize) -> f64 {
+pub fn silhouette(data: &Array2<f64>, labels: &[usize], k: usize) -> f64 {
     let n = data.nrows();
     let mut total = 0.0;
     for i in 0..n {

@@ -24,7 +24,7 @@ pub const REPORT_FORMAT: u32 = 1;
 /// Rows of the function table embedded (the busiest).
 pub const MAX_FUNCTIONS: usize = 1000;
 /// Rows of the per-step breakdown embedded (the first steps).
-pub const MAX_STEP_ROWS: usize = 5000;
+pub const MAX_STEP_ROWS: usize = 1000;
 
 /// Nothing but an inline script and inline styles may run or load; frames
 /// only from `blob:` (the flamegraph SVGs, made by the page itself).
