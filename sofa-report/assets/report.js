@@ -638,8 +638,11 @@
           var y0 = h - r * rowH;
           ctx.fillStyle = (start === 0 || S.functions[start].module.length % 2) ? "#f7f8fa" : "#eef0f3";
           ctx.fillRect(left, y0, w, (r - start) * rowH);
-          ctx.fillStyle = "#667085";
-          ctx.fillText(S.functions[start].module.slice(0, 18), 2, h - start * rowH - 2);
+          if ((r - start) * rowH >= 11) {
+            // Only where the band is tall enough for its name.
+            ctx.fillStyle = "#667085";
+            ctx.fillText(S.functions[start].module.slice(0, 18), 2, h - start * rowH - 2);
+          }
           ctx.fillStyle = "#d0d5dd";
           ctx.fillRect(0, y0, c.w, 1);
           start = r;
