@@ -12,6 +12,8 @@
 //! functions and stack depths), 400 frames with symbols. Peak memory (VmHWM)
 //! is printed after each size.
 
+mod common;
+use common::peak_rss_mib;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sofa_trace::Archive;
 use sofa_trace::synthetic::Synthetic;
@@ -24,15 +26,6 @@ fn generate(dir: &Path, samples: u64) {
     }
     .write(dir)
     .unwrap();
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn bench(c: &mut Criterion) {

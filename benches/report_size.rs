@@ -10,18 +10,11 @@
 //! The archives are `sofa_trace::synthetic` ones with every collector (GPU,
 //! network, syscalls, /proc counters), so every part of the report is drawn.
 
+mod common;
+use common::peak_rss_mib;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sofa_trace::Archive;
 use sofa_trace::synthetic::Synthetic;
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 fn bench(c: &mut Criterion) {
     let max: u64 = std::env::var("SOFA_BENCH_MAX")

@@ -165,6 +165,35 @@ fn autocorrelation_direct(series: &[Vec<f64>], n: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Refines a period of `lag` bins to below one bin: finds the peak near k
+/// periods for k = 2, 4, 8, ..., each time within a third of a period of
+/// where the current estimate puts it (so it is the k-th multiple, not a
+/// neighbour), and divides its position (interpolated by a parabola through
+/// the peak and its neighbours) by k.
+pub(crate) fn refine_period(curve: &[f64], lag: usize, max_lag: usize) -> f64 {
+    let mut period = lag as f64;
+    let mut k = 2usize;
+    while (k as f64 * period) as usize + 1 < max_lag {
+        let center = k as f64 * period;
+        let reach = (period / 3.0).max(1.0);
+        let lo = ((center - reach).floor().max(1.0)) as usize;
+        let hi = ((center + reach).ceil() as usize).min(max_lag - 1);
+        let Some(peak) = (lo..=hi).max_by(|&a, &b| curve[a].total_cmp(&curve[b])) else {
+            break;
+        };
+        let (y0, y1, y2) = (curve[peak - 1], curve[peak], curve[peak + 1]);
+        let denom = y0 - 2.0 * y1 + y2;
+        let offset = if denom.abs() > 1e-12 {
+            (0.5 * (y0 - y2) / denom).clamp(-0.5, 0.5)
+        } else {
+            0.0
+        };
+        period = (peak as f64 + offset) / k as f64;
+        k *= 2;
+    }
+    period
+}
+
 /// The period (in bins, sub-bin precision) and its peak height, if the
 /// autocorrelation has a prominent peak.
 fn find_period(curve: &[f64]) -> Option<(f64, f64)> {
@@ -189,30 +218,7 @@ fn find_period(curve: &[f64]) -> Option<(f64, f64)> {
     let top = peaks.iter().map(|p| p.1).fold(0.0, f64::max);
     // The period is the first peak nearly as high as the best (multiples are as high).
     let &(lag, score) = peaks.iter().find(|p| p.1 >= 0.9 * top)?;
-    // Refine to below one bin: find the peak near k periods for k = 2, 4,
-    // 8, ..., each time within a third of a period of where the current
-    // estimate puts it (so it is the k-th multiple, not a neighbour), and
-    // divide its (interpolated) position by k.
-    let mut period = lag as f64;
-    let mut k = 2usize;
-    while (k as f64 * period) as usize + 1 < max_lag {
-        let center = k as f64 * period;
-        let reach = (period / 3.0).max(1.0);
-        let lo = ((center - reach).floor().max(1.0)) as usize;
-        let hi = ((center + reach).ceil() as usize).min(max_lag - 1);
-        let Some(peak) = (lo..=hi).max_by(|&a, &b| curve[a].total_cmp(&curve[b])) else {
-            break;
-        };
-        let (y0, y1, y2) = (curve[peak - 1], curve[peak], curve[peak + 1]);
-        let denom = y0 - 2.0 * y1 + y2;
-        let offset = if denom.abs() > 1e-12 {
-            (0.5 * (y0 - y2) / denom).clamp(-0.5, 0.5)
-        } else {
-            0.0
-        };
-        period = (peak as f64 + offset) / k as f64;
-        k *= 2;
-    }
+    let period = refine_period(curve, lag, max_lag);
     Some((period, score))
 }
 

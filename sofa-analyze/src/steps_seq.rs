@@ -153,31 +153,7 @@ pub fn detect(samples: &[Sample], self_of_stack: &StackMap<usize>, pid: Option<u
         return none("no periodic structure found", confidence);
     }
 
-    // Refine to below one bin: find the peak near k periods for k = 2, 4,
-    // 8, ..., each time within a third of a period of where the current
-    // estimate puts it (so it is the k-th multiple, not a neighbour), and
-    // divide its (interpolated) position by k.
-    let mut period_bins = lag as f64;
-    let mut k = 2usize;
-    while (k as f64 * period_bins) as usize + 1 < max_lag {
-        let center = k as f64 * period_bins;
-        let reach = (period_bins / 3.0).max(1.0);
-        let lo = ((center - reach).floor().max(1.0)) as usize;
-        let hi = ((center + reach).ceil() as usize).min(max_lag - 1);
-        let Some(peak) = (lo..=hi).max_by(|&a, &b| curve[a].total_cmp(&curve[b])) else {
-            break;
-        };
-        // Parabola through the peak and its neighbours.
-        let (y0, y1, y2) = (curve[peak - 1], curve[peak], curve[peak + 1]);
-        let denom = y0 - 2.0 * y1 + y2;
-        let offset = if denom.abs() > 1e-12 {
-            (0.5 * (y0 - y2) / denom).clamp(-0.5, 0.5)
-        } else {
-            0.0
-        };
-        period_bins = (peak as f64 + offset) / k as f64;
-        k *= 2;
-    }
+    let period_bins = crate::steps::refine_period(&curve, lag, max_lag);
     // The loop is where the sequence matches itself one period later; start-up
     // (imports, loading) and shutdown around it are not steps.
     let (first, last) = periodic_region(&labels, lag, (score + chance) / 2.0);
