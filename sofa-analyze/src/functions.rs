@@ -80,10 +80,14 @@ pub struct Functions {
     pub rows: Vec<FunctionRow>,
     /// Index into `rows` of the self function of each stack (`None`: no stack).
     pub self_of_stack: StackMap<usize>,
-    /// Index into `rows` of the caller of the self function (`[0]`), of its
-    /// caller (`[1]`), ... (`CALLER_DEPTHS` levels; the outermost function
-    /// when the stack is shorter). Recursion counts once.
-    pub callers_of_stack: Vec<StackMap<usize>>,
+    /// Index into `rows` of the innermost user-space function of each stack
+    /// (`[0]`), of its caller (`[1]`), ... (`CALLER_DEPTHS` callers; the
+    /// outermost function when the stack is shorter; kernel frames only for
+    /// stacks with no user frame). Recursion counts once. A sample taken in
+    /// the kernel — a system call, an interrupt, the scheduler — is labelled
+    /// by the user code it served, so timer ticks and time slices do not
+    /// read as a loop.
+    pub user_chain_of_stack: Vec<StackMap<usize>>,
 }
 
 /// Levels of callers kept per stack (for step detection).
@@ -115,6 +119,7 @@ pub fn top_functions(archive: &Archive, samples: &[Sample]) -> Result<Functions,
         let mut seen: HashSet<&(String, String)> = HashSet::new();
         let mut self_name: Option<&(String, String)> = None;
         let mut chain: Vec<&(String, String)> = Vec::new();
+        let mut user_chain: Vec<&(String, String)> = Vec::new();
         let mut cursor = stack_id;
         // Bounded walk: a corrupt archive with a cycle must not hang analysis.
         let mut steps = 0usize;
@@ -127,6 +132,12 @@ pub fn top_functions(archive: &Archive, samples: &[Sample]) -> Result<Functions,
                     if chain.len() <= CALLER_DEPTHS && chain.last() != Some(&name) {
                         chain.push(name);
                     }
+                    if name.1 != "[kernel]"
+                        && user_chain.len() <= CALLER_DEPTHS
+                        && user_chain.last() != Some(&name)
+                    {
+                        user_chain.push(name);
+                    }
                 }
             }
             cursor = node.parent_id;
@@ -137,6 +148,11 @@ pub fn top_functions(archive: &Archive, samples: &[Sample]) -> Result<Functions,
         }
         let self_name = self_name.unwrap_or(&unknown);
         self_names.insert(stack_id, self_name.clone());
+        let chain = if user_chain.is_empty() {
+            chain
+        } else {
+            user_chain
+        };
         chains.insert(stack_id, chain.into_iter().cloned().collect());
         seen.insert(self_name);
         counts.entry(self_name.clone()).or_default().0 += n;
@@ -180,7 +196,7 @@ pub fn top_functions(archive: &Archive, samples: &[Sample]) -> Result<Functions,
         .into_iter()
         .map(|(stack, (name, module))| (stack, position[&(name.as_str(), module.as_str())]))
         .collect();
-    let callers_of_stack = (1..=CALLER_DEPTHS)
+    let user_chain_of_stack = (0..=CALLER_DEPTHS)
         .map(|depth| {
             chains
                 .iter()
@@ -199,7 +215,7 @@ pub fn top_functions(archive: &Archive, samples: &[Sample]) -> Result<Functions,
     Ok(Functions {
         rows,
         self_of_stack,
-        callers_of_stack,
+        user_chain_of_stack,
     })
 }
 

@@ -163,13 +163,16 @@ fn analyze_inner(
     let Functions {
         rows: functions,
         self_of_stack,
-        callers_of_stack,
+        user_chain_of_stack,
     } = top_functions(archive, &sample_rows)?;
     let (processes, threads) = processes_and_threads(archive, &sample_rows)?;
-    let labellings: Vec<&StackMap<usize>> = std::iter::once(&self_of_stack)
-        .chain(&callers_of_stack)
-        .collect();
-    let mut steps = detect_steps(&sample_rows, &labellings, processes.first().map(|p| p.pid));
+    let labellings: Vec<&StackMap<usize>> = user_chain_of_stack.iter().collect();
+    let mut steps = detect_steps(
+        &sample_rows,
+        &self_of_stack,
+        &labellings,
+        processes.first().map(|p| p.pid),
+    );
     steps.expected = options.expected_steps;
     let (mut swarms, swarm_of_function) = find_swarms(
         &sample_rows,
