@@ -11,7 +11,7 @@ use crate::steps::{Steps, none};
 use sofa_trace::tables::Sample;
 
 /// Longest series analysed; longer recordings use wider bins.
-const MAX_BINS: usize = 16_384;
+const MAX_BINS: usize = 8_192;
 /// A peak must rise this far (in match share) above the lowest point before it.
 const MIN_PROMINENCE: f64 = 0.08;
 /// Periodic structure is reported only from this confidence on.
