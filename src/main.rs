@@ -182,11 +182,16 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(summary.exit_status.clamp(0, 255) as u8))
 }
 
+/// `--swarms K` and `--steps N`, shared by `analyze` and `report`.
+fn analysis_options(swarms: Option<u64>, steps: Option<u64>) -> sofa_analyze::Options {
+    sofa_analyze::Options {
+        swarms: swarms.map(|k| k as usize),
+        expected_steps: steps,
+    }
+}
+
 fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
-    let options = sofa_analyze::Options {
-        swarms: args.swarms.map(|k| k as usize),
-        expected_steps: args.steps,
-    };
+    let options = analysis_options(args.swarms, args.steps);
     let mut analyses = Vec::new();
     for path in &args.archives {
         let archive = sofa_trace::Archive::open(path)?;
@@ -240,10 +245,7 @@ fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     for warning in archive.warnings() {
         eprintln!("sofa: warning: {warning}");
     }
-    let options = sofa_analyze::Options {
-        swarms: args.swarms.map(|k| k as usize),
-        expected_steps: args.steps,
-    };
+    let options = analysis_options(args.swarms, args.steps);
     let report = sofa_report::render(&archive, &options)?;
     sofa_report::write(&report, &output)?;
     eprintln!(

@@ -34,7 +34,7 @@ fn module_name(path: &str) -> String {
     path.rsplit('/').next().unwrap_or(path).to_owned()
 }
 
-pub(crate) fn resolve_frames(archive: &Archive) -> Result<HashMap<u64, Resolved>, AnalyzeError> {
+fn resolve_frames(archive: &Archive) -> Result<HashMap<u64, Resolved>, AnalyzeError> {
     let mappings: HashMap<u64, String> = archive
         .read_table::<Mapping>()?
         .into_iter()
@@ -93,20 +93,40 @@ pub struct Functions {
 /// Levels of callers kept per stack (for step detection).
 pub const CALLER_DEPTHS: usize = 3;
 
+/// The archive's call-stack tree and what each frame resolves to, read once
+/// for the function table and the report's flamegraphs.
+pub(crate) struct CallStacks {
+    pub nodes: HashMap<u64, StackNode>,
+    pub frames: HashMap<u64, Resolved>,
+}
+
+impl CallStacks {
+    pub(crate) fn read(archive: &Archive) -> Result<CallStacks, AnalyzeError> {
+        Ok(CallStacks {
+            nodes: archive
+                .read_table::<StackNode>()?
+                .into_iter()
+                .map(|n| (n.stack_id, n))
+                .collect(),
+            frames: resolve_frames(archive)?,
+        })
+    }
+}
+
 /// Self and total samples per function, most self samples first. Work is per
 /// distinct stack, not per sample: samples are counted by stack first.
 pub fn top_functions(archive: &Archive, samples: &[Sample]) -> Result<Functions, AnalyzeError> {
+    Ok(functions_of(&CallStacks::read(archive)?, samples))
+}
+
+/// `top_functions` over stacks already read.
+pub(crate) fn functions_of(stacks: &CallStacks, samples: &[Sample]) -> Functions {
     let mut per_stack: FastMap<Option<u64>, u64> = FastMap::default();
     let total = samples.len() as u64;
     for sample in samples {
         *per_stack.entry(sample.stack_id).or_default() += 1;
     }
-    let nodes: HashMap<u64, StackNode> = archive
-        .read_table::<StackNode>()?
-        .into_iter()
-        .map(|n| (n.stack_id, n))
-        .collect();
-    let frames = resolve_frames(archive)?;
+    let CallStacks { nodes, frames } = stacks;
     let unknown = ("[unknown]".to_owned(), "[unknown]".to_owned());
 
     let mut counts: HashMap<(String, String), (u64, u64)> = HashMap::new();
@@ -212,11 +232,11 @@ pub fn top_functions(archive: &Archive, samples: &[Sample]) -> Result<Functions,
                 .collect()
         })
         .collect();
-    Ok(Functions {
+    Functions {
         rows,
         self_of_stack,
         user_chain_of_stack,
-    })
+    }
 }
 
 /// Self samples per module (binary, library, `[kernel]`, `[jit]`).

@@ -1,7 +1,7 @@
 use crate::AnalyzeError;
 use crate::breakdown::{Inputs, StepBreakdown, step_breakdown};
 use crate::fasthash::StackMap;
-use crate::functions::{FunctionRow, Functions, ModuleRow, modules, top_functions};
+use crate::functions::{CallStacks, FunctionRow, Functions, ModuleRow, functions_of, modules};
 use crate::gpu::{GpuRow, gpu_table};
 use crate::hints::{Hint, hints};
 use crate::net::{NetSummary, net_summary};
@@ -9,11 +9,11 @@ use crate::overlap::add_overlaps;
 use crate::steps::{Steps, detect_steps};
 use crate::swarms::{Swarm, find_swarms};
 use crate::syscalls::{SyscallRow, syscall_table};
-use crate::system::{SystemSummary, system_summary};
+use crate::system::SystemSummary;
 use crate::tasks::{ProcessRow, ThreadRow, processes_and_threads};
 use crate::views::Views;
 use serde::Serialize;
-use sofa_trace::tables::{GpuCounter, NetEvent, Sample, Syscall};
+use sofa_trace::tables::{GpuCounter, NetEvent, Sample, Syscall, SystemCounter};
 use sofa_trace::{Archive, CollectorState};
 use std::collections::BTreeMap;
 
@@ -160,11 +160,12 @@ fn analyze_inner(
         warnings: archive.warnings().iter().map(|w| w.to_string()).collect(),
     };
     let sample_rows = archive.read_table::<Sample>()?;
+    let stacks = CallStacks::read(archive)?;
     let Functions {
         rows: functions,
         self_of_stack,
         user_chain_of_stack,
-    } = top_functions(archive, &sample_rows)?;
+    } = functions_of(&stacks, &sample_rows);
     let (processes, threads) = processes_and_threads(archive, &sample_rows)?;
     let labellings: Vec<&StackMap<usize>> = user_chain_of_stack.iter().collect();
     let mut steps = detect_steps(
@@ -207,7 +208,8 @@ fn analyze_inner(
         },
     );
     let syscalls = syscall_table(&calls, run.duration_ns);
-    let system = system_summary(archive)?;
+    let system_rows = archive.read_table::<SystemCounter>()?;
+    let system = crate::system::summarize(&system_rows);
     let gpu = gpu_table(&gpu_rows, &archive.meta().gpus);
     let net = net_summary(&packets, run.duration_ns);
     let mut analysis = Analysis {
@@ -246,9 +248,11 @@ fn analyze_inner(
                 syscalls: (syscalls_ok || !calls.is_empty()).then_some(calls.as_slice()),
                 gpu: &gpu_rows,
                 net: &packets,
+                system: &system_rows,
+                stacks: &stacks,
                 duration_ns: analysis.run.duration_ns,
             },
-        )?)
+        ))
     } else {
         None
     };

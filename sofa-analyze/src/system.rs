@@ -45,14 +45,19 @@ struct Extremes {
 
 /// `None` when the system collector recorded nothing.
 pub fn system_summary(archive: &Archive) -> Result<Option<SystemSummary>, AnalyzeError> {
-    let rows = archive.read_table::<SystemCounter>()?;
+    Ok(summarize(&archive.read_table::<SystemCounter>()?))
+}
+
+/// `system_summary` over rows already read.
+pub(crate) fn summarize(rows: &[SystemCounter]) -> Option<SystemSummary> {
     if rows.is_empty() {
-        return Ok(None);
+        return None;
     }
     let mut series: BTreeMap<(String, String), Extremes> = BTreeMap::new();
     for r in rows {
         let point = (r.time_ns, r.value);
-        let slot = series.entry((r.metric, r.device)).or_insert(Extremes {
+        let key = (r.metric.clone(), r.device.clone());
+        let slot = series.entry(key).or_insert(Extremes {
             first: point,
             last: point,
             max: r.value,
@@ -100,7 +105,7 @@ pub fn system_summary(archive: &Archive) -> Result<Option<SystemSummary>, Analyz
             device: d,
         })
         .collect();
-    Ok(Some(SystemSummary {
+    Some(SystemSummary {
         cpu_user: share(parts[0]),
         cpu_system: share(parts[1]),
         cpu_iowait: share(parts[2]),
@@ -110,5 +115,5 @@ pub fn system_summary(archive: &Archive) -> Result<Option<SystemSummary>, Analyz
         mem_used_max_bytes: max("mem.used_bytes", "all") as u64,
         disks,
         interfaces,
-    }))
+    })
 }

@@ -4,7 +4,7 @@
 //! (bins, cells, stacks), so a run of 10^7 samples gives a report of a few MB.
 
 use crate::fasthash::{FastMap, StackMap};
-use crate::functions::{Resolved, resolve_frames};
+use crate::functions::{CallStacks, Resolved};
 use serde::Serialize;
 use sofa_trace::Archive;
 use sofa_trace::tables::{GpuCounter, NetEvent, Sample, StackNode, Syscall, SystemCounter};
@@ -120,6 +120,8 @@ pub(crate) struct Inputs<'a> {
     pub syscalls: Option<&'a [Syscall]>,
     pub gpu: &'a [GpuCounter],
     pub net: &'a [NetEvent],
+    pub system: &'a [SystemCounter],
+    pub stacks: &'a CallStacks,
     pub duration_ns: Option<u64>,
 }
 
@@ -309,7 +311,7 @@ fn folded(title: String, counts: HashMap<&str, u64>) -> Folded {
     }
 }
 
-pub(crate) fn build(archive: &Archive, i: &Inputs) -> Result<Views, crate::AnalyzeError> {
+pub(crate) fn build(archive: &Archive, i: &Inputs) -> Views {
     let (first, last) = i.samples.iter().fold((u64::MAX, 0), |(lo, hi), s| {
         (lo.min(s.time_ns), hi.max(s.time_ns))
     });
@@ -379,7 +381,7 @@ pub(crate) fn build(archive: &Archive, i: &Inputs) -> Result<Views, crate::Analy
             (None, None)
         }
     };
-    let system = archive.read_table::<SystemCounter>()?;
+    let system = i.system;
     let mem_used = {
         let mut points: Vec<(u64, f64)> = system
             .iter()
@@ -398,21 +400,16 @@ pub(crate) fn build(archive: &Archive, i: &Inputs) -> Result<Views, crate::Analy
         syscalls,
         net_tx_bytes,
         net_rx_bytes,
-        cpu: cpu_series(&system),
+        cpu: cpu_series(system),
         mem_used,
         gpus: gpu_series(i.gpu),
     };
 
     // Flamegraphs: one folded line per distinct stack.
-    let frames = resolve_frames(archive)?;
-    let nodes: HashMap<u64, StackNode> = archive
-        .read_table::<StackNode>()?
-        .into_iter()
-        .map(|n| (n.stack_id, n))
-        .collect();
+    let CallStacks { nodes, frames } = i.stacks;
     let mut stack_ids: Vec<Option<u64>> = per_stack.keys().copied().collect();
     stack_ids.sort();
-    let lines = fold_stacks(&nodes, stack_ids.iter().copied(), &frames);
+    let lines = fold_stacks(nodes, stack_ids.iter().copied(), frames);
     let mut whole: HashMap<&str, u64> = HashMap::new();
     let mut by_swarm: Vec<HashMap<&str, u64>> = vec![HashMap::new(); rows];
     for (stack, n) in &per_stack {
@@ -490,11 +487,11 @@ pub(crate) fn build(archive: &Archive, i: &Inputs) -> Result<Views, crate::Analy
         cells,
         dropped_cells,
     };
-    Ok(Views {
+    Views {
         timeline,
         scatter,
         flamegraphs,
-    })
+    }
 }
 
 #[cfg(test)]
