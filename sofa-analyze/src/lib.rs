@@ -32,7 +32,7 @@ pub use steps::{Steps, detect_steps};
 pub use summary::{
     Analysis, CollectorJson, Options, RunSummary, analyze, analyze_with, analyze_with_views,
 };
-pub use swarms::{Swarm, distance, find_swarms, silhouette};
+pub use swarms::{Swarm, distance, find_swarms, silhouette, weighted_silhouette};
 pub use syscalls::{SyscallRow, syscall_table};
 pub use system::{DiskRow, InterfaceRow, SystemSummary, system_summary};
 pub use tasks::{ProcessRow, ThreadRow};

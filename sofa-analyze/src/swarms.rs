@@ -1,11 +1,14 @@
-//! Function swarms: groups of sampled functions that run together — in the
-//! same phase of a training step when steps were found, else in the same
-//! stretch of the run. Each function is described by where in the step (or
-//! run) its samples fall; k-means (linfa) groups functions with similar
-//! profiles, k chosen by silhouette unless forced. Work is per function, not
-//! per sample, so it scales with the program, not the recording.
+//! Function swarms: groups of sampled functions that run together — the
+//! same phase of a training step, the same stretch of the run. Each function
+//! is described by what runs beside it: the share of each of the busiest
+//! functions among the samples next to its own on the same thread. This
+//! needs no step boundaries, so a phase stays one swarm when steps jitter or
+//! were not found. k-means (linfa) groups functions with similar company, k
+//! chosen by a silhouette weighted by samples unless forced. Clustering is
+//! per function, not per sample; one pass over the samples builds the
+//! features.
 
-use crate::fasthash::StackMap;
+use crate::fasthash::{FastMap, StackMap};
 use crate::functions::FunctionRow;
 use crate::steps::Steps;
 use linfa::prelude::*;
@@ -15,8 +18,6 @@ use serde::Serialize;
 use sofa_trace::tables::Sample;
 use std::collections::HashMap;
 
-/// Phase (or time) bins of each function's profile.
-const BINS: usize = 16;
 /// Functions clustered directly (the busiest); the rest join the nearest swarm.
 const MAX_CLUSTERED: usize = 400;
 const MAX_K: usize = 8;
@@ -44,32 +45,91 @@ pub struct Swarm {
     pub net_bytes: u64,
 }
 
-/// Where in the step (or in the run) a sample falls, as a bin.
-struct Phaser<'a> {
-    boundaries: &'a [u64],
-    start: u64,
-    end: u64,
+/// Samples of a thread keep company with this many samples before them.
+const NEIGHBOURS: usize = 4;
+
+/// How far apart two samples of a thread may be and still run together:
+/// six sampling intervals of the busiest thread (so the neighbours are
+/// those of a running thread, not across a sleep), at most an eighth of a
+/// step when steps were found, never under two intervals.
+fn reach_ns(samples: &[Sample], steps: &Steps) -> u64 {
+    let mut per_thread: FastMap<u32, (u64, u64, u64)> = FastMap::default();
+    for s in samples {
+        let e = per_thread.entry(s.tid).or_insert((0, u64::MAX, 0));
+        e.0 += 1;
+        e.1 = e.1.min(s.time_ns);
+        e.2 = e.2.max(s.time_ns);
+    }
+    let interval = per_thread
+        .values()
+        .max_by_key(|e| e.0)
+        .map(|&(n, lo, hi)| (hi - lo) / n.max(1))
+        .unwrap_or(1_000_000)
+        .max(1_000);
+    let mut reach = 6 * interval;
+    if let Some(period) = steps.period_ns.filter(|_| steps.count > 0) {
+        reach = reach.min(period / 8).max(2 * interval);
+    }
+    reach
 }
 
-impl Phaser<'_> {
-    fn bin(&self, t: u64) -> Option<usize> {
-        if self.boundaries.len() >= 4 {
-            let i = self.boundaries.partition_point(|&b| b <= t);
-            if i == 0 || i >= self.boundaries.len() {
-                return None; // outside the loop
+/// Calls `visit(f, g)` for every pair of samples that run together: a
+/// sample and each of the `NEIGHBOURS` samples of its thread before it,
+/// within `reach` ns; `f` and `g` are their functions.
+fn neighbours(
+    samples: &[Sample],
+    self_of_stack: &StackMap<usize>,
+    reach: u64,
+    mut visit: impl FnMut(usize, usize),
+) {
+    // Per thread: its last samples (function, time), oldest overwritten.
+    let mut recent: FastMap<u32, ([(usize, u64); NEIGHBOURS], usize)> = FastMap::default();
+    for s in samples {
+        let Some(&f) = self_of_stack.get(&s.stack_id) else {
+            continue;
+        };
+        let (ring, next) = recent
+            .entry(s.tid)
+            .or_insert(([(usize::MAX, 0); NEIGHBOURS], 0));
+        for &(g, t) in ring.iter() {
+            if g != usize::MAX && s.time_ns.abs_diff(t) <= reach {
+                visit(f, g);
             }
-            let (a, b) = (self.boundaries[i - 1], self.boundaries[i]);
-            let phase = (t - a) as f64 / (b - a).max(1) as f64;
-            Some(((phase * BINS as f64) as usize).min(BINS - 1))
-        } else {
-            let phase =
-                (t.saturating_sub(self.start)) as f64 / (self.end - self.start).max(1) as f64;
-            Some(((phase * BINS as f64) as usize).min(BINS - 1))
         }
+        ring[*next] = (f, s.time_ns);
+        *next = (*next + 1) % NEIGHBOURS;
     }
 }
 
-/// Euclidean distance of two profiles.
+/// What runs beside each clustered function: row `i` holds, for every
+/// clustered function `j`, the share of `j` among the neighbours of `i`'s
+/// samples (pairs counted both ways; a function is its own neighbour only
+/// when it runs for a while).
+fn company(
+    samples: &[Sample],
+    self_of_stack: &StackMap<usize>,
+    index_of: &[usize],
+    n: usize,
+    reach: u64,
+) -> Array2<f64> {
+    let mut pairs = Array2::<f64>::zeros((n, n));
+    neighbours(samples, self_of_stack, reach, |f, g| {
+        let (i, j) = (index_of[f], index_of[g]);
+        if i != usize::MAX && j != usize::MAX {
+            pairs[[i, j]] += 1.0;
+            pairs[[j, i]] += 1.0;
+        }
+    });
+    for mut row in pairs.rows_mut() {
+        let sum = row.sum();
+        if sum > 0.0 {
+            row /= sum;
+        }
+    }
+    pairs
+}
+
+/// Euclidean distance of two feature rows.
 pub fn distance(a: ArrayView1<f64>, b: ArrayView1<f64>) -> f64 {
     a.iter()
         .zip(b.iter())
@@ -80,42 +140,78 @@ pub fn distance(a: ArrayView1<f64>, b: ArrayView1<f64>) -> f64 {
 
 /// Mean silhouette of a clustering (higher is better separated).
 pub fn silhouette(data: &Array2<f64>, labels: &[usize], k: usize) -> f64 {
-    let n = data.nrows();
-    let mut total = 0.0;
-    for i in 0..n {
-        let mut sum = vec![0.0; k];
-        let mut count = vec![0usize; k];
-        for j in 0..n {
-            if i != j {
-                sum[labels[j]] += distance(data.row(i), data.row(j));
-                count[labels[j]] += 1;
-            }
-        }
-        let own = labels[i];
-        if count[own] == 0 {
-            continue; // singleton: silhouette 0
-        }
-        let a = sum[own] / count[own] as f64;
-        let b = (0..k)
-            .filter(|&c| c != own && count[c] > 0)
-            .map(|c| sum[c] / count[c] as f64)
-            .fold(f64::INFINITY, f64::min);
-        if b.is_finite() {
-            total += (b - a) / a.max(b).max(1e-12);
-        }
-    }
-    total / n as f64
+    weighted_silhouette(data, labels, k, &vec![1.0; data.nrows()])
 }
 
-fn kmeans(data: &Array2<f64>, k: usize) -> Option<(Vec<usize>, Array2<f64>)> {
+/// Silhouette with a weight per point: a heavy point counts more both in
+/// the mean and in the cluster distances (a function by its samples).
+pub fn weighted_silhouette(data: &Array2<f64>, labels: &[usize], k: usize, weights: &[f64]) -> f64 {
+    silhouette_of(&Distances::new(data), labels, k, weights)
+}
+
+/// Pairwise distances of the rows, computed once for every k tried.
+struct Distances {
+    n: usize,
+    d: Vec<f64>,
+}
+
+impl Distances {
+    fn new(data: &Array2<f64>) -> Distances {
+        let n = data.nrows();
+        let mut d = vec![0.0; n * n];
+        for i in 0..n {
+            for j in i + 1..n {
+                let v = distance(data.row(i), data.row(j));
+                d[i * n + j] = v;
+                d[j * n + i] = v;
+            }
+        }
+        Distances { n, d }
+    }
+}
+
+fn silhouette_of(dist: &Distances, labels: &[usize], k: usize, weights: &[f64]) -> f64 {
+    let n = dist.n;
+    let mut total = 0.0;
+    let mut weight = 0.0;
+    let mut sum = vec![0.0; k];
+    let mut mass = vec![0.0; k];
+    for i in 0..n {
+        sum.iter_mut().for_each(|v| *v = 0.0);
+        mass.iter_mut().for_each(|v| *v = 0.0);
+        let row = &dist.d[i * n..(i + 1) * n];
+        for j in 0..n {
+            if i != j {
+                sum[labels[j]] += weights[j] * row[j];
+                mass[labels[j]] += weights[j];
+            }
+        }
+        weight += weights[i];
+        let own = labels[i];
+        if mass[own] <= 0.0 {
+            continue; // singleton: silhouette 0
+        }
+        let a = sum[own] / mass[own];
+        let b = (0..k)
+            .filter(|&c| c != own && mass[c] > 0.0)
+            .map(|c| sum[c] / mass[c])
+            .fold(f64::INFINITY, f64::min);
+        if b.is_finite() {
+            total += weights[i] * (b - a) / a.max(b).max(1e-12);
+        }
+    }
+    if weight > 0.0 { total / weight } else { 0.0 }
+}
+
+fn kmeans(data: &Array2<f64>, k: usize) -> Option<Vec<usize>> {
     let dataset = DatasetBase::from(data.clone());
     let model = KMeans::params(k)
+        .n_runs(4)
         .max_n_iterations(200)
         .tolerance(1e-6)
         .fit(&dataset)
         .ok()?;
-    let labels = model.predict(data).to_vec();
-    Some((labels, model.centroids().clone()))
+    Some(model.predict(data).to_vec())
 }
 
 /// The swarms, largest first, and the swarm id of every function (by index
@@ -130,70 +226,85 @@ pub fn find_swarms(
     if samples.is_empty() || functions.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let (start, end) = samples.iter().fold((u64::MAX, 0), |(lo, hi), s| {
-        (lo.min(s.time_ns), hi.max(s.time_ns))
-    });
-    let phaser = Phaser {
-        boundaries: &steps.boundaries_ns,
-        start,
-        end,
-    };
-    // Profile of each function: its samples per phase bin, normalised.
-    let mut profile = vec![[0.0f64; BINS]; functions.len()];
-    for s in samples {
-        if let (Some(&f), Some(bin)) = (self_of_stack.get(&s.stack_id), phaser.bin(s.time_ns)) {
-            profile[f][bin] += 1.0;
-        }
-    }
-    for p in &mut profile {
-        let sum: f64 = p.iter().sum();
-        if sum > 0.0 {
-            p.iter_mut().for_each(|v| *v /= sum);
-        }
-    }
+    // Functions clustered directly: the busiest, with at least 0.05 % of the
+    // samples (and five).
     let total: u64 = functions.iter().map(|f| f.self_samples).sum();
-    let min_samples = (total / 200).max(5);
-    let clustered: Vec<usize> = (0..functions.len())
-        .filter(|&f| {
-            functions[f].self_samples >= min_samples && profile[f].iter().any(|v| *v > 0.0)
-        })
+    let min_samples = (total / 2000).max(5);
+    let mut by_samples: Vec<usize> = (0..functions.len()).collect();
+    by_samples.sort_by(|&a, &b| {
+        functions[b]
+            .self_samples
+            .cmp(&functions[a].self_samples)
+            .then(a.cmp(&b))
+    });
+    let clustered: Vec<usize> = by_samples
+        .iter()
+        .copied()
+        .filter(|&f| functions[f].self_samples >= min_samples)
         .take(MAX_CLUSTERED)
         .collect();
-    let data = Array2::from_shape_fn((clustered.len(), BINS), |(i, b)| profile[clustered[i]][b]);
+    let mut index_of = vec![usize::MAX; functions.len()];
+    for (i, &f) in clustered.iter().enumerate() {
+        index_of[f] = i;
+    }
+    let reach = reach_ns(samples, steps);
+    let data = company(samples, self_of_stack, &index_of, clustered.len(), reach);
+    // Weights: square roots of the samples, so hot functions decide the
+    // number of swarms without a single one overruling the rest.
+    let weights: Vec<f64> = clustered
+        .iter()
+        .map(|&f| (functions[f].self_samples as f64).sqrt())
+        .collect();
 
     // Choose k: forced, or the best silhouette among 2..=MAX_K.
-    let (labels, centroids) = match force_k {
+    let labels = match force_k {
         Some(k) if k >= 1 && clustered.len() >= k => kmeans(&data, k),
         _ if clustered.len() < 3 => None,
         Some(_) => None,
-        None => (2..=MAX_K.min(clustered.len() - 1))
-            .filter_map(|k| kmeans(&data, k).map(|(l, c)| (silhouette(&data, &l, k), l, c)))
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, l, c)| (l, c)),
+        None => {
+            let dist = Distances::new(&data);
+            (2..=MAX_K.min(clustered.len() - 1))
+                .filter_map(|k| {
+                    kmeans(&data, k).map(|l| (silhouette_of(&dist, &l, k, &weights), l))
+                })
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, l)| l)
+        }
     }
-    .unwrap_or_else(|| {
-        // Too few functions to cluster: one swarm of everything.
-        let mean = data
-            .mean_axis(ndarray::Axis(0))
-            .unwrap_or_else(|| ndarray::Array1::zeros(BINS));
-        (vec![0; clustered.len()], mean.insert_axis(ndarray::Axis(0)))
-    });
+    .unwrap_or_else(|| vec![0; clustered.len()]);
+    let k = labels.iter().max().map_or(1, |&l| l + 1);
 
     // Every function joins a swarm: the clustered ones by label, the others
-    // by the nearest centroid.
-    let mut swarm_of = vec![0usize; functions.len()];
+    // the swarm they most often run beside (else the busiest swarm).
+    let mut swarm_of = vec![usize::MAX; functions.len()];
+    let mut size = vec![0u64; k];
     for (i, &f) in clustered.iter().enumerate() {
         swarm_of[f] = labels[i];
+        size[labels[i]] += functions[f].self_samples;
     }
-    for f in 0..functions.len() {
-        if !clustered.contains(&f) {
-            let row = ndarray::Array1::from(profile[f].to_vec());
-            swarm_of[f] = (0..centroids.nrows())
-                .min_by(|&a, &b| {
-                    distance(row.view(), centroids.row(a))
-                        .total_cmp(&distance(row.view(), centroids.row(b)))
+    let busiest = (0..k)
+        .max_by_key(|&c| (size[c], std::cmp::Reverse(c)))
+        .unwrap_or(0);
+    let mut votes: FastMap<usize, Vec<u64>> = FastMap::default();
+    if clustered.len() < functions.len() {
+        neighbours(samples, self_of_stack, reach, |f, g| {
+            for (rare, known) in [(f, g), (g, f)] {
+                if index_of[rare] == usize::MAX && index_of[known] != usize::MAX {
+                    votes.entry(rare).or_insert_with(|| vec![0; k])[labels[index_of[known]]] += 1;
+                }
+            }
+        });
+    }
+    for (f, swarm) in swarm_of.iter_mut().enumerate() {
+        if *swarm == usize::MAX {
+            *swarm = votes
+                .get(&f)
+                .and_then(|v| {
+                    (0..k)
+                        .filter(|&c| v[c] > 0)
+                        .max_by_key(|&c| (v[c], std::cmp::Reverse(c)))
                 })
-                .unwrap_or(0);
+                .unwrap_or(busiest);
         }
     }
 
@@ -205,7 +316,6 @@ pub fn find_swarms(
         modules: HashMap<String, u64>,
         threads: HashMap<u32, u64>,
     }
-    let k = centroids.nrows();
     let mut acc: Vec<Acc> = (0..k)
         .map(|_| Acc {
             samples: 0,
@@ -286,4 +396,163 @@ pub fn find_swarms(
     }
     let swarm_of_function = swarm_of.into_iter().map(|c| id_of_cluster[c]).collect();
     (sorted, swarm_of_function)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PHASES: [(usize, u64); 3] = [(0, 24), (1, 8), (2, 8)]; // (phase, ms)
+
+    struct Run {
+        samples: Vec<Sample>,
+        self_of_stack: StackMap<usize>,
+        functions: Vec<FunctionRow>,
+        /// True phase of each function.
+        phase_of: Vec<usize>,
+    }
+
+    /// One thread sampled every 1 ms through `steps` steps of three phases
+    /// whose lengths jitter by up to ±40 %; phase p runs functions
+    /// 4p..4p+4, 10 % of the samples land on a random function instead.
+    /// Function 12 is rare (3 samples), always in the middle of phase 2.
+    fn run(steps: usize) -> Run {
+        let mut x = 0x2545f4914f6cdd1du64;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut samples = Vec::new();
+        let mut t = 1_000_000_000u64;
+        let mut push = |f: u64, t: u64| {
+            samples.push(Sample {
+                time_ns: t,
+                pid: 1,
+                tid: 1,
+                cpu: 0,
+                stack_id: Some(f),
+                event: 0,
+                period: 1_000_000,
+            })
+        };
+        let mut rare = 0;
+        for step in 0..steps {
+            for (phase, ms) in PHASES {
+                let len = ms * (60 + rand() % 81) / 100;
+                for i in 0..len {
+                    let f = if rare < 3 && phase == 2 && i == len / 2 && step % 7 == 3 {
+                        rare += 1;
+                        12
+                    } else if rand() % 10 == 0 {
+                        rand() % 12
+                    } else {
+                        4 * phase as u64 + rand() % 4
+                    };
+                    push(f, t);
+                    t += 1_000_000;
+                }
+            }
+        }
+        let mut functions: Vec<FunctionRow> = (0..13)
+            .map(|f| FunctionRow {
+                name: format!("f{f}"),
+                module: "m".into(),
+                self_samples: 0,
+                self_share: 0.0,
+                total_samples: 0,
+                total_share: 0.0,
+            })
+            .collect();
+        for s in &samples {
+            functions[s.stack_id.unwrap() as usize].self_samples += 1;
+        }
+        Run {
+            samples,
+            self_of_stack: (0..13).map(|f| (Some(f), f as usize)).collect(),
+            functions,
+            phase_of: (0..13).map(|f| (f / 4).min(2)).collect(),
+        }
+    }
+
+    /// Each true phase in a swarm of its own, the rare function with its phase.
+    fn assert_phases(r: &Run, swarms: &[Swarm], swarm_of: &[usize]) {
+        assert_eq!(swarms.len(), 3, "{swarms:#?}");
+        for f in 0..13 {
+            for g in 0..13 {
+                assert_eq!(
+                    swarm_of[f] == swarm_of[g],
+                    r.phase_of[f] == r.phase_of[g],
+                    "f{f} and f{g}: {swarm_of:?}"
+                );
+            }
+        }
+        assert_eq!(
+            swarms.iter().map(|s| s.samples).sum::<u64>(),
+            r.samples.len() as u64
+        );
+    }
+
+    #[test]
+    fn phases_become_swarms_without_step_boundaries() {
+        let r = run(60);
+        // No steps found: the features need no boundaries.
+        let (swarms, swarm_of) = find_swarms(
+            &r.samples,
+            &r.self_of_stack,
+            &r.functions,
+            &Steps::default(),
+            None,
+        );
+        assert_phases(&r, &swarms, &swarm_of);
+        // The longest phase is the biggest swarm, captioned by its functions.
+        assert!(
+            swarms[0].caption.contains("f0")
+                || swarms[0].caption.contains("f1")
+                || swarms[0].caption.contains("f2")
+                || swarms[0].caption.contains("f3")
+        );
+    }
+
+    #[test]
+    fn phases_become_swarms_with_steps() {
+        let r = run(60);
+        let steps = Steps {
+            count: 60,
+            period_ns: Some(40_000_000),
+            ..Steps::default()
+        };
+        let (swarms, swarm_of) =
+            find_swarms(&r.samples, &r.self_of_stack, &r.functions, &steps, None);
+        assert_phases(&r, &swarms, &swarm_of);
+        // Deterministic.
+        let again = find_swarms(&r.samples, &r.self_of_stack, &r.functions, &steps, None);
+        assert_eq!(again, (swarms, swarm_of));
+    }
+
+    #[test]
+    fn forced_count_is_obeyed() {
+        let r = run(30);
+        let (swarms, _) = find_swarms(
+            &r.samples,
+            &r.self_of_stack,
+            &r.functions,
+            &Steps::default(),
+            Some(2),
+        );
+        assert_eq!(swarms.len(), 2);
+    }
+
+    #[test]
+    fn weighted_silhouette_follows_the_heavy_points() {
+        // Two tight pairs and one far point: with the far point heavy, a
+        // clustering that isolates it scores higher than with it light.
+        let data = Array2::from_shape_vec((5, 1), vec![0.0, 0.1, 1.0, 1.1, 5.0]).unwrap();
+        let labels = [0, 0, 1, 1, 1];
+        let even = weighted_silhouette(&data, &labels, 2, &[1.0; 5]);
+        let heavy_far = weighted_silhouette(&data, &labels, 2, &[1.0, 1.0, 1.0, 1.0, 10.0]);
+        assert!(heavy_far < even, "{heavy_far} vs {even}");
+        assert!((silhouette(&data, &labels, 2) - even).abs() < 1e-12);
+    }
 }

@@ -147,7 +147,7 @@ impl Synthetic {
             let phase = step_pos / 8;
             // Mostly the phase's own stacks, some noise.
             let stack = if x.is_multiple_of(10) {
-                x % STACKS
+                (x >> 16) % STACKS
             } else {
                 phase + 5 * ((x >> 8) % (STACKS / 5))
             };
