@@ -43,6 +43,10 @@ const MIN_CONFIDENCE: f64 = 0.12;
 const BINS_PER_PERIOD: f64 = 16.0;
 /// Weight of keeping gaps near the period against following the marker.
 const GAP_WEIGHT: f64 = 4.0;
+/// Window of the local period estimate, in periods.
+const LOCAL_PERIODS: f64 = 12.0;
+/// A local period needs this autocorrelation at its peak.
+const LOCAL_MIN_R: f64 = 0.1;
 /// Step starts with a marker under this share of the median start's are dropped.
 const WEAK_START: f64 = 0.3;
 
@@ -225,21 +229,89 @@ fn find_period(curve: &[f64]) -> Option<(f64, f64)> {
     Some((period, score))
 }
 
+/// The local period around each bin of `marker` (a tempo that drifts: a
+/// run slows down when the machine gets busy): autocorrelation of the
+/// marker over windows of `LOCAL_PERIODS` periods, every quarter window,
+/// searched between 2/3 and 3/2 of the global `period` (so it cannot jump
+/// to a multiple), refined by a parabola. A window without a clear peak
+/// keeps the global period.
+fn local_periods(marker: &[f64], period: f64) -> Vec<f64> {
+    let n = marker.len();
+    let mut out = vec![period; n];
+    let window = (LOCAL_PERIODS * period).round() as usize;
+    if n < 2 * window || period < 4.0 {
+        return out;
+    }
+    let hop = (window / 4).max(1);
+    let lo = ((period * 2.0 / 3.0).floor() as usize).max(1);
+    let hi = (period * 1.5).ceil() as usize;
+    let mut centres = Vec::new();
+    let mut c = window / 2;
+    while c < n {
+        let start = c.saturating_sub(window / 2);
+        let end = (start + window).min(n);
+        let seg = &marker[start..end];
+        let mean = seg.iter().sum::<f64>() / seg.len() as f64;
+        let x: Vec<f64> = seg.iter().map(|v| v - mean).collect();
+        let zero: f64 = x.iter().map(|v| v * v).sum();
+        let r = |lag: usize| -> f64 {
+            if lag >= x.len() || zero <= 0.0 {
+                return 0.0;
+            }
+            let sum: f64 = (0..x.len() - lag).map(|i| x[i] * x[i + lag]).sum();
+            sum / zero * x.len() as f64 / (x.len() - lag) as f64
+        };
+        let curve: Vec<f64> = (lo - 1..=hi + 1).map(r).collect();
+        let best = (1..curve.len() - 1).max_by(|&a, &b| curve[a].total_cmp(&curve[b]));
+        let local = best
+            .filter(|&i| curve[i] >= LOCAL_MIN_R && curve[i] >= curve[i - 1] && curve[i] >= curve[i + 1])
+            .map(|i| {
+                let (y0, y1, y2) = (curve[i - 1], curve[i], curve[i + 1]);
+                let d = y0 - 2.0 * y1 + y2;
+                let shift = if d < 0.0 { 0.5 * (y0 - y2) / d } else { 0.0 };
+                (lo - 1 + i) as f64 + shift.clamp(-0.5, 0.5)
+            });
+        centres.push((c, local.unwrap_or(period)));
+        c += hop;
+    }
+    // Each bin takes the nearest window's period.
+    for (t, v) in out.iter_mut().enumerate() {
+        let i = centres.partition_point(|&(c, _)| c < t);
+        let nearest = match (i.checked_sub(1).map(|j| centres[j]), centres.get(i)) {
+            (Some(a), Some(b)) => if t - a.0 <= b.0 - t { a.1 } else { b.1 },
+            (Some(a), None) => a.1,
+            (None, Some(b)) => b.1,
+            (None, None) => period,
+        };
+        *v = nearest;
+    }
+    out
+}
+
 /// Step starts (indices into `marker`) by dynamic programming: each start
 /// scores its marker value, each gap a penalty growing with its log-ratio to
-/// the period.
-fn place_starts(marker: &[f64], period: f64) -> Vec<usize> {
+/// the local period where the gap ends.
+fn place_starts(marker: &[f64], periods: &[f64]) -> Vec<usize> {
     let n = marker.len();
-    let lo = (0.5 * period).floor().max(1.0) as usize;
-    let hi = (2.5 * period).ceil() as usize;
-    let penalty: Vec<f64> = (0..=hi)
-        .map(|gap| GAP_WEIGHT * (gap.max(1) as f64 / period).ln().powi(2))
-        .collect();
+    if n == 0 {
+        return Vec::new();
+    }
+    // Penalty tables per local period, which takes few distinct values.
+    let mut tables: HashMap<u64, (usize, usize, Vec<f64>)> = HashMap::new();
     let mut score = vec![0.0; n];
     let mut previous = vec![usize::MAX; n];
     for t in 0..n {
+        let period = periods[t];
+        let (lo, hi, penalty) = tables.entry(period.to_bits()).or_insert_with(|| {
+            let lo = (0.5 * period).floor().max(1.0) as usize;
+            let hi = (2.5 * period).ceil() as usize;
+            let penalty = (0..=hi)
+                .map(|gap| GAP_WEIGHT * (gap.max(1) as f64 / period).ln().powi(2))
+                .collect();
+            (lo, hi, penalty)
+        });
         let mut best = 0.0;
-        for gap in lo..=hi.min(t) {
+        for gap in *lo..=(*hi).min(t) {
             let v = score[t - gap] - penalty[gap];
             if v > best {
                 best = v;
@@ -248,7 +320,7 @@ fn place_starts(marker: &[f64], period: f64) -> Vec<usize> {
         }
         score[t] = marker[t] + best;
     }
-    let tail = n.saturating_sub((2.0 * period).ceil() as usize);
+    let tail = n.saturating_sub((2.0 * periods[n - 1]).ceil() as usize);
     let Some(mut t) = (tail..n).max_by(|&a, &b| score[a].total_cmp(&score[b])) else {
         return Vec::new();
     };
@@ -529,7 +601,7 @@ fn detect_wall(samples: &[Sample], labellings: &[&StackMap<usize>], pid: Option<
     // would crowd in starts).
     let average = marker.iter().sum::<f64>() / m as f64;
     let centred: Vec<f64> = marker.iter().map(|v| v - average).collect();
-    let all = place_starts(&centred, period_coarse);
+    let all = place_starts(&centred, &local_periods(&marker, period_coarse));
     let mut strengths: Vec<f64> = all.iter().map(|&t| marker[t]).collect();
     strengths.sort_by(f64::total_cmp);
     let median = strengths.get(strengths.len() / 2).copied().unwrap_or(0.0);
