@@ -47,6 +47,11 @@ const GAP_WEIGHT: f64 = 4.0;
 const LOCAL_PERIODS: f64 = 12.0;
 /// A local period needs this autocorrelation at its peak.
 const LOCAL_MIN_R: f64 = 0.1;
+/// Steps at the ends of the loop less alike the typical step than this
+/// (cosine of their make-up) are setup or teardown, not steps.
+const MIN_LIKENESS: f64 = 0.5;
+/// More unlike steps than this share inside the loop: not a loop.
+const MAX_UNLIKE: f64 = 0.1;
 /// Step starts with a marker under this share of the median start's are dropped.
 const WEAK_START: f64 = 0.3;
 
@@ -264,7 +269,9 @@ fn local_periods(marker: &[f64], period: f64) -> Vec<f64> {
         let curve: Vec<f64> = (lo - 1..=hi + 1).map(r).collect();
         let best = (1..curve.len() - 1).max_by(|&a, &b| curve[a].total_cmp(&curve[b]));
         let local = best
-            .filter(|&i| curve[i] >= LOCAL_MIN_R && curve[i] >= curve[i - 1] && curve[i] >= curve[i + 1])
+            .filter(|&i| {
+                curve[i] >= LOCAL_MIN_R && curve[i] >= curve[i - 1] && curve[i] >= curve[i + 1]
+            })
             .map(|i| {
                 let (y0, y1, y2) = (curve[i - 1], curve[i], curve[i + 1]);
                 let d = y0 - 2.0 * y1 + y2;
@@ -278,7 +285,13 @@ fn local_periods(marker: &[f64], period: f64) -> Vec<f64> {
     for (t, v) in out.iter_mut().enumerate() {
         let i = centres.partition_point(|&(c, _)| c < t);
         let nearest = match (i.checked_sub(1).map(|j| centres[j]), centres.get(i)) {
-            (Some(a), Some(b)) => if t - a.0 <= b.0 - t { a.1 } else { b.1 },
+            (Some(a), Some(b)) => {
+                if t - a.0 <= b.0 - t {
+                    a.1
+                } else {
+                    b.1
+                }
+            }
             (Some(a), None) => a.1,
             (None, Some(b)) => b.1,
             (None, None) => period,
@@ -331,6 +344,107 @@ fn place_starts(marker: &[f64], periods: &[f64]) -> Vec<usize> {
     }
     starts.reverse();
     starts
+}
+
+/// Drops steps at either end of the loop whose make-up (samples of each
+/// strictly periodic channel) is unlike the loop's typical step: the setup
+/// before a training loop and the teardown after it are not steps, even
+/// when the placement found starts there. A step's make-up is compared by
+/// cosine with the mean of the middle half of the steps. Also returns the
+/// share of the kept steps that are unlike the typical one.
+fn trim_unlike_ends<I: Iterator<Item = Channel>>(
+    starts: &[usize],
+    time_of: impl Fn(usize) -> u64,
+    mine: &[&Sample],
+    channels: &HashMap<Channel, f64>,
+    channels_of: &impl Fn(&(u32, Option<u64>)) -> I,
+) -> (Vec<usize>, f64) {
+    if starts.len() < 8 {
+        return (starts.to_vec(), 0.0);
+    }
+    let mut sorted: Vec<Channel> = channels.keys().copied().collect();
+    sorted.sort_by_key(|c| (c.tid, c.labelling, c.function));
+    let index: HashMap<Channel, usize> = sorted.iter().enumerate().map(|(i, c)| (*c, i)).collect();
+    let d = index.len();
+    let bounds: Vec<u64> = starts.iter().map(|&t| time_of(t)).collect();
+    let steps = bounds.len() - 1;
+    let mut make_up = vec![0.0f64; steps * d];
+    let mut cache: FastMap<(u32, Option<u64>), Vec<usize>> = FastMap::default();
+    for s in mine {
+        if s.time_ns < bounds[0] || s.time_ns >= bounds[steps] {
+            continue;
+        }
+        let step = bounds.partition_point(|&b| b <= s.time_ns) - 1;
+        let chans = cache.entry((s.tid, s.stack_id)).or_insert_with(|| {
+            channels_of(&(s.tid, s.stack_id))
+                .filter_map(|c| index.get(&c).copied())
+                .collect()
+        });
+        for &c in chans.iter() {
+            make_up[step * d + c] += 1.0;
+        }
+    }
+    // Each channel in units of its mean per step, so the busiest one does
+    // not decide alone.
+    let mut mean = vec![0.0; d];
+    for row in make_up.chunks(d) {
+        for c in 0..d {
+            mean[c] += row[c] / steps as f64;
+        }
+    }
+    for row in make_up.chunks_mut(d) {
+        for c in 0..d {
+            if mean[c] > 0.0 {
+                row[c] /= mean[c];
+            }
+        }
+        let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if norm > 0.0 {
+            row.iter_mut().for_each(|v| *v /= norm);
+        }
+    }
+    let mut reference = vec![0.0; d];
+    for step in steps / 4..steps * 3 / 4 {
+        for c in 0..d {
+            reference[c] += make_up[step * d + c];
+        }
+    }
+    let norm = reference
+        .iter()
+        .map(|v| v * v)
+        .sum::<f64>()
+        .sqrt()
+        .max(1e-12);
+    let similarity: Vec<f64> = (0..steps)
+        .map(|step| {
+            (0..d)
+                .map(|c| make_up[step * d + c] * reference[c])
+                .sum::<f64>()
+                / norm
+        })
+        .collect();
+    // The loop begins with the first run of five steps of which four are
+    // alike (one stray setup step that happens to look right does not
+    // start it), and ends symmetrically.
+    let alike: Vec<bool> = similarity.iter().map(|&v| v >= MIN_LIKENESS).collect();
+    let run = 5.min(steps);
+    let good = |i: usize| alike[i] && alike[i..i + run].iter().filter(|&&a| a).count() + 1 >= run;
+    let first = (0..=steps - run).find(|&i| good(i));
+    let last = (run - 1..steps)
+        .rev()
+        .find(|&i| alike[i] && alike[i + 1 - run..=i].iter().filter(|&&a| a).count() + 1 >= run);
+    match (first, last) {
+        // Steps first..=last, bounded by their starts and the next one.
+        (Some(a), Some(b)) => {
+            let kept = &similarity[a..=b];
+            let unlike = kept.iter().filter(|&&v| v < MIN_LIKENESS).count();
+            // The last start opens the final step, which has no end to
+            // compare by; it stays unless the end was trimmed.
+            let end = if b + 1 == steps { b + 1 } else { b };
+            (starts[a..=end].to_vec(), unlike as f64 / kept.len() as f64)
+        }
+        _ => (starts.to_vec(), 1.0),
+    }
 }
 
 /// A series of one function (in one labelling) on one thread.
@@ -609,11 +723,34 @@ fn detect_wall(samples: &[Sample], labellings: &[&StackMap<usize>], pid: Option<
         .into_iter()
         .filter(|&t| marker[t] >= WEAK_START * median)
         .collect();
+    let time_of = |t: usize| first + t as u64 * coarse_ns;
+    let (starts, unlike) = trim_unlike_ends(&starts, time_of, &mine, &weights, &channels_of);
     if starts.len() < 3 {
         return none("no periodic structure found", confidence);
     }
-    let time_of = |t: usize| first + t as u64 * coarse_ns;
+    if unlike > MAX_UNLIKE {
+        // A rhythm (time slices beside another busy process, say) whose
+        // "steps" do not do the same work is not a training loop.
+        return none(
+            "no periodic structure found (a rhythm, but its steps do not repeat the same work)",
+            confidence,
+        );
+    }
     let mut boundaries: Vec<u64> = starts.iter().map(|&t| time_of(t)).collect();
+    // The ends: starts sit where the marker rises, anywhere in the step, so
+    // the recording may begin inside a step and end inside one. A start less
+    // than half a step before the last sample opens no step; a recording
+    // that begins half a step or more (but not a step and a half: that is
+    // setup) before the first start holds one more.
+    let typical =
+        (boundaries[boundaries.len() - 1] - boundaries[0]) / (boundaries.len() as u64 - 1);
+    if last.saturating_sub(boundaries[boundaries.len() - 1]) < typical / 2 {
+        boundaries.pop();
+    }
+    let head = boundaries[0] - first;
+    if head >= typical / 2 && head < typical * 3 / 2 {
+        boundaries.insert(0, boundaries[0] - head.min(typical));
+    }
     let lengths: Vec<f64> = boundaries
         .windows(2)
         .map(|w| (w[1] - w[0]) as f64)
@@ -624,7 +761,7 @@ fn detect_wall(samples: &[Sample], labellings: &[&StackMap<usize>], pid: Option<
     let last_start = *boundaries.last().expect("three starts");
     boundaries.push((last_start + mean.round() as u64).min(last.max(last_start + 1)));
     Steps {
-        count: starts.len() as u64,
+        count: boundaries.len() as u64 - 1,
         period_ns: Some(mean.round() as u64),
         period_cv: (lengths.len() >= 2).then(|| var.sqrt() / mean),
         confidence,
@@ -640,7 +777,7 @@ mod tests {
     use super::*;
 
     /// Samples every 1 ms following `phase(t_ms)` as the self function.
-    fn samples(ms: u64, phase: impl Fn(u64) -> u64) -> (Vec<Sample>, StackMap<usize>) {
+    fn samples(ms: u64, mut phase: impl FnMut(u64) -> u64) -> (Vec<Sample>, StackMap<usize>) {
         let rows = (0..ms)
             .map(|t| Sample {
                 time_ns: 1_000_000_000 + t * 1_000_000,
@@ -733,6 +870,95 @@ mod tests {
         assert!(steps.count.abs_diff(100) <= 1, "{}", steps.count);
         let period = steps.period_ns.unwrap() as f64 / 1e6;
         assert!((period - 40.0).abs() < 0.5, "{period}");
+    }
+
+    /// The function at `t` ms of a loop whose steps last `lengths` ms, each
+    /// in three phases (half, a quarter, a quarter); `None` after the loop.
+    fn phase_in(lengths: &[u64], t: u64) -> Option<u64> {
+        let mut start = 0;
+        for &len in lengths {
+            if t < start + len {
+                let pos = (t - start) * 4 / len;
+                return Some(match pos {
+                    0 | 1 => 0,
+                    2 => 1,
+                    _ => 2,
+                });
+            }
+            start += len;
+        }
+        None
+    }
+
+    #[test]
+    fn a_loop_that_slows_down_is_followed() {
+        // 40 steps of 30 ms, then 40 of 34 ms, a fifth of the samples
+        // stray: every step is found and the boundaries follow the tempo.
+        let slow = 34;
+        let lengths: Vec<u64> = (0..80).map(|i| if i < 40 { 30 } else { slow }).collect();
+        let total: u64 = lengths.iter().sum();
+        let noise = 20;
+        let mut y = 0x2545f4914f6cdd1du64;
+        let (rows, map) = samples(total, |t| {
+            y ^= y << 13;
+            y ^= y >> 7;
+            y ^= y << 17;
+            if y % 100 < noise {
+                3 + y % 3
+            } else {
+                phase_in(&lengths, t).unwrap()
+            }
+        });
+        let steps = detect_wall(&rows, &[&map], Some(1));
+        assert!(
+            steps.count.abs_diff(80) <= 1,
+            "{} {:?}",
+            steps.count,
+            steps.note
+        );
+        let b = &steps.boundaries_ns;
+        let early = (b[11] - b[1]) as f64 / 10e6;
+        let late = (b[b.len() - 2] - b[b.len() - 12]) as f64 / 10e6;
+        assert!(
+            (early - 30.0).abs() < 1.0 && (late - slow as f64).abs() < 1.0,
+            "{early} {late}"
+        );
+    }
+
+    #[test]
+    fn setup_before_the_loop_is_not_steps() {
+        // 600 ms of setup (other functions in random stretches), then 60
+        // steps of 35 ms.
+        let lengths = vec![35u64; 60];
+        let setup = 600;
+        let mut y = 0x9e3779b97f4a7c15u64;
+        let mut setup_functions = Vec::new();
+        while setup_functions.len() < setup as usize {
+            y ^= y << 13;
+            y ^= y >> 7;
+            y ^= y << 17;
+            let stretch = 5 + y % 60;
+            setup_functions.extend(std::iter::repeat_n(5 + (y >> 20) % 3, stretch as usize));
+        }
+        let (rows, map) = samples(setup + 35 * 60, |t| {
+            if t < setup {
+                setup_functions[t as usize]
+            } else {
+                phase_in(&lengths, t - setup).unwrap()
+            }
+        });
+        let steps = detect_wall(&rows, &[&map], Some(1));
+        assert!(
+            steps.count.abs_diff(60) <= 1,
+            "{} {:?}",
+            steps.count,
+            steps.note
+        );
+        let first = steps.boundaries_ns[0];
+        assert!(
+            first + 5_000_000 >= 1_000_000_000 + setup * 1_000_000,
+            "{first}"
+        );
     }
 
     #[test]
