@@ -7,21 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 mod common;
-use common::{hotspots, record, record_with, sofa};
-
-fn analyze_json(archive: &Path) -> Value {
-    let out = sofa()
-        .args(["analyze", "--json", "--top", "1000"])
-        .arg(archive)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use common::{analyze_json, hotspots, record, record_with, sofa};
 
 fn self_share(json: &Value, function: &str) -> f64 {
     json["functions"]

@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::{hotspots, record_with, root, sofa};
+use common::{analyze_json, hotspots, record_with, root, sofa};
 use serde_json::Value;
-use std::path::Path;
 use std::sync::Mutex;
 
 /// The recordings of this binary take turns: each has the two CPUs alone.
@@ -100,20 +99,6 @@ fn steps_of_the_numpy_training_loop_are_found_without_hints() {
         ));
     }
     panic!("all three recordings missed: {misses:#?}");
-}
-
-fn analyze_json(archive: &Path) -> Value {
-    let out = sofa()
-        .args(["analyze", "--json", "--top", "1000"])
-        .arg(archive)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// (steps, total ms) from the fixture's own summary line on stderr.

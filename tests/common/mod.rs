@@ -46,3 +46,18 @@ pub fn record_with(archive: &Path, args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// `sofa analyze --json --top 1000 ARCHIVE`, which must succeed.
+pub fn analyze_json(archive: &Path) -> serde_json::Value {
+    let out = sofa()
+        .args(["analyze", "--json", "--top", "1000"])
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
