@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 mod common;
-use common::{analyze_json, hotspots, record, record_with, sofa};
+use common::{analyze_json, hotspots, record, record_hotspots, record_with, sofa};
 
 fn self_share(json: &Value, function: &str) -> f64 {
     json["functions"]
@@ -472,16 +472,7 @@ fn read_count_matches_strace() {
 #[test]
 fn no_syscalls_switch_disables_the_collector() {
     let dir = tempfile::tempdir().unwrap();
-    let out = record_with(
-        &dir.path().join("a"),
-        &[
-            "--no-syscalls",
-            "--",
-            hotspots().to_str().unwrap(),
-            "2",
-            "1000",
-        ],
-    );
+    let out = record_hotspots(&dir.path().join("a"), &["2", "1000"]);
     assert!(out.status.success());
     let json = analyze_json(&dir.path().join("a"));
     assert_eq!(json["run"]["collectors"]["syscalls"]["status"], "disabled");
@@ -707,16 +698,7 @@ fn loopback_tcp_transfer_shows_up_in_the_network_table() {
 fn several_archives_line_up_on_the_wall_clock() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["rank0", "rank1"] {
-        let out = record_with(
-            &dir.path().join(name),
-            &[
-                "--no-syscalls",
-                "--",
-                hotspots().to_str().unwrap(),
-                "5",
-                "1000",
-            ],
-        );
+        let out = record_hotspots(&dir.path().join(name), &["5", "1000"]);
         assert!(out.status.success());
     }
     let out = sofa()

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{analyze_json, hotspots, record_with, root, sofa};
+use common::{analyze_json, record_hotspots, record_with, root, sofa};
 use serde_json::Value;
 use std::sync::Mutex;
 
@@ -118,16 +118,7 @@ fn hotspots_summary(stderr: &[u8]) -> (u64, f64) {
 fn steps_of_the_c_fixture_are_found_without_hints() {
     let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
-    let out = record_with(
-        &dir.path().join("a"),
-        &[
-            "--no-syscalls",
-            "--",
-            hotspots().to_str().unwrap(),
-            "30",
-            "50000",
-        ],
-    );
+    let out = record_hotspots(&dir.path().join("a"), &["30", "50000"]);
     assert!(out.status.success());
     let (true_steps, total_ms) = hotspots_summary(&out.stderr);
     let json = analyze_json(&dir.path().join("a"));
@@ -225,17 +216,7 @@ fn steps_of_the_c_fixture_are_found_without_hints() {
     assert!(forced["swarms"].as_array().unwrap().len() >= 2);
 
     // One long step: two phases, no repetition, no steps invented.
-    let out = record_with(
-        &dir.path().join("b"),
-        &[
-            "--no-syscalls",
-            "--",
-            hotspots().to_str().unwrap(),
-            "1",
-            "0",
-            "20",
-        ],
-    );
+    let out = record_hotspots(&dir.path().join("b"), &["1", "0", "20"]);
     assert!(out.status.success());
     let json = analyze_json(&dir.path().join("b"));
     assert_eq!(json["steps"]["count"], 0, "{}", json["steps"]);

@@ -36,6 +36,13 @@ pub fn record(archive: &Path, cmd: &[&str]) -> std::process::Output {
     record_with(archive, &[&["--"], cmd].concat())
 }
 
+/// `sofa record -o ARCHIVE --no-syscalls -- hotspots ARGS...`.
+pub fn record_hotspots(archive: &Path, args: &[&str]) -> std::process::Output {
+    let fixture = hotspots();
+    let command = [&["--no-syscalls", "--", fixture.to_str().unwrap()], args].concat();
+    record_with(archive, &command)
+}
+
 /// `sofa record -o ARCHIVE ARGS...`: flags, then `--` and the command.
 pub fn record_with(archive: &Path, args: &[&str]) -> std::process::Output {
     sofa()
