@@ -101,24 +101,31 @@ fn fft(re: &mut [f64], im: &mut [f64], inverse: bool) {
             im.swap(i, j);
         }
     }
+    // Twiddle factors of the largest stage; a stage of length `len` uses
+    // every (n / len)-th of them.
     let sign = if inverse { 1.0 } else { -1.0 };
+    let half = n / 2;
+    let (tw_re, tw_im): (Vec<f64>, Vec<f64>) = (0..half)
+        .map(|k| {
+            let angle = sign * 2.0 * std::f64::consts::PI * k as f64 / n as f64;
+            (angle.cos(), angle.sin())
+        })
+        .unzip();
     let mut len = 2;
     while len <= n {
-        let angle = sign * 2.0 * std::f64::consts::PI / len as f64;
-        let (w_re, w_im) = (angle.cos(), angle.sin());
+        let stride = n / len;
+        let h = len / 2;
         for start in (0..n).step_by(len) {
-            let (mut c_re, mut c_im) = (1.0, 0.0);
-            for k in 0..len / 2 {
-                let (a, b) = (start + k, start + k + len / 2);
-                let t_re = re[b] * c_re - im[b] * c_im;
-                let t_im = re[b] * c_im + im[b] * c_re;
-                re[b] = re[a] - t_re;
-                im[b] = im[a] - t_im;
-                re[a] += t_re;
-                im[a] += t_im;
-                let next = c_re * w_re - c_im * w_im;
-                c_im = c_re * w_im + c_im * w_re;
-                c_re = next;
+            let (lo_re, hi_re) = re[start..start + len].split_at_mut(h);
+            let (lo_im, hi_im) = im[start..start + len].split_at_mut(h);
+            for k in 0..h {
+                let (c_re, c_im) = (tw_re[k * stride], tw_im[k * stride]);
+                let t_re = hi_re[k] * c_re - hi_im[k] * c_im;
+                let t_im = hi_re[k] * c_im + hi_im[k] * c_re;
+                hi_re[k] = lo_re[k] - t_re;
+                hi_im[k] = lo_im[k] - t_im;
+                lo_re[k] += t_re;
+                lo_im[k] += t_im;
             }
         }
         len <<= 1;

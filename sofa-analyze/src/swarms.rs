@@ -206,7 +206,7 @@ fn silhouette_of(dist: &Distances, labels: &[usize], k: usize, weights: &[f64]) 
 fn kmeans(data: &Array2<f64>, k: usize) -> Option<Vec<usize>> {
     let dataset = DatasetBase::from(data.clone());
     let model = KMeans::params(k)
-        .n_runs(4)
+        .n_runs(2)
         .max_n_iterations(200)
         .tolerance(1e-6)
         .fit(&dataset)
