@@ -968,6 +968,71 @@ mod tests {
         );
     }
 
+    /// Steps of 10 ms over `make_up` (the functions sampled in each step,
+    /// one sample per ms) through `trim_unlike_ends`, with functions 0..3 as
+    /// the marker channels: (first kept step, last kept start, unlike share).
+    fn trim(make_up: &[Vec<u64>]) -> (usize, usize, f64) {
+        let mut rows = Vec::new();
+        for (step, functions) in make_up.iter().enumerate() {
+            for (i, &f) in functions.iter().enumerate() {
+                rows.push(Sample {
+                    time_ns: (step * 10 + i) as u64 * 1_000_000,
+                    pid: 1,
+                    tid: 1,
+                    cpu: 0,
+                    stack_id: Some(f),
+                    event: 0,
+                    period: 1_000_000,
+                });
+            }
+        }
+        let mine: Vec<&Sample> = rows.iter().collect();
+        let channel = |function| Channel {
+            tid: 1,
+            labelling: 0,
+            function,
+        };
+        let weights: HashMap<Channel, f64> = (0..3).map(|f| (channel(f), 1.0)).collect();
+        let channels_of =
+            |&(_, stack): &(u32, Option<u64>)| stack.map(|f| channel(f as usize)).into_iter();
+        let starts: Vec<usize> = (0..make_up.len()).map(|s| s * 10).collect();
+        let (kept, unlike) = trim_unlike_ends(
+            &starts,
+            |t| t as u64 * 1_000_000,
+            &mine,
+            &weights,
+            &channels_of,
+        );
+        (kept[0] / 10, kept[kept.len() - 1] / 10, unlike)
+    }
+
+    #[test]
+    fn unlike_steps_at_the_ends_are_trimmed_and_unlike_ones_inside_counted() {
+        let step = vec![0, 0, 0, 1, 1, 1, 2, 2, 2, 2];
+        let one = vec![0; 10]; // one marker function only (cosine 0.58)
+        let other = vec![7; 10]; // no marker function at all (cosine 0)
+        // Setup with one step that looks right, 20 loop steps, teardown.
+        let mut make_up = vec![other.clone(), step.clone(), other.clone(), other.clone()];
+        make_up.extend(std::iter::repeat_n(step.clone(), 20));
+        make_up.extend([other.clone(), other.clone(), one.clone(), other.clone()]);
+        assert_eq!(trim(&make_up), (4, 23, 0.0));
+        // Inside the loop, three steps of other work and two of one marker
+        // function (alike enough): 3 of the 19 steps with an end are unlike
+        // (the last start has none), more than MAX_UNLIKE.
+        let mut make_up = vec![step.clone(); 20];
+        for (i, s) in make_up.iter_mut().enumerate().skip(8).take(5) {
+            *s = if i % 2 == 0 {
+                other.clone()
+            } else {
+                one.clone()
+            };
+        }
+        let (first, last, unlike) = trim(&make_up);
+        assert_eq!((first, last), (0, 19));
+        assert!((unlike - 3.0 / 19.0).abs() < 1e-9, "{unlike}");
+        assert!(unlike > MAX_UNLIKE);
+    }
+
     #[test]
     fn long_phases_are_not_steps() {
         // Two long phases, one after the other: decays, never peaks.
