@@ -137,22 +137,39 @@ fn fft(re: &mut [f64], im: &mut [f64], inverse: bool) {
 /// Two real series share one complex FFT: for z = x + iy, the summed power
 /// |X_k|² + |Y_k|² is (|Z_k|² + |Z_(N-k)|²) / 2.
 fn autocorrelation(series: &[Vec<f64>], n: usize) -> Vec<f64> {
+    use rayon::prelude::*;
     let size = (2 * n).next_power_of_two();
-    let mut power = vec![0.0; size];
-    let (mut re, mut im) = (vec![0.0; size], vec![0.0; size]);
-    for pair in series.chunks(2) {
-        re.iter_mut().for_each(|v| *v = 0.0);
-        im.iter_mut().for_each(|v| *v = 0.0);
-        for (out, s) in [&mut re, &mut im].into_iter().zip(pair) {
-            let mean = s.iter().sum::<f64>() / n as f64;
-            for (o, v) in out.iter_mut().zip(s) {
-                *o = v - mean;
+    // Power spectra of the series, two real series per complex transform,
+    // summed per fixed chunk of series on the worker threads and then in
+    // chunk order (the same sum whatever the number of threads).
+    let partials: Vec<Vec<f64>> = series
+        .par_chunks(8)
+        .map(|chunk| {
+            let mut power = vec![0.0; size];
+            let (mut re, mut im) = (vec![0.0; size], vec![0.0; size]);
+            for pair in chunk.chunks(2) {
+                re.iter_mut().for_each(|v| *v = 0.0);
+                im.iter_mut().for_each(|v| *v = 0.0);
+                for (out, s) in [&mut re, &mut im].into_iter().zip(pair) {
+                    let mean = s.iter().sum::<f64>() / n as f64;
+                    for (o, v) in out.iter_mut().zip(s) {
+                        *o = v - mean;
+                    }
+                }
+                fft(&mut re, &mut im, false);
+                for k in 0..size {
+                    let j = (size - k) % size;
+                    power[k] +=
+                        (re[k] * re[k] + im[k] * im[k] + re[j] * re[j] + im[j] * im[j]) / 2.0;
+                }
             }
-        }
-        fft(&mut re, &mut im, false);
-        for k in 0..size {
-            let j = (size - k) % size;
-            power[k] += (re[k] * re[k] + im[k] * im[k] + re[j] * re[j] + im[j] * im[j]) / 2.0;
+            power
+        })
+        .collect();
+    let mut power = vec![0.0; size];
+    for partial in &partials {
+        for (p, v) in power.iter_mut().zip(partial) {
+            *p += v;
         }
     }
     let mut im = vec![0.0; size];

@@ -262,11 +262,17 @@ pub fn find_swarms(
         _ if clustered.len() < 3 => None,
         Some(_) => None,
         None => {
+            use rayon::prelude::*;
             let dist = Distances::new(&data);
-            (2..=MAX_K.min(clustered.len() - 1))
+            // Each k on a worker thread; the results are compared in k order.
+            let tried: Vec<(f64, Vec<usize>)> = (2..=MAX_K.min(clustered.len() - 1))
+                .into_par_iter()
                 .filter_map(|k| {
                     kmeans(&data, k).map(|l| (silhouette_of(&dist, &l, k, &weights), l))
                 })
+                .collect();
+            tried
+                .into_iter()
                 .max_by(|a, b| a.0.total_cmp(&b.0))
                 .map(|(_, l)| l)
         }
