@@ -50,8 +50,11 @@ const LOCAL_MIN_R: f64 = 0.1;
 /// Steps at the ends of the loop less alike the typical step than this
 /// (cosine of their make-up) are setup or teardown, not steps.
 const MIN_LIKENESS: f64 = 0.5;
-/// More unlike steps than this share inside the loop: not a loop.
-const MAX_UNLIKE: f64 = 0.1;
+/// More unlike steps than this share inside the loop: not a loop. Real
+/// loops measured here: at most 0.016 on a quiet machine, but one on a
+/// slow machine went over 0.1; a rhythm of time slices beside a CPU hog:
+/// 0.22.
+const MAX_UNLIKE: f64 = 0.2;
 /// Step starts with a marker under this share of the median start's are dropped.
 const WEAK_START: f64 = 0.3;
 
@@ -1035,7 +1038,7 @@ mod tests {
         assert_eq!(trim(&make_up), (4, 23, 0.0));
         // Inside the loop, three steps of other work and two of one marker
         // function (alike enough): 3 of the 19 steps with an end are unlike
-        // (the last start has none), more than MAX_UNLIKE.
+        // (the last start has none).
         let mut make_up = vec![step.clone(); 20];
         for (i, s) in make_up.iter_mut().enumerate().skip(8).take(5) {
             *s = if i % 2 == 0 {
@@ -1047,7 +1050,6 @@ mod tests {
         let (first, last, unlike) = trim(&make_up);
         assert_eq!((first, last), (0, 19));
         assert!((unlike - 3.0 / 19.0).abs() < 1e-9, "{unlike}");
-        assert!(unlike > MAX_UNLIKE);
     }
 
     #[test]
