@@ -20,6 +20,21 @@ mod tasks;
 mod text;
 mod views;
 
+/// A CPU sample of thread 1 of process 1 at `time_ns` in stack `stack`
+/// (1 ms period), for the unit tests.
+#[cfg(test)]
+pub(crate) fn test_sample(time_ns: u64, stack: u64) -> sofa_trace::tables::Sample {
+    sofa_trace::tables::Sample {
+        time_ns,
+        pid: 1,
+        tid: 1,
+        cpu: 0,
+        stack_id: Some(stack),
+        event: 0,
+        period: 1_000_000,
+    }
+}
+
 pub use breakdown::StepBreakdown;
 pub use export::{ExportError, export};
 pub use fasthash::StackMap;

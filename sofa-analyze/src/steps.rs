@@ -806,15 +806,7 @@ mod tests {
     /// Samples every 1 ms following `phase(t_ms)` as the self function.
     fn samples(ms: u64, mut phase: impl FnMut(u64) -> u64) -> (Vec<Sample>, StackMap<usize>) {
         let rows = (0..ms)
-            .map(|t| Sample {
-                time_ns: 1_000_000_000 + t * 1_000_000,
-                pid: 1,
-                tid: 1,
-                cpu: 0,
-                stack_id: Some(phase(t)),
-                event: 0,
-                period: 1_000_000,
-            })
+            .map(|t| crate::test_sample(1_000_000_000 + t * 1_000_000, phase(t)))
             .collect();
         let map = (0..8).map(|i| (Some(i), i as usize)).collect();
         (rows, map)
@@ -995,15 +987,7 @@ mod tests {
         let mut rows = Vec::new();
         for (step, functions) in make_up.iter().enumerate() {
             for (i, &f) in functions.iter().enumerate() {
-                rows.push(Sample {
-                    time_ns: (step * 10 + i) as u64 * 1_000_000,
-                    pid: 1,
-                    tid: 1,
-                    cpu: 0,
-                    stack_id: Some(f),
-                    event: 0,
-                    period: 1_000_000,
-                });
+                rows.push(crate::test_sample((step * 10 + i) as u64 * 1_000_000, f));
             }
         }
         let mine: Vec<&Sample> = rows.iter().collect();

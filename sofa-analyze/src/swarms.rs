@@ -432,17 +432,7 @@ mod tests {
         };
         let mut samples = Vec::new();
         let mut t = 1_000_000_000u64;
-        let mut push = |f: u64, t: u64| {
-            samples.push(Sample {
-                time_ns: t,
-                pid: 1,
-                tid: 1,
-                cpu: 0,
-                stack_id: Some(f),
-                event: 0,
-                period: 1_000_000,
-            })
-        };
+        let mut push = |f: u64, t: u64| samples.push(crate::test_sample(t, f));
         let mut rare = 0;
         for step in 0..steps {
             for (phase, ms) in PHASES {
