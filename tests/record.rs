@@ -7,7 +7,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 mod common;
-use common::{analyze_json, hotspots, record, record_hotspots, record_with, sofa};
+use common::{
+    analyze_json, analyze_json_of, hotspots, python, record, record_hotspots, record_with, sofa,
+};
 
 fn self_share(json: &Value, function: &str) -> f64 {
     json["functions"]
@@ -588,15 +590,6 @@ fn gpu_collector_says_why_it_is_unavailable_or_is_disabled() {
     assert_eq!(json["run"]["collectors"]["gpu"]["reason"], "--no-gpu");
 }
 
-/// The Python interpreter itself (not a wrapper script such as a pyenv shim).
-fn python() -> String {
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 (run scripts/setup.sh)");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 const TCP_TRANSFER: &str = r#"
 import socket, sys, threading
 n = int(sys.argv[1])
@@ -701,18 +694,7 @@ fn several_archives_line_up_on_the_wall_clock() {
         let out = record_hotspots(&dir.path().join(name), &["5", "1000"]);
         assert!(out.status.success());
     }
-    let out = sofa()
-        .args(["analyze", "--json"])
-        .arg(dir.path().join("rank0"))
-        .arg(dir.path().join("rank1"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = analyze_json_of(&[&dir.path().join("rank0"), &dir.path().join("rank1")]);
     let ranks = json["ranks"].as_array().unwrap();
     assert_eq!(ranks.len(), 2);
     assert_eq!(ranks[0]["offset_ns"], 0);

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{analyze_json, record_hotspots, root, sofa};
+use common::{analyze_json, assert_success, python, record_hotspots, root, sofa};
 use serde_json::Value;
 use std::sync::Mutex;
 
@@ -16,15 +16,6 @@ fn alone() -> std::sync::MutexGuard<'static, ()> {
     ALONE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The interpreter itself, not a wrapper such as a pyenv shim.
-fn python() -> String {
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 (scripts/setup.sh installs it with numpy)");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// Per-step times (ms) the fixture printed on stderr.
@@ -55,21 +46,11 @@ fn record_and_detect(archive: &std::path::Path) -> (u64, f64, f64, serde_json::V
         .args(["--steps", "60"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let times = step_times(&out.stderr);
     assert_eq!(times.len(), 60, "the fixture printed its steps");
     let mean = times.iter().sum::<f64>() / times.len() as f64;
-    let json = sofa()
-        .args(["analyze", "--json"])
-        .arg(archive)
-        .output()
-        .unwrap();
-    assert!(json.status.success());
-    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let value = analyze_json(archive);
     let steps = value["steps"].clone();
     let count = steps["count"].as_u64().unwrap();
     let period = steps["period_ns"].as_u64().unwrap_or(0) as f64 / 1e6;

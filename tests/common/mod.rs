@@ -56,15 +56,36 @@ pub fn record_with(archive: &Path, args: &[&str]) -> std::process::Output {
 
 /// `sofa analyze --json --top 1000 ARCHIVE`, which must succeed.
 pub fn analyze_json(archive: &Path) -> serde_json::Value {
+    analyze_json_of(&[archive])
+}
+
+/// `sofa analyze --json --top 1000 ARCHIVE...` (several archives on one
+/// wall clock), which must succeed.
+pub fn analyze_json_of(archives: &[&Path]) -> serde_json::Value {
     let out = sofa()
         .args(["analyze", "--json", "--top", "1000"])
-        .arg(archive)
+        .args(archives)
         .output()
         .unwrap();
+    assert_success(&out);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A command that must have succeeded; its stderr says why not.
+pub fn assert_success(out: &std::process::Output) {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The Python interpreter itself, not a wrapper such as a pyenv shim
+/// (scripts/setup.sh installs it with numpy).
+pub fn python() -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 (run scripts/setup.sh)");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
