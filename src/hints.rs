@@ -57,6 +57,13 @@ fn trace_hint(err: &TraceError) -> Option<String> {
                 .into()
         }
         TraceError::Io { .. } => "check the path and its permissions".into(),
+        TraceError::NotOurs { .. } => {
+            "record into a new or empty directory with -o DIR; sofa replaces only its own archives"
+                .into()
+        }
+        TraceError::Busy { .. } => {
+            "wait for that recording to end, or record into another directory with -o DIR".into()
+        }
         TraceError::Write { .. } => return None,
     })
 }

@@ -45,7 +45,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct RecordArgs {
-    /// Archive directory to write (replaced if it holds an earlier archive).
+    /// Archive directory to write. An earlier sofa archive there is replaced once the new
+    /// one is complete; a directory holding anything else is refused, untouched.
     #[arg(short, long, value_name = "DIR", default_value = "sofa-out")]
     output: PathBuf,
     /// Samples per second per CPU.

@@ -220,8 +220,15 @@ fn archive_analyzes_the_same_after_moving_it_and_deleting_the_binary() {
     let after = analyze_json(&moved);
     assert_eq!(before["functions"], after["functions"]);
     assert!(self_share(&after, "compute_heavy") > 0.3);
-    let module = after["functions"][0]["module"].as_str().unwrap();
-    assert_eq!(module, "hot-copy");
+    // The module name survives the move too (the hot function's: on a busy
+    // machine a kernel function can outrank it).
+    let hot = after["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "compute_heavy")
+        .unwrap();
+    assert_eq!(hot["module"], "hot-copy");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -36,6 +36,12 @@ pub enum TraceError {
         source: std::io::Error,
     },
 
+    #[error("refusing to record into {}: {reason}", path.display())]
+    NotOurs { path: PathBuf, reason: String },
+
+    #[error("{} is being recorded into by another sofa ({holder})", path.display())]
+    Busy { path: PathBuf, holder: String },
+
     #[error("writing {}: {reason}", path.display())]
     Write { path: PathBuf, reason: String },
 }

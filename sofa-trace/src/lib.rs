@@ -13,9 +13,11 @@
 pub mod column;
 mod error;
 mod meta;
+mod output;
 mod reader;
 pub mod synthetic;
 pub mod tables;
+pub mod vocab;
 mod writer;
 
 pub use column::{ColumnValue, Table};
@@ -24,7 +26,9 @@ pub use meta::{
     ClockInfo, CollectorState, CollectorStatus, EventInfo, ExitInfo, FORMAT_MINOR, FORMAT_VERSION,
     GpuInfo, HostInfo, Meta, RecordingStatus, SamplingInfo, TableInfo,
 };
+pub use output::{FORMAT_MARKER, LOCK_FILE, PREVIOUS_DIR};
 pub use reader::{Archive, Warning};
+pub use vocab::{CollectorName, FrameKind, Metric, NetSource};
 pub use writer::{ArchiveWriter, FlushPolicy, TableSummary, TableWriter};
 
 /// Re-exported so that downstream crates use the same polars as the archive.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 pub const FORMAT_VERSION: u32 = 1;
 /// Additive revisions (new tables, new columns, new meta fields) within a
 /// major version. Older readers ignore what they do not know.
-pub const FORMAT_MINOR: u32 = 0;
+pub const FORMAT_MINOR: u32 = 1;
 
 /// Whether the recorder finished writing the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +24,11 @@ pub enum RecordingStatus {
 /// has a default, so adding fields is a minor format revision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Meta {
+    /// Always `sofa-archive` ([`crate::FORMAT_MARKER`]): what lets `sofa
+    /// record` tell its own archive, which it may replace, from a user's
+    /// directory that happens to hold a `meta.json`. Absent before 1.1.
+    #[serde(default)]
+    pub format: String,
     pub format_version: u32,
     #[serde(default)]
     pub format_minor: u32,
@@ -66,6 +71,7 @@ impl Meta {
     /// Metadata of a recording that is about to start.
     pub fn new(command: Vec<String>) -> Meta {
         Meta {
+            format: crate::FORMAT_MARKER.to_owned(),
             format_version: FORMAT_VERSION,
             format_minor: FORMAT_MINOR,
             sofa_version: env!("CARGO_PKG_VERSION").to_owned(),

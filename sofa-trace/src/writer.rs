@@ -1,6 +1,7 @@
 //! Streaming archive writer: bounded memory while recording, whole files on disk at every instant.
 
 use crate::meta::{Meta, RecordingStatus, TableInfo};
+use crate::output::OutputDir;
 use crate::{META_FILE, Table, TraceError, tables};
 use polars::prelude::*;
 use std::collections::BTreeMap;
@@ -56,12 +57,17 @@ pub struct ArchiveWriter {
     meta: Meta,
     policy: FlushPolicy,
     registry: Registry,
+    /// The locked directory; `None` once finished or abandoned.
+    output: Option<OutputDir>,
+    /// Dropped unfinished while provisional, the recording is abandoned.
+    provisional: bool,
 }
 
 impl ArchiveWriter {
-    /// Creates the archive directory and writes `meta.json` with status
-    /// `recording`. An existing sofa archive at `dir` is replaced; any other
-    /// non-empty directory is refused rather than overwritten.
+    /// Creates the archive directory, locks it for this writer alone, and
+    /// writes `meta.json` with status `recording`. An earlier sofa archive at
+    /// `dir` is moved aside and deleted when this one is finished; a directory
+    /// holding anything sofa did not write is refused, untouched.
     pub fn create(dir: impl AsRef<Path>, meta: Meta) -> Result<ArchiveWriter, TraceError> {
         Self::create_with_policy(dir, meta, FlushPolicy::default())
     }
@@ -72,17 +78,42 @@ impl ArchiveWriter {
         policy: FlushPolicy,
     ) -> Result<ArchiveWriter, TraceError> {
         let dir = dir.as_ref().to_path_buf();
-        prepare_dir(&dir)?;
+        let output = OutputDir::claim(&dir)?;
         meta.status = RecordingStatus::Recording;
         meta.tables.clear();
-        let writer = ArchiveWriter {
+        let mut writer = ArchiveWriter {
             dir,
             meta,
             policy,
             registry: Arc::default(),
+            output: Some(output),
+            provisional: true,
         };
-        writer.write_meta()?;
+        if let Err(e) = writer.write_meta() {
+            writer.abandon()?;
+            return Err(e);
+        }
+        writer.provisional = false;
         Ok(writer)
+    }
+
+    /// While provisional, a writer dropped without [`ArchiveWriter::finish`]
+    /// abandons the recording (see [`ArchiveWriter::abandon`]); otherwise
+    /// what it flushed stays, readable as a recording cut short, and the
+    /// archive it replaced stays in `.sofa-previous/`. A recorder is
+    /// provisional until the recorded command starts. Default: not provisional.
+    pub fn set_provisional(&mut self, provisional: bool) {
+        self.provisional = provisional;
+    }
+
+    /// Gives up a recording that produced nothing worth keeping: removes what
+    /// it wrote, puts back the archive it was replacing (or removes the
+    /// directory it created) and releases the directory.
+    pub fn abandon(mut self) -> Result<(), TraceError> {
+        match self.output.take() {
+            Some(output) => output.abandon(),
+            None => Ok(()),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -195,7 +226,21 @@ impl ArchiveWriter {
         self.meta.tables = infos;
         self.meta.status = RecordingStatus::Complete;
         self.write_meta()?;
-        Ok(self.meta)
+        if let Some(output) = self.output.take() {
+            output.commit()?;
+        }
+        Ok(std::mem::replace(&mut self.meta, Meta::new(Vec::new())))
+    }
+}
+
+impl Drop for ArchiveWriter {
+    fn drop(&mut self) {
+        if self.provisional
+            && let Some(output) = self.output.take()
+        {
+            // Nothing to report to: the error that dropped us is on its way up.
+            let _ = output.abandon();
+        }
     }
 }
 
@@ -312,37 +357,6 @@ fn tmp_path(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
     path.with_file_name(format!(".{name}{TMP_SUFFIX}"))
-}
-
-fn prepare_dir(dir: &Path) -> Result<(), TraceError> {
-    match fs::read_dir(dir) {
-        Ok(entries) => {
-            let mut entries = entries.peekable();
-            if entries.peek().is_none() {
-                return Ok(());
-            }
-            if !dir.join(META_FILE).is_file() {
-                return Err(TraceError::Write {
-                    path: dir.to_path_buf(),
-                    reason: "directory exists and is not a sofa archive; refusing to overwrite it"
-                        .to_owned(),
-                });
-            }
-            // An earlier archive: remove what a sofa archive holds, nothing else.
-            let names = tables::all().into_iter().map(|spec| spec.name);
-            for name in names.chain([crate::JIT_MAPS_DIR]) {
-                let sub = dir.join(name);
-                if sub.is_dir() {
-                    fs::remove_dir_all(&sub).map_err(|e| TraceError::io(&sub, e))?;
-                }
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir_all(dir).map_err(|e| TraceError::io(dir, e))
-        }
-        Err(e) => Err(TraceError::io(dir, e)),
-    }
 }
 
 fn write_parquet_atomic(

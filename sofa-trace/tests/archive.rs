@@ -351,7 +351,11 @@ fn existing_archive_is_replaced_but_other_directories_are_not() {
     let err = ArchiveWriter::create(other.path(), Meta::new(vec![]))
         .err()
         .unwrap();
-    assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("thesis.tex, which sofa did not write"),
+        "{err}"
+    );
     assert!(other.path().join("thesis.tex").exists());
 }
 

@@ -44,6 +44,9 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
     meta.host = host::host_info();
     meta.clock = host::clock_info();
     let mut archive = ArchiveWriter::create(&config.output, meta)?;
+    // Until the command runs, a failure leaves no stub: the directory is
+    // as it was, with an archive it held put back.
+    archive.set_provisional(true);
 
     let extra_env: &[(&str, &str)] = if config.python_perf {
         &[("PYTHONPERFSUPPORT", "1")]
@@ -191,6 +194,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
     };
 
     child::forward_signals_to(child.pid);
+    archive.set_provisional(false);
     let released = child.release();
     let exit = match released {
         Ok(()) => child.wait(),

@@ -1,0 +1,163 @@
+//! Words the recorder writes and the analyzer reads: collector names, metric
+//! names, packet sources, frame kinds. Stored in the archive as the same
+//! strings as always (the Parquet files and `meta.json` do not change), but
+//! named here once, so that the compiler finds every writer and reader.
+
+/// A closed set of names stored as strings in the archive.
+macro_rules! vocabulary {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &[$name] = &[$($name::$variant,)+];
+
+            /// The string stored in the archive.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The value stored as `text`; `None` for a word this sofa does
+            /// not know (an archive of a newer minor version may hold one).
+            pub fn parse(text: &str) -> Option<$name> {
+                match text {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<$name> for str {
+            fn eq(&self, other: &$name) -> bool {
+                self == other.as_str()
+            }
+        }
+
+        impl PartialEq<$name> for String {
+            fn eq(&self, other: &$name) -> bool {
+                self == other.as_str()
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// A collector: keys of `meta.json` `collectors` and `lost`, and
+    /// `lost.collector`.
+    CollectorName {
+        /// Call stacks sampled with perf_event_open.
+        Cpu = "cpu",
+        /// `raw_syscalls` tracepoints of the command's tree.
+        Syscalls = "syscalls",
+        /// /proc counters.
+        System = "system",
+        /// NVML counters.
+        Gpu = "gpu",
+        /// `net` tracepoints, system-wide.
+        Net = "net",
+        /// Packet headers (AF_PACKET), riding on `net`.
+        NetCapture = "net_capture",
+    }
+}
+
+vocabulary! {
+    /// `net.source`: where a packet event came from.
+    NetSource {
+        /// `net:net_dev_xmit`: a packet sent.
+        Xmit = "xmit",
+        /// `net:netif_receive_skb`: a packet received.
+        Recv = "recv",
+        /// A captured header (`--net-capture`): the same packets again, with
+        /// addresses and ports, so totals skip these.
+        Capture = "capture",
+    }
+}
+
+vocabulary! {
+    /// `frames.kind`: what sort of code an address is in.
+    FrameKind {
+        Kernel = "kernel",
+        /// A file-backed user mapping (or none known).
+        User = "user",
+        /// Anonymous executable memory: JIT-compiled code.
+        Jit = "jit",
+    }
+}
+
+vocabulary! {
+    /// `system.metric`: what a /proc counter measures. Cumulative counters
+    /// (`*_s`, `*_bytes` of disks and interfaces, `*_packets`) are totals since
+    /// boot; `mem.*` are levels.
+    Metric {
+        CpuUser = "cpu.user_s",
+        CpuSystem = "cpu.system_s",
+        CpuIowait = "cpu.iowait_s",
+        CpuIdle = "cpu.idle_s",
+        CpuSteal = "cpu.steal_s",
+        MemTotal = "mem.total_bytes",
+        MemUsed = "mem.used_bytes",
+        MemAvailable = "mem.available_bytes",
+        MemCached = "mem.cached_bytes",
+        DiskRead = "disk.read_bytes",
+        DiskWrite = "disk.write_bytes",
+        NetRxBytes = "net.rx_bytes",
+        NetTxBytes = "net.tx_bytes",
+        NetRxPackets = "net.rx_packets",
+        NetTxPackets = "net.tx_packets",
+    }
+}
+
+impl Metric {
+    /// The CPU time metrics, in the order the report stacks them.
+    pub const CPU_TIMES: [Metric; 5] = [
+        Metric::CpuUser,
+        Metric::CpuSystem,
+        Metric::CpuIowait,
+        Metric::CpuIdle,
+        Metric::CpuSteal,
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_word_round_trips_and_is_unique() {
+        fn check<T: Copy + PartialEq + std::fmt::Debug>(
+            all: &[T],
+            as_str: fn(T) -> &'static str,
+            parse: fn(&str) -> Option<T>,
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            for &v in all {
+                assert_eq!(parse(as_str(v)), Some(v));
+                assert!(seen.insert(as_str(v)), "{v:?} twice");
+            }
+            assert_eq!(parse("no-such-word"), None);
+        }
+        check(
+            CollectorName::ALL,
+            CollectorName::as_str,
+            CollectorName::parse,
+        );
+        check(NetSource::ALL, NetSource::as_str, NetSource::parse);
+        check(FrameKind::ALL, FrameKind::as_str, FrameKind::parse);
+        check(Metric::ALL, Metric::as_str, Metric::parse);
+        let stored = String::from("capture");
+        assert!(stored == NetSource::Capture);
+        assert!(*"recv" != NetSource::Xmit);
+    }
+}
