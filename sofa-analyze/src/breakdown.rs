@@ -3,6 +3,7 @@
 use crate::fasthash::StackMap;
 use crate::hints::IO_CALLS;
 use serde::Serialize;
+use sofa_trace::NetSource;
 use sofa_trace::tables::{GpuCounter, NetEvent, Sample, Syscall};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -86,7 +87,7 @@ pub fn step_breakdown(i: &Inputs) -> Vec<StepBreakdown> {
     for (row, (busy, all)) in rows.iter_mut().zip(gpu) {
         row.gpu_busy_share = (all > 0).then(|| busy as f64 / all as f64);
     }
-    for e in i.net.iter().filter(|e| e.source != "capture") {
+    for e in i.net.iter().filter(|e| e.source != NetSource::Capture) {
         if let Some(step) = step_of(b, e.time_ns) {
             rows[step].net_bytes += u64::from(e.len);
         }

@@ -4,6 +4,7 @@ use crate::AnalyzeError;
 use crate::fasthash::{FastMap, StackMap};
 use serde::Serialize;
 use sofa_trace::Archive;
+use sofa_trace::FrameKind;
 use sofa_trace::tables::{Frame, Mapping, Sample, StackNode, Symbol};
 use std::collections::{HashMap, HashSet};
 
@@ -52,8 +53,8 @@ fn resolve_frames(archive: &Archive) -> Result<HashMap<u64, Resolved>, AnalyzeEr
                 syms.into_iter().map(|s| (s.function, s.module)).collect()
             }
             None => {
-                let module = match (frame.kind.as_str(), frame.mapping_id) {
-                    ("kernel", _) => "[kernel]".to_owned(),
+                let module = match (FrameKind::parse(&frame.kind), frame.mapping_id) {
+                    (Some(FrameKind::Kernel), _) => "[kernel]".to_owned(),
                     (_, Some(id)) => mappings
                         .get(&id)
                         .cloned()

@@ -2,6 +2,7 @@
 
 use crate::Analysis;
 use serde::Serialize;
+use sofa_trace::CollectorName;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hint {
@@ -51,17 +52,22 @@ pub fn hints(a: &Analysis) -> Vec<Hint> {
 
     for (collector, &lost) in &run.lost_by_collector {
         // What the collector did record, in events.
-        let recorded = match collector.as_str() {
-            "cpu" => run.samples,
-            "syscalls" => 2 * run.tables.get("syscalls").copied().unwrap_or(0),
-            "net" => run.tables.get("net").copied().unwrap_or(0),
+        let Some(name) = CollectorName::parse(collector) else {
+            continue;
+        };
+        let recorded = match name {
+            CollectorName::Cpu => run.samples,
+            CollectorName::Syscalls => 2 * run.tables.get("syscalls").copied().unwrap_or(0),
+            CollectorName::Net => run.tables.get("net").copied().unwrap_or(0),
             _ => continue,
         };
         let share = lost as f64 / (lost + recorded).max(1) as f64;
         if share > 0.01 {
-            let advice = match collector.as_str() {
-                "cpu" => "record with a lower -F",
-                "syscalls" => "use --no-syscalls for programs making millions of calls",
+            let advice = match name {
+                CollectorName::Cpu => "record with a lower -F",
+                CollectorName::Syscalls => {
+                    "use --no-syscalls for programs making millions of calls"
+                }
                 _ => "expect gaps in this collector's tables",
             };
             out.push(hint(

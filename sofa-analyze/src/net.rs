@@ -1,6 +1,7 @@
 //! Network traffic per interface, from the packet events.
 
 use serde::Serialize;
+use sofa_trace::NetSource;
 use sofa_trace::tables::NetEvent;
 use std::collections::{BTreeMap, HashMap};
 
@@ -63,7 +64,7 @@ pub fn net_summary(events: &[NetEvent], duration_ns: Option<u64>) -> Option<NetS
     let mut flows: BTreeMap<FlowKey, (u64, u64)> = BTreeMap::new();
     let mut hosts: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     for e in events {
-        if e.source == "capture" {
+        if e.source == NetSource::Capture {
             // Captured headers describe the same packets as the tracepoints:
             // they feed flows, not the per-interface totals.
             let src = e.src_addr.clone().unwrap_or_default();
@@ -81,7 +82,7 @@ pub fn net_summary(events: &[NetEvent], duration_ns: Option<u64>) -> Option<NetS
             continue;
         }
         let name = e.ifname.clone().unwrap_or_else(|| "?".to_owned());
-        let tx = e.source != "recv";
+        let tx = e.source != NetSource::Recv;
         let slot = per.entry(name.clone()).or_insert_with(|| InterfaceTraffic {
             name: name.clone(),
             ..Default::default()

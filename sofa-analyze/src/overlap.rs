@@ -8,6 +8,7 @@
 
 use crate::fasthash::{FastMap, StackMap};
 use crate::swarms::Swarm;
+use sofa_trace::NetSource;
 use sofa_trace::tables::{GpuCounter, NetEvent, Sample, Syscall};
 
 /// Samples further than this from an event do not say what ran then.
@@ -76,7 +77,7 @@ pub fn add_overlaps(swarms: &mut [Swarm], i: &Inputs) {
     for (swarm, (sum, n)) in swarms.iter_mut().zip(gpu) {
         swarm.gpu_util_mean = (n > 0).then(|| sum / n as f64);
     }
-    for e in i.net.iter().filter(|e| e.source != "capture") {
+    for e in i.net.iter().filter(|e| e.source != NetSource::Capture) {
         if let Some(swarm) = timelines.swarm_at(main, e.time_ns) {
             swarms[swarm].net_bytes += u64::from(e.len);
         }

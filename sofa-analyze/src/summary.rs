@@ -13,6 +13,7 @@ use crate::system::SystemSummary;
 use crate::tasks::{ProcessRow, ThreadRow, processes_and_threads};
 use crate::views::Views;
 use serde::Serialize;
+use sofa_trace::CollectorName;
 use sofa_trace::tables::{GpuCounter, NetEvent, Sample, Syscall, SystemCounter};
 use sofa_trace::{Archive, CollectorState};
 use std::collections::BTreeMap;
@@ -231,7 +232,7 @@ fn analyze_inner(
     let views = if with_views {
         let syscalls_ok = meta
             .collectors
-            .get("syscalls")
+            .get(CollectorName::Syscalls.as_str())
             .is_some_and(|c| c.status == CollectorState::Ok);
         Some(crate::views::build(
             archive,

@@ -3,6 +3,7 @@
 use crate::AnalyzeError;
 use serde::Serialize;
 use sofa_trace::Archive;
+use sofa_trace::Metric;
 use sofa_trace::tables::SystemCounter;
 use std::collections::BTreeMap;
 
@@ -70,38 +71,38 @@ pub(crate) fn summarize(rows: &[SystemCounter]) -> Option<SystemSummary> {
         }
         slot.max = slot.max.max(r.value);
     }
-    let get = |metric: &str, device: &str| series.get(&(metric.to_owned(), device.to_owned()));
+    let get =
+        |metric: Metric, device: &str| series.get(&(metric.as_str().to_owned(), device.to_owned()));
     // Counters are cumulative: what happened during the run is last minus first.
-    let delta = |metric: &str, device: &str| {
+    let delta = |metric: Metric, device: &str| {
         get(metric, device).map_or(0.0, |s| (s.last.1 - s.first.1).max(0.0))
     };
-    let max = |metric: &str, device: &str| get(metric, device).map_or(0.0, |s| s.max);
-    let parts =
-        ["user", "system", "iowait", "idle", "steal"].map(|p| delta(&format!("cpu.{p}_s"), "all"));
+    let max = |metric: Metric, device: &str| get(metric, device).map_or(0.0, |s| s.max);
+    let parts = Metric::CPU_TIMES.map(|m| delta(m, "all"));
     let total: f64 = parts.iter().sum();
     let share = |x: f64| if total > 0.0 { x / total } else { 0.0 };
-    let devices = |metric: &str| -> Vec<String> {
+    let devices = |metric: Metric| -> Vec<String> {
         series
             .keys()
-            .filter(|(m, _)| m == metric)
+            .filter(|(m, _)| *m == metric)
             .map(|(_, d)| d.clone())
             .collect()
     };
-    let disks = devices("disk.read_bytes")
+    let disks = devices(Metric::DiskRead)
         .into_iter()
         .map(|d| DiskRow {
-            read_bytes: delta("disk.read_bytes", &d) as u64,
-            write_bytes: delta("disk.write_bytes", &d) as u64,
+            read_bytes: delta(Metric::DiskRead, &d) as u64,
+            write_bytes: delta(Metric::DiskWrite, &d) as u64,
             device: d,
         })
         .collect();
-    let interfaces = devices("net.rx_bytes")
+    let interfaces = devices(Metric::NetRxBytes)
         .into_iter()
         .map(|d| InterfaceRow {
-            rx_bytes: delta("net.rx_bytes", &d) as u64,
-            tx_bytes: delta("net.tx_bytes", &d) as u64,
-            rx_packets: delta("net.rx_packets", &d) as u64,
-            tx_packets: delta("net.tx_packets", &d) as u64,
+            rx_bytes: delta(Metric::NetRxBytes, &d) as u64,
+            tx_bytes: delta(Metric::NetTxBytes, &d) as u64,
+            rx_packets: delta(Metric::NetRxPackets, &d) as u64,
+            tx_packets: delta(Metric::NetTxPackets, &d) as u64,
             device: d,
         })
         .collect();
@@ -111,8 +112,8 @@ pub(crate) fn summarize(rows: &[SystemCounter]) -> Option<SystemSummary> {
         cpu_iowait: share(parts[2]),
         cpu_idle: share(parts[3]),
         cpu_steal: share(parts[4]),
-        mem_total_bytes: max("mem.total_bytes", "all") as u64,
-        mem_used_max_bytes: max("mem.used_bytes", "all") as u64,
+        mem_total_bytes: max(Metric::MemTotal, "all") as u64,
+        mem_used_max_bytes: max(Metric::MemUsed, "all") as u64,
         disks,
         interfaces,
     })

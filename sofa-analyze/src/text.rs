@@ -1,6 +1,7 @@
 //! The terminal rendering of an analysis.
 
 use crate::Analysis;
+use sofa_trace::CollectorName;
 use std::fmt::Write;
 
 fn seconds(ns: u64) -> String {
@@ -109,7 +110,11 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
         }
         out.push('\n');
     }
-    let cpu_lost = run.lost_by_collector.get("cpu").copied().unwrap_or(0);
+    let cpu_lost = run
+        .lost_by_collector
+        .get(CollectorName::Cpu.as_str())
+        .copied()
+        .unwrap_or(0);
     let lost_share = 100.0 * cpu_lost as f64 / (run.samples + cpu_lost).max(1) as f64;
     let _ = writeln!(
         out,
@@ -119,7 +124,7 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
     let other_lost: Vec<String> = run
         .lost_by_collector
         .iter()
-        .filter(|(name, n)| name.as_str() != "cpu" && **n > 0)
+        .filter(|(name, n)| **name != CollectorName::Cpu && **n > 0)
         .map(|(name, n)| format!("{name} {n}"))
         .collect();
     if !other_lost.is_empty() {

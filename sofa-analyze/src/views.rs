@@ -8,6 +8,7 @@ use crate::functions::{CallStacks, Resolved};
 use serde::Serialize;
 use sofa_trace::Archive;
 use sofa_trace::tables::{GpuCounter, NetEvent, Sample, StackNode, Syscall, SystemCounter};
+use sofa_trace::{Metric, NetSource};
 use std::collections::{BTreeMap, HashMap};
 
 /// Time bins of the timeline (fewer for short runs: at least 1 ms a bin).
@@ -175,15 +176,8 @@ fn downsample(points: Vec<(u64, f64)>) -> Series {
 fn cpu_series(rows: &[SystemCounter]) -> Option<CpuSeries> {
     // Cumulative seconds per part at each read of /proc/stat ("all" CPUs).
     let mut reads: BTreeMap<u64, [f64; 5]> = BTreeMap::new();
-    let parts = [
-        "cpu.user_s",
-        "cpu.system_s",
-        "cpu.iowait_s",
-        "cpu.idle_s",
-        "cpu.steal_s",
-    ];
     for r in rows.iter().filter(|r| r.device == "all") {
-        if let Some(p) = parts.iter().position(|m| *m == r.metric) {
+        if let Some(p) = Metric::CPU_TIMES.iter().position(|m| r.metric == *m) {
             reads.entry(r.time_ns).or_default()[p] = r.value;
         }
     }
@@ -368,10 +362,14 @@ pub(crate) fn build(archive: &Archive, i: &Inputs) -> Views {
         let mut tx = vec![0u64; axis.bins];
         let mut rx = vec![0u64; axis.bins];
         let mut any = false;
-        for e in i.net.iter().filter(|e| e.source != "capture") {
+        for e in i.net.iter().filter(|e| e.source != NetSource::Capture) {
             any = true;
             if let Some(b) = axis.bin(e.time_ns) {
-                let slot = if e.source == "recv" { &mut rx } else { &mut tx };
+                let slot = if e.source == NetSource::Recv {
+                    &mut rx
+                } else {
+                    &mut tx
+                };
                 slot[b] += u64::from(e.len);
             }
         }
@@ -385,7 +383,7 @@ pub(crate) fn build(archive: &Archive, i: &Inputs) -> Views {
     let mem_used = {
         let mut points: Vec<(u64, f64)> = system
             .iter()
-            .filter(|r| r.metric == "mem.used_bytes" && r.device == "all")
+            .filter(|r| r.metric == Metric::MemUsed && r.device == "all")
             .map(|r| (r.time_ns, r.value))
             .collect();
         points.sort_by_key(|p| p.0);

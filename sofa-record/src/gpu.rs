@@ -3,13 +3,20 @@
 //! driver does not report: recording goes on and the status says what was
 //! missing.
 
+use crate::linux::collector::{Collector, OpenError, Outcome, Setup, Spec, nothing_skipped};
+use crate::linux::host::monotonic_ns;
+use crate::linux::system::in_tree;
 use nvml_wrapper::Nvml;
 use nvml_wrapper::enum_wrappers::device::{Clock, PcieUtilCounter, TemperatureSensor};
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;
 use sofa_trace::tables::{GpuCounter, GpuProcessCounter};
-use sofa_trace::{ArchiveWriter, GpuInfo, TableWriter, TraceError};
+use sofa_trace::{
+    ArchiveWriter, CollectorName, CollectorState, CollectorStatus, GpuInfo, TableWriter, TraceError,
+};
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// One device's readings in NVML's own units; `None` = not reported.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -187,6 +194,63 @@ impl GpuSampler {
         self.out.finish()?;
         self.procs.finish()?;
         Ok((self.samples, self.missing))
+    }
+}
+
+pub const SPEC: Spec = Spec {
+    name: CollectorName::Gpu,
+    what: "GPU counters",
+    switch: "--no-gpu",
+    enabled: |config| config.gpu,
+    open: open_collector,
+    skipped: nothing_skipped,
+};
+
+fn open_collector(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
+    let (nvml, gpus) = open().map_err(OpenError::Unavailable)?;
+    let count = gpus.len() as u32;
+    setup.archive.meta_mut().gpus = gpus;
+    Ok(Box::new(Gpu {
+        sampler: GpuSampler::new(setup.archive, nvml, count)?,
+        hz: setup.config.gpu_hz.max(1),
+        root: setup.pid as u32,
+    }))
+}
+
+struct Gpu {
+    sampler: GpuSampler,
+    hz: u64,
+    /// The command: GPU use of its process tree is recorded per process.
+    root: u32,
+}
+
+impl Collector for Gpu {
+    fn run(&mut self, stop: &AtomicBool) -> Result<(), TraceError> {
+        let period = Duration::from_nanos(1_000_000_000 / self.hz);
+        let root = self.root;
+        let traced = |pid| in_tree(pid, root);
+        while !stop.load(Ordering::Acquire) {
+            let started = Instant::now();
+            self.sampler.sample(monotonic_ns(), &traced)?;
+            std::thread::sleep(period.saturating_sub(started.elapsed()));
+        }
+        self.sampler.sample(monotonic_ns(), &traced)
+    }
+
+    /// Says which fields this driver or GPU did not report.
+    fn finish(self: Box<Self>, _: &ArchiveWriter) -> Result<Outcome, TraceError> {
+        let (rows, missing) = self.sampler.finish()?;
+        let mut outcome = Outcome {
+            rows,
+            ..Outcome::default()
+        };
+        if !missing.is_empty() {
+            let fields: Vec<&str> = missing.into_iter().collect();
+            let reason = format!("not reported by this driver/GPU: {}", fields.join(", "));
+            outcome.notes.push(format!("GPU counters: {reason}"));
+            outcome.status = Some(CollectorStatus::with(CollectorState::Ok, reason));
+        }
+        Ok(outcome)
     }
 }
 

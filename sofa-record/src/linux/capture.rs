@@ -109,7 +109,7 @@ impl Capture {
             };
             out.push(NetEvent {
                 time_ns,
-                source: "capture".into(),
+                source: sofa_trace::NetSource::Capture.as_str().into(),
                 ifname,
                 len: n as u32,
                 pid: None,

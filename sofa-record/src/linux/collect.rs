@@ -1,9 +1,10 @@
 //! Turns the kernel's perf records into archive rows, as they stream in.
 
+use super::collector::Losses;
 use perf_event_open::sample::record::Record;
 use perf_event_open::sample::record::sample::CallChain;
-use sofa_trace::tables::{Frame, LostEvents, Mapping, Sample, StackNode, TaskEvent};
-use sofa_trace::{ArchiveWriter, TableWriter, TraceError};
+use sofa_trace::tables::{Frame, Mapping, Sample, StackNode, TaskEvent};
+use sofa_trace::{ArchiveWriter, CollectorName, FrameKind, TableWriter, TraceError};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -44,13 +45,13 @@ fn is_pseudo(path: &str) -> bool {
 }
 
 /// Streaming state of the CPU collector.
-pub struct Collector {
+pub struct Streams {
     samples: TableWriter<Sample>,
     stacks: TableWriter<StackNode>,
     frames_out: TableWriter<Frame>,
     tasks: TableWriter<TaskEvent>,
     /// Kept in memory (losses are rare) and written with the other collectors' at the end.
-    lost_rows: Vec<LostEvents>,
+    pub losses: Losses,
     mappings_out: TableWriter<Mapping>,
     /// Frame ids in order of first appearance (id = index).
     pub frames: Vec<FrameInfo>,
@@ -61,18 +62,17 @@ pub struct Collector {
     /// Processes whose /proc/PID/maps was already consulted.
     maps_read: HashSet<u32>,
     pub sample_count: u64,
-    pub lost: u64,
     pub unknown_records: u64,
 }
 
-impl Collector {
-    pub fn new(archive: &ArchiveWriter) -> Result<Collector, TraceError> {
-        Ok(Collector {
+impl Streams {
+    pub fn new(archive: &ArchiveWriter) -> Result<Streams, TraceError> {
+        Ok(Streams {
             samples: archive.table()?,
             stacks: archive.table()?,
             frames_out: archive.table()?,
             tasks: archive.table()?,
-            lost_rows: Vec::new(),
+            losses: Losses::new(CollectorName::Cpu),
             mappings_out: archive.table()?,
             frames: Vec::new(),
             frame_ids: HashMap::new(),
@@ -81,7 +81,6 @@ impl Collector {
             next_mapping: 0,
             maps_read: HashSet::new(),
             sample_count: 0,
-            lost: 0,
             unknown_records: 0,
         })
     }
@@ -100,16 +99,16 @@ impl Collector {
             self.spaces.lookup(key.pid, key.address)
         };
         let kind = match mapping {
-            _ if key.kernel => "kernel",
-            Some(m) if is_anonymous(&m.path) => "jit",
-            _ => "user",
+            _ if key.kernel => FrameKind::Kernel,
+            Some(m) if is_anonymous(&m.path) => FrameKind::Jit,
+            _ => FrameKind::User,
         };
         let file_offset = mapping.map(|m| key.address - m.start + m.pgoff);
         self.frames_out.push(Frame {
             frame_id: id,
             pid: key.pid,
             address: key.address,
-            kind: kind.into(),
+            kind: kind.as_str().into(),
             mapping_id: mapping.map(|m| m.mapping_id),
             file_offset,
         })?;
@@ -251,28 +250,10 @@ impl Collector {
                     comm: None,
                 })?;
             }
-            Record::LostRecords(l) => {
-                let time_ns = l.record_id.as_ref().and_then(|r| r.time).unwrap_or(0);
-                self.record_lost(time_ns, cpu, l.lost_records)?;
-            }
-            Record::LostSamples(l) => {
-                let time_ns = l.record_id.as_ref().and_then(|r| r.time).unwrap_or(0);
-                self.record_lost(time_ns, cpu, l.lost_samples)?;
-            }
+            Record::LostRecords(_) | Record::LostSamples(_) => self.losses.count(cpu, &record),
             Record::Throttle(_) | Record::Unthrottle(_) => {}
             _ => self.unknown_records += 1,
         }
-        Ok(())
-    }
-
-    fn record_lost(&mut self, time_ns: u64, cpu: u32, count: u64) -> Result<(), TraceError> {
-        self.lost += count;
-        self.lost_rows.push(LostEvents {
-            time_ns,
-            collector: "cpu".into(),
-            cpu: Some(cpu),
-            count,
-        });
         Ok(())
     }
 
@@ -350,8 +331,7 @@ impl Collector {
         Ok(Finished {
             frames: self.frames,
             sample_count: self.sample_count,
-            lost: self.lost,
-            lost_rows: self.lost_rows,
+            losses: self.losses,
         })
     }
 }
@@ -360,8 +340,7 @@ impl Collector {
 pub struct Finished {
     pub frames: Vec<FrameInfo>,
     pub sample_count: u64,
-    pub lost: u64,
-    pub lost_rows: Vec<LostEvents>,
+    pub losses: Losses,
 }
 
 /// Executable mappings per process and the fork tree that shares them.
@@ -397,9 +376,9 @@ impl AddressSpaces {
     }
 }
 
-impl super::drain::Sink for Collector {
+impl super::drain::Sink for Streams {
     fn handle(&mut self, tag: u32, record: Record) -> Result<(), TraceError> {
-        Collector::handle(self, record, tag)
+        Streams::handle(self, record, tag)
     }
 
     fn tick(&mut self) -> Result<(), TraceError> {

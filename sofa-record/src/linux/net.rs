@@ -3,12 +3,68 @@
 //! (received packets are handled in softirq context, not in the receiving
 //! process, so a per-process counter would miss them).
 
+use super::collector::{Collector, Losses, OpenError, Outcome, Setup, Spec};
 use super::drain::Sink;
-use super::tracepoint::{Losses, Scope, Source, event_format, open_pair};
+use super::tracepoint::{FinishSink, Scope, Source, Tracepoints, event_format, open_pair};
 use crate::tracefs::{self, Field};
 use perf_event_open::sample::record::Record;
-use sofa_trace::tables::{LostEvents, NetEvent};
-use sofa_trace::{ArchiveWriter, TableWriter, TraceError};
+use sofa_trace::tables::NetEvent;
+use sofa_trace::{
+    ArchiveWriter, CollectorName, CollectorState, CollectorStatus, NetSource, TableWriter,
+    TraceError,
+};
+
+pub const SPEC: Spec = Spec {
+    name: CollectorName::Net,
+    what: "network traffic",
+    switch: "--no-net",
+    enabled: |config| config.net,
+    open: open_collector,
+    skipped: capture_skipped,
+};
+
+/// What `net_capture` (packet headers, `--net-capture`) says when off.
+const CAPTURE_SWITCH: &str = "off by default; --net-capture";
+const CAPTURE_WHAT: &str = "packet headers";
+
+/// System-wide counters, enabled by the collector's thread; packet headers
+/// too when asked for (they go into the same table).
+fn open_collector(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
+    let counters = open(setup.cpus).map_err(OpenError::Unavailable)?;
+    let capture = if setup.config.net_capture {
+        match super::capture::open() {
+            Ok(capture) => {
+                setup.set_status(CollectorName::NetCapture, CollectorStatus::ok());
+                Some(capture)
+            }
+            Err(reason) => {
+                setup.unavailable(CollectorName::NetCapture, CAPTURE_WHAT, reason);
+                None
+            }
+        }
+    } else {
+        capture_skipped(setup);
+        None
+    };
+    let sink = NetSink::new(setup.archive, counters.layouts, capture)?;
+    Ok(Box::new(Tracepoints::new(counters.sources, sink, true)))
+}
+
+/// Packet headers ride on the net collector.
+fn capture_skipped(setup: &mut Setup) {
+    if setup.config.net_capture {
+        setup.unavailable(
+            CollectorName::NetCapture,
+            CAPTURE_WHAT,
+            "needs the net collector".to_owned(),
+        );
+    } else {
+        setup.set_status(
+            CollectorName::NetCapture,
+            CollectorStatus::with(CollectorState::Disabled, CAPTURE_SWITCH),
+        );
+    }
+}
 
 /// 2^8 pages (1 MiB) per CPU and event.
 const RING_PAGES_EXP: u8 = 8;
@@ -81,13 +137,19 @@ impl NetSink {
             captured: 0,
             layouts,
             packets: 0,
-            losses: Losses::new("net"),
+            losses: Losses::new(CollectorName::Net),
         })
     }
+}
 
-    pub fn finish(self) -> Result<(u64, Vec<LostEvents>), TraceError> {
+impl FinishSink for NetSink {
+    fn finish(self) -> Result<Outcome, TraceError> {
         let summary = self.out.finish()?;
-        Ok((summary.rows, self.losses.rows))
+        Ok(Outcome {
+            rows: summary.rows,
+            losses: Some(self.losses),
+            ..Outcome::default()
+        })
     }
 }
 
@@ -106,7 +168,13 @@ impl Sink for NetSink {
                 self.packets += 1;
                 self.out.push(NetEvent {
                     time_ns: s.record_id.time.unwrap_or(0),
-                    source: if receive { "recv" } else { "xmit" }.into(),
+                    source: if receive {
+                        NetSource::Recv
+                    } else {
+                        NetSource::Xmit
+                    }
+                    .as_str()
+                    .into(),
                     ifname: tracefs::read_data_loc_str(raw, &layout.name),
                     len: len as u32,
                     // Sends run in the sending task; receives in whatever softirq context.
@@ -122,7 +190,7 @@ impl Sink for NetSink {
                     dst_port: None,
                 })?;
             }
-            other => self.losses.count(tag, &other),
+            other => self.losses.count(tag / 2, &other),
         }
         Ok(())
     }

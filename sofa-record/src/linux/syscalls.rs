@@ -2,13 +2,31 @@
 //! for the traced tree only (per-CPU counters on the child, inherited, enabled
 //! at exec), paired into one row per call.
 
+use super::collector::{Collector, Losses, OpenError, Outcome, Setup, Spec, nothing_skipped};
 use super::drain::Sink;
-use super::tracepoint::{Losses, Scope, Source, event_format, open_pair};
+use super::tracepoint::{FinishSink, Scope, Source, Tracepoints, event_format, open_pair};
 use crate::syscalls::{Enter, Exit, Pairer};
 use crate::tracefs::{self, EventFormat, Field};
 use perf_event_open::sample::record::Record;
-use sofa_trace::tables::{LostEvents, Syscall};
-use sofa_trace::{ArchiveWriter, TableWriter, TraceError};
+use sofa_trace::tables::Syscall;
+use sofa_trace::{ArchiveWriter, CollectorName, TableWriter, TraceError};
+
+pub const SPEC: Spec = Spec {
+    name: CollectorName::Syscalls,
+    what: "system calls",
+    switch: "--no-syscalls",
+    enabled: |config| config.syscalls,
+    open: open_collector,
+    skipped: nothing_skipped,
+};
+
+/// Counters on the command's tree, enabled by the kernel at its exec like
+/// the CPU counters.
+fn open_collector(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
+    let counters = open(setup.pid, setup.cpus).map_err(OpenError::Unavailable)?;
+    let sink = SyscallSink::new(setup.archive, counters.layouts)?;
+    Ok(Box::new(Tracepoints::new(counters.sources, sink, false)))
+}
 
 /// Ring buffer per CPU and event: 2^10 pages (4 MiB), about 40 000 events,
 /// since a syscall-heavy program produces hundreds of thousands a second.
@@ -91,7 +109,7 @@ impl SyscallSink {
             pending: Vec::new(),
             horizon_ns: 0,
             events: 0,
-            losses: Losses::new("syscalls"),
+            losses: Losses::new(CollectorName::Syscalls),
         })
     }
 
@@ -116,15 +134,29 @@ impl SyscallSink {
         }
         self.write_rows()
     }
+}
 
-    /// Flushes calls still open and returns (rows, exits without enter).
-    pub fn finish(mut self) -> Result<(u64, u64, Vec<LostEvents>), TraceError> {
+impl FinishSink for SyscallSink {
+    /// Flushes calls still open; says how many exits had no enter.
+    fn finish(mut self) -> Result<Outcome, TraceError> {
         self.feed(u64::MAX)?;
         let pairer = std::mem::take(&mut self.pairer);
         let orphans = pairer.finish(&mut self.rows);
         self.write_rows()?;
         let summary = self.out.finish()?;
-        Ok((summary.rows, orphans, self.losses.rows))
+        let mut notes = Vec::new();
+        if orphans > 0 {
+            notes.push(format!(
+                "{orphans} system call exits had no matching entry (lost entries, or \
+                 calls in progress when recording began)"
+            ));
+        }
+        Ok(Outcome {
+            rows: summary.rows,
+            losses: Some(self.losses),
+            notes,
+            status: None,
+        })
     }
 }
 
@@ -165,7 +197,7 @@ impl Sink for SyscallSink {
                     self.pending.push(Event::Enter(enter));
                 }
             }
-            other => self.losses.count(tag, &other),
+            other => self.losses.count(tag / 2, &other),
         }
         Ok(())
     }

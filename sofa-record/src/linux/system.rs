@@ -2,12 +2,62 @@
 //! CPU time per CPU, memory, disk and network bytes, and CPU time, RSS and
 //! threads of every process of the traced tree.
 
+use super::collector::{Collector, OpenError, Outcome, Setup, Spec, nothing_skipped};
 use crate::procfs::{self, PidStat};
 use sofa_trace::tables::{ProcessCounter, SystemCounter};
-use sofa_trace::{ArchiveWriter, TableWriter, TraceError};
+use sofa_trace::{ArchiveWriter, CollectorName, Metric, TableWriter, TraceError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+pub const SPEC: Spec = Spec {
+    name: CollectorName::System,
+    what: "/proc counters",
+    switch: "--no-system",
+    enabled: |config| config.system,
+    open: open_collector,
+    skipped: nothing_skipped,
+};
+
+fn open_collector(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
+    Ok(Box::new(System {
+        sampler: SystemSampler::new(setup.archive, setup.pid as u32)?,
+        hz: setup.config.proc_hz,
+    }))
+}
+
+struct System {
+    sampler: SystemSampler,
+    hz: u64,
+}
+
+impl Collector for System {
+    /// Samples every `1/hz` seconds until `stop`, then once more at the end.
+    fn run(&mut self, stop: &AtomicBool) -> Result<(), TraceError> {
+        let period = Duration::from_nanos(1_000_000_000 / self.hz.max(1));
+        let mut next = Instant::now();
+        loop {
+            self.sampler.sample()?;
+            next += period;
+            while Instant::now() < next {
+                if stop.load(Ordering::Acquire) {
+                    return self.sampler.sample();
+                }
+                std::thread::sleep((next - Instant::now()).min(Duration::from_millis(20)));
+            }
+            if stop.load(Ordering::Acquire) {
+                return self.sampler.sample();
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>, _: &ArchiveWriter) -> Result<Outcome, TraceError> {
+        Ok(Outcome {
+            rows: self.sampler.finish()?,
+            ..Outcome::default()
+        })
+    }
+}
 
 pub struct SystemSampler {
     system: TableWriter<SystemCounter>,
@@ -36,13 +86,13 @@ impl SystemSampler {
     fn push(
         &mut self,
         time_ns: u64,
-        metric: &str,
+        metric: Metric,
         device: &str,
         value: f64,
     ) -> Result<(), TraceError> {
         self.system.push(SystemCounter {
             time_ns,
-            metric: metric.to_owned(),
+            metric: metric.as_str().to_owned(),
             device: device.to_owned(),
             value,
         })
@@ -59,11 +109,11 @@ impl SystemSampler {
                     .map_or_else(|| "all".to_owned(), |n| format!("cpu{n}"));
                 let npt = self.ns_per_tick;
                 for (metric, ticks) in [
-                    ("cpu.user_s", c.user + c.nice),
-                    ("cpu.system_s", c.system + c.irq + c.softirq),
-                    ("cpu.iowait_s", c.iowait),
-                    ("cpu.idle_s", c.idle),
-                    ("cpu.steal_s", c.steal),
+                    (Metric::CpuUser, c.user + c.nice),
+                    (Metric::CpuSystem, c.system + c.irq + c.softirq),
+                    (Metric::CpuIowait, c.iowait),
+                    (Metric::CpuIdle, c.idle),
+                    (Metric::CpuSteal, c.steal),
                 ] {
                     self.push(t, metric, &device, seconds(ticks, npt))?;
                 }
@@ -72,26 +122,26 @@ impl SystemSampler {
         if let Ok(bytes) = std::fs::read("/proc/meminfo") {
             let m = procfs::parse_meminfo(&bytes);
             for (metric, value) in [
-                ("mem.total_bytes", m.total),
-                ("mem.used_bytes", m.used()),
-                ("mem.available_bytes", m.available),
-                ("mem.cached_bytes", m.cached + m.buffers),
+                (Metric::MemTotal, m.total),
+                (Metric::MemUsed, m.used()),
+                (Metric::MemAvailable, m.available),
+                (Metric::MemCached, m.cached + m.buffers),
             ] {
                 self.push(t, metric, "all", value as f64)?;
             }
         }
         if let Ok(bytes) = std::fs::read("/proc/diskstats") {
             for d in procfs::parse_diskstats(&bytes) {
-                self.push(t, "disk.read_bytes", &d.name, d.read_bytes as f64)?;
-                self.push(t, "disk.write_bytes", &d.name, d.write_bytes as f64)?;
+                self.push(t, Metric::DiskRead, &d.name, d.read_bytes as f64)?;
+                self.push(t, Metric::DiskWrite, &d.name, d.write_bytes as f64)?;
             }
         }
         if let Ok(bytes) = std::fs::read("/proc/net/dev") {
             for n in procfs::parse_net_dev(&bytes) {
-                self.push(t, "net.rx_bytes", &n.name, n.rx_bytes as f64)?;
-                self.push(t, "net.tx_bytes", &n.name, n.tx_bytes as f64)?;
-                self.push(t, "net.rx_packets", &n.name, n.rx_packets as f64)?;
-                self.push(t, "net.tx_packets", &n.name, n.tx_packets as f64)?;
+                self.push(t, Metric::NetRxBytes, &n.name, n.rx_bytes as f64)?;
+                self.push(t, Metric::NetTxBytes, &n.name, n.tx_bytes as f64)?;
+                self.push(t, Metric::NetRxPackets, &n.name, n.rx_packets as f64)?;
+                self.push(t, Metric::NetTxPackets, &n.name, n.tx_packets as f64)?;
             }
         }
         // A process that is exiting has released its memory (rss 0) before it
@@ -150,31 +200,6 @@ fn traced_tree(root: u32) -> Vec<PidStat> {
     }
     out.sort_by_key(|p| p.pid);
     out
-}
-
-/// Samples every `1/hz` seconds until `stop`, then once more at the end.
-pub fn run(
-    mut sampler: SystemSampler,
-    hz: u64,
-    stop: &AtomicBool,
-) -> Result<SystemSampler, TraceError> {
-    let period = Duration::from_nanos(1_000_000_000 / hz.max(1));
-    let mut next = Instant::now();
-    loop {
-        sampler.sample()?;
-        next += period;
-        while Instant::now() < next {
-            if stop.load(Ordering::Acquire) {
-                sampler.sample()?;
-                return Ok(sampler);
-            }
-            std::thread::sleep((next - Instant::now()).min(Duration::from_millis(20)));
-        }
-        if stop.load(Ordering::Acquire) {
-            sampler.sample()?;
-            return Ok(sampler);
-        }
-    }
 }
 
 /// Whether `pid` is `root` or one of its descendants (walks /proc/PID/stat parents).

@@ -1,6 +1,9 @@
 //! What the tracepoint collectors (syscalls, net) share: tracefs, the
-//! counter options, opening a pair of tracepoints on every CPU, and losses.
+//! counter options, opening a pair of tracepoints on every CPU, and the
+//! collector that drains them.
 
+use super::collector::{Collector, Outcome};
+use super::drain::{Sink, drain};
 use crate::tracefs::{self, EventFormat};
 use perf_event_open::config::{
     Clock, Cpu, Inherit, OnExecve, Opts, Proc, RecordIdFormat, SampleFormat, SampleOn,
@@ -8,9 +11,9 @@ use perf_event_open::config::{
 use perf_event_open::count::Counter;
 use perf_event_open::event::tp::Tracepoint;
 use perf_event_open::sample::Sampler;
-use perf_event_open::sample::record::{Record, RecordId};
-use sofa_trace::tables::LostEvents;
+use sofa_trace::{ArchiveWriter, TraceError};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 /// (tag, counter, sampler); tag = 2 * cpu + which of the pair (0 or 1).
 pub type Source = (u32, Counter, Sampler);
@@ -113,40 +116,46 @@ pub fn open_pair(
     Ok(sources)
 }
 
-/// Losses reported in a collector's buffers: a total and one `lost` row each.
-pub struct Losses {
-    collector: &'static str,
-    pub total: u64,
-    pub rows: Vec<LostEvents>,
+/// A collector that drains tracepoint rings into a sink.
+pub struct Tracepoints<S> {
+    sources: Vec<Source>,
+    sink: S,
+    /// Enable the counters when the thread starts (system-wide ones, which
+    /// no exec enables).
+    enable: bool,
 }
 
-impl Losses {
-    pub fn new(collector: &'static str) -> Losses {
-        Losses {
-            collector,
-            total: 0,
-            rows: Vec::new(),
+impl<S> Tracepoints<S> {
+    pub fn new(sources: Vec<Source>, sink: S, enable: bool) -> Self {
+        Tracepoints {
+            sources,
+            sink,
+            enable,
         }
     }
+}
 
-    /// Counts `record` if it reports lost events (other records are ignored).
-    pub fn count(&mut self, tag: u32, record: &Record) {
-        let time = |id: &Option<RecordId>| id.as_ref().and_then(|r| r.time);
-        match record {
-            Record::LostRecords(l) => self.add(tag, l.lost_records, time(&l.record_id)),
-            Record::LostSamples(l) => self.add(tag, l.lost_samples, time(&l.record_id)),
-            _ => {}
+/// A sink that ends as a collector does.
+pub trait FinishSink: Sink {
+    fn finish(self) -> Result<Outcome, TraceError>;
+}
+
+impl<S: FinishSink + Send> Collector for Tracepoints<S> {
+    fn run(&mut self, stop: &AtomicBool) -> Result<(), TraceError> {
+        if self.enable {
+            for (_, counter, _) in &self.sources {
+                let _ = counter.enable();
+            }
         }
+        let refs: Vec<_> = self.sources.iter().map(|(tag, _, s)| (*tag, s)).collect();
+        drain(&refs, &mut self.sink, stop, |_| {})?;
+        for (_, counter, _) in &self.sources {
+            let _ = counter.disable();
+        }
+        Ok(())
     }
 
-    /// A loss of `count` events in the buffer tagged `tag` (2 * cpu + which).
-    fn add(&mut self, tag: u32, count: u64, time_ns: Option<u64>) {
-        self.total += count;
-        self.rows.push(LostEvents {
-            time_ns: time_ns.unwrap_or(0),
-            collector: self.collector.to_owned(),
-            cpu: Some(tag / 2),
-            count,
-        });
+    fn finish(self: Box<Self>, _: &ArchiveWriter) -> Result<Outcome, TraceError> {
+        self.sink.finish()
     }
 }

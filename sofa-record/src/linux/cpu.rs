@@ -1,0 +1,123 @@
+//! The `cpu` collector: call stacks sampled on every CPU for the command's
+//! tree (perf.rs opens the counters, collect.rs turns records into rows), and
+//! the symbols of what was sampled, resolved when it finishes.
+
+use super::collect::Streams;
+use super::collector::{Collector, OpenError, Outcome, Setup, Spec, nothing_skipped};
+use super::perf::{self, CpuSampler};
+use super::{dir_size, human_bytes, symbols};
+use sofa_trace::{
+    ArchiveWriter, CollectorName, CollectorState, CollectorStatus, EventInfo, SamplingInfo,
+    TraceError,
+};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+pub const SPEC: Spec = Spec {
+    name: CollectorName::Cpu,
+    what: "call stacks",
+    switch: "always on",
+    enabled: |_| true,
+    open,
+    skipped: nothing_skipped,
+};
+
+struct Cpu {
+    samplers: Vec<CpuSampler>,
+    streams: Streams,
+    /// Where the archive grows, for the progress line; `None`: no progress line.
+    progress: Option<PathBuf>,
+}
+
+fn open(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
+    let config = setup.config;
+    let opened = perf::open(setup.pid, config.frequency_hz, config.event.as_deref())?;
+    setup.notes.extend(opened.notes.iter().cloned());
+    if let Some(fallback) = &opened.chosen.fallback {
+        setup.notes.push(fallback.clone());
+    }
+    let meta = setup.archive.meta_mut();
+    meta.sampling = Some(SamplingInfo {
+        event: opened.chosen.name.to_owned(),
+        frequency_hz: config.frequency_hz,
+        fallback: opened.chosen.fallback.clone(),
+    });
+    meta.events = vec![EventInfo {
+        name: opened.chosen.name.to_owned(),
+        period_unit: opened.chosen.period_unit.to_owned(),
+    }];
+    if !opened.notes.is_empty() {
+        setup.set_status(
+            CollectorName::Cpu,
+            CollectorStatus::with(CollectorState::Ok, opened.notes.join("; ")),
+        );
+    }
+    let progress = config.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    Ok(Box::new(Cpu {
+        samplers: opened.samplers,
+        streams: Streams::new(setup.archive)?,
+        progress: progress.then(|| config.output.clone()),
+    }))
+}
+
+impl Collector for Cpu {
+    /// Drains the rings, with the one-line progress display on a terminal.
+    fn run(&mut self, stop: &AtomicBool) -> Result<(), TraceError> {
+        let sources: Vec<_> = self.samplers.iter().map(|s| (s.cpu, &s.sampler)).collect();
+        let started = Instant::now();
+        let mut last_progress = Instant::now();
+        let progress = self.progress.as_deref();
+        super::drain::drain(&sources, &mut self.streams, stop, |c| {
+            if let Some(dir) = progress
+                && last_progress.elapsed() >= Duration::from_millis(500)
+            {
+                last_progress = Instant::now();
+                let mut err = std::io::stderr().lock();
+                let _ = write!(
+                    err,
+                    "\r\x1b[2K[sofa] {:.1} s  {} samples  {} lost  {}",
+                    started.elapsed().as_secs_f64(),
+                    c.sample_count,
+                    c.losses.total,
+                    human_bytes(dir_size(dir))
+                );
+                let _ = err.flush();
+            }
+        })?;
+        if progress.is_some() {
+            eprint!("\r\x1b[2K");
+        }
+        for s in &self.samplers {
+            let _ = s.counter.disable();
+        }
+        Ok(())
+    }
+
+    /// Closes the streams, then resolves the symbols of every sampled
+    /// address while the binaries are still there.
+    fn finish(self: Box<Self>, archive: &ArchiveWriter) -> Result<Outcome, TraceError> {
+        let finished = self.streams.finish_streams()?;
+        let sym = symbols::write(archive, &finished)?;
+        let mut notes = Vec::new();
+        if sym.kernel_hidden {
+            notes.push(
+                "kernel addresses are hidden (kernel.kptr_restrict): kernel frames unnamed".into(),
+            );
+        }
+        if !sym.unreadable.is_empty() {
+            notes.push(format!(
+                "{} binaries could not be read for symbols, e.g. {}",
+                sym.unreadable.len(),
+                sym.unreadable[0]
+            ));
+        }
+        Ok(Outcome {
+            rows: finished.sample_count,
+            losses: Some(finished.losses),
+            notes,
+            status: None,
+        })
+    }
+}
