@@ -1,8 +1,8 @@
 //! Turns the kernel's perf records into archive rows, as they stream in.
 
 use super::collector::Losses;
-use perf_event_open::sample::record::Record;
 use perf_event_open::sample::record::sample::CallChain;
+use perf_event_open::sample::record::{Record, RecordId};
 use sofa_trace::tables::{Frame, Mapping, Sample, StackNode, TaskEvent};
 use sofa_trace::{ArchiveWriter, CollectorName, FrameKind, TableWriter, TraceError};
 use std::collections::{HashMap, HashSet};
@@ -42,6 +42,145 @@ fn is_anonymous(path: &str) -> bool {
 /// Paths that name no file we could open for symbols.
 fn is_pseudo(path: &str) -> bool {
     is_anonymous(path) || path.starts_with('[') || path.starts_with("/memfd:")
+}
+
+/// One context of a call chain: its addresses, innermost first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    pub kernel: bool,
+    pub ips: Vec<u64>,
+}
+
+/// A perf record as the CPU collector uses it. Records become events at
+/// this one boundary ([`Event::from`]), so the logic that follows (return
+/// addresses, mappings along the fork chain, frame kinds) is tested on
+/// hand-made events, without root or a kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Sample {
+        time_ns: u64,
+        pid: u32,
+        tid: u32,
+        /// The CPU the record says; else the ring buffer's.
+        cpu: Option<u32>,
+        chain: Option<Vec<Context>>,
+        period: u64,
+    },
+    /// An executable mapping.
+    Mmap {
+        time_ns: u64,
+        pid: u32,
+        start: u64,
+        len: u64,
+        pgoff: u64,
+        path: String,
+        build_id: Option<String>,
+    },
+    Comm {
+        time_ns: u64,
+        pid: u32,
+        tid: u32,
+        comm: String,
+        /// Renamed by `execve` rather than by `prctl`.
+        exec: bool,
+    },
+    Fork {
+        time_ns: u64,
+        pid: u32,
+        tid: u32,
+        ppid: u32,
+        ptid: u32,
+    },
+    Exit {
+        time_ns: u64,
+        pid: u32,
+        tid: u32,
+        ppid: u32,
+        ptid: u32,
+    },
+    Lost {
+        time_ns: Option<u64>,
+        count: u64,
+    },
+    /// Known and of no use here (data mappings, throttling).
+    Ignored,
+    /// A record this collector does not know; counted.
+    Unknown,
+}
+
+impl From<Record> for Event {
+    fn from(record: Record) -> Event {
+        let time = |id: &Option<RecordId>| id.as_ref().and_then(|r| r.time);
+        match record {
+            Record::Sample(s) => {
+                let id = &s.record_id;
+                let (pid, tid) = id.task.as_ref().map_or((0, 0), |t| (t.pid, t.tid));
+                let chain = s.call_chain.map(|chain| {
+                    chain
+                        .into_iter()
+                        .filter_map(|segment| match segment {
+                            CallChain::Kernel(ips) => Some(Context { kernel: true, ips }),
+                            CallChain::User(ips) => Some(Context { kernel: false, ips }),
+                            _ => None,
+                        })
+                        .collect()
+                });
+                Event::Sample {
+                    time_ns: id.time.unwrap_or(0),
+                    pid,
+                    tid,
+                    cpu: id.cpu,
+                    chain,
+                    period: s.period.unwrap_or(0),
+                }
+            }
+            Record::Mmap(m) if m.executable => Event::Mmap {
+                time_ns: time(&m.record_id).unwrap_or(0),
+                pid: m.task.pid,
+                start: m.addr,
+                len: m.len,
+                pgoff: m.page_offset,
+                path: m.file.to_string_lossy().into_owned(),
+                build_id: m.ext.as_ref().and_then(|ext| match &ext.info {
+                    perf_event_open::sample::record::mmap::Info::BuildId(bytes) => {
+                        Some(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+                    }
+                    _ => None,
+                }),
+            },
+            Record::Comm(c) => Event::Comm {
+                time_ns: time(&c.record_id).unwrap_or(0),
+                pid: c.task.pid,
+                tid: c.task.tid,
+                comm: c.comm.to_string_lossy().into_owned(),
+                exec: c.by_execve,
+            },
+            Record::Fork(f) => Event::Fork {
+                time_ns: f.time,
+                pid: f.task.pid,
+                tid: f.task.tid,
+                ppid: f.parent_task.pid,
+                ptid: f.parent_task.tid,
+            },
+            Record::Exit(e) => Event::Exit {
+                time_ns: e.time,
+                pid: e.task.pid,
+                tid: e.task.tid,
+                ppid: e.parent_task.pid,
+                ptid: e.parent_task.tid,
+            },
+            Record::LostRecords(l) => Event::Lost {
+                time_ns: time(&l.record_id),
+                count: l.lost_records,
+            },
+            Record::LostSamples(l) => Event::Lost {
+                time_ns: time(&l.record_id),
+                count: l.lost_samples,
+            },
+            Record::Mmap(_) | Record::Throttle(_) | Record::Unthrottle(_) => Event::Ignored,
+            _ => Event::Unknown,
+        }
+    }
 }
 
 /// Streaming state of the CPU collector.
@@ -136,23 +275,22 @@ impl Streams {
 
     /// Interns a call chain (innermost first, as the kernel gives it) and
     /// returns its innermost stack node.
-    fn intern_chain(&mut self, pid: u32, chain: &[CallChain]) -> Result<Option<u64>, TraceError> {
+    fn intern_chain(&mut self, pid: u32, chain: &[Context]) -> Result<Option<u64>, TraceError> {
         // Innermost first: (address, kernel). Within each context the first
         // address is where execution was; the others are return addresses,
         // moved back by one byte into the call instruction so they resolve
         // to the calling line and function.
         let mut frames: Vec<(u64, bool)> = Vec::new();
         for segment in chain {
-            let (ips, kernel) = match segment {
-                CallChain::Kernel(ips) => (ips, true),
-                CallChain::User(ips) => (ips, false),
-                _ => continue,
-            };
-            for (i, &ip) in ips.iter().enumerate() {
-                if ip == 0 || ip >= u64::MAX - 4095 {
-                    continue;
-                }
-                frames.push((if i == 0 { ip } else { ip - 1 }, kernel));
+            let mut first = true;
+            // Context markers (PERF_CONTEXT_*) sit in the top page.
+            for &ip in segment
+                .ips
+                .iter()
+                .filter(|&&ip| ip != 0 && ip < u64::MAX - 4095)
+            {
+                frames.push((if first { ip } else { ip - 1 }, segment.kernel));
+                first = false;
             }
         }
         let mut node = None;
@@ -168,91 +306,97 @@ impl Streams {
         Ok(node)
     }
 
-    pub fn handle(&mut self, record: Record, cpu: u32) -> Result<(), TraceError> {
-        match record {
-            Record::Sample(s) => {
-                let id = &s.record_id;
-                let task = id.task.clone().map(|t| (t.pid, t.tid)).unwrap_or((0, 0));
-                if task.0 != 0 && !self.spaces.knows(task.0) && self.maps_read.insert(task.0) {
-                    self.read_proc_maps(task.0, id.time.unwrap_or(0))?;
+    /// Handles one event read from the ring buffer of `cpu`.
+    pub fn handle(&mut self, event: Event, cpu: u32) -> Result<(), TraceError> {
+        match event {
+            Event::Sample {
+                time_ns,
+                pid,
+                tid,
+                cpu: sample_cpu,
+                chain,
+                period,
+            } => {
+                if pid != 0 && !self.spaces.knows(pid) && self.maps_read.insert(pid) {
+                    self.read_proc_maps(pid, time_ns)?;
                 }
-                let stack_id = match &s.call_chain {
-                    Some(chain) => self.intern_chain(task.0, chain)?,
+                let stack_id = match &chain {
+                    Some(chain) => self.intern_chain(pid, chain)?,
                     None => None,
                 };
                 self.samples.push(Sample {
-                    time_ns: id.time.unwrap_or(0),
-                    pid: task.0,
-                    tid: task.1,
-                    cpu: id.cpu.unwrap_or(cpu),
+                    time_ns,
+                    pid,
+                    tid,
+                    cpu: sample_cpu.unwrap_or(cpu),
                     stack_id,
                     event: 0,
-                    period: s.period.unwrap_or(0),
+                    period,
                 })?;
                 self.sample_count += 1;
             }
-            Record::Mmap(m) => {
-                if !m.executable {
-                    return Ok(());
-                }
-                let path = m.file.to_string_lossy().into_owned();
-                let build_id = m.ext.as_ref().and_then(|ext| match &ext.info {
-                    perf_event_open::sample::record::mmap::Info::BuildId(bytes) => {
-                        Some(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
-                    }
-                    _ => None,
-                });
-                let time_ns = m.record_id.as_ref().and_then(|r| r.time).unwrap_or(0);
-                self.add_mapping(
-                    m.task.pid,
-                    time_ns,
-                    m.addr,
-                    m.len,
-                    m.page_offset,
-                    path,
-                    build_id,
-                )?;
-            }
-            Record::Comm(c) => {
-                let time_ns = c.record_id.as_ref().and_then(|r| r.time).unwrap_or(0);
-                self.tasks.push(TaskEvent {
-                    time_ns,
-                    kind: if c.by_execve { "exec" } else { "comm" }.into(),
-                    pid: c.task.pid,
-                    tid: c.task.tid,
-                    ppid: None,
-                    ptid: None,
-                    comm: Some(c.comm.to_string_lossy().into_owned()),
-                })?;
-            }
-            Record::Fork(f) => {
-                if f.task.pid != f.parent_task.pid {
-                    self.spaces.parents.insert(f.task.pid, f.parent_task.pid);
+            Event::Mmap {
+                time_ns,
+                pid,
+                start,
+                len,
+                pgoff,
+                path,
+                build_id,
+            } => self.add_mapping(pid, time_ns, start, len, pgoff, path, build_id)?,
+            Event::Comm {
+                time_ns,
+                pid,
+                tid,
+                comm,
+                exec,
+            } => self.tasks.push(TaskEvent {
+                time_ns,
+                kind: if exec { "exec" } else { "comm" }.into(),
+                pid,
+                tid,
+                ppid: None,
+                ptid: None,
+                comm: Some(comm),
+            })?,
+            Event::Fork {
+                time_ns,
+                pid,
+                tid,
+                ppid,
+                ptid,
+            } => {
+                if pid != ppid {
+                    self.spaces.parents.insert(pid, ppid);
                 }
                 self.tasks.push(TaskEvent {
-                    time_ns: f.time,
+                    time_ns,
                     kind: "fork".into(),
-                    pid: f.task.pid,
-                    tid: f.task.tid,
-                    ppid: Some(f.parent_task.pid),
-                    ptid: Some(f.parent_task.tid),
+                    pid,
+                    tid,
+                    ppid: Some(ppid),
+                    ptid: Some(ptid),
                     comm: None,
                 })?;
             }
-            Record::Exit(e) => {
-                self.tasks.push(TaskEvent {
-                    time_ns: e.time,
-                    kind: "exit".into(),
-                    pid: e.task.pid,
-                    tid: e.task.tid,
-                    ppid: Some(e.parent_task.pid),
-                    ptid: Some(e.parent_task.tid),
-                    comm: None,
-                })?;
-            }
-            Record::LostRecords(_) | Record::LostSamples(_) => self.losses.count(cpu, &record),
-            Record::Throttle(_) | Record::Unthrottle(_) => {}
-            _ => self.unknown_records += 1,
+            Event::Exit {
+                time_ns,
+                pid,
+                tid,
+                ppid,
+                ptid,
+            } => self.tasks.push(TaskEvent {
+                time_ns,
+                kind: "exit".into(),
+                pid,
+                tid,
+                ppid: Some(ppid),
+                ptid: Some(ptid),
+                comm: None,
+            })?,
+            Event::Lost { time_ns, count } => self.losses.add(cpu, count, time_ns),
+            Event::Ignored => {}
+            Event::Unknown => self.unknown_records += 1,
         }
         Ok(())
     }
@@ -378,10 +522,192 @@ impl AddressSpaces {
 
 impl super::drain::Sink for Streams {
     fn handle(&mut self, tag: u32, record: Record) -> Result<(), TraceError> {
-        Streams::handle(self, record, tag)
+        Streams::handle(self, Event::from(record), tag)
     }
 
     fn tick(&mut self) -> Result<(), TraceError> {
         self.flush_if_due()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sofa_trace::{Archive, Meta};
+
+    const BIN: u32 = 10;
+    const CHILD: u32 = 11;
+
+    fn mmap(pid: u32, start: u64, len: u64, pgoff: u64, path: &str) -> Event {
+        Event::Mmap {
+            time_ns: 1,
+            pid,
+            start,
+            len,
+            pgoff,
+            path: path.to_owned(),
+            build_id: None,
+        }
+    }
+
+    fn sample(pid: u32, chain: Vec<Context>) -> Event {
+        Event::Sample {
+            time_ns: 5,
+            pid,
+            tid: pid,
+            cpu: None,
+            chain: Some(chain),
+            period: 1,
+        }
+    }
+
+    fn context(kernel: bool, ips: &[u64]) -> Context {
+        Context {
+            kernel,
+            ips: ips.to_vec(),
+        }
+    }
+
+    /// Feeds `events` (read from CPU 3's ring) into a fresh archive and
+    /// returns the streams' finish and the frames table.
+    fn run(events: Vec<Event>) -> (Finished, Vec<Frame>, Vec<Sample>) {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = ArchiveWriter::create(dir.path(), Meta::new(vec![])).unwrap();
+        let mut streams = Streams::new(&archive).unwrap();
+        for event in events {
+            streams.handle(event, 3).unwrap();
+        }
+        let finished = streams.finish_streams().unwrap();
+        archive.finish().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let frames = archive.read_table::<Frame>().unwrap();
+        let samples = archive.read_table::<Sample>().unwrap();
+        (finished, frames, samples)
+    }
+
+    #[test]
+    fn return_addresses_move_back_into_the_call_and_markers_are_skipped() {
+        let kernel_marker = u64::MAX - 127; // PERF_CONTEXT_KERNEL
+        let (finished, frames, samples) = run(vec![
+            mmap(BIN, 0x1000, 0x1000, 0, "/bin/app"),
+            sample(
+                BIN,
+                vec![
+                    context(true, &[kernel_marker, 0xffff_0010, 0xffff_0020]),
+                    context(false, &[0x1100, 0x1200, 0, 0x1300]),
+                ],
+            ),
+        ]);
+        // Root first: the outermost user frame was interned first.
+        let got: Vec<(u64, bool)> = finished
+            .frames
+            .iter()
+            .map(|f| (f.key.address, f.key.kernel))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0x12ff, false),
+                (0x11ff, false),
+                (0x1100, false),
+                (0xffff_001f, true),
+                (0xffff_0010, true),
+            ]
+        );
+        // Kernel frames belong to no process: shared by all.
+        assert!(
+            finished
+                .frames
+                .iter()
+                .all(|f| f.key.kernel == (f.key.pid == 0))
+        );
+        assert_eq!(frames.len(), 5);
+        assert_eq!(samples.len(), 1);
+        assert_eq!(samples[0].cpu, 3, "the ring's CPU when the record has none");
+        assert_eq!(samples[0].stack_id, Some(4), "the innermost node");
+    }
+
+    #[test]
+    fn a_forked_child_uses_its_parents_mappings_until_it_maps_its_own() {
+        let (finished, frames, _) = run(vec![
+            mmap(BIN, 0x1000, 0x1000, 0x200, "/bin/app"),
+            Event::Fork {
+                time_ns: 2,
+                pid: CHILD,
+                tid: CHILD,
+                ppid: BIN,
+                ptid: BIN,
+            },
+            sample(CHILD, vec![context(false, &[0x1500])]),
+            // The child execs something else over the same range.
+            mmap(CHILD, 0x1000, 0x1000, 0, "/bin/other"),
+            sample(CHILD, vec![context(false, &[0x1600])]),
+            sample(BIN, vec![context(false, &[0x1600])]),
+        ]);
+        let files: Vec<(u32, Option<(String, u64)>)> = finished
+            .frames
+            .iter()
+            .map(|f| {
+                (
+                    f.key.pid,
+                    f.file.as_ref().map(|(p, off)| (p.to_string(), *off)),
+                )
+            })
+            .collect();
+        assert_eq!(
+            files,
+            vec![
+                (CHILD, Some(("/bin/app".to_owned(), 0x700))),
+                (CHILD, Some(("/bin/other".to_owned(), 0x600))),
+                (BIN, Some(("/bin/app".to_owned(), 0x800))),
+            ]
+        );
+        assert_eq!(frames[0].file_offset, Some(0x700));
+        assert_eq!(frames[1].mapping_id, Some(1));
+    }
+
+    #[test]
+    fn frame_kinds_follow_the_mapping() {
+        let (finished, frames, _) = run(vec![
+            mmap(BIN, 0x1000, 0x1000, 0, "/bin/app"),
+            mmap(BIN, 0x7000, 0x1000, 0, "//anon"),
+            mmap(BIN, 0x9000, 0x1000, 0, "[vdso]"),
+            sample(BIN, vec![context(false, &[0x1100])]),
+            sample(BIN, vec![context(false, &[0x7100])]),
+            sample(BIN, vec![context(false, &[0x9100])]),
+            sample(BIN, vec![context(false, &[0x5000])]),
+            sample(BIN, vec![context(true, &[0xffff_0000])]),
+        ]);
+        let kinds: Vec<&str> = frames.iter().map(|f| f.kind.as_str()).collect();
+        assert_eq!(kinds, ["user", "jit", "user", "user", "kernel"]);
+        // Only real files are opened for symbols later.
+        let files: Vec<bool> = finished.frames.iter().map(|f| f.file.is_some()).collect();
+        assert_eq!(files, [true, false, false, false, false]);
+        assert_eq!(frames[3].mapping_id, None, "an address in no mapping");
+    }
+
+    #[test]
+    fn losses_and_unknown_records_are_counted() {
+        let (finished, _, _) = run(vec![
+            Event::Lost {
+                time_ns: Some(9),
+                count: 4,
+            },
+            Event::Lost {
+                time_ns: None,
+                count: 1,
+            },
+            Event::Unknown,
+            Event::Ignored,
+        ]);
+        assert_eq!(finished.losses.total, 5);
+        let rows: Vec<(u64, Option<u32>, u64)> = finished
+            .losses
+            .rows
+            .iter()
+            .map(|r| (r.time_ns, r.cpu, r.count))
+            .collect();
+        assert_eq!(rows, [(9, Some(3), 4), (0, Some(3), 1)]);
+        assert!(finished.losses.rows.iter().all(|r| r.collector == "cpu"));
     }
 }

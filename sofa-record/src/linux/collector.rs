@@ -144,7 +144,8 @@ impl Losses {
         }
     }
 
-    fn add(&mut self, cpu: u32, count: u64, time_ns: Option<u64>) {
+    /// A loss of `count` events in the ring buffer of `cpu`.
+    pub fn add(&mut self, cpu: u32, count: u64, time_ns: Option<u64>) {
         self.total += count;
         self.rows.push(LostEvents {
             time_ns: time_ns.unwrap_or(0),
