@@ -11,7 +11,6 @@ mod multi;
 mod net;
 mod overlap;
 mod steps;
-mod steps_seq;
 mod summary;
 mod swarms;
 mod syscalls;

@@ -3,11 +3,12 @@
 //! share of samples equal to the one `lag` samples later is a categorical
 //! autocorrelation. Time the thread spends descheduled or blocked does not
 //! smear this sequence, which makes it robust on a loaded machine; it needs
-//! a few dozen samples per step. `steps.rs` combines it with the wall-clock
-//! detector.
+//! a few dozen samples per step. `steps/mod.rs` combines it with the
+//! wall-clock detector.
 
+use super::signal::{Ties, mean_and_cv, period_peak, refine_period};
+use super::{Steps, none};
 use crate::fasthash::{FastMap, StackMap};
-use crate::steps::{Steps, none};
 use sofa_trace::tables::Sample;
 
 /// Longest series analysed; longer recordings use wider bins.
@@ -19,9 +20,15 @@ pub const MIN_CONFIDENCE: f64 = 0.25;
 
 /// Share of non-empty bin pairs `lag` apart with the same label.
 fn matches(labels: &[u32], lag: usize) -> f64 {
+    match_share(labels, &labels[lag..])
+}
+
+/// Share of the positions where both `a` and `b` have a label (not 0) at
+/// which the labels are the same; 0 where none has.
+fn match_share(a: &[u32], b: &[u32]) -> f64 {
     let mut same = 0u64;
     let mut both = 0u64;
-    for (a, b) in labels.iter().zip(&labels[lag..]) {
+    for (a, b) in a.iter().zip(b) {
         if *a != 0 && *b != 0 {
             both += 1;
             same += u64::from(a == b);
@@ -66,7 +73,6 @@ fn periodic_region(labels: &[u32], lag: usize, threshold: f64) -> (usize, usize)
     (best.0, (best.1 + lag).min(labels.len()))
 }
 
-/// How each labelling of the samples is called in `Steps::labels`.
 /// Steps in the busiest thread of `pid`, from its self functions.
 pub fn detect(samples: &[Sample], self_of_stack: &StackMap<usize>, pid: Option<u32>) -> Steps {
     // The busiest thread of the process runs the loop; other threads (BLAS
@@ -127,33 +133,15 @@ pub fn detect(samples: &[Sample], self_of_stack: &StackMap<usize>, pid: Option<u
         .map(|lag| if lag == 0 { 1.0 } else { matches(&labels, lag) })
         .collect();
     // Local maxima standing above the dip that precedes them.
-    let mut best: Option<(usize, f64)> = None;
-    let mut low = f64::MAX;
-    let mut peaks = Vec::new();
-    for lag in 2..max_lag {
-        low = low.min(curve[lag]);
-        if curve[lag] >= curve[lag - 1]
-            && curve[lag] >= curve[lag + 1]
-            && curve[lag] - low >= MIN_PROMINENCE
-        {
-            peaks.push((lag, curve[lag]));
-        }
-    }
-    let top = peaks.iter().map(|p| p.1).fold(0.0, f64::max);
-    // The period is the first peak nearly as high as the best (multiples are as high).
-    if let Some(&(lag, score)) = peaks.iter().find(|p| p.1 >= 0.9 * top) {
-        best = Some((lag, score));
-    }
-    let Some((lag, score)) = best else {
-        let confidence = 0.0;
-        return none("no periodic structure found", confidence);
+    let Some((lag, score)) = period_peak(&curve, 2, max_lag, MIN_PROMINENCE, Ties::First) else {
+        return none("no periodic structure found", 0.0);
     };
     let confidence = ((score - chance) / (1.0 - chance).max(1e-9)).clamp(0.0, 1.0);
     if confidence < MIN_CONFIDENCE {
         return none("no periodic structure found", confidence);
     }
 
-    let period_bins = crate::steps::refine_period(&curve, lag, max_lag);
+    let period_bins = refine_period(&curve, lag, max_lag);
     // The loop is where the sequence matches itself one period later; start-up
     // (imports, loading) and shutdown around it are not steps.
     let (first, last) = periodic_region(&labels, lag, (score + chance) / 2.0);
@@ -176,19 +164,8 @@ pub fn detect(samples: &[Sample], self_of_stack: &StackMap<usize>, pid: Option<u
                 continue;
             }
             let at = at as usize;
-            let (mut same, mut both) = (0u32, 0u32);
-            for i in 0..template.min(at - previous) {
-                let (a, b) = (labels[previous + i], labels[at + i]);
-                if a != 0 && b != 0 {
-                    both += 1;
-                    same += u32::from(a == b);
-                }
-            }
-            let score = if both == 0 {
-                0.0
-            } else {
-                f64::from(same) / f64::from(both)
-            };
+            let len = template.min(at - previous);
+            let score = match_share(&labels[previous..previous + len], &labels[at..at + len]);
             if score > best_score {
                 (best_score, best_at) = (score, at as isize);
             }
@@ -204,11 +181,7 @@ pub fn detect(samples: &[Sample], self_of_stack: &StackMap<usize>, pid: Option<u
     let full: Vec<f64> = lengths[..lengths.len().saturating_sub(1)].to_vec();
     // Wall-clock length of a step, over the whole loop.
     let period_ns = (loop_end.saturating_sub(boundaries[0]) as f64 / count as f64).round() as u64;
-    let period_cv = (full.len() >= 2).then(|| {
-        let mean = full.iter().sum::<f64>() / full.len() as f64;
-        let var = full.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / full.len() as f64;
-        var.sqrt() / mean
-    });
+    let (_, period_cv) = mean_and_cv(&full);
     Steps {
         count,
         period_ns: Some(period_ns),

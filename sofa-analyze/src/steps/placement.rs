@@ -1,0 +1,289 @@
+//! Where the steps are, once the wall-clock detector knows the period: the
+//! local tempo, step starts placed on the marker signal by dynamic
+//! programming, and the ends of the loop trimmed of steps unlike the typical
+//! one.
+
+use super::signal::parabola_offset;
+use super::wall::Channel;
+use crate::fasthash::FastMap;
+use sofa_trace::tables::Sample;
+use std::collections::HashMap;
+
+/// Weight of keeping gaps near the period against following the marker.
+const GAP_WEIGHT: f64 = 4.0;
+/// Window of the local period estimate, in periods.
+const LOCAL_PERIODS: f64 = 12.0;
+/// A local period needs this autocorrelation at its peak.
+const LOCAL_MIN_R: f64 = 0.1;
+/// Steps at the ends of the loop less alike the typical step than this
+/// (cosine of their make-up) are setup or teardown, not steps.
+const MIN_LIKENESS: f64 = 0.5;
+
+/// The local period around each bin of `marker` (a tempo that drifts: a
+/// run slows down when the machine gets busy): autocorrelation of the
+/// marker over windows of `LOCAL_PERIODS` periods, every quarter window,
+/// searched between 2/3 and 3/2 of the global `period` (so it cannot jump
+/// to a multiple), refined by a parabola. A window without a clear peak
+/// keeps the global period.
+pub(super) fn local_periods(marker: &[f64], period: f64) -> Vec<f64> {
+    let n = marker.len();
+    let mut out = vec![period; n];
+    let window = (LOCAL_PERIODS * period).round() as usize;
+    if n < 2 * window || period < 4.0 {
+        return out;
+    }
+    let hop = (window / 4).max(1);
+    let lo = ((period * 2.0 / 3.0).floor() as usize).max(1);
+    let hi = (period * 1.5).ceil() as usize;
+    let mut centres = Vec::new();
+    let mut c = window / 2;
+    while c < n {
+        let start = c.saturating_sub(window / 2);
+        let end = (start + window).min(n);
+        let seg = &marker[start..end];
+        let mean = seg.iter().sum::<f64>() / seg.len() as f64;
+        let x: Vec<f64> = seg.iter().map(|v| v - mean).collect();
+        let zero: f64 = x.iter().map(|v| v * v).sum();
+        let r = |lag: usize| -> f64 {
+            if lag >= x.len() || zero <= 0.0 {
+                return 0.0;
+            }
+            let sum: f64 = (0..x.len() - lag).map(|i| x[i] * x[i + lag]).sum();
+            sum / zero * x.len() as f64 / (x.len() - lag) as f64
+        };
+        let curve: Vec<f64> = (lo - 1..=hi + 1).map(r).collect();
+        let best = (1..curve.len() - 1).max_by(|&a, &b| curve[a].total_cmp(&curve[b]));
+        let local = best
+            .filter(|&i| {
+                curve[i] >= LOCAL_MIN_R && curve[i] >= curve[i - 1] && curve[i] >= curve[i + 1]
+            })
+            .map(|i| (lo - 1 + i) as f64 + parabola_offset(&curve, i));
+        centres.push((c, local.unwrap_or(period)));
+        c += hop;
+    }
+    // Each bin takes the nearest window's period.
+    for (t, v) in out.iter_mut().enumerate() {
+        let i = centres.partition_point(|&(c, _)| c < t);
+        let nearest = match (i.checked_sub(1).map(|j| centres[j]), centres.get(i)) {
+            (Some(a), Some(b)) => {
+                if t - a.0 <= b.0 - t {
+                    a.1
+                } else {
+                    b.1
+                }
+            }
+            (Some(a), None) => a.1,
+            (None, Some(b)) => b.1,
+            (None, None) => period,
+        };
+        *v = nearest;
+    }
+    out
+}
+
+/// Step starts (indices into `marker`) by dynamic programming: each start
+/// scores its marker value, each gap a penalty growing with its log-ratio to
+/// the local period where the gap ends.
+pub(super) fn place_starts(marker: &[f64], periods: &[f64]) -> Vec<usize> {
+    let n = marker.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    // Penalty tables per local period, which takes few distinct values.
+    let mut tables: HashMap<u64, (usize, usize, Vec<f64>)> = HashMap::new();
+    let mut score = vec![0.0; n];
+    let mut previous = vec![usize::MAX; n];
+    for t in 0..n {
+        let period = periods[t];
+        let (lo, hi, penalty) = tables.entry(period.to_bits()).or_insert_with(|| {
+            let lo = (0.5 * period).floor().max(1.0) as usize;
+            let hi = (2.5 * period).ceil() as usize;
+            let penalty = (0..=hi)
+                .map(|gap| GAP_WEIGHT * (gap.max(1) as f64 / period).ln().powi(2))
+                .collect();
+            (lo, hi, penalty)
+        });
+        let mut best = 0.0;
+        for gap in *lo..=(*hi).min(t) {
+            let v = score[t - gap] - penalty[gap];
+            if v > best {
+                best = v;
+                previous[t] = t - gap;
+            }
+        }
+        score[t] = marker[t] + best;
+    }
+    let tail = n.saturating_sub((2.0 * periods[n - 1]).ceil() as usize);
+    let Some(mut t) = (tail..n).max_by(|&a, &b| score[a].total_cmp(&score[b])) else {
+        return Vec::new();
+    };
+    let mut starts = vec![t];
+    while previous[t] != usize::MAX {
+        t = previous[t];
+        starts.push(t);
+    }
+    starts.reverse();
+    starts
+}
+
+/// Drops steps at either end of the loop whose make-up (samples of each
+/// strictly periodic channel) is unlike the loop's typical step: the setup
+/// before a training loop and the teardown after it are not steps, even
+/// when the placement found starts there. A step's make-up is compared by
+/// cosine with the mean of the middle half of the steps. Also returns the
+/// share of the kept steps that are unlike the typical one.
+pub(super) fn trim_unlike_ends<I: Iterator<Item = Channel>>(
+    starts: &[usize],
+    time_of: impl Fn(usize) -> u64,
+    mine: &[&Sample],
+    channels: &HashMap<Channel, f64>,
+    channels_of: &impl Fn(&(u32, Option<u64>)) -> I,
+) -> (Vec<usize>, f64) {
+    if starts.len() < 8 {
+        return (starts.to_vec(), 0.0);
+    }
+    let mut sorted: Vec<Channel> = channels.keys().copied().collect();
+    sorted.sort_by_key(|c| (c.tid, c.labelling, c.function));
+    let index: HashMap<Channel, usize> = sorted.iter().enumerate().map(|(i, c)| (*c, i)).collect();
+    let d = index.len();
+    let bounds: Vec<u64> = starts.iter().map(|&t| time_of(t)).collect();
+    let steps = bounds.len() - 1;
+    let mut make_up = vec![0.0f64; steps * d];
+    let mut cache: FastMap<(u32, Option<u64>), Vec<usize>> = FastMap::default();
+    for s in mine {
+        if s.time_ns < bounds[0] || s.time_ns >= bounds[steps] {
+            continue;
+        }
+        let step = bounds.partition_point(|&b| b <= s.time_ns) - 1;
+        let chans = cache.entry((s.tid, s.stack_id)).or_insert_with(|| {
+            channels_of(&(s.tid, s.stack_id))
+                .filter_map(|c| index.get(&c).copied())
+                .collect()
+        });
+        for &c in chans.iter() {
+            make_up[step * d + c] += 1.0;
+        }
+    }
+    // Each channel in units of its mean per step, so the busiest one does
+    // not decide alone.
+    let mut mean = vec![0.0; d];
+    for row in make_up.chunks(d) {
+        for c in 0..d {
+            mean[c] += row[c] / steps as f64;
+        }
+    }
+    for row in make_up.chunks_mut(d) {
+        for c in 0..d {
+            if mean[c] > 0.0 {
+                row[c] /= mean[c];
+            }
+        }
+        let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if norm > 0.0 {
+            row.iter_mut().for_each(|v| *v /= norm);
+        }
+    }
+    let mut reference = vec![0.0; d];
+    for step in steps / 4..steps * 3 / 4 {
+        for c in 0..d {
+            reference[c] += make_up[step * d + c];
+        }
+    }
+    let norm = reference
+        .iter()
+        .map(|v| v * v)
+        .sum::<f64>()
+        .sqrt()
+        .max(1e-12);
+    let similarity: Vec<f64> = (0..steps)
+        .map(|step| {
+            (0..d)
+                .map(|c| make_up[step * d + c] * reference[c])
+                .sum::<f64>()
+                / norm
+        })
+        .collect();
+    // The loop begins with the first run of five steps of which four are
+    // alike (one stray setup step that happens to look right does not
+    // start it), and ends symmetrically.
+    let alike: Vec<bool> = similarity.iter().map(|&v| v >= MIN_LIKENESS).collect();
+    let run = 5.min(steps);
+    let good = |i: usize| alike[i] && alike[i..i + run].iter().filter(|&&a| a).count() + 1 >= run;
+    let first = (0..=steps - run).find(|&i| good(i));
+    let last = (run - 1..steps)
+        .rev()
+        .find(|&i| alike[i] && alike[i + 1 - run..=i].iter().filter(|&&a| a).count() + 1 >= run);
+    match (first, last) {
+        // Steps first..=last, bounded by their starts and the next one.
+        (Some(a), Some(b)) => {
+            let kept = &similarity[a..=b];
+            let unlike = kept.iter().filter(|&&v| v < MIN_LIKENESS).count();
+            // The last start opens the final step, which has no end to
+            // compare by; it stays unless the end was trimmed.
+            let end = if b + 1 == steps { b + 1 } else { b };
+            (starts[a..=end].to_vec(), unlike as f64 / kept.len() as f64)
+        }
+        _ => (starts.to_vec(), 1.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Steps of 10 ms over `make_up` (the functions sampled in each step,
+    /// one sample per ms) through `trim_unlike_ends`, with functions 0..3 as
+    /// the marker channels: (first kept step, last kept start, unlike share).
+    fn trim(make_up: &[Vec<u64>]) -> (usize, usize, f64) {
+        let mut rows = Vec::new();
+        for (step, functions) in make_up.iter().enumerate() {
+            for (i, &f) in functions.iter().enumerate() {
+                rows.push(crate::test_sample((step * 10 + i) as u64 * 1_000_000, f));
+            }
+        }
+        let mine: Vec<&Sample> = rows.iter().collect();
+        let channel = |function| Channel {
+            tid: 1,
+            labelling: 0,
+            function,
+        };
+        let weights: HashMap<Channel, f64> = (0..3).map(|f| (channel(f), 1.0)).collect();
+        let channels_of =
+            |&(_, stack): &(u32, Option<u64>)| stack.map(|f| channel(f as usize)).into_iter();
+        let starts: Vec<usize> = (0..make_up.len()).map(|s| s * 10).collect();
+        let (kept, unlike) = trim_unlike_ends(
+            &starts,
+            |t| t as u64 * 1_000_000,
+            &mine,
+            &weights,
+            &channels_of,
+        );
+        (kept[0] / 10, kept[kept.len() - 1] / 10, unlike)
+    }
+
+    #[test]
+    fn unlike_steps_at_the_ends_are_trimmed_and_unlike_ones_inside_counted() {
+        let step = vec![0, 0, 0, 1, 1, 1, 2, 2, 2, 2];
+        let one = vec![0; 10]; // one marker function only (cosine 0.58)
+        let other = vec![7; 10]; // no marker function at all (cosine 0)
+        // Setup with one step that looks right, 20 loop steps, teardown.
+        let mut make_up = vec![other.clone(), step.clone(), other.clone(), other.clone()];
+        make_up.extend(std::iter::repeat_n(step.clone(), 20));
+        make_up.extend([other.clone(), other.clone(), one.clone(), other.clone()]);
+        assert_eq!(trim(&make_up), (4, 23, 0.0));
+        // Inside the loop, three steps of other work and two of one marker
+        // function (alike enough): 3 of the 19 steps with an end are unlike
+        // (the last start has none).
+        let mut make_up = vec![step.clone(); 20];
+        for (i, s) in make_up.iter_mut().enumerate().skip(8).take(5) {
+            *s = if i % 2 == 0 {
+                other.clone()
+            } else {
+                one.clone()
+            };
+        }
+        let (first, last, unlike) = trim(&make_up);
+        assert_eq!((first, last), (0, 19));
+        assert!((unlike - 3.0 / 19.0).abs() < 1e-9, "{unlike}");
+    }
+}
