@@ -11,15 +11,18 @@ use common::{
     analyze_json, analyze_json_of, hotspots, python, record, record_hotspots, record_with, sofa,
 };
 
-fn self_share(json: &Value, function: &str) -> f64 {
+/// The row of `name` in `sofa analyze --json`'s functions table.
+fn function<'a>(json: &'a Value, name: &str) -> &'a Value {
     json["functions"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["name"] == function)
-        .unwrap_or_else(|| panic!("{function} not among the functions"))["self_share"]
-        .as_f64()
-        .unwrap()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not among the functions"))
+}
+
+fn self_share(json: &Value, name: &str) -> f64 {
+    function(json, name)["self_share"].as_f64().unwrap()
 }
 
 /// perf's self percentages per symbol for the same workload.
@@ -222,13 +225,7 @@ fn archive_analyzes_the_same_after_moving_it_and_deleting_the_binary() {
     assert!(self_share(&after, "compute_heavy") > 0.3);
     // The module name survives the move too (the hot function's: on a busy
     // machine a kernel function can outrank it).
-    let hot = after["functions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == "compute_heavy")
-        .unwrap();
-    assert_eq!(hot["module"], "hot-copy");
+    assert_eq!(function(&after, "compute_heavy")["module"], "hot-copy");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
