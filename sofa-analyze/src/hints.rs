@@ -1,20 +1,40 @@
-//! Rule-based hints: each names a likely bottleneck and the numbers behind it.
+//! Rule-based hints: each names a likely bottleneck and the numbers behind
+//! it. One function per rule, in [`RULES`]; each has a unit test that fires
+//! it and one that does not.
 
 use crate::Analysis;
 use serde::Serialize;
 use sofa_trace::CollectorName;
 
+/// How much a hint matters; serialized as `warning` / `info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Likely costs time.
+    Warning,
+    /// Worth knowing.
+    Info,
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hint {
-    /// `warning` (likely costs time) or `info`.
-    pub severity: String,
+    pub severity: Severity,
     pub title: String,
     pub evidence: String,
 }
 
-fn hint(severity: &str, title: &str, evidence: String) -> Hint {
+fn hint(severity: Severity, title: &str, evidence: String) -> Hint {
     Hint {
-        severity: severity.to_owned(),
+        severity,
         title: title.to_owned(),
         evidence,
     }
@@ -45,16 +65,40 @@ pub(crate) const IO_CALLS: &[&str] = &[
     "io_getevents",
 ];
 
-pub fn hints(a: &Analysis) -> Vec<Hint> {
-    let mut out = Vec::new();
-    let run = &a.run;
-    let wall = run.duration_ns.unwrap_or(0) as f64;
+/// A rule: the hints it gives for an analysis (most give one or none).
+type Rule = fn(&Analysis) -> Vec<Hint>;
 
+/// Every rule, in the order their hints are listed.
+const RULES: &[Rule] = &[
+    lost_events,
+    cut_short,
+    gpu_idle,
+    io_bound,
+    serial_bottleneck,
+    iowait,
+    kernel_heavy,
+    step_count_differs,
+    no_steps,
+];
+
+pub fn hints(a: &Analysis) -> Vec<Hint> {
+    RULES.iter().flat_map(|rule| rule(a)).collect()
+}
+
+/// The recording's wall time, ns, when known and not zero.
+fn wall_ns(a: &Analysis) -> Option<f64> {
+    a.run.duration_ns.filter(|&d| d > 0).map(|d| d as f64)
+}
+
+/// More than 1 % of a collector's events lost.
+fn lost_events(a: &Analysis) -> Vec<Hint> {
+    let run = &a.run;
+    let mut out = Vec::new();
     for (collector, &lost) in &run.lost_by_collector {
-        // What the collector did record, in events.
         let Some(name) = CollectorName::parse(collector) else {
             continue;
         };
+        // What the collector did record, in events.
         let recorded = match name {
             CollectorName::Cpu => run.samples,
             CollectorName::Syscalls => 2 * run.tables.get("syscalls").copied().unwrap_or(0),
@@ -71,7 +115,7 @@ pub fn hints(a: &Analysis) -> Vec<Hint> {
                 _ => "expect gaps in this collector's tables",
             };
             out.push(hint(
-                "warning",
+                Severity::Warning,
                 &format!("{collector} events were lost"),
                 format!(
                     "{lost} of {} {collector} events lost ({:.1}%); {advice}",
@@ -81,14 +125,23 @@ pub fn hints(a: &Analysis) -> Vec<Hint> {
             ));
         }
     }
-    if run.truncated {
-        out.push(hint(
-            "warning",
-            "the archive was cut short",
-            "the recorder did not finish; everything after its last flush is missing".to_owned(),
-        ));
-    }
+    out
+}
 
+fn cut_short(a: &Analysis) -> Vec<Hint> {
+    if !a.run.truncated {
+        return Vec::new();
+    }
+    vec![hint(
+        Severity::Warning,
+        "the archive was cut short",
+        "the recorder did not finish; everything after its last flush is missing".to_owned(),
+    )]
+}
+
+/// A GPU idle in more than 30 % of its samples.
+fn gpu_idle(a: &Analysis) -> Vec<Hint> {
+    let mut out = Vec::new();
     for g in &a.gpu {
         if let Some(idle) = g.util_idle_share
             && idle > 0.3
@@ -101,7 +154,7 @@ pub fn hints(a: &Analysis) -> Vec<Hint> {
                 )
             });
             out.push(hint(
-                "warning",
+                Severity::Warning,
                 "GPU idle much of the time: input-bound or CPU-bound step",
                 format!(
                     "GPU {} ({}) idle in {:.0}% of samples, mean utilisation {:.0}%{cpu_top}",
@@ -113,105 +166,134 @@ pub fn hints(a: &Analysis) -> Vec<Hint> {
             ));
         }
     }
+    out
+}
 
-    if wall > 0.0 {
-        let io_ns: u64 = a
-            .syscalls
+/// More than 30 % of wall time inside I/O system calls.
+fn io_bound(a: &Analysis) -> Vec<Hint> {
+    let Some(wall) = wall_ns(a) else {
+        return Vec::new();
+    };
+    let io = || {
+        a.syscalls
             .iter()
             .filter(|s| IO_CALLS.contains(&s.name.as_str()))
-            .map(|s| s.total_ns)
-            .sum();
-        let io_share = io_ns as f64 / wall;
-        if io_share > 0.3 {
-            let top = a
-                .syscalls
-                .iter()
-                .filter(|s| IO_CALLS.contains(&s.name.as_str()))
-                .take(3)
-                .map(|s| {
-                    format!(
-                        "{} {:.0} ms in {} calls",
-                        s.name,
-                        s.total_ns as f64 / 1e6,
-                        s.count
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            out.push(hint(
-                "warning",
-                "I/O-bound: threads spend much of the run in read/write system calls",
-                format!(
-                    "{:.0}% of wall time inside I/O system calls ({top})",
-                    100.0 * io_share
-                ),
-            ));
-        }
-        if let Some(futex) = a.syscalls.iter().find(|s| s.name == "futex")
-            && futex.total_ns as f64 / wall > 0.5
-            && a.threads.first().is_some_and(|t| t.share > 0.5)
-        {
-            let t = &a.threads[0];
-            out.push(hint(
-                "warning",
-                "serial bottleneck or lock contention: one thread works while others wait",
-                format!(
-                    "thread {} ({}) has {:.0}% of CPU samples while threads spend {:.1} s in futex waits ({:.0}% of wall time, summed over threads)",
-                    t.tid,
-                    t.comm,
-                    100.0 * t.share,
-                    futex.total_ns as f64 / 1e9,
-                    100.0 * futex.total_ns as f64 / wall
-                ),
-            ));
-        }
+    };
+    let io_share = io().map(|s| s.total_ns).sum::<u64>() as f64 / wall;
+    if io_share <= 0.3 {
+        return Vec::new();
     }
+    let top = io()
+        .take(3)
+        .map(|s| {
+            format!(
+                "{} {:.0} ms in {} calls",
+                s.name,
+                s.total_ns as f64 / 1e6,
+                s.count
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![hint(
+        Severity::Warning,
+        "I/O-bound: threads spend much of the run in read/write system calls",
+        format!(
+            "{:.0}% of wall time inside I/O system calls ({top})",
+            100.0 * io_share
+        ),
+    )]
+}
 
-    if let Some(sys) = &a.system
-        && sys.cpu_iowait > 0.2
-    {
-        out.push(hint(
-            "warning",
+/// One thread has most CPU samples while threads wait in futex more than
+/// half the wall time (summed over threads).
+fn serial_bottleneck(a: &Analysis) -> Vec<Hint> {
+    let Some(wall) = wall_ns(a) else {
+        return Vec::new();
+    };
+    let Some(futex) = a.syscalls.iter().find(|s| s.name == "futex") else {
+        return Vec::new();
+    };
+    let Some(t) = a.threads.first() else {
+        return Vec::new();
+    };
+    if futex.total_ns as f64 / wall <= 0.5 || t.share <= 0.5 {
+        return Vec::new();
+    }
+    vec![hint(
+        Severity::Warning,
+        "serial bottleneck or lock contention: one thread works while others wait",
+        format!(
+            "thread {} ({}) has {:.0}% of CPU samples while threads spend {:.1} s in futex waits ({:.0}% of wall time, summed over threads)",
+            t.tid,
+            t.comm,
+            100.0 * t.share,
+            futex.total_ns as f64 / 1e9,
+            100.0 * futex.total_ns as f64 / wall
+        ),
+    )]
+}
+
+/// More than 20 % of CPU time in iowait.
+fn iowait(a: &Analysis) -> Vec<Hint> {
+    match &a.system {
+        Some(sys) if sys.cpu_iowait > 0.2 => vec![hint(
+            Severity::Warning,
             "CPUs wait for disk I/O",
             format!("{:.0}% of CPU time was iowait", 100.0 * sys.cpu_iowait),
-        ));
+        )],
+        _ => Vec::new(),
     }
-    if let Some(kernel) = a.modules.iter().find(|m| m.module == "[kernel]")
-        && kernel.self_share > 0.3
-    {
-        out.push(hint(
-            "info",
+}
+
+/// More than 30 % of samples in kernel code.
+fn kernel_heavy(a: &Analysis) -> Vec<Hint> {
+    match a.modules.iter().find(|m| m.module == "[kernel]") {
+        Some(kernel) if kernel.self_share > 0.3 => vec![hint(
+            Severity::Info,
             "much of the CPU time is in the kernel",
             format!(
                 "{:.0}% of samples are in kernel code; see the system call table and the kernel functions among the top functions",
                 100.0 * kernel.self_share
             ),
-        ));
+        )],
+        _ => Vec::new(),
     }
-    if let Some(expected) = a.steps.expected {
-        let found = a.steps.count;
-        if found.abs_diff(expected) as f64 > 0.05 * expected as f64 {
-            out.push(hint(
-                "warning",
-                "step count differs from the expected one",
-                format!(
-                    "found {found} steps, expected {expected} (--steps); period {}, confidence {:.2}",
-                    a.steps
-                        .period_ns
-                        .map_or_else(|| "none".to_owned(), |p| format!("{:.3} ms", p as f64 / 1e6)),
-                    a.steps.confidence
-                ),
-            ));
-        }
+}
+
+/// `--steps N` given and the count found is more than 5 % off.
+fn step_count_differs(a: &Analysis) -> Vec<Hint> {
+    let Some(expected) = a.steps.expected else {
+        return Vec::new();
+    };
+    let found = a.steps.count;
+    if found.abs_diff(expected) as f64 <= 0.05 * expected as f64 {
+        return Vec::new();
     }
-    if a.steps.count == 0 && run.samples >= 1000 && a.steps.expected.is_none() {
-        out.push(hint(
-            "info",
-            "no training steps found",
-            no_steps_evidence(a),
-        ));
+    vec![hint(
+        Severity::Warning,
+        "step count differs from the expected one",
+        format!(
+            "found {found} steps, expected {expected} (--steps); period {}, confidence {:.2}",
+            a.steps.period_ns.map_or_else(
+                || "none".to_owned(),
+                |p| format!("{:.3} ms", p as f64 / 1e6)
+            ),
+            a.steps.confidence
+        ),
+    )]
+}
+
+/// No steps in a recording of at least 1,000 samples (and no `--steps`).
+fn no_steps(a: &Analysis) -> Vec<Hint> {
+    if a.steps.count != 0 || a.run.samples < 1000 || a.steps.expected.is_some() {
+        return Vec::new();
     }
-    out
+    vec![hint(
+        Severity::Info,
+        "no training steps found",
+        no_steps_evidence(a),
+    )]
 }
 
 /// Why no steps were found, and what to try: detection needs a few dozen
@@ -229,5 +311,178 @@ fn no_steps_evidence(a: &Analysis) -> String {
             (hz as f64 * 0.025).round() as u64
         ),
         _ => note,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{GpuRow, ModuleRow, SyscallRow, SystemSummary, ThreadRow};
+
+    /// A ten-second run of 10,000 samples in which every rule is quiet.
+    fn quiet() -> Analysis {
+        let mut a = Analysis::default();
+        a.run.duration_ns = Some(10_000_000_000);
+        a.run.samples = 10_000;
+        a.run.frequency_hz = Some(999);
+        a.steps.count = 100;
+        a
+    }
+
+    fn titles(rule: Rule, a: &Analysis) -> Vec<String> {
+        rule(a).into_iter().map(|h| h.title).collect()
+    }
+
+    fn syscall(name: &str, total_ms: u64) -> SyscallRow {
+        SyscallRow {
+            name: name.to_owned(),
+            count: 10,
+            errors: 0,
+            total_ns: total_ms * 1_000_000,
+            mean_ns: total_ms * 100_000,
+            wall_share: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_quiet_run_gets_no_hint() {
+        assert_eq!(hints(&quiet()), vec![]);
+    }
+
+    #[test]
+    fn lost_events_over_one_percent() {
+        let mut a = quiet();
+        a.run.lost_by_collector.insert("cpu".into(), 100); // 1.0 %: quiet
+        a.run.tables.insert("syscalls".into(), 1000);
+        a.run.lost_by_collector.insert("syscalls".into(), 21); // 1.04 %
+        a.run.lost_by_collector.insert("future".into(), 9999); // unknown collector
+        assert_eq!(titles(lost_events, &a), ["syscalls events were lost"]);
+        a.run.lost_by_collector.insert("syscalls".into(), 20);
+        assert!(lost_events(&a).is_empty());
+    }
+
+    #[test]
+    fn cut_short_archives() {
+        let mut a = quiet();
+        assert!(cut_short(&a).is_empty());
+        a.run.truncated = true;
+        assert_eq!(titles(cut_short, &a), ["the archive was cut short"]);
+    }
+
+    #[test]
+    fn idle_gpus() {
+        let gpu = |idle| GpuRow {
+            index: 0,
+            name: "H200".into(),
+            util_mean: Some(40.0),
+            util_idle_share: Some(idle),
+            mem_used_max_bytes: None,
+            power_mean_w: None,
+            energy_j: None,
+            samples: 100,
+        };
+        let mut a = quiet();
+        a.gpu = vec![gpu(0.3)];
+        assert!(gpu_idle(&a).is_empty());
+        a.gpu = vec![gpu(0.31)];
+        let h = gpu_idle(&a);
+        assert_eq!(h.len(), 1);
+        assert!(h[0].evidence.contains("H200"), "{}", h[0].evidence);
+    }
+
+    #[test]
+    fn io_bound_runs() {
+        let mut a = quiet();
+        a.syscalls = vec![syscall("read", 2_000), syscall("futex", 9_000)];
+        assert!(io_bound(&a).is_empty(), "20 % in read, futex is no I/O");
+        a.syscalls.push(syscall("write", 1_100));
+        let h = io_bound(&a);
+        assert_eq!(h.len(), 1);
+        assert!(
+            h[0].evidence.starts_with("31% of wall time"),
+            "{}",
+            h[0].evidence
+        );
+        a.run.duration_ns = None;
+        assert!(io_bound(&a).is_empty(), "no wall time, no share");
+    }
+
+    #[test]
+    fn one_busy_thread_while_others_wait() {
+        let thread = |share| ThreadRow {
+            pid: 1,
+            tid: 7,
+            comm: "python".into(),
+            samples: 100,
+            share,
+        };
+        let mut a = quiet();
+        a.syscalls = vec![syscall("futex", 6_000)];
+        a.threads = vec![thread(0.5)];
+        assert!(serial_bottleneck(&a).is_empty());
+        a.threads = vec![thread(0.8)];
+        assert_eq!(serial_bottleneck(&a).len(), 1);
+        a.syscalls = vec![syscall("futex", 5_000)];
+        assert!(serial_bottleneck(&a).is_empty());
+    }
+
+    #[test]
+    fn iowait_over_a_fifth() {
+        let mut a = quiet();
+        a.system = Some(SystemSummary {
+            cpu_iowait: 0.2,
+            ..SystemSummary::default()
+        });
+        assert!(iowait(&a).is_empty());
+        a.system.as_mut().unwrap().cpu_iowait = 0.25;
+        assert_eq!(titles(iowait, &a), ["CPUs wait for disk I/O"]);
+    }
+
+    #[test]
+    fn kernel_heavy_profiles() {
+        let module = |name: &str, share| ModuleRow {
+            module: name.to_owned(),
+            self_samples: 0,
+            self_share: share,
+        };
+        let mut a = quiet();
+        a.modules = vec![module("libtorch.so", 0.9), module("[kernel]", 0.1)];
+        assert!(kernel_heavy(&a).is_empty());
+        a.modules[1].self_share = 0.35;
+        let h = kernel_heavy(&a);
+        assert_eq!(h[0].severity, Severity::Info);
+    }
+
+    #[test]
+    fn step_count_against_the_expected_one() {
+        let mut a = quiet();
+        a.steps.expected = Some(104); // 100 found: within 5 %
+        assert!(step_count_differs(&a).is_empty());
+        a.steps.expected = Some(110);
+        assert_eq!(titles(step_count_differs, &a).len(), 1);
+        // An expected count silences "no steps found".
+        a.steps.count = 0;
+        assert!(no_steps(&a).is_empty());
+    }
+
+    #[test]
+    fn no_steps_in_a_long_enough_run() {
+        let mut a = quiet();
+        a.steps.count = 0;
+        let h = no_steps(&a);
+        assert!(h[0].evidence.contains("-F 4999"), "{}", h[0].evidence);
+        a.run.frequency_hz = Some(4999);
+        assert!(!no_steps(&a)[0].evidence.contains("-F 4999"));
+        a.run.samples = 999;
+        assert!(no_steps(&a).is_empty(), "too few samples to expect steps");
+    }
+
+    #[test]
+    fn severities_serialize_as_before() {
+        assert_eq!(
+            serde_json::to_string(&Severity::Warning).unwrap(),
+            "\"warning\""
+        );
+        assert_eq!(Severity::Info.to_string(), "info");
     }
 }

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 /// Everything `sofa analyze` prints; `--json` serializes it as is, so field
 /// names are part of the interface scripts rely on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Analysis {
     pub run: RunSummary,
     pub functions: Vec<FunctionRow>,
@@ -44,7 +44,7 @@ pub struct Analysis {
     pub hints: Vec<Hint>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct RunSummary {
     pub archive: String,
     pub command: Vec<String>,

@@ -7,12 +7,11 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+// The one platform boundary: everything that records (perf_event_open,
+// tracefs, /proc, NVML, raw system calls) is in `linux`; the parsers below
+// take bytes and build anywhere.
 #[cfg(target_os = "linux")]
 mod linux;
-#[cfg(target_os = "linux")]
-pub use linux::human_bytes;
-#[cfg(target_os = "linux")]
-pub mod gpu;
 pub mod packet;
 pub mod procfs;
 pub mod symbolize;
@@ -96,8 +95,24 @@ pub enum RecordError {
     },
     #[error(transparent)]
     Archive(#[from] sofa_trace::TraceError),
-    #[error("recording is only supported on Linux")]
+    #[error("recording needs Linux (perf_event_open); this sofa can analyze and report archives")]
     Unsupported,
+}
+
+/// `bytes` for people: "1.5 MiB".
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// Runs `config.command` and records it into `config.output`.

@@ -7,7 +7,7 @@
 //! [`REGISTRY`]; the recorder does the rest: statuses in `meta.json`, the
 //! thread, lost events, notes.
 
-use super::{cpu, net, syscalls, system};
+use super::{cpu, gpu, net, syscalls, system};
 use crate::{RecordConfig, RecordError};
 use perf_event_open::sample::record::{Record, RecordId};
 use sofa_trace::tables::LostEvents;
@@ -20,7 +20,7 @@ pub const REGISTRY: &[Spec] = &[
     cpu::SPEC,
     syscalls::SPEC,
     system::SPEC,
-    crate::gpu::SPEC,
+    gpu::SPEC,
     net::SPEC,
 ];
 

@@ -5,7 +5,8 @@
 use super::collect::Streams;
 use super::collector::{Collector, OpenError, Outcome, Setup, Spec, nothing_skipped};
 use super::perf::{self, CpuSampler};
-use super::{dir_size, human_bytes, symbols};
+use super::{dir_size, symbols};
+use crate::human_bytes;
 use sofa_trace::{
     ArchiveWriter, CollectorName, CollectorState, CollectorStatus, EventInfo, SamplingInfo,
     TraceError,

@@ -3,16 +3,18 @@
 mod capture;
 mod child;
 mod collect;
-pub(crate) mod collector;
+mod collector;
 mod cpu;
 mod drain;
-pub(crate) mod host;
+mod gpu;
+mod host;
 mod net;
 mod perf;
 mod procmaps;
 mod symbols;
+mod sys;
 mod syscalls;
-pub(crate) mod system;
+mod system;
 mod tracepoint;
 
 use crate::{RecordConfig, RecordError, RecordSummary};
@@ -54,7 +56,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
     let opened = collector::open_all(&mut Setup {
         config,
         pid: child.pid,
-        cpus: perf::online_cpus(),
+        cpus: sys::online_cpus(),
         archive: &mut archive,
         notes: &mut notes,
     });
@@ -178,21 +180,6 @@ fn join(name: CollectorName, handle: Running) -> Result<Box<dyn Collector>, Reco
             what: format!("the {name} collector's thread panicked"),
             source: std::io::Error::other("panic"),
         }),
-    }
-}
-
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 

@@ -102,11 +102,6 @@ fn is_permission(err: &std::io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM))
 }
 
-pub fn online_cpus() -> u32 {
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    if n > 0 { n as u32 } else { 1 }
-}
-
 /// Counters opened for the command.
 pub struct Opened {
     pub samplers: Vec<CpuSampler>,
@@ -187,7 +182,7 @@ fn open_all(
 ) -> std::io::Result<Vec<CpuSampler>> {
     let opts = opts(frequency_hz, kernel);
     let mut out = Vec::new();
-    for cpu in 0..online_cpus() {
+    for cpu in 0..super::sys::online_cpus() {
         let counter = event.counter(pid, cpu, &opts)?;
         let sampler = counter.sampler(RING_PAGES_EXP)?;
         out.push(CpuSampler {

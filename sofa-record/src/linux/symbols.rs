@@ -43,9 +43,7 @@ fn resolve_binary(
             return Ok(());
         }
     };
-    // SAFETY: a read-only map of a file that is only parsed; binaries are
-    // read after the run, when nothing should be rewriting them.
-    let map = match unsafe { memmap2::Mmap::map(&file) } {
+    let map = match super::sys::map_readonly(&file) {
         Ok(m) => m,
         Err(e) => {
             stats.unreadable.push(format!("{path}: {e}"));

@@ -70,9 +70,8 @@ pub struct SystemSampler {
 
 impl SystemSampler {
     pub fn new(archive: &ArchiveWriter, root: u32) -> Result<SystemSampler, TraceError> {
-        // SAFETY: sysconf has no preconditions.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+        let ticks = super::sys::clock_ticks_per_second();
+        let page_size = super::sys::page_size();
         Ok(SystemSampler {
             system: archive.table()?,
             processes: archive.table()?,

@@ -28,26 +28,16 @@ pub fn tracefs_dir() -> Result<PathBuf, String> {
     {
         return Ok(dir.to_path_buf());
     }
-    let target = c"/sys/kernel/tracing";
-    // SAFETY: mount(2) with constant C strings.
-    let rc = unsafe {
-        libc::mount(
-            c"nodev".as_ptr(),
-            target.as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
+    let mounted = super::sys::mount_tracefs(c"/sys/kernel/tracing");
     let dir = Path::new("/sys/kernel/tracing");
-    if rc == 0 && dir.join("events").is_dir() {
-        return Ok(dir.to_path_buf());
+    match mounted {
+        Ok(()) if dir.join("events").is_dir() => Ok(dir.to_path_buf()),
+        Ok(()) => Err("tracefs mounted at /sys/kernel/tracing has no events".to_owned()),
+        Err(e) => Err(format!(
+            "tracefs is not mounted and mounting it failed ({e}): \
+             run `sudo mount -t tracefs nodev /sys/kernel/tracing`"
+        )),
     }
-    Err(format!(
-        "tracefs is not mounted and mounting it failed ({}): \
-         run `sudo mount -t tracefs nodev /sys/kernel/tracing`",
-        std::io::Error::last_os_error()
-    ))
 }
 
 /// Reads the format of tracepoint `group:name`.

@@ -3,9 +3,9 @@
 //! driver does not report: recording goes on and the status says what was
 //! missing.
 
-use crate::linux::collector::{Collector, OpenError, Outcome, Setup, Spec, nothing_skipped};
-use crate::linux::host::monotonic_ns;
-use crate::linux::system::in_tree;
+use super::collector::{Collector, OpenError, Outcome, Setup, Spec, nothing_skipped};
+use super::host::monotonic_ns;
+use super::system::in_tree;
 use nvml_wrapper::Nvml;
 use nvml_wrapper::enum_wrappers::device::{Clock, PcieUtilCounter, TemperatureSensor};
 use nvml_wrapper::enums::device::UsedGpuMemory;
