@@ -39,7 +39,7 @@ pub use export::{ExportError, export};
 pub use fasthash::StackMap;
 pub use functions::{FunctionRow, Functions, ModuleRow, modules, top_functions};
 pub use gpu::{GpuRow, gpu_table};
-pub use hints::{Hint, hints};
+pub use hints::{Hint, Severity, hints};
 pub use multi::{MergedFunction, MultiAnalysis, RankRow, merge};
 pub use net::{Flow, HostPair, InterfaceTraffic, NetSummary, net_summary};
 pub use steps::{Steps, detect_steps};

@@ -61,7 +61,7 @@ fn gpu_summary_means_idle_share_and_energy() {
         .iter()
         .find(|h| h.title.starts_with("GPU idle"))
         .unwrap_or_else(|| panic!("{titles:?}"));
-    assert_eq!(gpu_hint.severity, "warning");
+    assert_eq!(gpu_hint.severity, sofa_analyze::Severity::Warning);
     assert!(
         gpu_hint.evidence.contains("idle in 50% of samples"),
         "{}",
