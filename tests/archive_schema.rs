@@ -56,20 +56,5 @@ fn a_recording_has_the_golden_tables_columns_and_words() {
     let path = dir.path().join("a");
     assert_success(&record_hotspots(&path, &["2", "20000"]));
     let actual = describe(&Archive::open(&path).unwrap());
-    let golden = root().join("tests/golden/archive-schema.txt");
-    if std::env::var_os("SOFA_BLESS").is_some() {
-        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
-        std::fs::write(&golden, &actual).unwrap();
-    }
-    let expected = std::fs::read_to_string(&golden).unwrap_or_default();
-    if actual != expected {
-        let beside = golden.with_extension("actual.txt");
-        std::fs::write(&beside, &actual).unwrap();
-        panic!(
-            "the archive's shape changed; compare {} with {} \
-             (SOFA_BLESS=1 if the change is intended, with a format revision)",
-            golden.display(),
-            beside.display()
-        );
-    }
+    sofa_trace::golden::assert_golden(&root().join("tests/golden/archive-schema.txt"), &actual);
 }

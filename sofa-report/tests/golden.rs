@@ -1,6 +1,7 @@
 //! Golden test of the report's data part (the `sofa-data` JSON) for a
 //! generated archive: the same archive must give the same bytes.
-//! `SOFA_BLESS=1 cargo test -p sofa-report --test golden` rewrites the file.
+//! `SOFA_BLESS=1 cargo test -p sofa-report --test golden` rewrites the file
+//! (pretty-printed: one value per line).
 
 use sofa_trace::Archive;
 use sofa_trace::synthetic::Synthetic;
@@ -8,28 +9,6 @@ use std::path::PathBuf;
 
 fn golden_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/synthetic-data.json")
-}
-
-/// One line per key down to the second level, so a diff shows what moved.
-fn lines(value: &serde_json::Value) -> String {
-    let mut out = String::from("{\n");
-    let top = value.as_object().unwrap();
-    for (i, (key, v)) in top.iter().enumerate() {
-        let comma = if i + 1 < top.len() { "," } else { "" };
-        match v.as_object() {
-            Some(inner) => {
-                out.push_str(&format!("  {key:?}: {{\n"));
-                for (j, (k, x)) in inner.iter().enumerate() {
-                    let c = if j + 1 < inner.len() { "," } else { "" };
-                    out.push_str(&format!("    {k:?}: {x}{c}\n"));
-                }
-                out.push_str(&format!("  }}{comma}\n"));
-            }
-            None => out.push_str(&format!("  {key:?}: {v}{comma}\n")),
-        }
-    }
-    out.push_str("}\n");
-    out
 }
 
 fn data_of_synthetic() -> String {
@@ -47,7 +26,8 @@ fn data_of_synthetic() -> String {
     let mut value: serde_json::Value = serde_json::from_str(data).unwrap();
     // The temporary directory is the one thing that differs between runs.
     value["analysis"]["run"]["archive"] = "ARCHIVE".into();
-    lines(&value)
+    // One value per line: a change reads as a diff.
+    serde_json::to_string_pretty(&value).unwrap() + "\n"
 }
 
 #[test]
@@ -58,39 +38,7 @@ fn data_part_matches_the_golden_file() {
         data_of_synthetic(),
         "the data part is not deterministic"
     );
-    let path = golden_path();
-    if std::env::var_os("SOFA_BLESS").is_some() {
-        std::fs::write(&path, &data).unwrap();
-        return;
-    }
-    let golden = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{} missing: run with SOFA_BLESS=1", path.display()));
-    if golden != data {
-        let first = golden
-            .lines()
-            .zip(data.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(0);
-        panic!(
-            "data part differs from {} at line {}:\n  golden: {}\n  now:    {}\n\
-             (if the change is intended: SOFA_BLESS=1 cargo test -p sofa-report --test golden)",
-            path.display(),
-            first + 1,
-            golden
-                .lines()
-                .nth(first)
-                .unwrap_or("")
-                .chars()
-                .take(300)
-                .collect::<String>(),
-            data.lines()
-                .nth(first)
-                .unwrap_or("")
-                .chars()
-                .take(300)
-                .collect::<String>()
-        );
-    }
+    sofa_trace::golden::assert_golden(&golden_path(), &data);
 }
 
 #[test]

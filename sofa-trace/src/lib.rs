@@ -12,6 +12,7 @@
 
 pub mod column;
 mod error;
+pub mod golden;
 mod meta;
 mod output;
 mod reader;
