@@ -222,14 +222,14 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     if analyses.len() == 1 {
         let analysis = &analyses[0];
         if args.json {
-            println!("{}", serde_json::to_string_pretty(analysis)?);
+            println!("{}", sofa_analyze::render_json(analysis));
         } else {
             print!("{}", sofa_analyze::render_text(analysis, args.top));
         }
     } else {
         let multi = sofa_analyze::merge(analyses);
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&multi)?);
+            println!("{}", sofa_analyze::render_json(&multi));
         } else {
             print!("{}", sofa_analyze::render_multi_text(&multi, args.top));
         }

@@ -2,7 +2,6 @@
 //! never the profiled binaries, perf or NVML.
 
 mod breakdown;
-mod export;
 mod fasthash;
 mod functions;
 mod gpu;
@@ -10,13 +9,13 @@ mod hints;
 mod multi;
 mod net;
 mod overlap;
+mod render;
 mod steps;
 mod summary;
 mod swarms;
 mod syscalls;
 mod system;
 mod tasks;
-mod text;
 mod views;
 
 /// A CPU sample of thread 1 of process 1 at `time_ns` in stack `stack`
@@ -35,13 +34,13 @@ pub(crate) fn test_sample(time_ns: u64, stack: u64) -> sofa_trace::tables::Sampl
 }
 
 pub use breakdown::StepBreakdown;
-pub use export::{ExportError, export};
 pub use fasthash::StackMap;
 pub use functions::{FunctionRow, Functions, ModuleRow, modules, top_functions};
 pub use gpu::{GpuRow, gpu_table};
 pub use hints::{Hint, Severity, hints};
 pub use multi::{MergedFunction, MultiAnalysis, RankRow, merge};
 pub use net::{Flow, HostPair, InterfaceTraffic, NetSummary, net_summary};
+pub use render::{ExportError, export, render_json, render_multi_text, render_text};
 pub use steps::{Steps, detect_steps};
 pub use summary::{
     Analysis, CollectorJson, Options, RunSummary, analyze, analyze_with, analyze_with_views,
@@ -50,7 +49,6 @@ pub use swarms::{Swarm, distance, find_swarms, silhouette, weighted_silhouette};
 pub use syscalls::{SyscallRow, syscall_table};
 pub use system::{DiskRow, InterfaceRow, SystemSummary, system_summary};
 pub use tasks::{ProcessRow, ThreadRow};
-pub use text::{render_multi_text, render_text};
 pub use views::{CpuSeries, Folded, GpuSeries, Scatter, ScatterFunction, Series, Timeline, Views};
 
 /// Errors of analysis; reading the archive is the only thing that can fail so far.

@@ -1,87 +1,46 @@
-//! The terminal rendering of an analysis.
+//! `sofa analyze` in the terminal: one function per section, in [`SECTIONS`].
 
+use super::table::{L, R, pct, seconds, section};
 use crate::Analysis;
 use sofa_trace::CollectorName;
 use std::fmt::Write;
 
-fn seconds(ns: u64) -> String {
-    format!("{:.3} s", ns as f64 / 1e9)
-}
+/// A section: appends itself to the text (nothing when it has nothing to
+/// show), with at most `limit` rows per table.
+type Section = fn(&mut String, &Analysis, usize);
 
-#[derive(Clone, Copy, PartialEq)]
-enum Align {
-    L,
-    R,
-}
-use Align::{L, R};
+/// The sections, in the order they are printed.
+const SECTIONS: &[Section] = &[
+    header,
+    collectors,
+    tables,
+    hints,
+    steps,
+    system,
+    swarms,
+    step_breakdown,
+    processes,
+    threads,
+    modules,
+    gpus,
+    network,
+    syscalls,
+    functions,
+];
 
-/// Cells longer than this are cut with an ellipsis (long C++ names).
-const MAX_CELL: usize = 60;
-
-/// Appends a titled, column-aligned table of at most `limit` of `rows`
-/// (nothing when there are none), saying how many were left out.
-fn section(
-    out: &mut String,
-    title: &str,
-    columns: &[(&str, Align)],
-    rows: impl Iterator<Item = Vec<String>>,
-    limit: usize,
-) {
-    let rows: Vec<Vec<String>> = rows.collect();
-    if rows.is_empty() {
-        return;
-    }
-    let shown: Vec<Vec<String>> = rows
-        .iter()
-        .take(limit)
-        .map(|row| {
-            row.iter()
-                .map(|cell| {
-                    if cell.chars().count() > MAX_CELL {
-                        cell.chars().take(MAX_CELL - 1).chain(['…']).collect()
-                    } else {
-                        cell.clone()
-                    }
-                })
-                .collect()
-        })
-        .collect();
-    let widths: Vec<usize> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, (name, _))| {
-            shown
-                .iter()
-                .map(|row| row[i].chars().count())
-                .chain([name.len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let _ = writeln!(out, "\n{title} ({} of {})", shown.len(), rows.len());
-    let mut line = |cells: Vec<&str>| {
-        let mut text = String::from(" ");
-        for (i, cell) in cells.iter().enumerate() {
-            let pad = widths[i].saturating_sub(cell.chars().count());
-            text.push(' ');
-            match columns[i].1 {
-                R => text.extend(std::iter::repeat_n(' ', pad).chain(cell.chars())),
-                L => text.extend(cell.chars().chain(std::iter::repeat_n(' ', pad))),
-            }
-            text.push(' ');
-        }
-        let _ = writeln!(out, "{}", text.trim_end());
-    };
-    line(columns.iter().map(|(name, _)| *name).collect());
-    for row in &shown {
-        line(row.iter().map(String::as_str).collect());
-    }
-}
-
-/// Renders the analysis as aligned plain-text tables, `limit` functions at most.
+/// Renders the analysis as aligned plain-text tables, `limit` rows at most
+/// per table.
 pub fn render_text(analysis: &Analysis, limit: usize) -> String {
-    let run = &analysis.run;
     let mut out = String::new();
+    for section in SECTIONS {
+        section(&mut out, analysis, limit);
+    }
+    out
+}
+
+/// The run: archive, command, host, status, duration, sampling, losses.
+fn header(out: &mut String, analysis: &Analysis, _limit: usize) {
+    let run = &analysis.run;
     let _ = writeln!(out, "archive    {}", run.archive);
     let _ = writeln!(out, "command    {}", run.command.join(" "));
     if !run.host.is_empty() {
@@ -130,7 +89,11 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
     if !other_lost.is_empty() {
         let _ = writeln!(out, "lost       {}", other_lost.join(", "));
     }
+}
 
+/// What each collector did, or why it did not.
+fn collectors(out: &mut String, analysis: &Analysis, _limit: usize) {
+    let run = &analysis.run;
     if !run.collectors.is_empty() {
         out.push_str("\ncollectors\n");
         let width = run.collectors.keys().map(String::len).max().unwrap_or(0);
@@ -142,20 +105,30 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
             out.push('\n');
         }
     }
+}
 
+/// Rows per table.
+fn tables(out: &mut String, analysis: &Analysis, _limit: usize) {
+    let run = &analysis.run;
     out.push_str("\ntables (rows)\n");
     let width = run.tables.keys().map(String::len).max().unwrap_or(0);
     for (name, rows) in &run.tables {
         let _ = writeln!(out, "  {name:<width$}  {rows:>12}");
     }
+}
 
-    let pct = |share: f64| format!("{:.2}", 100.0 * share);
+/// Likely bottlenecks with their evidence.
+fn hints(out: &mut String, analysis: &Analysis, _limit: usize) {
     if !analysis.hints.is_empty() {
         out.push_str("\nhints\n");
         for h in &analysis.hints {
             let _ = writeln!(out, "  [{}] {}\n      {}", h.severity, h.title, h.evidence);
         }
     }
+}
+
+/// The training steps found, or why none were.
+fn steps(out: &mut String, analysis: &Analysis, _limit: usize) {
     let steps = &analysis.steps;
     match steps.period_ns {
         Some(period) => {
@@ -181,6 +154,10 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
             );
         }
     }
+}
+
+/// /proc counters: CPU time split, memory, disks, interfaces.
+fn system(out: &mut String, analysis: &Analysis, limit: usize) {
     if let Some(sys) = &analysis.system {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         let _ = writeln!(
@@ -197,7 +174,7 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
         );
         let mib = |b: u64| format!("{:.2}", b as f64 / (1u64 << 20) as f64);
         section(
-            &mut out,
+            out,
             "disks",
             &[("device", L), ("read MiB", R), ("written MiB", R)],
             sys.disks
@@ -207,7 +184,7 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
             limit,
         );
         section(
-            &mut out,
+            out,
             "network interfaces",
             &[
                 ("device", L),
@@ -228,8 +205,12 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
             limit,
         );
     }
+}
+
+/// Functions that run together.
+fn swarms(out: &mut String, analysis: &Analysis, limit: usize) {
     section(
-        &mut out,
+        out,
         "swarms (functions that run together)",
         &[
             ("id", R),
@@ -255,8 +236,12 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
         }),
         limit,
     );
+}
+
+/// What the first steps spent their time on.
+fn step_breakdown(out: &mut String, analysis: &Analysis, limit: usize) {
     section(
-        &mut out,
+        out,
         "steps (first ones): CPU samples per swarm, system call time, GPU, network",
         &[
             ("step", R),
@@ -285,8 +270,12 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
         }),
         limit.min(10),
     );
+}
+
+/// CPU samples per process.
+fn processes(out: &mut String, analysis: &Analysis, limit: usize) {
     section(
-        &mut out,
+        out,
         "processes",
         &[("share%", R), ("samples", R), ("pid", R), ("comm", L)],
         analysis.processes.iter().map(|p| {
@@ -299,9 +288,13 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
         }),
         limit,
     );
+}
+
+/// CPU samples per thread, when there are several.
+fn threads(out: &mut String, analysis: &Analysis, limit: usize) {
     if analysis.threads.len() > 1 {
         section(
-            &mut out,
+            out,
             "threads",
             &[
                 ("share%", R),
@@ -322,8 +315,12 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
             limit,
         );
     }
+}
+
+/// Self time per module.
+fn modules(out: &mut String, analysis: &Analysis, limit: usize) {
     section(
-        &mut out,
+        out,
         "modules by self time",
         &[("self%", R), ("samples", R), ("module", L)],
         analysis.modules.iter().map(|m| {
@@ -335,11 +332,15 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
         }),
         limit,
     );
+}
+
+/// One row per GPU.
+fn gpus(out: &mut String, analysis: &Analysis, limit: usize) {
     let opt = |v: Option<f64>, digits: usize| {
         v.map_or_else(|| "-".to_owned(), |x| format!("{x:.digits$}"))
     };
     section(
-        &mut out,
+        out,
         "GPUs",
         &[
             ("gpu", R),
@@ -366,10 +367,14 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
         }),
         limit,
     );
+}
+
+/// Packets per interface, captured flows, host pairs.
+fn network(out: &mut String, analysis: &Analysis, limit: usize) {
     if let Some(net) = &analysis.net {
         let mib = |b: f64| format!("{:.2}", b / (1u64 << 20) as f64);
         section(
-            &mut out,
+            out,
             "network traffic (packets seen by the kernel, all processes)",
             &[
                 ("interface", L),
@@ -399,7 +404,7 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
             None => addr.to_owned(),
         };
         section(
-            &mut out,
+            out,
             "flows (captured headers)",
             &[
                 ("proto", L),
@@ -420,7 +425,7 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
             limit,
         );
         section(
-            &mut out,
+            out,
             "host to host",
             &[
                 ("source", L),
@@ -439,9 +444,13 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
             limit,
         );
     }
+}
+
+/// System calls by time.
+fn syscalls(out: &mut String, analysis: &Analysis, limit: usize) {
     let ms = |ns: u64| format!("{:.3}", ns as f64 / 1e6);
     section(
-        &mut out,
+        out,
         "system calls by time",
         &[
             ("syscall", L),
@@ -463,8 +472,12 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
         }),
         limit,
     );
+}
+
+/// The top functions by self time.
+fn functions(out: &mut String, analysis: &Analysis, limit: usize) {
     section(
-        &mut out,
+        out,
         "top functions",
         &[
             ("self%", R),
@@ -484,63 +497,4 @@ pub fn render_text(analysis: &Analysis, limit: usize) -> String {
         }),
         limit,
     );
-    out
-}
-
-/// Renders several archives: the ranks lined up on the wall clock, the
-/// merged function table, then each archive on its own.
-pub fn render_multi_text(multi: &crate::MultiAnalysis, limit: usize) -> String {
-    let mut out = String::new();
-    let ms =
-        |ns: Option<u64>| ns.map_or_else(|| "-".to_owned(), |n| format!("{:.3}", n as f64 / 1e6));
-    section(
-        &mut out,
-        "archives on the wall clock",
-        &[
-            ("archive", L),
-            ("host", L),
-            ("start +ms", R),
-            ("duration ms", R),
-            ("samples", R),
-            ("steps", R),
-            ("step ms", R),
-            ("top function", L),
-        ],
-        multi.ranks.iter().map(|r| {
-            vec![
-                r.archive.clone(),
-                r.host.clone(),
-                ms(Some(r.offset_ns)),
-                ms(r.duration_ns),
-                r.samples.to_string(),
-                r.steps.to_string(),
-                ms(r.period_ns),
-                r.top_function.clone().unwrap_or_default(),
-            ]
-        }),
-        limit,
-    );
-    let mut columns: Vec<(String, Align)> = vec![("function".into(), L), ("module".into(), L)];
-    columns.extend((0..multi.ranks.len()).map(|i| (format!("self% #{i}"), R)));
-    let columns_ref: Vec<(&str, Align)> = columns.iter().map(|(n, a)| (n.as_str(), *a)).collect();
-    section(
-        &mut out,
-        "functions across archives",
-        &columns_ref,
-        multi.functions.iter().map(|f| {
-            let mut row = vec![f.name.clone(), f.module.clone()];
-            row.extend(
-                f.self_share_by_archive
-                    .iter()
-                    .map(|s| format!("{:.2}", 100.0 * s)),
-            );
-            row
-        }),
-        limit,
-    );
-    for (i, a) in multi.archives.iter().enumerate() {
-        let _ = writeln!(out, "\n== #{i} {} ==", a.run.archive);
-        out.push_str(&render_text(a, limit));
-    }
-    out
 }
