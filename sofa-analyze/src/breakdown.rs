@@ -1,10 +1,9 @@
 //! Per-step breakdown: what each training step spent its time on.
 
-use crate::fasthash::StackMap;
 use crate::hints::IO_CALLS;
+use crate::labels::Labelled;
 use serde::Serialize;
 use sofa_trace::NetSource;
-use sofa_trace::tables::{GpuCounter, NetEvent, Sample, Syscall};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepBreakdown {
@@ -30,19 +29,9 @@ fn step_of(boundaries: &[u64], t: u64) -> Option<usize> {
     (i > 0 && i < boundaries.len()).then(|| i - 1)
 }
 
-pub struct Inputs<'a> {
-    pub boundaries: &'a [u64],
-    pub samples: &'a [Sample],
-    pub self_of_stack: &'a StackMap<usize>,
-    pub swarm_of_function: &'a [usize],
-    pub swarms: usize,
-    pub syscalls: &'a [Syscall],
-    pub gpu: &'a [GpuCounter],
-    pub net: &'a [NetEvent],
-}
-
-pub fn step_breakdown(i: &Inputs) -> Vec<StepBreakdown> {
-    let b = i.boundaries;
+/// The breakdown of each step between `boundaries`.
+pub(crate) fn step_breakdown(i: &Labelled, boundaries: &[u64]) -> Vec<StepBreakdown> {
+    let b = boundaries;
     if b.len() < 2 {
         return Vec::new();
     }
@@ -62,11 +51,8 @@ pub fn step_breakdown(i: &Inputs) -> Vec<StepBreakdown> {
         })
         .collect();
     for s in i.samples {
-        if let (Some(step), Some(&f)) = (step_of(b, s.time_ns), i.self_of_stack.get(&s.stack_id))
-            && let Some(&swarm) = i.swarm_of_function.get(f)
-            && swarm < i.swarms
-        {
-            rows[step].samples_by_swarm[swarm] += 1;
+        if let (Some(step), Some(swarm)) = (step_of(b, s.time_ns), i.swarm_of(s.stack_id)) {
+            rows[step].samples_by_swarm[swarm.0] += 1;
         }
     }
     for c in i.syscalls {

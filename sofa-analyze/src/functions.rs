@@ -102,6 +102,19 @@ pub(crate) struct CallStacks {
 }
 
 impl CallStacks {
+    /// The names of a stack's frames, innermost first (inlined functions
+    /// before the function they were inlined into). Frames without a
+    /// symbol row give none. Bounded: a corrupt archive with a cycle in its
+    /// stack tree must not hang analysis.
+    pub(crate) fn names(&self, stack: Option<u64>) -> impl Iterator<Item = &(String, String)> {
+        std::iter::successors(stack.and_then(|id| self.nodes.get(&id)), |node| {
+            node.parent_id.and_then(|id| self.nodes.get(&id))
+        })
+        .take(self.nodes.len())
+        .filter_map(|node| self.frames.get(&node.frame_id))
+        .flat_map(|frame| &frame.names)
+    }
+
     pub(crate) fn read(archive: &Archive) -> Result<CallStacks, AnalyzeError> {
         Ok(CallStacks {
             nodes: archive
@@ -127,7 +140,6 @@ pub(crate) fn functions_of(stacks: &CallStacks, samples: &[Sample]) -> Functions
     for sample in samples {
         *per_stack.entry(sample.stack_id).or_default() += 1;
     }
-    let CallStacks { nodes, frames } = stacks;
     let unknown = ("[unknown]".to_owned(), "[unknown]".to_owned());
 
     let mut counts: HashMap<(String, String), (u64, u64)> = HashMap::new();
@@ -141,30 +153,17 @@ pub(crate) fn functions_of(stacks: &CallStacks, samples: &[Sample]) -> Functions
         let mut self_name: Option<&(String, String)> = None;
         let mut chain: Vec<&(String, String)> = Vec::new();
         let mut user_chain: Vec<&(String, String)> = Vec::new();
-        let mut cursor = stack_id;
-        // Bounded walk: a corrupt archive with a cycle must not hang analysis.
-        let mut steps = 0usize;
-        while let Some(id) = cursor {
-            let Some(node) = nodes.get(&id) else { break };
-            if let Some(frame) = frames.get(&node.frame_id) {
-                for name in &frame.names {
-                    self_name.get_or_insert(name);
-                    seen.insert(name);
-                    if chain.len() <= CALLER_DEPTHS && chain.last() != Some(&name) {
-                        chain.push(name);
-                    }
-                    if name.1 != "[kernel]"
-                        && user_chain.len() <= CALLER_DEPTHS
-                        && user_chain.last() != Some(&name)
-                    {
-                        user_chain.push(name);
-                    }
-                }
+        for name in stacks.names(stack_id) {
+            self_name.get_or_insert(name);
+            seen.insert(name);
+            if chain.len() <= CALLER_DEPTHS && chain.last() != Some(&name) {
+                chain.push(name);
             }
-            cursor = node.parent_id;
-            steps += 1;
-            if steps > nodes.len() {
-                break;
+            if name.1 != "[kernel]"
+                && user_chain.len() <= CALLER_DEPTHS
+                && user_chain.last() != Some(&name)
+            {
+                user_chain.push(name);
             }
         }
         let self_name = self_name.unwrap_or(&unknown);

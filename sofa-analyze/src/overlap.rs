@@ -6,10 +6,10 @@
 //! which have no thread, belong to the swarm running on the busiest thread
 //! at that moment.
 
-use crate::fasthash::{FastMap, StackMap};
+use crate::fasthash::FastMap;
+use crate::labels::Labelled;
 use crate::swarms::Swarm;
 use sofa_trace::NetSource;
-use sofa_trace::tables::{GpuCounter, NetEvent, Sample, Syscall};
 
 /// Samples further than this from an event do not say what ran then.
 const TOLERANCE_NS: u64 = 5_000_000;
@@ -31,24 +31,14 @@ impl Timelines {
     }
 }
 
-pub struct Inputs<'a> {
-    pub samples: &'a [Sample],
-    pub self_of_stack: &'a StackMap<usize>,
-    pub swarm_of_function: &'a [usize],
-    pub syscalls: &'a [Syscall],
-    pub gpu: &'a [GpuCounter],
-    pub net: &'a [NetEvent],
-}
-
 /// Fills the overlap fields of `swarms`.
-pub fn add_overlaps(swarms: &mut [Swarm], i: &Inputs) {
+pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) {
     let mut lines: FastMap<u32, Vec<(u64, usize)>> = FastMap::default();
     for s in i.samples {
-        if let Some(&f) = i.self_of_stack.get(&s.stack_id)
-            && let Some(&swarm) = i.swarm_of_function.get(f)
-            && swarm < swarms.len()
+        if let Some(swarm) = i.swarm_of(s.stack_id)
+            && swarm.0 < swarms.len()
         {
-            lines.entry(s.tid).or_default().push((s.time_ns, swarm));
+            lines.entry(s.tid).or_default().push((s.time_ns, swarm.0));
         }
     }
     for line in lines.values_mut() {

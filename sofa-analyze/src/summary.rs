@@ -1,9 +1,10 @@
 use crate::AnalyzeError;
-use crate::breakdown::{Inputs, StepBreakdown, step_breakdown};
+use crate::breakdown::{StepBreakdown, step_breakdown};
 use crate::fasthash::StackMap;
 use crate::functions::{CallStacks, FunctionRow, Functions, ModuleRow, functions_of, modules};
 use crate::gpu::{GpuRow, gpu_table};
 use crate::hints::{Hint, hints};
+use crate::labels::Labelled;
 use crate::net::{NetSummary, net_summary};
 use crate::overlap::add_overlaps;
 use crate::steps::{Steps, detect_steps};
@@ -187,27 +188,22 @@ fn analyze_inner(
     let calls = archive.read_table::<Syscall>()?;
     let gpu_rows = archive.read_table::<GpuCounter>()?;
     let packets = archive.read_table::<NetEvent>()?;
-    let step_breakdown = step_breakdown(&Inputs {
-        boundaries: &steps.boundaries_ns,
-        samples: &sample_rows,
-        self_of_stack: &self_of_stack,
-        swarm_of_function: &swarm_of_function,
-        swarms: swarms.len(),
-        syscalls: &calls,
-        gpu: &gpu_rows,
-        net: &packets,
-    });
-    add_overlaps(
-        &mut swarms,
-        &crate::overlap::Inputs {
-            samples: &sample_rows,
-            self_of_stack: &self_of_stack,
-            swarm_of_function: &swarm_of_function,
-            syscalls: &calls,
-            gpu: &gpu_rows,
-            net: &packets,
-        },
+    let syscalls_ok = meta
+        .collectors
+        .get(CollectorName::Syscalls.as_str())
+        .is_some_and(|c| c.status == CollectorState::Ok);
+    let labelled = Labelled::new(
+        &sample_rows,
+        &self_of_stack,
+        &swarm_of_function,
+        swarms.len(),
+        &calls,
+        syscalls_ok || !calls.is_empty(),
+        &gpu_rows,
+        &packets,
     );
+    let step_breakdown = step_breakdown(&labelled, &steps.boundaries_ns);
+    add_overlaps(&mut swarms, &labelled);
     let syscalls = syscall_table(&calls, run.duration_ns);
     let system_rows = archive.read_table::<SystemCounter>()?;
     let system = crate::system::summarize(&system_rows);
@@ -229,33 +225,22 @@ fn analyze_inner(
         hints: Vec::new(),
     };
     analysis.hints = hints(&analysis);
-    let views = if with_views {
-        let syscalls_ok = meta
-            .collectors
-            .get(CollectorName::Syscalls.as_str())
-            .is_some_and(|c| c.status == CollectorState::Ok);
-        Some(crate::views::build(
+    let views = with_views.then(|| {
+        crate::views::build(
             archive,
+            &labelled,
             &crate::views::Inputs {
-                samples: &sample_rows,
-                self_of_stack: &self_of_stack,
-                swarm_of_function: &swarm_of_function,
                 function_names: analysis
                     .functions
                     .iter()
                     .map(|f| (f.name.as_str(), f.module.as_str()))
                     .collect(),
                 swarm_captions: analysis.swarms.iter().map(|s| s.caption.clone()).collect(),
-                syscalls: (syscalls_ok || !calls.is_empty()).then_some(calls.as_slice()),
-                gpu: &gpu_rows,
-                net: &packets,
                 system: &system_rows,
                 stacks: &stacks,
                 duration_ns: analysis.run.duration_ns,
             },
-        ))
-    } else {
-        None
-    };
+        )
+    });
     Ok((analysis, views))
 }

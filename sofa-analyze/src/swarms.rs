@@ -10,6 +10,7 @@
 
 use crate::fasthash::{FastMap, StackMap};
 use crate::functions::FunctionRow;
+use crate::labels::SwarmId;
 use crate::steps::Steps;
 use linfa::prelude::*;
 use linfa_clustering::KMeans;
@@ -82,21 +83,21 @@ fn neighbours(
     reach: u64,
     mut visit: impl FnMut(usize, usize),
 ) {
-    // Per thread: its last samples (function, time), oldest overwritten.
-    let mut recent: FastMap<u32, ([(usize, u64); NEIGHBOURS], usize)> = FastMap::default();
+    // Per thread: its last samples (function, time), oldest overwritten,
+    // and where the next one goes.
+    type Ring = [Option<(usize, u64)>; NEIGHBOURS];
+    let mut recent: FastMap<u32, (Ring, usize)> = FastMap::default();
     for s in samples {
         let Some(&f) = self_of_stack.get(&s.stack_id) else {
             continue;
         };
-        let (ring, next) = recent
-            .entry(s.tid)
-            .or_insert(([(usize::MAX, 0); NEIGHBOURS], 0));
-        for &(g, t) in ring.iter() {
-            if g != usize::MAX && s.time_ns.abs_diff(t) <= reach {
+        let (ring, next) = recent.entry(s.tid).or_insert(([None; NEIGHBOURS], 0));
+        for &(g, t) in ring.iter().flatten() {
+            if s.time_ns.abs_diff(t) <= reach {
                 visit(f, g);
             }
         }
-        ring[*next] = (f, s.time_ns);
+        ring[*next] = Some((f, s.time_ns));
         *next = (*next + 1) % NEIGHBOURS;
     }
 }
@@ -108,14 +109,13 @@ fn neighbours(
 fn company(
     samples: &[Sample],
     self_of_stack: &StackMap<usize>,
-    index_of: &[usize],
+    index_of: &[Option<usize>],
     n: usize,
     reach: u64,
 ) -> Array2<f64> {
     let mut pairs = Array2::<f64>::zeros((n, n));
     neighbours(samples, self_of_stack, reach, |f, g| {
-        let (i, j) = (index_of[f], index_of[g]);
-        if i != usize::MAX && j != usize::MAX {
+        if let (Some(i), Some(j)) = (index_of[f], index_of[g]) {
             pairs[[i, j]] += 1.0;
             pairs[[j, i]] += 1.0;
         }
@@ -222,7 +222,7 @@ pub fn find_swarms(
     functions: &[FunctionRow],
     steps: &Steps,
     force_k: Option<usize>,
-) -> (Vec<Swarm>, Vec<usize>) {
+) -> (Vec<Swarm>, Vec<Option<SwarmId>>) {
     if samples.is_empty() || functions.is_empty() {
         return (Vec::new(), Vec::new());
     }
@@ -243,9 +243,10 @@ pub fn find_swarms(
         .filter(|&f| functions[f].self_samples >= min_samples)
         .take(MAX_CLUSTERED)
         .collect();
-    let mut index_of = vec![usize::MAX; functions.len()];
+    // Row of each function in the clustered data, if it is clustered.
+    let mut index_of: Vec<Option<usize>> = vec![None; functions.len()];
     for (i, &f) in clustered.iter().enumerate() {
-        index_of[f] = i;
+        index_of[f] = Some(i);
     }
     let reach = reach_ns(samples, steps);
     let data = company(samples, self_of_stack, &index_of, clustered.len(), reach);
@@ -282,10 +283,10 @@ pub fn find_swarms(
 
     // Every function joins a swarm: the clustered ones by label, the others
     // the swarm they most often run beside (else the busiest swarm).
-    let mut swarm_of = vec![usize::MAX; functions.len()];
+    let mut cluster_of: Vec<Option<usize>> = vec![None; functions.len()];
     let mut size = vec![0u64; k];
     for (i, &f) in clustered.iter().enumerate() {
-        swarm_of[f] = labels[i];
+        cluster_of[f] = Some(labels[i]);
         size[labels[i]] += functions[f].self_samples;
     }
     let busiest = (0..k)
@@ -295,24 +296,28 @@ pub fn find_swarms(
     if clustered.len() < functions.len() {
         neighbours(samples, self_of_stack, reach, |f, g| {
             for (rare, known) in [(f, g), (g, f)] {
-                if index_of[rare] == usize::MAX && index_of[known] != usize::MAX {
-                    votes.entry(rare).or_insert_with(|| vec![0; k])[labels[index_of[known]]] += 1;
+                if let (None, Some(i)) = (index_of[rare], index_of[known]) {
+                    votes.entry(rare).or_insert_with(|| vec![0; k])[labels[i]] += 1;
                 }
             }
         });
     }
-    for (f, swarm) in swarm_of.iter_mut().enumerate() {
-        if *swarm == usize::MAX {
-            *swarm = votes
-                .get(&f)
-                .and_then(|v| {
-                    (0..k)
-                        .filter(|&c| v[c] > 0)
-                        .max_by_key(|&c| (v[c], std::cmp::Reverse(c)))
-                })
-                .unwrap_or(busiest);
-        }
-    }
+    let swarm_of: Vec<usize> = cluster_of
+        .into_iter()
+        .enumerate()
+        .map(|(f, cluster)| {
+            cluster.unwrap_or_else(|| {
+                votes
+                    .get(&f)
+                    .and_then(|v| {
+                        (0..k)
+                            .filter(|&c| v[c] > 0)
+                            .max_by_key(|&c| (v[c], std::cmp::Reverse(c)))
+                    })
+                    .unwrap_or(busiest)
+            })
+        })
+        .collect();
 
     struct Acc {
         samples: u64,
@@ -392,10 +397,11 @@ pub fn find_swarms(
             .cmp(&swarms[a].samples)
             .then_with(|| swarms[a].caption.cmp(&swarms[b].caption))
     });
-    let mut id_of_cluster = vec![usize::MAX; k];
+    // Clusters that got no samples became no swarm.
+    let mut id_of_cluster: Vec<Option<SwarmId>> = vec![None; k];
     let mut sorted = Vec::with_capacity(swarms.len());
     for (id, &j) in order.iter().enumerate() {
-        id_of_cluster[kept[j]] = id;
+        id_of_cluster[kept[j]] = Some(SwarmId(id));
         let mut swarm = swarms[j].clone();
         swarm.id = id;
         sorted.push(swarm);
@@ -473,8 +479,12 @@ mod tests {
     }
 
     /// Each true phase in a swarm of its own, the rare function with its phase.
-    fn assert_phases(r: &Run, swarms: &[Swarm], swarm_of: &[usize]) {
+    fn assert_phases(r: &Run, swarms: &[Swarm], swarm_of: &[Option<SwarmId>]) {
         assert_eq!(swarms.len(), 3, "{swarms:#?}");
+        assert!(
+            swarm_of.iter().all(Option::is_some),
+            "every function in a swarm"
+        );
         for f in 0..13 {
             for g in 0..13 {
                 assert_eq!(

@@ -3,11 +3,12 @@
 //! and the time × address scatter. Every view is aggregated to a bounded size
 //! (bins, cells, stacks), so a run of 10^7 samples gives a report of a few MB.
 
-use crate::fasthash::{FastMap, StackMap};
-use crate::functions::{CallStacks, Resolved};
+use crate::fasthash::FastMap;
+use crate::functions::CallStacks;
+use crate::labels::{FunctionId, Labelled};
 use serde::Serialize;
 use sofa_trace::Archive;
-use sofa_trace::tables::{GpuCounter, NetEvent, Sample, StackNode, Syscall, SystemCounter};
+use sofa_trace::tables::{GpuCounter, SystemCounter};
 use sofa_trace::{Metric, NetSource};
 use std::collections::{BTreeMap, HashMap};
 
@@ -112,15 +113,10 @@ pub struct Folded {
 }
 
 /// What the analysis already worked out, reused here.
+/// What the views need besides the labelled samples.
 pub(crate) struct Inputs<'a> {
-    pub samples: &'a [Sample],
-    pub self_of_stack: &'a StackMap<usize>,
-    pub swarm_of_function: &'a [usize],
     pub function_names: Vec<(&'a str, &'a str)>,
     pub swarm_captions: Vec<String>,
-    pub syscalls: Option<&'a [Syscall]>,
-    pub gpu: &'a [GpuCounter],
-    pub net: &'a [NetEvent],
     pub system: &'a [SystemCounter],
     pub stacks: &'a CallStacks,
     pub duration_ns: Option<u64>,
@@ -244,37 +240,24 @@ pub const INCOMPLETE_STACK: &str = "[incomplete stack]";
 /// `[incomplete stack]` root, so the graph's top level is not split into
 /// hundreds of garbage roots.
 fn fold_stacks(
-    nodes: &HashMap<u64, StackNode>,
+    stacks: &CallStacks,
     stack_ids: impl Iterator<Item = Option<u64>>,
-    frames: &HashMap<u64, Resolved>,
 ) -> HashMap<Option<u64>, String> {
     let mut folded = HashMap::new();
     for stack_id in stack_ids {
         let mut names: Vec<String> = Vec::new();
         // Innermost-first length up to the outermost frame in a known module.
         let mut known = 0usize;
-        let mut cursor = stack_id;
-        let mut steps = 0usize;
-        while let Some(id) = cursor {
-            let Some(node) = nodes.get(&id) else { break };
-            if let Some(frame) = frames.get(&node.frame_id) {
-                for (function, module) in &frame.names {
-                    // Folded format: ';' separates frames, the last ' ' the count.
-                    let name = if function.starts_with("0x") {
-                        format!("[{module}]+{function}")
-                    } else {
-                        function.clone()
-                    };
-                    names.push(name.replace(';', ":"));
-                    if module != "[unknown]" {
-                        known = names.len();
-                    }
-                }
-            }
-            cursor = node.parent_id;
-            steps += 1;
-            if steps > nodes.len() {
-                break; // a cycle in a corrupt archive
+        for (function, module) in stacks.names(stack_id) {
+            // Folded format: ';' separates frames, the last ' ' the count.
+            let name = if function.starts_with("0x") {
+                format!("[{module}]+{function}")
+            } else {
+                function.clone()
+            };
+            names.push(name.replace(';', ":"));
+            if module != "[unknown]" {
+                known = names.len();
             }
         }
         if known > 0 && known < names.len() {
@@ -305,8 +288,8 @@ fn folded(title: String, counts: HashMap<&str, u64>) -> Folded {
     }
 }
 
-pub(crate) fn build(archive: &Archive, i: &Inputs) -> Views {
-    let (first, last) = i.samples.iter().fold((u64::MAX, 0), |(lo, hi), s| {
+pub(crate) fn build(archive: &Archive, l: &Labelled, i: &Inputs) -> Views {
+    let (first, last) = l.samples.iter().fold((u64::MAX, 0), |(lo, hi), s| {
         (lo.min(s.time_ns), hi.max(s.time_ns))
     });
     let start = archive.meta().clock.start_ns;
@@ -317,10 +300,8 @@ pub(crate) fn build(archive: &Archive, i: &Inputs) -> Views {
         .max(last)
         .max(start + 1);
     let swarm_of = |stack: Option<u64>| -> Option<usize> {
-        let f = *i.self_of_stack.get(&stack)?;
-        i.swarm_of_function
-            .get(f)
-            .copied()
+        l.swarm_of(stack)
+            .map(|s| s.0)
             .filter(|&s| s < i.swarm_captions.len())
     };
 
@@ -332,24 +313,21 @@ pub(crate) fn build(archive: &Archive, i: &Inputs) -> Views {
     let scatter_axis = Axis::new(start, end, SCATTER_BINS);
     let mut cells: FastMap<(u32, usize), u32> = FastMap::default();
     let mut per_stack: FastMap<Option<u64>, u64> = FastMap::default();
-    for s in i.samples {
+    for s in l.samples {
         let swarm = swarm_of(s.stack_id);
         if let Some(b) = axis.bin(s.time_ns) {
             let row = swarm.unwrap_or(rows);
             swarm_samples[row][b] = swarm_samples[row][b].saturating_add(1);
         }
-        if let (Some(b), Some(&f)) = (
-            scatter_axis.bin(s.time_ns),
-            i.self_of_stack.get(&s.stack_id),
-        ) {
-            *cells.entry((b as u32, f)).or_default() += 1;
+        if let (Some(b), Some(f)) = (scatter_axis.bin(s.time_ns), l.function_of(s.stack_id)) {
+            *cells.entry((b as u32, f.0)).or_default() += 1;
         }
         *per_stack.entry(s.stack_id).or_default() += 1;
     }
     if swarm_samples[rows].iter().all(|&n| n == 0) {
         swarm_samples.pop();
     }
-    let syscalls = i.syscalls.map(|calls| {
+    let syscalls = l.syscalls_recorded.then_some(l.syscalls).map(|calls| {
         let mut per = vec![0u32; axis.bins];
         for c in calls {
             if let Some(b) = axis.bin(c.time_ns) {
@@ -362,7 +340,7 @@ pub(crate) fn build(archive: &Archive, i: &Inputs) -> Views {
         let mut tx = vec![0u64; axis.bins];
         let mut rx = vec![0u64; axis.bins];
         let mut any = false;
-        for e in i.net.iter().filter(|e| e.source != NetSource::Capture) {
+        for e in l.net.iter().filter(|e| e.source != NetSource::Capture) {
             any = true;
             if let Some(b) = axis.bin(e.time_ns) {
                 let slot = if e.source == NetSource::Recv {
@@ -400,14 +378,14 @@ pub(crate) fn build(archive: &Archive, i: &Inputs) -> Views {
         net_rx_bytes,
         cpu: cpu_series(system),
         mem_used,
-        gpus: gpu_series(i.gpu),
+        gpus: gpu_series(l.gpu),
     };
 
     // Flamegraphs: one folded line per distinct stack.
     let CallStacks { nodes, frames } = i.stacks;
     let mut stack_ids: Vec<Option<u64>> = per_stack.keys().copied().collect();
     stack_ids.sort();
-    let lines = fold_stacks(nodes, stack_ids.iter().copied(), frames);
+    let lines = fold_stacks(i.stacks, stack_ids.iter().copied());
     let mut whole: HashMap<&str, u64> = HashMap::new();
     let mut by_swarm: Vec<HashMap<&str, u64>> = vec![HashMap::new(); rows];
     for (stack, n) in &per_stack {
@@ -428,7 +406,7 @@ pub(crate) fn build(archive: &Archive, i: &Inputs) -> Views {
     // Scatter: the lowest address each function was sampled at (as self).
     let mut address: HashMap<usize, u64> = HashMap::new();
     for stack in &stack_ids {
-        let (Some(id), Some(&f)) = (stack, i.self_of_stack.get(stack)) else {
+        let (Some(id), Some(FunctionId(f))) = (stack, l.function_of(*stack)) else {
             continue;
         };
         if let Some(a) = nodes
@@ -463,7 +441,10 @@ pub(crate) fn build(archive: &Archive, i: &Inputs) -> Views {
                 name: name.to_owned(),
                 module: module.to_owned(),
                 address: address.get(&f).copied().unwrap_or(0),
-                swarm: i.swarm_of_function.get(f).copied().filter(|&s| s < rows),
+                swarm: l
+                    .swarm_of_function(FunctionId(f))
+                    .map(|s| s.0)
+                    .filter(|&s| s < rows),
             }
         })
         .collect();
