@@ -1,7 +1,7 @@
 //! Per-step breakdown: what each training step spent its time on.
 
-use crate::hints::IO_CALLS;
 use crate::labels::Labelled;
+use crate::syscalls::IO_CALLS;
 use serde::Serialize;
 use sofa_trace::NetSource;
 

@@ -3,6 +3,7 @@
 //! it and one that does not.
 
 use crate::Analysis;
+use crate::syscalls::IO_CALLS;
 use serde::Serialize;
 use sofa_trace::CollectorName;
 
@@ -39,31 +40,6 @@ fn hint(severity: Severity, title: &str, evidence: String) -> Hint {
         evidence,
     }
 }
-
-/// System calls that wait for data or space.
-pub(crate) const IO_CALLS: &[&str] = &[
-    "read",
-    "pread64",
-    "readv",
-    "preadv",
-    "preadv2",
-    "write",
-    "pwrite64",
-    "writev",
-    "pwritev",
-    "pwritev2",
-    "recvfrom",
-    "recvmsg",
-    "recvmmsg",
-    "sendto",
-    "sendmsg",
-    "sendmmsg",
-    "fsync",
-    "fdatasync",
-    "openat",
-    "io_uring_enter",
-    "io_getevents",
-];
 
 /// A rule: the hints it gives for an analysis (most give one or none).
 type Rule = fn(&Analysis) -> Vec<Hint>;

@@ -11,6 +11,7 @@ mod multi;
 mod net;
 mod overlap;
 mod render;
+mod silhouette;
 mod steps;
 mod summary;
 mod swarms;
@@ -43,11 +44,12 @@ pub use labels::{FunctionId, SwarmId};
 pub use multi::{MergedFunction, MultiAnalysis, RankRow, merge};
 pub use net::{Flow, HostPair, InterfaceTraffic, NetSummary, net_summary};
 pub use render::{ExportError, export, render_json, render_multi_text, render_text};
+pub use silhouette::{distance, silhouette, weighted_silhouette};
 pub use steps::{Steps, detect_steps};
 pub use summary::{
     Analysis, CollectorJson, Options, RunSummary, analyze, analyze_with, analyze_with_views,
 };
-pub use swarms::{Swarm, distance, find_swarms, silhouette, weighted_silhouette};
+pub use swarms::{Swarm, find_swarms};
 pub use syscalls::{SyscallRow, syscall_table};
 pub use system::{DiskRow, InterfaceRow, SystemSummary, system_summary};
 pub use tasks::{ProcessRow, ThreadRow};

@@ -4,6 +4,31 @@ use serde::Serialize;
 use sofa_trace::tables::Syscall;
 use std::collections::HashMap;
 
+/// System calls that wait for data or space.
+pub(crate) const IO_CALLS: &[&str] = &[
+    "read",
+    "pread64",
+    "readv",
+    "preadv",
+    "preadv2",
+    "write",
+    "pwrite64",
+    "writev",
+    "pwritev",
+    "pwritev2",
+    "recvfrom",
+    "recvmsg",
+    "recvmmsg",
+    "sendto",
+    "sendmsg",
+    "sendmmsg",
+    "fsync",
+    "fdatasync",
+    "openat",
+    "io_uring_enter",
+    "io_getevents",
+];
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SyscallRow {
     pub name: String,

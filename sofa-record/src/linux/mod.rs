@@ -6,6 +6,7 @@ mod collect;
 mod collector;
 mod cpu;
 mod drain;
+mod events;
 mod gpu;
 mod host;
 mod net;
