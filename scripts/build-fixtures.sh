@@ -5,7 +5,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/fixtures/workloads/build"
 mkdir -p "$out"
 cc=${CC:-cc}
-for name in hotspots jitloop; do
+for name in hotspots jitloop signals; do
   src="$root/fixtures/workloads/$name.c"
   if [ ! -x "$out/$name" ] || [ "$src" -nt "$out/$name" ]; then
     "$cc" -O1 -g -fno-omit-frame-pointer -Wall -Wextra -o "$out/$name" "$src"
@@ -14,3 +14,4 @@ done
 # The first line is the main fixture (tests and benches read it).
 echo "$out/hotspots"
 echo "$out/jitloop"
+echo "$out/signals"

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 /// A forked child blocked before `exec` until [`Child::release`].
 pub struct Child {
@@ -163,18 +163,55 @@ impl Child {
     }
 }
 
-static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+/// The command's pid once it runs; 0 before.
+static COMMAND: AtomicI32 = AtomicI32::new(0);
+/// Ctrl-C presses (SIGINTs to sofa) while the command ran.
+static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
 
-extern "C" fn forward(sig: libc::c_int) {
-    let pid = FORWARD_TO.load(Ordering::Relaxed);
-    if pid > 0 {
-        sys::kill_from_handler(pid, sig);
+/// Runs in the signal handler: only atomics, kill and write.
+fn on_signal(signal: libc::c_int, sender: sys::Sender) {
+    let pid = COMMAND.load(Ordering::Relaxed);
+    // The command signalling its own process group reached itself already.
+    if pid <= 0 || sender.pid == pid {
+        return;
+    }
+    // The terminal sends its signals to the whole foreground process group,
+    // the command included: forwarding those would deliver them twice.
+    let forward = !sender.is_kernel();
+    if signal != libc::SIGINT {
+        if forward {
+            sys::kill_from_handler(pid, signal);
+        }
+        return;
+    }
+    // Ctrl-C escalates as `perf record`'s does: the command decides how to
+    // stop at the first, is terminated at the second and killed at the
+    // third; sofa finalizes the archive every time.
+    match INTERRUPTS.fetch_add(1, Ordering::Relaxed) {
+        0 => {
+            if forward {
+                sys::kill_from_handler(pid, libc::SIGINT);
+            }
+            sys::write_stderr(
+                b"\nsofa: interrupted: waiting for the command to exit \
+                  (Ctrl-C again sends it SIGTERM, a third time SIGKILL)\n",
+            );
+        }
+        1 => {
+            sys::kill_from_handler(pid, libc::SIGTERM);
+            sys::write_stderr(b"sofa: sent SIGTERM to the command (Ctrl-C again: SIGKILL)\n");
+        }
+        _ => {
+            sys::kill_from_handler(pid, libc::SIGKILL);
+            sys::write_stderr(b"sofa: sent SIGKILL to the command\n");
+        }
     }
 }
 
-/// From now on SIGINT, SIGTERM and SIGHUP sent to sofa go to `pid` instead,
-/// so the command decides how to stop and sofa still finalizes the archive.
+/// From now on SIGINT, SIGTERM and SIGHUP that sofa receives reach `pid`
+/// once (see `on_signal`), so the command decides how to stop and sofa
+/// still finalizes the archive.
 pub fn forward_signals_to(pid: libc::pid_t) {
-    FORWARD_TO.store(pid, Ordering::Relaxed);
-    sys::install_handler(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP], forward);
+    COMMAND.store(pid, Ordering::Relaxed);
+    sys::on_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP], on_signal);
 }

@@ -61,6 +61,8 @@ pub struct Streams {
     next_mapping: u64,
     /// Processes whose /proc/PID/maps was already consulted.
     maps_read: HashSet<u32>,
+    /// Processes the command's tree forked that have not exited.
+    running: HashSet<u32>,
     pub sample_count: u64,
     pub unknown_records: u64,
 }
@@ -80,6 +82,7 @@ impl Streams {
             spaces: AddressSpaces::default(),
             next_mapping: 0,
             maps_read: HashSet::new(),
+            running: HashSet::new(),
             sample_count: 0,
             unknown_records: 0,
         })
@@ -229,6 +232,7 @@ impl Streams {
             } => {
                 if pid != ppid {
                     self.spaces.parents.insert(pid, ppid);
+                    self.running.insert(pid);
                 }
                 self.tasks.push(TaskEvent {
                     time_ns,
@@ -246,15 +250,20 @@ impl Streams {
                 tid,
                 ppid,
                 ptid,
-            } => self.tasks.push(TaskEvent {
-                time_ns,
-                kind: "exit".into(),
-                pid,
-                tid,
-                ppid: Some(ppid),
-                ptid: Some(ptid),
-                comm: None,
-            })?,
+            } => {
+                if pid == tid {
+                    self.running.remove(&pid);
+                }
+                self.tasks.push(TaskEvent {
+                    time_ns,
+                    kind: "exit".into(),
+                    pid,
+                    tid,
+                    ppid: Some(ppid),
+                    ptid: Some(ptid),
+                    comm: None,
+                })?;
+            }
             Event::Lost { time_ns, count } => self.losses.add(cpu, count, time_ns),
             Event::Ignored => {}
             Event::Unknown => self.unknown_records += 1,
@@ -333,10 +342,13 @@ impl Streams {
         self.frames_out.finish()?;
         self.tasks.finish()?;
         self.mappings_out.finish()?;
+        let mut outlived: Vec<u32> = self.running.into_iter().collect();
+        outlived.sort_unstable();
         Ok(Finished {
             frames: self.frames,
             sample_count: self.sample_count,
             losses: self.losses,
+            outlived,
         })
     }
 }
@@ -346,6 +358,9 @@ pub struct Finished {
     pub frames: Vec<FrameInfo>,
     pub sample_count: u64,
     pub losses: Losses,
+    /// Processes of the command's tree forked and not seen exiting (some
+    /// may have exited unseen, when their exit record was lost).
+    pub outlived: Vec<u32>,
 }
 
 /// Executable mappings per process and the fork tree that shares them.

@@ -102,6 +102,24 @@ impl Collector for Cpu {
         let finished = self.streams.finish_streams()?;
         let sym = symbols::write(archive, &finished)?;
         let mut notes = Vec::new();
+        // Daemons and orphans the command left behind: the counters close
+        // with the command, so what they do from now on is not recorded.
+        let alive: Vec<u32> = finished
+            .outlived
+            .iter()
+            .copied()
+            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        if let Some(first) = alive.first() {
+            let comm = std::fs::read_to_string(format!("/proc/{first}/comm")).unwrap_or_default();
+            notes.push(format!(
+                "{} process{} outlived the command and {} not recorded further (e.g. pid {first} {})",
+                alive.len(),
+                if alive.len() == 1 { "" } else { "es" },
+                if alive.len() == 1 { "was" } else { "were" },
+                comm.trim()
+            ));
+        }
         if sym.kernel_hidden {
             notes.push(
                 "kernel addresses are hidden (kernel.kptr_restrict): kernel frames unnamed".into(),

@@ -210,16 +210,55 @@ pub fn fork_exec_on_go(path: &CStr, argv: &[CString], envp: &[CString]) -> io::R
     })
 }
 
-/// Installs `handler` for each of `signals`, restarting interrupted calls.
-/// The handler must only make async-signal-safe calls.
-pub fn install_handler(signals: &[libc::c_int], handler: extern "C" fn(libc::c_int)) {
+/// Who sent a signal, from its `siginfo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sender {
+    /// `si_code`: `SI_KERNEL` (128) for a terminal's Ctrl-C or hangup,
+    /// `SI_USER` (0) for `kill()`.
+    pub code: i32,
+    /// The sending process for `kill()`, else 0.
+    pub pid: i32,
+}
+
+impl Sender {
+    /// Sent by the kernel itself, as a terminal's signals are: to the whole
+    /// foreground process group at once.
+    pub fn is_kernel(self) -> bool {
+        self.code == libc::SI_KERNEL
+    }
+}
+
+/// What [`on_signals`] calls; set once.
+static ON_SIGNAL: std::sync::OnceLock<fn(libc::c_int, Sender)> = std::sync::OnceLock::new();
+
+extern "C" fn trampoline(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: an SA_SIGINFO handler gets a valid siginfo from the kernel;
+    // si_pid is meaningful for kill() and 0 (zeroed) otherwise.
+    let sender = unsafe {
+        Sender {
+            code: (*info).si_code,
+            pid: (*info).si_pid(),
+        }
+    };
+    if let Some(handler) = ON_SIGNAL.get() {
+        handler(signal, sender);
+    }
+}
+
+/// Calls `handler` with the sender for each of `signals` from now on,
+/// restarting interrupted system calls. `handler` runs in a signal handler:
+/// it may only make async-signal-safe calls ([`kill_from_handler`],
+/// [`write_stderr`], atomics). Set once; later calls keep the first handler.
+pub fn on_signals(signals: &[libc::c_int], handler: fn(libc::c_int, Sender)) {
+    let _ = ON_SIGNAL.set(handler);
     for &signal in signals {
-        // SAFETY: sigaction is plain data (all zeroes is valid); we install a
-        // handler the caller promises to be async-signal-safe.
+        // SAFETY: sigaction is plain data (all zeroes is valid); the
+        // trampoline only reads the siginfo and calls the handler, which
+        // the caller promises is async-signal-safe.
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = handler as libc::sighandler_t;
-            action.sa_flags = libc::SA_RESTART;
+            action.sa_sigaction = trampoline as *const () as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART | libc::SA_SIGINFO;
             libc::sigemptyset(&mut action.sa_mask);
             libc::sigaction(signal, &action, std::ptr::null_mut());
         }
@@ -230,6 +269,12 @@ pub fn install_handler(signals: &[libc::c_int], handler: extern "C" fn(libc::c_i
 pub fn kill_from_handler(pid: libc::pid_t, signal: libc::c_int) {
     // SAFETY: kill is async-signal-safe and takes plain integers.
     unsafe { libc::kill(pid, signal) };
+}
+
+/// Writes `message` to stderr with one `write(2)`: async-signal-safe.
+pub fn write_stderr(message: &[u8]) {
+    // SAFETY: write reads message.len() bytes from a live slice.
+    unsafe { libc::write(libc::STDERR_FILENO, message.as_ptr().cast(), message.len()) };
 }
 
 /// A raw socket receiving every frame of every interface (AF_PACKET,
