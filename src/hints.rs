@@ -73,6 +73,11 @@ fn record_hint(err: &RecordError) -> Option<String> {
         RecordError::CommandNotFound(_) => {
             "check the spelling and PATH, or give the program's path (e.g. ./train.sh)".into()
         }
+        RecordError::CannotExecute { source, .. }
+            if source.kind() == std::io::ErrorKind::IsADirectory =>
+        {
+            "give the program to run, not its directory (e.g. ./run/train.sh)".into()
+        }
         RecordError::CannotExecute { .. } => {
             "make it executable (chmod +x) or run it through its interpreter (python3 script.py)"
                 .into()

@@ -172,3 +172,94 @@ fn report_of_a_missing_archive_fails_with_a_hint() {
         .stderr(predicate::str::contains("sofa: error:"))
         .stderr(predicate::str::contains("hint:"));
 }
+
+#[test]
+fn os_errors_are_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    fs::write(&file, b"x").unwrap();
+    let stderr = analyze_fails(file.join("run"));
+    assert_one_error(&stderr, "Not a directory");
+    let text = String::from_utf8_lossy(&stderr);
+    assert_eq!(text.matches("os error 20").count(), 1, "{text}");
+}
+
+/// `sofa ARGS` as user `nobody`, when this runs as root (root may read
+/// anything: permission messages need an ordinary user). `None` otherwise.
+fn sofa_as_nobody(args: &[&std::ffi::OsStr]) -> Option<std::process::Output> {
+    let id = std::process::Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&id.stdout).trim() != "0" {
+        return None;
+    }
+    Some(
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(assert_cmd::cargo::cargo_bin("sofa"))
+            .args(args)
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn an_archive_that_cannot_be_read_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a");
+    archive_with_samples(&archive, 3, true);
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    let Some(out) = sofa_as_nobody(&["analyze".as_ref(), archive.as_os_str()]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(1));
+    assert_one_error(&out.stderr, "Permission denied");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !text.contains("not found") && !text.contains("no meta.json"),
+        "{text}"
+    );
+}
+
+#[test]
+fn tracefs_that_cannot_be_read_is_not_called_unmounted() {
+    use std::os::unix::fs::PermissionsExt;
+    let tracing = std::path::Path::new("/sys/kernel/tracing");
+    let readable_by_all =
+        fs::metadata(tracing).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005);
+    if readable_by_all || !tracing.join("events").is_dir() {
+        return; // nothing to tell here
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let archive = dir.path().join("a");
+    let args = [
+        "record".as_ref(),
+        "-o".as_ref(),
+        archive.as_os_str(),
+        "--".as_ref(),
+        "true".as_ref(),
+    ];
+    let Some(out) = sofa_as_nobody(&args) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("not readable by this user"), "{text}");
+    assert!(!text.contains("not mounted"), "{text}");
+}
+
+#[test]
+fn a_directory_given_as_the_command_is_named_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sofa()
+        .arg("record")
+        .arg("-o")
+        .arg(dir.path().join("a"))
+        .arg("--")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(126));
+    assert_one_error(&out.stderr, "Is a directory");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!text.contains("chmod"), "{text}");
+}

@@ -69,7 +69,9 @@ pub struct RecordSummary {
 pub enum RecordError {
     #[error("{0}: command not found")]
     CommandNotFound(String),
-    #[error("{command}: cannot execute: {source}")]
+    // Each OS error is the variant's source, printed after the message by
+    // the binary's `{:#}`: the message does not repeat it.
+    #[error("{command}: cannot execute")]
     CannotExecute {
         command: String,
         #[source]
@@ -81,13 +83,13 @@ pub enum RecordError {
         "unknown event `{0}` (known: cycles, instructions, cpu-clock, task-clock, page-faults, context-switches)"
     )]
     UnknownEvent(String),
-    #[error("perf_event_open failed for {what}: {source}")]
+    #[error("perf_event_open failed for {what}")]
     Perf {
         what: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Os {
         what: String,
         #[source]

@@ -42,7 +42,7 @@ pub enum ReportError {
     Analyze(#[from] AnalyzeError),
     #[error("cannot draw a flamegraph: {0}")]
     Flamegraph(std::io::Error),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         source: std::io::Error,

@@ -29,7 +29,8 @@ pub enum TraceError {
     #[error("table `{table}` is missing from the archive: {} not found", path.display())]
     MissingTable { table: String, path: PathBuf },
 
-    #[error("{}: {source}", path.display())]
+    // The OS error is the source: `{:#}` prints "PATH: ERROR" once.
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -47,6 +48,19 @@ pub enum TraceError {
 }
 
 impl TraceError {
+    /// The message with its causes on one line ("PATH: No space left on
+    /// device"), for where the error is kept as text.
+    pub fn with_causes(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         TraceError::Io {
             path: path.into(),

@@ -57,12 +57,24 @@ impl Archive {
     /// Opens the archive at `dir`, checking its metadata and format version.
     pub fn open(dir: impl AsRef<Path>) -> Result<Archive, TraceError> {
         let dir = dir.as_ref().to_path_buf();
-        if !dir.exists() {
-            return Err(TraceError::NotFound { path: dir });
+        // Only a path that is not there is "not found"; one we may not look
+        // into is a permission problem, and says so.
+        match fs::metadata(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(TraceError::NotFound { path: dir });
+            }
+            Err(e) => return Err(TraceError::io(&dir, e)),
+            Ok(m) if !m.is_dir() => return Err(TraceError::NotAnArchive { path: dir }),
+            Ok(_) => {}
         }
         let meta_path = dir.join(META_FILE);
-        if !dir.is_dir() || !meta_path.is_file() {
-            return Err(TraceError::NotAnArchive { path: dir });
+        match fs::metadata(&meta_path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(TraceError::NotAnArchive { path: dir });
+            }
+            Err(e) => return Err(TraceError::io(&meta_path, e)),
+            Ok(m) if !m.is_file() => return Err(TraceError::NotAnArchive { path: dir }),
+            Ok(_) => {}
         }
         let bytes = fs::read(&meta_path).map_err(|e| TraceError::io(&meta_path, e))?;
         let meta = parse_meta(&bytes).map_err(|e| match e {

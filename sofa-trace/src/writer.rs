@@ -318,7 +318,7 @@ impl<T: Table> TableWriter<T> {
         self.finished = true;
         let state = match &result {
             Ok(()) => WriterState::Finished { rows: self.rows },
-            Err(e) => WriterState::Failed(e.to_string()),
+            Err(e) => WriterState::Failed(e.with_causes()),
         };
         self.registry
             .lock()
@@ -340,7 +340,7 @@ impl<T: Table> Drop for TableWriter<T> {
         }
         let state = match self.flush() {
             Ok(()) => WriterState::Finished { rows: self.rows },
-            Err(e) => WriterState::Failed(e.to_string()),
+            Err(e) => WriterState::Failed(e.with_causes()),
         };
         if let Ok(mut registry) = self.registry.lock() {
             registry.insert(T::NAME, state);

@@ -51,6 +51,12 @@ pub fn resolve(program: &OsStr) -> Result<PathBuf, RecordError> {
         if !path.exists() {
             return Err(RecordError::CommandNotFound(name));
         }
+        if path.is_dir() {
+            return Err(RecordError::CannotExecute {
+                command: name,
+                source: std::io::Error::from_raw_os_error(libc::EISDIR),
+            });
+        }
         if !is_exec(&path) {
             return Err(RecordError::CannotExecute {
                 command: name,

@@ -21,12 +21,20 @@ pub type Source = (u32, Counter, Sampler);
 /// Finds tracefs, mounting it where it is not (as `perf trace` needs too).
 pub fn tracefs_dir() -> Result<PathBuf, String> {
     let candidates = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
-    if let Some(dir) = candidates
-        .iter()
-        .map(Path::new)
-        .find(|d| d.join("events").is_dir())
-    {
-        return Ok(dir.to_path_buf());
+    for dir in candidates.iter().map(Path::new) {
+        match std::fs::metadata(dir.join("events")) {
+            Ok(m) if m.is_dir() => return Ok(dir.to_path_buf()),
+            // Mounted, but this user may not look inside: mounting again
+            // would not help, and "not mounted" would mislead.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(format!(
+                    "tracefs at {} is not readable by this user ({e}): \
+                     run sofa as root or with CAP_PERFMON and read access to tracefs",
+                    dir.display()
+                ));
+            }
+            _ => {}
+        }
     }
     let mounted = super::sys::mount_tracefs(c"/sys/kernel/tracing");
     let dir = Path::new("/sys/kernel/tracing");
