@@ -729,3 +729,21 @@ fn several_archives_line_up_on_the_wall_clock() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rank9"));
 }
+
+#[test]
+fn forks_and_signal_handlers_leave_no_unmatched_system_calls() {
+    // A shell that forks and execs (clone returns in the child without an
+    // enter) and handles SIGCHLD (rt_sigreturn returns as call -1).
+    let dir = tempfile::tempdir().unwrap();
+    let out = record(
+        &dir.path().join("a"),
+        &[
+            "sh",
+            "-c",
+            "trap 'true' CHLD; for i in 1 2 3; do /bin/true; done",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("had no matching entry"), "{stderr}");
+}

@@ -39,6 +39,10 @@ pub struct Exit {
     pub ret: i64,
 }
 
+/// The number a system call's exit reports when the registers no longer
+/// name a call (-1 as u32).
+const NO_SYSCALL: u32 = u32::MAX;
+
 /// Pairs enter and exit per thread. Events arrive from per-CPU buffers, so
 /// a thread's exit (on the CPU it woke up on) can be read before its enter;
 /// either side waits for the other.
@@ -95,6 +99,19 @@ impl Pairer {
 
     /// Feeds an exit; returns rows completed by it.
     pub fn exit(&mut self, x: Exit, out: &mut Vec<Syscall>) {
+        // `rt_sigreturn` restores the registers of the interrupted code, the
+        // system call number included, which it sets to -1 so nothing is
+        // restarted: the kernel reports its return as call -1. It ends the
+        // call its thread entered last, whatever its number.
+        if x.nr == NO_SYSCALL {
+            if let Some(e) = self.enters.get(&x.tid)
+                && e.time_ns <= x.time_ns
+            {
+                let e = self.enters.remove(&x.tid).expect("just seen");
+                out.push(self.row(&e, Some(&x)));
+            }
+            return;
+        }
         if let Some(e) = self.enters.get(&x.tid)
             && e.nr == x.nr
             && e.time_ns <= x.time_ns
@@ -199,5 +216,26 @@ mod tests {
         assert_eq!((rows[0].time_ns, rows[0].duration_ns), (10, None));
         assert_eq!((rows[1].time_ns, rows[1].duration_ns), (20, Some(5)));
         assert_eq!((rows[2].name.as_str(), rows[2].ret), ("exit_group", None));
+    }
+
+    #[test]
+    fn rt_sigreturn_returns_as_call_minus_one() {
+        let mut p = Pairer::new("x86_64");
+        let mut rows = Vec::new();
+        p.enter(enter(10, 7, 15), &mut rows);
+        p.exit(exit(12, 7, u32::MAX, 4), &mut rows);
+        // Another one whose exit is read first waits for nothing: ignored.
+        p.exit(exit(20, 8, u32::MAX, 0), &mut rows);
+        p.enter(enter(19, 8, 15), &mut rows);
+        let orphans = p.finish(&mut rows);
+        assert_eq!(orphans, 0, "no exit is an orphan");
+        assert_eq!(
+            (rows[0].name.as_str(), rows[0].duration_ns),
+            ("rt_sigreturn", Some(2))
+        );
+        assert_eq!(
+            (rows[1].name.as_str(), rows[1].duration_ns),
+            ("rt_sigreturn", None)
+        );
     }
 }
