@@ -747,3 +747,39 @@ fn forks_and_signal_handlers_leave_no_unmatched_system_calls() {
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("had no matching entry"), "{stderr}");
 }
+
+#[test]
+fn vdso_frames_are_named() {
+    // time.monotonic() is clock_gettime in the vDSO, with no file behind it.
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a");
+    let python = common::python();
+    let out = record_with(
+        &archive,
+        &[
+            "--no-syscalls",
+            "--",
+            &python,
+            "-c",
+            "import time\nfor _ in range(2_000_000): time.monotonic()",
+        ],
+    );
+    common::assert_success(&out);
+    let json = analyze_json(&archive);
+    let vdso: Vec<&Value> = json["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["module"] == "[vdso]")
+        .collect();
+    assert!(
+        vdso.iter()
+            .any(|f| f["name"].as_str().unwrap().contains("clock_gettime")),
+        "{vdso:?}"
+    );
+    assert!(
+        vdso.iter()
+            .all(|f| !f["name"].as_str().unwrap().starts_with("0x")),
+        "{vdso:?}"
+    );
+}

@@ -39,6 +39,10 @@ fn is_anonymous(path: &str) -> bool {
     path.is_empty() || path.starts_with("//anon") || path.starts_with("[anon")
 }
 
+/// The kernel's virtual shared object: no file, but its image is the same
+/// in every process, so symbolization reads sofa's own.
+pub const VDSO: &str = "[vdso]";
+
 /// Paths that name no file we could open for symbols.
 fn is_pseudo(path: &str) -> bool {
     is_anonymous(path) || path.starts_with('[') || path.starts_with("/memfd:")
@@ -116,7 +120,7 @@ impl Streams {
             file_offset,
         })?;
         let file = mapping
-            .filter(|m| !is_pseudo(&m.path))
+            .filter(|m| !is_pseudo(&m.path) || &*m.path == VDSO)
             .map(|m| (Arc::clone(&m.path), key.address - m.start + m.pgoff));
         self.frames.push(FrameInfo { key, file });
         self.frame_ids.insert(key, id);

@@ -2,7 +2,7 @@
 //! and every address that can be named gets a row in `symbols`, while the
 //! binaries, /proc/kallsyms and JIT maps are still on this machine.
 
-use super::collect::{Finished, FrameKey};
+use super::collect::{Finished, FrameKey, VDSO};
 use crate::symbolize::{RangeTable, dwarf::Dwarf, elf::ElfSymbols, kallsyms, perfmap};
 use sofa_trace::JIT_MAPS_DIR;
 use sofa_trace::tables::Symbol;
@@ -36,6 +36,15 @@ fn resolve_binary(
     out: &mut TableWriter<Symbol>,
     stats: &mut SymbolStats,
 ) -> Result<(), TraceError> {
+    if path == VDSO {
+        return match vdso_image() {
+            Ok(image) => resolve_image(path, &image, frames, out, stats),
+            Err(e) => {
+                stats.unreadable.push(format!("{path}: {e}"));
+                Ok(())
+            }
+        };
+    }
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) => {
@@ -50,7 +59,34 @@ fn resolve_binary(
             return Ok(());
         }
     };
-    let syms = match ElfSymbols::parse(&map) {
+    resolve_image(path, &map, frames, out, stats)
+}
+
+/// The vDSO image as this process has it mapped: the kernel gives every
+/// 64-bit process the same one.
+fn vdso_image() -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read("/proc/self/maps")?;
+    let range = super::procmaps::parse(&maps)
+        .into_iter()
+        .find(|m| m.path == VDSO)
+        .ok_or_else(|| std::io::Error::other("no [vdso] mapping in this process"))?;
+    let mut mem = std::fs::File::open("/proc/self/mem")?;
+    mem.seek(SeekFrom::Start(range.start))?;
+    let mut image = vec![0; (range.end - range.start) as usize];
+    mem.read_exact(&mut image)?;
+    Ok(image)
+}
+
+/// Resolves `frames` (frame id, file offset) in the ELF image `bytes` of `path`.
+fn resolve_image(
+    path: &str,
+    map: &[u8],
+    frames: &[(u64, u64)],
+    out: &mut TableWriter<Symbol>,
+    stats: &mut SymbolStats,
+) -> Result<(), TraceError> {
+    let syms = match ElfSymbols::parse(map) {
         Ok(syms) => syms,
         Err(e) => {
             stats
@@ -59,7 +95,7 @@ fn resolve_binary(
             return Ok(());
         }
     };
-    let dwarf = Dwarf::parse(&map);
+    let dwarf = Dwarf::parse(map);
     let module = module_of(path);
     for &(frame_id, offset) in frames {
         let Some(vaddr) = syms.vaddr_of(offset) else {
