@@ -5,7 +5,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/fixtures/workloads/build"
 mkdir -p "$out"
 cc=${CC:-cc}
-for name in hotspots jitloop signals; do
+for name in hotspots jitloop signals recurse; do
   src="$root/fixtures/workloads/$name.c"
   if [ ! -x "$out/$name" ] || [ "$src" -nt "$out/$name" ]; then
     "$cc" -O1 -g -fno-omit-frame-pointer -Wall -Wextra -o "$out/$name" "$src"
@@ -15,3 +15,4 @@ done
 echo "$out/hotspots"
 echo "$out/jitloop"
 echo "$out/signals"
+echo "$out/recurse"

@@ -783,3 +783,40 @@ fn vdso_frames_are_named() {
         "{vdso:?}"
     );
 }
+
+#[test]
+fn call_chains_cut_at_the_kernels_limit_are_flagged() {
+    let recurse = hotspots().with_file_name("recurse");
+    let dir = tempfile::tempdir().unwrap();
+    let cut = |depth: &str, name: &str| {
+        let archive = dir.path().join(name);
+        let out = record_with(
+            &archive,
+            &[
+                "--no-syscalls",
+                "--",
+                recurse.to_str().unwrap(),
+                depth,
+                "300",
+            ],
+        );
+        common::assert_success(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let reason = analyze_json(&archive)["run"]["collectors"]["cpu"]["reason"].clone();
+        (stderr, reason)
+    };
+    let (stderr, reason) = cut("200", "deep");
+    assert!(
+        stderr.contains("had call chains cut at 127 entries"),
+        "{stderr}"
+    );
+    assert!(
+        reason
+            .as_str()
+            .unwrap_or("")
+            .contains("perf_event_max_stack"),
+        "{reason}"
+    );
+    let (stderr, _) = cut("50", "shallow");
+    assert!(!stderr.contains("call chains cut"), "{stderr}");
+}

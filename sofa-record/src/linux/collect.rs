@@ -68,6 +68,9 @@ pub struct Streams {
     /// Processes the command's tree forked that have not exited.
     running: HashSet<u32>,
     pub sample_count: u64,
+    /// Samples whose call chain filled all `MAX_STACK` entries: its
+    /// outermost callers are missing.
+    pub cut_chains: u64,
     pub unknown_records: u64,
 }
 
@@ -88,6 +91,7 @@ impl Streams {
             maps_read: HashSet::new(),
             running: HashSet::new(),
             sample_count: 0,
+            cut_chains: 0,
             unknown_records: 0,
         })
     }
@@ -189,7 +193,14 @@ impl Streams {
                     self.read_proc_maps(pid, time_ns)?;
                 }
                 let stack_id = match &chain {
-                    Some(chain) => self.intern_chain(pid, chain)?,
+                    Some(chain) => {
+                        // Each context also took one entry, for its marker.
+                        let entries: usize = chain.iter().map(|c| c.ips.len() + 1).sum();
+                        if entries >= usize::from(super::perf::MAX_STACK) {
+                            self.cut_chains += 1;
+                        }
+                        self.intern_chain(pid, chain)?
+                    }
                     None => None,
                 };
                 self.samples.push(Sample {
@@ -351,6 +362,7 @@ impl Streams {
         Ok(Finished {
             frames: self.frames,
             sample_count: self.sample_count,
+            cut_chains: self.cut_chains,
             losses: self.losses,
             outlived,
         })
@@ -361,6 +373,7 @@ impl Streams {
 pub struct Finished {
     pub frames: Vec<FrameInfo>,
     pub sample_count: u64,
+    pub cut_chains: u64,
     pub losses: Losses,
     /// Processes of the command's tree forked and not seen exiting (some
     /// may have exited unseen, when their exit record was lost).

@@ -27,6 +27,8 @@ pub const SPEC: Spec = Spec {
 
 struct Cpu {
     samplers: Vec<CpuSampler>,
+    /// What the status said at open (e.g. user stacks only).
+    open_notes: Vec<String>,
     streams: Streams,
     /// Where the archive grows, for the progress line; `None`: no progress line.
     progress: Option<PathBuf>,
@@ -58,6 +60,7 @@ fn open(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
     let progress = config.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     Ok(Box::new(Cpu {
         samplers: opened.samplers,
+        open_notes: opened.notes,
         streams: Streams::new(setup.archive)?,
         progress: progress.then(|| config.output.clone()),
     }))
@@ -132,11 +135,26 @@ impl Collector for Cpu {
                 sym.unreadable[0]
             ));
         }
+        let mut status_notes = self.open_notes;
+        if finished.cut_chains > 0 {
+            let cut = format!(
+                "{} of {} samples ({:.1}%) had call chains cut at {} entries \
+                 (kernel.perf_event_max_stack): their outermost callers are missing",
+                finished.cut_chains,
+                finished.sample_count,
+                100.0 * finished.cut_chains as f64 / finished.sample_count.max(1) as f64,
+                super::perf::MAX_STACK
+            );
+            notes.push(cut.clone());
+            status_notes.push(cut);
+        }
+        let status = (!status_notes.is_empty())
+            .then(|| CollectorStatus::with(CollectorState::Ok, status_notes.join("; ")));
         Ok(Outcome {
             rows: finished.sample_count,
             losses: Some(finished.losses),
             notes,
-            status: None,
+            status,
         })
     }
 }

@@ -25,6 +25,11 @@ pub struct CpuSampler {
     pub sampler: Sampler,
 }
 
+/// Entries of a call chain the kernel records at most (addresses and the
+/// markers between kernel and user parts): the default of
+/// `kernel.perf_event_max_stack`, which a request may not exceed.
+pub const MAX_STACK: u16 = 127;
+
 /// Ring buffer size per CPU, as a power of two of pages: 2^7 = 128 pages
 /// (512 KiB), several seconds of 999 Hz stacks between two drains.
 const RING_PAGES_EXP: u8 = 7;
@@ -72,7 +77,7 @@ fn opts(frequency_hz: u64, kernel: bool) -> Opts {
             exclude_user: false,
             exclude_kernel: !kernel,
             defer_user: false,
-            max_stack_frames: 127,
+            max_stack_frames: MAX_STACK,
         }),
         ..Default::default()
     };
