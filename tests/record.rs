@@ -820,3 +820,21 @@ fn call_chains_cut_at_the_kernels_limit_are_flagged() {
     let (stderr, _) = cut("50", "shallow");
     assert!(!stderr.contains("call chains cut"), "{stderr}");
 }
+
+#[test]
+fn a_costly_sampling_rate_is_warned_about_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = record_with(
+        &dir.path().join("a"),
+        &["-F", "20000", "--no-syscalls", "--", "true"],
+    );
+    common::assert_success(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap_or("");
+    assert!(first.starts_with("sofa: warning: -F 20000"), "{stderr}");
+    let quiet = record_with(
+        &dir.path().join("b"),
+        &["-F", "4999", "--no-syscalls", "--", "true"],
+    );
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("warning"));
+}

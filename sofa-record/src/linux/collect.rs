@@ -71,6 +71,8 @@ pub struct Streams {
     /// Samples whose call chain filled all `MAX_STACK` entries: its
     /// outermost callers are missing.
     pub cut_chains: u64,
+    /// Times the kernel throttled sampling.
+    pub throttled: u64,
     pub unknown_records: u64,
 }
 
@@ -92,6 +94,7 @@ impl Streams {
             running: HashSet::new(),
             sample_count: 0,
             cut_chains: 0,
+            throttled: 0,
             unknown_records: 0,
         })
     }
@@ -280,6 +283,7 @@ impl Streams {
                 })?;
             }
             Event::Lost { time_ns, count } => self.losses.add(cpu, count, time_ns),
+            Event::Throttle => self.throttled += 1,
             Event::Ignored => {}
             Event::Unknown => self.unknown_records += 1,
         }
@@ -363,6 +367,7 @@ impl Streams {
             frames: self.frames,
             sample_count: self.sample_count,
             cut_chains: self.cut_chains,
+            throttled: self.throttled,
             losses: self.losses,
             outlived,
         })
@@ -374,6 +379,7 @@ pub struct Finished {
     pub frames: Vec<FrameInfo>,
     pub sample_count: u64,
     pub cut_chains: u64,
+    pub throttled: u64,
     pub losses: Losses,
     /// Processes of the command's tree forked and not seen exiting (some
     /// may have exited unseen, when their exit record was lost).
@@ -573,9 +579,10 @@ mod tests {
         ]);
         let kinds: Vec<&str> = frames.iter().map(|f| f.kind.as_str()).collect();
         assert_eq!(kinds, ["user", "jit", "user", "user", "kernel"]);
-        // Only real files are opened for symbols later.
+        // Only real files (and the vDSO, whose image sofa has too) are
+        // read for symbols later.
         let files: Vec<bool> = finished.frames.iter().map(|f| f.file.is_some()).collect();
-        assert_eq!(files, [true, false, false, false, false]);
+        assert_eq!(files, [true, false, true, false, false]);
         assert_eq!(frames[3].mapping_id, None, "an address in no mapping");
     }
 
@@ -592,7 +599,9 @@ mod tests {
             },
             Event::Unknown,
             Event::Ignored,
+            Event::Throttle,
         ]);
+        assert_eq!(finished.throttled, 1);
         assert_eq!(finished.losses.total, 5);
         let rows: Vec<(u64, Option<u32>, u64)> = finished
             .losses

@@ -34,9 +34,33 @@ struct Cpu {
     progress: Option<PathBuf>,
 }
 
+/// Where the kernel's sampling rate limit is; it lowers it itself when
+/// sampling interrupts take too long.
+const MAX_RATE_SYSCTL: &str = "/proc/sys/kernel/perf_event_max_sample_rate";
+
+/// The rate to sample at: `requested`, or the kernel's limit `max` where it
+/// is lower (the kernel would refuse the counters), with a note saying so.
+fn within_max_rate(requested: u64, max: Option<u64>) -> (u64, Option<String>) {
+    match max {
+        Some(max) if max > 0 && requested > max => (
+            max,
+            Some(format!(
+                "-F {requested} is above kernel.perf_event_max_sample_rate ({max}): sampled at \
+                 {max} Hz (raise the limit with `sudo sysctl kernel.perf_event_max_sample_rate=N`)"
+            )),
+        ),
+        _ => (requested, None),
+    }
+}
+
 fn open(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
     let config = setup.config;
-    let opened = perf::open(setup.pid, config.frequency_hz, config.event.as_deref())?;
+    let max = std::fs::read_to_string(MAX_RATE_SYSCTL)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let (frequency_hz, limited) = within_max_rate(config.frequency_hz, max);
+    let mut opened = perf::open(setup.pid, frequency_hz, config.event.as_deref())?;
+    opened.notes.extend(limited);
     setup.notes.extend(opened.notes.iter().cloned());
     if let Some(fallback) = &opened.chosen.fallback {
         setup.notes.push(fallback.clone());
@@ -44,7 +68,7 @@ fn open(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
     let meta = setup.archive.meta_mut();
     meta.sampling = Some(SamplingInfo {
         event: opened.chosen.name.to_owned(),
-        frequency_hz: config.frequency_hz,
+        frequency_hz,
         fallback: opened.chosen.fallback.clone(),
     });
     meta.events = vec![EventInfo {
@@ -148,6 +172,15 @@ impl Collector for Cpu {
             notes.push(cut.clone());
             status_notes.push(cut);
         }
+        if finished.throttled > 0 {
+            let throttled = format!(
+                "the kernel throttled sampling {} times (sampling interrupts over \
+                 kernel.perf_cpu_time_max_percent): samples are missing there; record with a lower -F",
+                finished.throttled
+            );
+            notes.push(throttled.clone());
+            status_notes.push(throttled);
+        }
         let status = (!status_notes.is_empty())
             .then(|| CollectorStatus::with(CollectorState::Ok, status_notes.join("; ")));
         Ok(Outcome {
@@ -156,5 +189,27 @@ impl Collector for Cpu {
             notes,
             status,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_stays_within_the_kernels_limit() {
+        assert_eq!(within_max_rate(999, Some(100_000)), (999, None));
+        assert_eq!(within_max_rate(100_000, Some(100_000)), (100_000, None));
+        let (hz, note) = within_max_rate(50_000, Some(25_000));
+        assert_eq!(hz, 25_000);
+        assert!(
+            note.unwrap()
+                .contains("kernel.perf_event_max_sample_rate (25000)")
+        );
+        assert_eq!(
+            within_max_rate(4999, None),
+            (4999, None),
+            "no sysctl: as asked"
+        );
     }
 }

@@ -60,6 +60,9 @@ pub enum Event {
         time_ns: Option<u64>,
         count: u64,
     },
+    /// The kernel stopped sampling for a while: too much time in sampling
+    /// interrupts (kernel.perf_cpu_time_max_percent).
+    Throttle,
     /// Known and of no use here (data mappings, throttling).
     Ignored,
     /// A record this collector does not know; counted.
@@ -135,7 +138,8 @@ impl From<Record> for Event {
                 time_ns: time(&l.record_id),
                 count: l.lost_samples,
             },
-            Record::Mmap(_) | Record::Throttle(_) | Record::Unthrottle(_) => Event::Ignored,
+            Record::Throttle(_) => Event::Throttle,
+            Record::Mmap(_) | Record::Unthrottle(_) => Event::Ignored,
             _ => Event::Unknown,
         }
     }
