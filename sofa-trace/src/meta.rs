@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 pub const FORMAT_VERSION: u32 = 1;
 /// Additive revisions (new tables, new columns, new meta fields) within a
 /// major version. Older readers ignore what they do not know.
-pub const FORMAT_MINOR: u32 = 1;
+pub const FORMAT_MINOR: u32 = 2;
 
 /// Whether the recorder finished writing the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,4 +199,9 @@ impl CollectorStatus {
 pub struct TableInfo {
     pub rows: u64,
     pub files: Vec<String>,
+    /// CRC-32 of each file, as 8 hex digits, checked when the file is read:
+    /// a file damaged after recording is an error, never a silently
+    /// different analysis. Absent before format 1.2.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub crc32: BTreeMap<String, String>,
 }

@@ -215,11 +215,14 @@ impl ArchiveWriter {
                     reason: format!("wrote {written} rows but the table files hold {rows}"),
                 });
             }
+            let compact = self.dir.join(spec.name).join(COMPACT_FILE);
+            let crc = file_crc32(&compact)?;
             infos.insert(
                 spec.name.to_owned(),
                 TableInfo {
                     rows,
                     files: vec![COMPACT_FILE.to_owned()],
+                    crc32: BTreeMap::from([(COMPACT_FILE.to_owned(), crc)]),
                 },
             );
         }
@@ -396,20 +399,78 @@ pub(crate) fn part_files(dir: &Path) -> Result<Vec<PathBuf>, TraceError> {
     Ok(parts)
 }
 
+/// CRC-32 of a file's bytes, as 8 hex digits, read in blocks.
+pub(crate) fn file_crc32(path: &Path) -> Result<String, TraceError> {
+    use std::io::Read;
+    let mut file = File::open(path).map_err(|e| TraceError::io(path, e))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| TraceError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("{:08x}", hasher.finalize()))
+}
+
 pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame, TraceError> {
-    decode(path, |file| ParquetReader::new(file).finish())
+    let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
+    decode(path, || ParquetReader::new(file).finish())
+}
+
+/// Reads a Parquet file whose CRC-32 must be `crc` (8 hex digits).
+pub(crate) fn read_parquet_checked(path: &Path, crc: &str) -> Result<DataFrame, TraceError> {
+    let bytes = fs::read(path).map_err(|e| TraceError::io(path, e))?;
+    let actual = format!("{:08x}", crc32fast::hash(&bytes));
+    if actual != crc {
+        return Err(TraceError::CorruptTable {
+            path: path.to_path_buf(),
+            reason: format!(
+                "its checksum is {actual}, not the {crc} recorded in meta.json: the file was damaged after recording"
+            ),
+        });
+    }
+    decode(path, || {
+        ParquetReader::new(std::io::Cursor::new(bytes)).finish()
+    })
 }
 
 /// Rows of a Parquet file, from its footer alone.
 pub(crate) fn parquet_rows(path: &Path) -> Result<u64, TraceError> {
-    decode(path, |file| ParquetReader::new(file).num_rows()).map(|rows| rows as u64)
+    let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
+    decode(path, || ParquetReader::new(file).num_rows()).map(|rows| rows as u64)
+}
+
+thread_local! {
+    /// Set while this thread decodes Parquet: a panic there is caught and
+    /// becomes an error naming the file, so its message is not printed.
+    static DECODING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Keeps the panic message of a decoder that panics on damaged bytes off
+/// stderr (sofa reports the damage itself); every other panic is printed
+/// by the hook that was there before.
+fn quiet_decoder_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !DECODING.with(|d| d.get()) {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// Runs a Parquet decoding step on `path`. Damaged bytes must become an
 /// error naming the file, even if the decoder panics instead of returning one.
-fn decode<T>(path: &Path, step: impl FnOnce(File) -> PolarsResult<T>) -> Result<T, TraceError> {
-    let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(file)));
+fn decode<T>(path: &Path, step: impl FnOnce() -> PolarsResult<T>) -> Result<T, TraceError> {
+    quiet_decoder_panics();
+    DECODING.with(|d| d.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(step));
+    DECODING.with(|d| d.set(false));
     let reason = match result {
         Ok(Ok(value)) => return Ok(value),
         Ok(Err(e)) => first_line(&e.to_string()),
