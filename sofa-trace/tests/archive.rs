@@ -261,6 +261,16 @@ fn truncated_table_file_is_an_error_naming_it() {
     assert!(err.to_string().contains("syscalls/data.parquet"), "{err}");
 }
 
+/// Makes `dir`'s meta.json what a sofa before format 1.2 wrote: no checksums.
+fn without_checksums(dir: &Path) {
+    let meta_path = dir.join("meta.json");
+    let mut meta: Meta = serde_json::from_str(&fs::read_to_string(&meta_path).unwrap()).unwrap();
+    for info in meta.tables.values_mut() {
+        info.crc32.clear();
+    }
+    fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+}
+
 #[test]
 fn table_shorter_than_meta_says_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -272,10 +282,21 @@ fn table_shorter_than_meta_says_is_an_error() {
         dir.path().join("syscalls/data.parquet"),
     )
     .unwrap();
-    let err = Archive::open(dir.path())
-        .unwrap()
-        .read_table::<Syscall>()
-        .unwrap_err();
+    let read = || {
+        Archive::open(dir.path())
+            .unwrap()
+            .read_table::<Syscall>()
+            .unwrap_err()
+    };
+    // Its checksum says so first...
+    assert!(
+        read().to_string().contains("damaged after recording"),
+        "{}",
+        read()
+    );
+    // ... and in an archive from before checksums (format 1.1), its rows.
+    without_checksums(dir.path());
+    let err = read();
     assert!(
         err.to_string()
             .contains("holds 20 rows but meta.json says 500"),
@@ -307,6 +328,7 @@ fn wrong_column_type_is_an_error_naming_the_column() {
     let meta_path = dir.path().join("meta.json");
     let mut meta: Meta = serde_json::from_str(&fs::read_to_string(&meta_path).unwrap()).unwrap();
     meta.tables.get_mut("syscalls").unwrap().rows = 1;
+    meta.tables.get_mut("syscalls").unwrap().crc32.clear(); // as before format 1.2
     fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
     let err = Archive::open(dir.path())
         .unwrap()
