@@ -89,3 +89,18 @@ pub fn python() -> String {
         .expect("python3 (run scripts/setup.sh)");
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+/// The row of `name` in `sofa analyze --json`'s functions table.
+pub fn function<'a>(json: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    json["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not among the functions"))
+}
+
+/// Its self share.
+pub fn self_share(json: &serde_json::Value, name: &str) -> f64 {
+    function(json, name)["self_share"].as_f64().unwrap()
+}
