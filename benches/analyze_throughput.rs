@@ -23,6 +23,7 @@ fn generate(dir: &Path, samples: u64) {
     Synthetic {
         samples,
         collectors: false,
+        syscalls: None,
     }
     .write(dir)
     .unwrap();

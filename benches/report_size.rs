@@ -31,6 +31,7 @@ fn bench(c: &mut Criterion) {
         Synthetic {
             samples: n,
             collectors: true,
+            syscalls: None,
         }
         .write(dir.path())
         .unwrap();

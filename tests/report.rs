@@ -194,6 +194,7 @@ fn report_with_gpu_and_network_draws_their_tracks() {
     sofa_trace::synthetic::Synthetic {
         samples: 20_000,
         collectors: true,
+        syscalls: None,
     }
     .write(&archive)
     .unwrap();

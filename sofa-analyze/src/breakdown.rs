@@ -1,7 +1,6 @@
 //! Per-step breakdown: what each training step spent its time on.
 
 use crate::labels::Labelled;
-use crate::syscalls::IO_CALLS;
 use serde::Serialize;
 use sofa_trace::NetSource;
 
@@ -55,10 +54,10 @@ pub(crate) fn step_breakdown(i: &Labelled, boundaries: &[u64]) -> Vec<StepBreakd
             rows[step].samples_by_swarm[swarm.0] += 1;
         }
     }
-    for c in i.syscalls {
-        if let (Some(step), Some(d)) = (step_of(b, c.time_ns), c.duration_ns) {
+    for c in &i.syscalls.rows {
+        if let (Some(step), Some(d)) = (step_of(b, c.time_ns), c.duration_ns()) {
             rows[step].syscall_ns += d;
-            if IO_CALLS.contains(&c.name.as_str()) {
+            if i.syscalls.is_io(c) {
                 rows[step].io_ns += d;
             }
         }

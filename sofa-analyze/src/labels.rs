@@ -4,7 +4,8 @@
 //! "which swarm is this sample in" is answered in one place.
 
 use crate::fasthash::StackMap;
-use sofa_trace::tables::{GpuCounter, NetEvent, Sample, Syscall};
+use crate::syscalls::Calls;
+use sofa_trace::tables::{GpuCounter, NetEvent, Sample};
 
 /// A row of the function table (`Analysis::functions`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,7 +24,7 @@ pub(crate) struct Labelled<'a> {
     swarm_of_function: &'a [Option<SwarmId>],
     /// Number of swarms.
     pub swarms: usize,
-    pub syscalls: &'a [Syscall],
+    pub syscalls: &'a Calls,
     /// Whether system calls were recorded (an empty table then means none made).
     pub syscalls_recorded: bool,
     pub gpu: &'a [GpuCounter],
@@ -37,7 +38,7 @@ impl<'a> Labelled<'a> {
         self_of_stack: &'a StackMap<usize>,
         swarm_of_function: &'a [Option<SwarmId>],
         swarms: usize,
-        syscalls: &'a [Syscall],
+        syscalls: &'a Calls,
         syscalls_recorded: bool,
         gpu: &'a [GpuCounter],
         net: &'a [NetEvent],
@@ -85,12 +86,13 @@ mod tests {
                 .into_iter()
                 .collect();
         let swarm_of_function = [Some(SwarmId(1)), None, Some(SwarmId(5)), Some(SwarmId(0))];
+        let calls = Calls::default();
         let l = Labelled::new(
             &[],
             &self_of_stack,
             &swarm_of_function,
             2,
-            &[],
+            &calls,
             false,
             &[],
             &[],

@@ -50,7 +50,7 @@ pub use summary::{
     Analysis, CollectorJson, Options, RunSummary, analyze, analyze_with, analyze_with_views,
 };
 pub use swarms::{Swarm, find_swarms};
-pub use syscalls::{SyscallRow, syscall_table};
+pub use syscalls::{Call, Calls, SyscallRow, syscall_table};
 pub use system::{DiskRow, InterfaceRow, SystemSummary, system_summary};
 pub use tasks::{ProcessRow, ThreadRow};
 pub use views::{CpuSeries, Folded, GpuSeries, Scatter, ScatterFunction, Series, Timeline, Views};

@@ -50,10 +50,10 @@ pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) {
         .map(|(tid, _)| *tid);
     let timelines = Timelines(lines);
 
-    for c in i.syscalls {
+    for c in &i.syscalls.rows {
         if let Some(swarm) = timelines.swarm_at(c.tid, c.time_ns) {
             swarms[swarm].syscalls += 1;
-            swarms[swarm].syscall_ns += c.duration_ns.unwrap_or(0);
+            swarms[swarm].syscall_ns += c.duration_ns().unwrap_or(0);
         }
     }
     let Some(main) = busiest else { return };

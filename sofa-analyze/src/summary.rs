@@ -9,13 +9,13 @@ use crate::net::{NetSummary, net_summary};
 use crate::overlap::add_overlaps;
 use crate::steps::{Steps, detect_steps};
 use crate::swarms::{Swarm, find_swarms};
-use crate::syscalls::{SyscallRow, syscall_table};
+use crate::syscalls::{Calls, SyscallRow, syscall_table};
 use crate::system::SystemSummary;
 use crate::tasks::{ProcessRow, ThreadRow, processes_and_threads};
 use crate::views::Views;
 use serde::Serialize;
 use sofa_trace::CollectorName;
-use sofa_trace::tables::{GpuCounter, NetEvent, Sample, Syscall, SystemCounter};
+use sofa_trace::tables::{GpuCounter, NetEvent, Sample, SystemCounter};
 use sofa_trace::{Archive, CollectorState};
 use std::collections::BTreeMap;
 
@@ -185,7 +185,7 @@ fn analyze_inner(
         options.swarms,
     );
     // Each table is read once and serves its summary and the step breakdown.
-    let calls = archive.read_table::<Syscall>()?;
+    let calls = Calls::read(archive)?;
     let gpu_rows = archive.read_table::<GpuCounter>()?;
     let packets = archive.read_table::<NetEvent>()?;
     let syscalls_ok = meta

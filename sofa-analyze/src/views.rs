@@ -329,7 +329,7 @@ pub(crate) fn build(archive: &Archive, l: &Labelled, i: &Inputs) -> Views {
     }
     let syscalls = l.syscalls_recorded.then_some(l.syscalls).map(|calls| {
         let mut per = vec![0u32; axis.bins];
-        for c in calls {
+        for c in &calls.rows {
             if let Some(b) = axis.bin(c.time_ns) {
                 per[b] = per[b].saturating_add(1);
             }

@@ -17,6 +17,7 @@ fn data_of_synthetic() -> String {
     Synthetic {
         samples: 4_000,
         collectors: true,
+        syscalls: None,
     }
     .write(&path)
     .unwrap();
@@ -47,6 +48,7 @@ fn partial_archive_has_no_collector_views() {
     Synthetic {
         samples: 2_000,
         collectors: false,
+        syscalls: None,
     }
     .write(dir.path())
     .unwrap();

@@ -2,10 +2,14 @@
 
 use crate::meta::{FORMAT_VERSION, Meta, RecordingStatus};
 use crate::writer::{
-    COMPACT_FILE, PART_PREFIX, TMP_SUFFIX, first_line, parquet_rows, part_files, read_parquet,
-    read_parquet_checked,
+    COMPACT_FILE, PART_PREFIX, TMP_SUFFIX, decode, first_line, parquet_rows, part_files,
+    read_checked, read_parquet, read_parquet_checked,
 };
 use crate::{META_FILE, Table, TraceError, tables};
+
+/// Rows decoded at once when a table is read slice by slice: the size of
+/// the row groups the writer makes, so a slice decodes one of them.
+pub const SLICE_ROWS: usize = crate::writer::COMPACT_BATCH_ROWS;
 use polars::prelude::*;
 use std::fmt;
 use std::fs;
@@ -244,13 +248,73 @@ impl Archive {
         Ok(frame)
     }
 
-    /// Reads a whole table as typed rows.
+    /// Reads a whole table as typed rows, a slice of the file at a time:
+    /// besides the rows, memory holds one file's bytes and one decoded
+    /// slice, not the whole table decoded (which took as much again).
     pub fn read_table<T: Table>(&self) -> Result<Vec<T>, TraceError> {
-        let frame = self.read_chunked(T::NAME)?;
-        T::from_frame(&frame).map_err(|reason| TraceError::CorruptTable {
-            path: self.dir.join(T::NAME),
-            reason,
-        })
+        let mut rows: Vec<T> = Vec::new();
+        if let Ok(n) = self.table_rows(T::NAME) {
+            rows.reserve_exact(n as usize);
+        }
+        let read = self.for_each_slice(T::NAME, |frame| {
+            rows.extend(
+                T::from_frame(frame).map_err(|reason| TraceError::CorruptTable {
+                    path: self.dir.join(T::NAME),
+                    reason,
+                })?,
+            );
+            Ok(())
+        })?;
+        self.check_rows(T::NAME, read)?;
+        Ok(rows)
+    }
+
+    /// Calls `f` with each slice of at most [`SLICE_ROWS`] rows of a
+    /// table's files, in order; returns the rows read.
+    pub fn for_each_slice(
+        &self,
+        table: &str,
+        mut f: impl FnMut(&DataFrame) -> Result<(), TraceError>,
+    ) -> Result<u64, TraceError> {
+        let checksums = self
+            .meta
+            .tables
+            .get(table)
+            .filter(|_| !self.is_truncated())
+            .map(|info| &info.crc32);
+        let mut total = 0u64;
+        for file in self.table_files(table)? {
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+            let crc = checksums.and_then(|c| c.get(name.as_deref()?));
+            let bytes = read_checked(&file, crc.map(String::as_str))?;
+            let rows = decode(&file, || {
+                ParquetReader::new(std::io::Cursor::new(bytes.as_slice())).num_rows()
+            })?;
+            for offset in (0..rows).step_by(SLICE_ROWS) {
+                let slice = decode(&file, || {
+                    ParquetReader::new(std::io::Cursor::new(bytes.as_slice()))
+                        .with_slice(Some((offset, SLICE_ROWS)))
+                        .finish()
+                })?;
+                total += slice.height() as u64;
+                f(&slice)?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// In a complete archive, a table must hold the rows meta.json lists.
+    fn check_rows(&self, table: &str, rows: u64) -> Result<(), TraceError> {
+        if !self.is_truncated()
+            && let Some(info) = self.meta.tables.get(table)
+            && info.rows != rows
+        {
+            return Err(TraceError::CorruptTable {
+                path: self.dir.join(table),
+                reason: format!("holds {rows} rows but meta.json says {}", info.rows),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -32,6 +32,9 @@ pub struct Synthetic {
     pub samples: u64,
     /// Also syscalls, system counters, a GPU and network packets.
     pub collectors: bool,
+    /// System calls to generate, spread evenly over the run (with
+    /// `collectors`); `None`: one every 2 ms.
+    pub syscalls: Option<u64>,
 }
 
 /// Phase (0..5) of the step at time `t`.
@@ -163,7 +166,7 @@ impl Synthetic {
         }
         t.finish()?;
         if self.collectors {
-            write_collectors(&w, end)?;
+            write_collectors(&w, end, self.syscalls)?;
         }
         w.meta_mut().end_ns = Some(end);
         w.meta_mut().exit = Some(ExitInfo {
@@ -175,8 +178,12 @@ impl Synthetic {
     }
 }
 
-fn write_collectors(w: &ArchiveWriter, end: u64) -> Result<(), TraceError> {
+fn write_collectors(w: &ArchiveWriter, end: u64, syscalls: Option<u64>) -> Result<(), TraceError> {
     let mut t = w.table::<Syscall>()?;
+    let every = match syscalls {
+        Some(n) => ((end - START_NS) / n.max(1)).max(1),
+        None => 2_000_000,
+    };
     let mut time = START_NS;
     while time < end {
         let input = step_phase(time) == 0;
@@ -192,7 +199,7 @@ fn write_collectors(w: &ArchiveWriter, end: u64) -> Result<(), TraceError> {
             arg1: 0,
             arg2: 4096,
         })?;
-        time += 2_000_000;
+        time += every;
     }
     t.finish()?;
     let mut t = w.table::<SystemCounter>()?;

@@ -21,7 +21,7 @@ pub(crate) const TMP_SUFFIX: &str = ".tmp";
 
 /// Rows per batch when compacting parts into one file: large enough for
 /// efficient row groups, small enough to keep compaction memory bounded.
-const COMPACT_BATCH_ROWS: usize = 256 * 1024;
+pub(crate) const COMPACT_BATCH_ROWS: usize = 256 * 1024;
 
 /// When a table writer turns its buffer into a part file.
 #[derive(Debug, Clone, Copy)]
@@ -422,19 +422,27 @@ pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame, TraceError> {
 
 /// Reads a Parquet file whose CRC-32 must be `crc` (8 hex digits).
 pub(crate) fn read_parquet_checked(path: &Path, crc: &str) -> Result<DataFrame, TraceError> {
-    let bytes = fs::read(path).map_err(|e| TraceError::io(path, e))?;
-    let actual = format!("{:08x}", crc32fast::hash(&bytes));
-    if actual != crc {
-        return Err(TraceError::CorruptTable {
-            path: path.to_path_buf(),
-            reason: format!(
-                "its checksum is {actual}, not the {crc} recorded in meta.json: the file was damaged after recording"
-            ),
-        });
-    }
+    let bytes = read_checked(path, Some(crc))?;
     decode(path, || {
         ParquetReader::new(std::io::Cursor::new(bytes)).finish()
     })
+}
+
+/// A file's bytes, which must have CRC-32 `crc` (8 hex digits) if given.
+pub(crate) fn read_checked(path: &Path, crc: Option<&str>) -> Result<Vec<u8>, TraceError> {
+    let bytes = fs::read(path).map_err(|e| TraceError::io(path, e))?;
+    if let Some(crc) = crc {
+        let actual = format!("{:08x}", crc32fast::hash(&bytes));
+        if actual != crc {
+            return Err(TraceError::CorruptTable {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "its checksum is {actual}, not the {crc} recorded in meta.json: the file was damaged after recording"
+                ),
+            });
+        }
+    }
+    Ok(bytes)
 }
 
 /// Rows of a Parquet file, from its footer alone.
@@ -466,7 +474,10 @@ fn quiet_decoder_panics() {
 
 /// Runs a Parquet decoding step on `path`. Damaged bytes must become an
 /// error naming the file, even if the decoder panics instead of returning one.
-fn decode<T>(path: &Path, step: impl FnOnce() -> PolarsResult<T>) -> Result<T, TraceError> {
+pub(crate) fn decode<T>(
+    path: &Path,
+    step: impl FnOnce() -> PolarsResult<T>,
+) -> Result<T, TraceError> {
     quiet_decoder_panics();
     DECODING.with(|d| d.set(true));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(step));
