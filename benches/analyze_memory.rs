@@ -34,7 +34,10 @@ fn bench(c: &mut Criterion) {
         }
         .write(dir.path())
         .unwrap();
-        eprintln!("generated {n} + {n}: peak RSS so far {:.0} MiB", peak_rss_mib());
+        eprintln!(
+            "generated {n} + {n}: peak RSS so far {:.0} MiB",
+            peak_rss_mib()
+        );
         group.throughput(Throughput::Elements(2 * n));
         group.bench_function(format!("{n}_samples_{n}_syscalls"), |b| {
             b.iter(|| {
@@ -45,7 +48,10 @@ fn bench(c: &mut Criterion) {
                 analysis
             })
         });
-        eprintln!("analyze {n} + {n}: peak RSS so far {:.0} MiB", peak_rss_mib());
+        eprintln!(
+            "analyze {n} + {n}: peak RSS so far {:.0} MiB",
+            peak_rss_mib()
+        );
     }
     group.finish();
 }
