@@ -27,8 +27,9 @@ fn archive_with_samples(path: &Path, n: u64, finish: bool) {
         t.finish().unwrap();
         writer.finish().unwrap();
     } else {
+        // As a killed recorder: buffered rows lost, the lock released.
         std::mem::forget(t);
-        std::mem::forget(writer);
+        drop(writer);
     }
 }
 

@@ -149,6 +149,21 @@ impl OutputDir {
     }
 }
 
+/// Who is recording into `dir` now ("pid N"), if a recorder holds its lock.
+pub(crate) fn recorder_of(dir: &Path) -> Option<String> {
+    let mut file = File::open(dir.join(LOCK_FILE)).ok()?;
+    match file.try_lock_shared() {
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            Some(holder.trim().to_owned()).filter(|h| !h.is_empty())
+        }
+        // Nobody holds it (the lock is released with the file), or it cannot
+        // be told: a recorder that was killed.
+        _ => None,
+    }
+}
+
 /// Takes the directory's lock, or says who holds it.
 fn lock(dir: &Path) -> Result<File, TraceError> {
     let path = dir.join(LOCK_FILE);
@@ -443,6 +458,27 @@ mod tests {
         std::os::unix::fs::symlink(mine.path(), dir.path().join("samples")).unwrap();
         let err = inspect(dir.path()).unwrap_err().to_string();
         assert!(err.contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn an_archive_being_recorded_says_so_when_read() {
+        use crate::{Archive, ArchiveWriter, Meta, Warning};
+        let dir = tempfile::tempdir().unwrap();
+        let writer = ArchiveWriter::create(dir.path(), Meta::new(vec![])).unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let pid = format!("pid {}", std::process::id());
+        assert!(
+            matches!(archive.warnings(), [Warning::BeingRecorded { holder, .. }] if *holder == pid),
+            "{:?}",
+            archive.warnings()
+        );
+        drop(writer); // as a killed recorder leaves it: unlocked, unfinished
+        let archive = Archive::open(dir.path()).unwrap();
+        assert!(
+            matches!(archive.warnings(), [Warning::Truncated { .. }]),
+            "{:?}",
+            archive.warnings()
+        );
     }
 
     #[test]

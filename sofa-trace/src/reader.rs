@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 pub enum Warning {
     /// The recorder never finished: data ends at its last flush.
     Truncated { meta: PathBuf },
+    /// A recorder is writing the archive now (it holds its lock): what is
+    /// read is what it has flushed so far.
+    BeingRecorded { dir: PathBuf, holder: String },
     /// A file the recorder was writing when it stopped; its rows are lost.
     IncompleteFile { path: PathBuf },
     /// Parts left beside a compacted table by an interrupted compaction; they
@@ -35,6 +38,11 @@ impl fmt::Display for Warning {
                 "archive was cut short: the recorder did not finish ({} says `recording`); \
                  data ends at its last flush",
                 meta.display()
+            ),
+            Warning::BeingRecorded { dir, holder } => write!(
+                f,
+                "{} is still being recorded ({holder}): this is what it has flushed so far",
+                dir.display()
             ),
             Warning::IncompleteFile { path } => write!(
                 f,
@@ -96,8 +104,14 @@ impl Archive {
 
         let mut warnings = Vec::new();
         if meta.status != RecordingStatus::Complete {
-            warnings.push(Warning::Truncated {
-                meta: meta_path.clone(),
+            warnings.push(match crate::output::recorder_of(&dir) {
+                Some(holder) => Warning::BeingRecorded {
+                    dir: dir.clone(),
+                    holder,
+                },
+                None => Warning::Truncated {
+                    meta: meta_path.clone(),
+                },
             });
         }
         for spec in tables::all() {

@@ -109,9 +109,11 @@ fn killed_recording(path: &Path) -> Vec<Sample> {
     for row in expected.iter().cloned() {
         samples.push(row).unwrap();
     }
-    // The 50 rows still buffered die with the process, as do the writers.
+    // The 50 rows still buffered die with the process, as does the table
+    // writer; the archive's lock is released, as the kernel does for a
+    // killed process (dropping the archive writer keeps what it wrote).
     std::mem::forget(samples);
-    std::mem::forget(writer);
+    drop(writer);
     fs::write(
         path.join("samples/.part-000002.parquet.tmp"),
         b"PAR1 half a file",
