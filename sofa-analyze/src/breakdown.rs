@@ -2,7 +2,6 @@
 
 use crate::labels::Labelled;
 use serde::Serialize;
-use sofa_trace::NetSource;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepBreakdown {
@@ -72,7 +71,7 @@ pub(crate) fn step_breakdown(i: &Labelled, boundaries: &[u64]) -> Vec<StepBreakd
     for (row, (busy, all)) in rows.iter_mut().zip(gpu) {
         row.gpu_busy_share = (all > 0).then(|| busy as f64 / all as f64);
     }
-    for e in i.net.iter().filter(|e| e.source != NetSource::Capture) {
+    for e in &i.net.rows {
         if let Some(step) = step_of(b, e.time_ns) {
             rows[step].net_bytes += u64::from(e.len);
         }

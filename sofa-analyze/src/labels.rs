@@ -4,8 +4,9 @@
 //! "which swarm is this sample in" is answered in one place.
 
 use crate::fasthash::StackMap;
+use crate::net::Packets;
 use crate::syscalls::Calls;
-use sofa_trace::tables::{GpuCounter, NetEvent, Sample};
+use sofa_trace::tables::{GpuCounter, Sample};
 
 /// A row of the function table (`Analysis::functions`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,7 +29,7 @@ pub(crate) struct Labelled<'a> {
     /// Whether system calls were recorded (an empty table then means none made).
     pub syscalls_recorded: bool,
     pub gpu: &'a [GpuCounter],
-    pub net: &'a [NetEvent],
+    pub net: &'a Packets,
 }
 
 impl<'a> Labelled<'a> {
@@ -41,7 +42,7 @@ impl<'a> Labelled<'a> {
         syscalls: &'a Calls,
         syscalls_recorded: bool,
         gpu: &'a [GpuCounter],
-        net: &'a [NetEvent],
+        net: &'a Packets,
     ) -> Self {
         Labelled {
             samples,
@@ -86,6 +87,7 @@ mod tests {
                 .into_iter()
                 .collect();
         let swarm_of_function = [Some(SwarmId(1)), None, Some(SwarmId(5)), Some(SwarmId(0))];
+        let packets = Packets::default();
         let calls = Calls::default();
         let l = Labelled::new(
             &[],
@@ -95,7 +97,7 @@ mod tests {
             &calls,
             false,
             &[],
-            &[],
+            &packets,
         );
         assert_eq!(l.swarm_of(Some(10)), Some(SwarmId(1)));
         assert_eq!(l.swarm_of(Some(11)), None, "a function in no swarm");

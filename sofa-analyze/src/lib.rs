@@ -42,7 +42,7 @@ pub use gpu::{GpuRow, gpu_table};
 pub use hints::{Hint, Severity, hints};
 pub use labels::{FunctionId, SwarmId};
 pub use multi::{MergedFunction, MultiAnalysis, RankRow, merge};
-pub use net::{Flow, HostPair, InterfaceTraffic, NetSummary, net_summary};
+pub use net::{Flow, HostPair, InterfaceTraffic, NetSummary, Packet, Packets, net_summary};
 pub use render::{ExportError, export, render_json, render_multi_text, render_text};
 pub use silhouette::{distance, silhouette, weighted_silhouette};
 pub use steps::{Steps, detect_steps};

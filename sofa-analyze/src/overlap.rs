@@ -9,7 +9,6 @@
 use crate::fasthash::FastMap;
 use crate::labels::Labelled;
 use crate::swarms::Swarm;
-use sofa_trace::NetSource;
 
 /// Samples further than this from an event do not say what ran then.
 const TOLERANCE_NS: u64 = 5_000_000;
@@ -67,7 +66,7 @@ pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) {
     for (swarm, (sum, n)) in swarms.iter_mut().zip(gpu) {
         swarm.gpu_util_mean = (n > 0).then(|| sum / n as f64);
     }
-    for e in i.net.iter().filter(|e| e.source != NetSource::Capture) {
+    for e in &i.net.rows {
         if let Some(swarm) = timelines.swarm_at(main, e.time_ns) {
             swarms[swarm].net_bytes += u64::from(e.len);
         }

@@ -5,7 +5,7 @@ use crate::functions::{CallStacks, FunctionRow, Functions, ModuleRow, functions_
 use crate::gpu::{GpuRow, gpu_table};
 use crate::hints::{Hint, hints};
 use crate::labels::Labelled;
-use crate::net::{NetSummary, net_summary};
+use crate::net::{NetSummary, Packets, net_summary};
 use crate::overlap::add_overlaps;
 use crate::steps::{Steps, detect_steps};
 use crate::swarms::{Swarm, find_swarms};
@@ -15,7 +15,7 @@ use crate::tasks::{ProcessRow, ThreadRow, processes_and_threads};
 use crate::views::Views;
 use serde::Serialize;
 use sofa_trace::CollectorName;
-use sofa_trace::tables::{GpuCounter, NetEvent, Sample, SystemCounter};
+use sofa_trace::tables::{GpuCounter, Sample, SystemCounter};
 use sofa_trace::{Archive, CollectorState};
 use std::collections::BTreeMap;
 
@@ -187,7 +187,7 @@ fn analyze_inner(
     // Each table is read once and serves its summary and the step breakdown.
     let calls = Calls::read(archive)?;
     let gpu_rows = archive.read_table::<GpuCounter>()?;
-    let packets = archive.read_table::<NetEvent>()?;
+    let packets = Packets::read(archive)?;
     let syscalls_ok = meta
         .collectors
         .get(CollectorName::Syscalls.as_str())

@@ -8,8 +8,8 @@ use crate::functions::CallStacks;
 use crate::labels::{FunctionId, Labelled};
 use serde::Serialize;
 use sofa_trace::Archive;
+use sofa_trace::Metric;
 use sofa_trace::tables::{GpuCounter, SystemCounter};
-use sofa_trace::{Metric, NetSource};
 use std::collections::{BTreeMap, HashMap};
 
 /// Time bins of the timeline (fewer for short runs: at least 1 ms a bin).
@@ -340,14 +340,10 @@ pub(crate) fn build(archive: &Archive, l: &Labelled, i: &Inputs) -> Views {
         let mut tx = vec![0u64; axis.bins];
         let mut rx = vec![0u64; axis.bins];
         let mut any = false;
-        for e in l.net.iter().filter(|e| e.source != NetSource::Capture) {
+        for e in &l.net.rows {
             any = true;
             if let Some(b) = axis.bin(e.time_ns) {
-                let slot = if e.source == NetSource::Recv {
-                    &mut rx
-                } else {
-                    &mut tx
-                };
+                let slot = if e.tx { &mut tx } else { &mut rx };
                 slot[b] += u64::from(e.len);
             }
         }
