@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use sofa_trace::tables::NetEvent;
-use sofa_trace::{Archive, NetSource, Table, TraceError};
+use sofa_trace::{Archive, NetSource, TraceError};
 use std::collections::{BTreeMap, HashMap};
 
 /// A packet the kernel sent or received (a `net` tracepoint row), as the
@@ -31,15 +31,7 @@ impl Packets {
     /// Reads the table a slice at a time.
     pub fn read(archive: &Archive) -> Result<Packets, TraceError> {
         let mut packets = Packets::default();
-        let path = archive.dir().join(NetEvent::NAME);
-        archive.for_each_slice(NetEvent::NAME, |frame| {
-            let rows = NetEvent::from_frame(frame).map_err(|reason| TraceError::CorruptTable {
-                path: path.clone(),
-                reason,
-            })?;
-            packets.extend(rows);
-            Ok(())
-        })?;
+        archive.for_each_rows(|rows: Vec<NetEvent>| packets.extend(rows))?;
         Ok(packets)
     }
 

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use sofa_trace::tables::Syscall;
-use sofa_trace::{Archive, ColumnValue, TraceError};
+use sofa_trace::{Archive, Table, TraceError};
 use std::collections::HashMap;
 
 /// One system call as the analysis keeps it: 32 bytes, against ~140 for a
@@ -47,52 +47,28 @@ impl Calls {
     /// Reads the table a slice at a time, so only the compact rows stay.
     pub fn read(archive: &Archive) -> Result<Calls, TraceError> {
         let mut calls = Calls::default();
-        if let Ok(n) = archive.table_rows("syscalls") {
+        if let Ok(n) = archive.table_rows(Syscall::NAME) {
             calls.rows.reserve_exact(n as usize);
         }
-        let path = archive.dir().join("syscalls");
-        archive.for_each_slice("syscalls", |frame| {
-            let column = |name: &str| {
-                frame.column(name).map_err(|_| TraceError::CorruptTable {
-                    path: path.clone(),
-                    reason: format!("column `{name}` is missing"),
-                })
-            };
-            let corrupt = |reason| TraceError::CorruptTable {
-                path: path.clone(),
-                reason,
-            };
-            let time = <u64 as ColumnValue>::from_column(column("time_ns")?).map_err(corrupt)?;
-            let duration = <Option<u64> as ColumnValue>::from_column(column("duration_ns")?)
-                .map_err(corrupt)?;
-            let tid = <u32 as ColumnValue>::from_column(column("tid")?).map_err(corrupt)?;
-            let name = <String as ColumnValue>::from_column(column("name")?).map_err(corrupt)?;
-            let ret = <Option<i64> as ColumnValue>::from_column(column("ret")?).map_err(corrupt)?;
-            for i in 0..time.len() {
-                calls.push(time[i], duration[i], tid[i], &name[i], ret[i]);
-            }
-            Ok(())
-        })?;
+        archive.for_each_rows(|rows: Vec<Syscall>| calls.extend(&rows))?;
         Ok(calls)
     }
 
     /// From full rows (tests, callers that have them).
     pub fn from_rows(rows: &[Syscall]) -> Calls {
         let mut calls = Calls::default();
-        for r in rows {
-            calls.push(r.time_ns, r.duration_ns, r.tid, &r.name, r.ret);
-        }
+        calls.extend(rows);
         calls
     }
 
-    fn push(
-        &mut self,
-        time_ns: u64,
-        duration_ns: Option<u64>,
-        tid: u32,
-        name: &str,
-        ret: Option<i64>,
-    ) {
+    fn extend(&mut self, rows: &[Syscall]) {
+        for row in rows {
+            self.push(row);
+        }
+    }
+
+    fn push(&mut self, row: &Syscall) {
+        let name = row.name.as_str();
         let id = match self.ids.get(name) {
             Some(&id) => id,
             None => {
@@ -103,13 +79,14 @@ impl Calls {
                 id
             }
         };
-        let failed = ret.is_some_and(|r| (-4095..0).contains(&r));
+        let failed = row.ret.is_some_and(|r| (-4095..0).contains(&r));
         self.rows.push(Call {
-            time_ns,
-            duration_ns: duration_ns.unwrap_or(0),
-            tid,
+            time_ns: row.time_ns,
+            duration_ns: row.duration_ns.unwrap_or(0),
+            tid: row.tid,
             name: id,
-            flags: if duration_ns.is_some() { TIMED } else { 0 } | if failed { FAILED } else { 0 },
+            flags: if row.duration_ns.is_some() { TIMED } else { 0 }
+                | if failed { FAILED } else { 0 },
         });
     }
 

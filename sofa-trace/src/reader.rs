@@ -3,17 +3,17 @@
 use crate::meta::{FORMAT_VERSION, Meta, RecordingStatus};
 use crate::writer::{
     COMPACT_FILE, PART_PREFIX, TMP_SUFFIX, decode, first_line, parquet_rows, part_files,
-    read_checked, read_parquet, read_parquet_checked,
+    read_checked,
 };
 use crate::{META_FILE, Table, TraceError, tables};
-
-/// Rows decoded at once when a table is read slice by slice: the size of
-/// the row groups the writer makes, so a slice decodes one of them.
-pub const SLICE_ROWS: usize = crate::writer::COMPACT_BATCH_ROWS;
 use polars::prelude::*;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
+
+/// Rows decoded at once when a table is read slice by slice: the size of
+/// the row groups the writer makes, so a slice decodes one of them.
+pub const SLICE_ROWS: usize = crate::writer::COMPACT_BATCH_ROWS;
 
 /// Something a reader should tell the user about an archive that can still be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,15 +81,18 @@ impl Archive {
             Ok(_) => {}
         }
         let meta_path = dir.join(META_FILE);
-        match fs::metadata(&meta_path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let bytes = match fs::read(&meta_path) {
+            Ok(bytes) => bytes,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
+                ) =>
+            {
                 return Err(TraceError::NotAnArchive { path: dir });
             }
             Err(e) => return Err(TraceError::io(&meta_path, e)),
-            Ok(m) if !m.is_file() => return Err(TraceError::NotAnArchive { path: dir }),
-            Ok(_) => {}
-        }
-        let bytes = fs::read(&meta_path).map_err(|e| TraceError::io(&meta_path, e))?;
+        };
         let meta = parse_meta(&bytes).map_err(|e| match e {
             MetaError::Newer(found) => TraceError::NewerFormat {
                 path: meta_path.clone(),
@@ -197,14 +200,6 @@ impl Archive {
     /// recorder never wrote reads as empty (with its schema); a damaged file
     /// is an error naming it.
     pub fn read_frame(&self, table: &str) -> Result<DataFrame, TraceError> {
-        let mut frame = self.read_chunked(table)?;
-        frame.rechunk_mut();
-        Ok(frame)
-    }
-
-    /// As `read_frame`, leaving each part file its own chunk: no copy of the
-    /// whole table, for readers that iterate anyway.
-    fn read_chunked(&self, table: &str) -> Result<DataFrame, TraceError> {
         let spec = tables::all()
             .into_iter()
             .find(|s| s.name == table)
@@ -212,53 +207,26 @@ impl Archive {
                 table: table.to_owned(),
                 path: self.dir.join(table),
             })?;
-        let files = self.table_files(table)?;
-        let mut frame: Option<DataFrame> = None;
-        let checksums = self
-            .meta
-            .tables
-            .get(table)
-            .filter(|_| !self.is_truncated())
-            .map(|info| &info.crc32);
-        for file in &files {
-            let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
-            let crc = checksums.and_then(|c| c.get(name.as_deref()?));
-            let part = match crc {
-                Some(crc) => read_parquet_checked(file, crc)?,
-                None => read_parquet(file)?,
-            };
-            match frame.as_mut() {
-                None => frame = Some(part),
-                Some(acc) => {
-                    acc.vstack_mut_owned(part)
-                        .map_err(|e| TraceError::CorruptTable {
-                            path: file.clone(),
-                            reason: first_line(&e.to_string()),
-                        })?;
-                }
+        let mut frame = DataFrame::empty_with_schema(&Schema::from_iter(
+            spec.columns
+                .iter()
+                .map(|c| Field::new(PlSmallStr::from_static(c.name), c.dtype.clone())),
+        ));
+        let mut first = true;
+        self.for_each_slice(table, |slice| {
+            if std::mem::take(&mut first) {
+                frame = slice.clone();
+                return Ok(());
             }
-        }
-        let frame = match frame {
-            Some(frame) => frame,
-            None => DataFrame::empty_with_schema(&Schema::from_iter(
-                spec.columns
-                    .iter()
-                    .map(|c| Field::new(PlSmallStr::from_static(c.name), c.dtype.clone())),
-            )),
-        };
-        if !self.is_truncated()
-            && let Some(info) = self.meta.tables.get(table)
-            && info.rows != frame.height() as u64
-        {
-            return Err(TraceError::CorruptTable {
-                path: self.dir.join(table),
-                reason: format!(
-                    "holds {} rows but meta.json says {}",
-                    frame.height(),
-                    info.rows
-                ),
-            });
-        }
+            frame
+                .vstack_mut(slice)
+                .map(|_| ())
+                .map_err(|e| TraceError::CorruptTable {
+                    path: self.dir.join(table),
+                    reason: first_line(&e.to_string()),
+                })
+        })?;
+        frame.rechunk_mut();
         Ok(frame)
     }
 
@@ -270,21 +238,28 @@ impl Archive {
         if let Ok(n) = self.table_rows(T::NAME) {
             rows.reserve_exact(n as usize);
         }
-        let read = self.for_each_slice(T::NAME, |frame| {
-            rows.extend(
-                T::from_frame(frame).map_err(|reason| TraceError::CorruptTable {
-                    path: self.dir.join(T::NAME),
-                    reason,
-                })?,
-            );
-            Ok(())
-        })?;
-        self.check_rows(T::NAME, read)?;
+        self.for_each_rows(|slice: Vec<T>| rows.extend(slice))?;
         Ok(rows)
     }
 
+    /// Calls `f` with the typed rows of each slice of table `T` (see
+    /// [`Archive::for_each_slice`]): for readers that keep less than the rows.
+    pub fn for_each_rows<T: Table>(&self, mut f: impl FnMut(Vec<T>)) -> Result<(), TraceError> {
+        self.for_each_slice(T::NAME, |frame| {
+            let rows = T::from_frame(frame).map_err(|reason| TraceError::CorruptTable {
+                path: self.dir.join(T::NAME),
+                reason,
+            })?;
+            f(rows);
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
     /// Calls `f` with each slice of at most [`SLICE_ROWS`] rows of a
-    /// table's files, in order; returns the rows read.
+    /// table's files, in order, each file checked against its checksum
+    /// first and the whole table against the rows meta.json lists; returns
+    /// the rows read.
     pub fn for_each_slice(
         &self,
         table: &str,
@@ -314,6 +289,7 @@ impl Archive {
                 f(&slice)?;
             }
         }
+        self.check_rows(table, total)?;
         Ok(total)
     }
 

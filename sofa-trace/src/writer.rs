@@ -420,14 +420,6 @@ pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame, TraceError> {
     decode(path, || ParquetReader::new(file).finish())
 }
 
-/// Reads a Parquet file whose CRC-32 must be `crc` (8 hex digits).
-pub(crate) fn read_parquet_checked(path: &Path, crc: &str) -> Result<DataFrame, TraceError> {
-    let bytes = read_checked(path, Some(crc))?;
-    decode(path, || {
-        ParquetReader::new(std::io::Cursor::new(bytes)).finish()
-    })
-}
-
 /// A file's bytes, which must have CRC-32 `crc` (8 hex digits) if given.
 pub(crate) fn read_checked(path: &Path, crc: Option<&str>) -> Result<Vec<u8>, TraceError> {
     let bytes = fs::read(path).map_err(|e| TraceError::io(path, e))?;

@@ -159,28 +159,28 @@ impl Collector for Cpu {
                 sym.unreadable[0]
             ));
         }
-        let mut status_notes = self.open_notes;
+        // What the samples lack: in the collector's status as well as the summary.
+        let mut gaps = Vec::new();
         if finished.cut_chains > 0 {
-            let cut = format!(
+            gaps.push(format!(
                 "{} of {} samples ({:.1}%) had call chains cut at {} entries \
                  (kernel.perf_event_max_stack): their outermost callers are missing",
                 finished.cut_chains,
                 finished.sample_count,
                 100.0 * finished.cut_chains as f64 / finished.sample_count.max(1) as f64,
                 super::perf::MAX_STACK
-            );
-            notes.push(cut.clone());
-            status_notes.push(cut);
+            ));
         }
         if finished.throttled > 0 {
-            let throttled = format!(
+            gaps.push(format!(
                 "the kernel throttled sampling {} times (sampling interrupts over \
                  kernel.perf_cpu_time_max_percent): samples are missing there; record with a lower -F",
                 finished.throttled
-            );
-            notes.push(throttled.clone());
-            status_notes.push(throttled);
+            ));
         }
+        notes.extend(gaps.iter().cloned());
+        let mut status_notes = self.open_notes;
+        status_notes.extend(gaps);
         let status = (!status_notes.is_empty())
             .then(|| CollectorStatus::with(CollectorState::Ok, status_notes.join("; ")));
         Ok(Outcome {
