@@ -252,15 +252,7 @@ impl Streams {
                     self.spaces.parents.insert(pid, ppid);
                     self.running.insert(pid);
                 }
-                self.tasks.push(TaskEvent {
-                    time_ns,
-                    kind: "fork".into(),
-                    pid,
-                    tid,
-                    ppid: Some(ppid),
-                    ptid: Some(ptid),
-                    comm: None,
-                })?;
+                self.push_lineage("fork", time_ns, (pid, tid), (ppid, ptid))?;
             }
             Event::Exit {
                 time_ns,
@@ -272,15 +264,7 @@ impl Streams {
                 if pid == tid {
                     self.running.remove(&pid);
                 }
-                self.tasks.push(TaskEvent {
-                    time_ns,
-                    kind: "exit".into(),
-                    pid,
-                    tid,
-                    ppid: Some(ppid),
-                    ptid: Some(ptid),
-                    comm: None,
-                })?;
+                self.push_lineage("exit", time_ns, (pid, tid), (ppid, ptid))?;
             }
             Event::Lost { time_ns, count } => self.losses.add(cpu, count, time_ns),
             Event::Throttle => self.throttled += 1,
@@ -288,6 +272,25 @@ impl Streams {
             Event::Unknown => self.unknown_records += 1,
         }
         Ok(())
+    }
+
+    /// A fork or exit row: the task and the one it came from.
+    fn push_lineage(
+        &mut self,
+        kind: &str,
+        time_ns: u64,
+        (pid, tid): (u32, u32),
+        (ppid, ptid): (u32, u32),
+    ) -> Result<(), TraceError> {
+        self.tasks.push(TaskEvent {
+            time_ns,
+            kind: kind.into(),
+            pid,
+            tid,
+            ppid: Some(ppid),
+            ptid: Some(ptid),
+            comm: None,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
