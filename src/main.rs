@@ -60,6 +60,13 @@ struct RecordArgs {
     /// Do not set PYTHONPERFSUPPORT=1 for the command (CPython 3.12+ function names).
     #[arg(long)]
     no_python_perf: bool,
+    /// Do not read Python stacks from CPython interpreters of the recorded tree.
+    #[arg(long)]
+    no_python: bool,
+    /// Python stack snapshots per second per Python process.
+    #[arg(long, value_name = "HZ", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    py_hz: u64,
     /// Do not record system calls.
     #[arg(long)]
     no_syscalls: bool,
@@ -169,6 +176,8 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         frequency_hz: args.frequency,
         event: args.event,
         python_perf: !args.no_python_perf,
+        python: !args.no_python,
+        py_hz: args.py_hz,
         progress: true,
         syscalls: !args.no_syscalls,
         system: !args.no_system,

@@ -41,6 +41,9 @@ pub struct Analysis {
     pub gpu: Vec<GpuRow>,
     /// Packets per interface; null when the net collector recorded none.
     pub net: Option<NetSummary>,
+    /// How Python snapshots were merged into the stacks; null when the
+    /// archive has none (not a Python job, or `--no-python`).
+    pub python: Option<crate::PythonSummary>,
     /// Likely bottlenecks, each with its evidence.
     pub hints: Vec<Hint>,
 }
@@ -161,8 +164,9 @@ fn analyze_inner(
         tables,
         warnings: archive.warnings().iter().map(|w| w.to_string()).collect(),
     };
-    let sample_rows = archive.read_table::<Sample>()?;
-    let stacks = CallStacks::read(archive)?;
+    let mut sample_rows = archive.read_table::<Sample>()?;
+    let mut stacks = CallStacks::read(archive)?;
+    let python = crate::python::merge(archive, &mut sample_rows, &mut stacks)?;
     let Functions {
         rows: functions,
         self_of_stack,
@@ -222,6 +226,7 @@ fn analyze_inner(
         system,
         gpu,
         net,
+        python,
         hints: Vec::new(),
     };
     analysis.hints = hints(&analysis);

@@ -29,6 +29,11 @@ pub struct RecordConfig {
     pub event: Option<String>,
     /// Set `PYTHONPERFSUPPORT=1` in the child so CPython 3.12+ writes perf maps. Default on.
     pub python_perf: bool,
+    /// Read Python stacks of the CPython interpreters in the recorded tree
+    /// (`--no-python` turns it off). Default on.
+    pub python: bool,
+    /// Python snapshots per second per Python process. Default 100.
+    pub py_hz: u64,
     /// Record system calls (`--no-syscalls` turns it off). Default on.
     pub syscalls: bool,
     /// Record network packets (net tracepoints, system-wide). Default on.

@@ -251,6 +251,56 @@ table! {
 }
 
 table! {
+    /// Python stacks of the traced tree's CPython interpreters, one row per
+    /// thread per snapshot (`--py-hz`, default 100 per second). Snapshots are
+    /// read from the interpreter's memory without pausing it.
+    pub struct PySample in "py_samples" {
+        /// CLOCK_MONOTONIC time of the snapshot's start, ns.
+        pub time_ns: u64,
+        /// How long reading the snapshot took, ns (the stack is from within this window).
+        pub read_ns: u64,
+        /// Process id.
+        pub pid: u32,
+        /// OS thread id; 0 when the interpreter did not say which thread it is.
+        pub tid: u32,
+        /// Innermost node of the Python stack in `py_stacks`; null for a thread with no Python frame.
+        pub stack_id: Option<u64>,
+        /// Whether the thread held the GIL.
+        pub owns_gil: bool,
+        /// Whether the thread was running (not waiting) per the OS.
+        pub active: bool,
+    }
+}
+
+table! {
+    /// Python call stacks as a prefix tree, as `stacks` for native frames.
+    pub struct PyStackNode in "py_stacks" {
+        /// Id of this node; `py_samples` refer to their innermost node.
+        pub stack_id: u64,
+        /// Node of the caller; null for the outermost frame.
+        pub parent_id: Option<u64>,
+        /// The frame at this position, in `py_frames`.
+        pub frame_id: u64,
+    }
+}
+
+table! {
+    /// One row per distinct Python frame (function, file, line).
+    pub struct PyFrame in "py_frames" {
+        /// Id referenced by `py_stacks`.
+        pub frame_id: u64,
+        /// Function name; the qualified name (`Class.method`) on CPython 3.11 and later.
+        pub function: String,
+        /// Source file as the interpreter has it.
+        pub file: String,
+        /// Line being run; 0 when unknown.
+        pub line: u32,
+        /// Whether C code entered the interpreter for this frame: its eval-loop call runs no frame below it.
+        pub entry: bool,
+    }
+}
+
+table! {
     /// Lost or dropped events, as the kernel or a collector reported them.
     pub struct LostEvents in "lost" {
         /// When the loss was reported, ns.
@@ -294,6 +344,9 @@ pub fn all() -> Vec<TableSpec> {
         spec::<GpuCounter>(),
         spec::<GpuProcessCounter>(),
         spec::<NetEvent>(),
+        spec::<PySample>(),
+        spec::<PyStackNode>(),
+        spec::<PyFrame>(),
         spec::<LostEvents>(),
     ]
 }

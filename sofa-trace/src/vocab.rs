@@ -69,6 +69,8 @@ vocabulary! {
         Net = "net",
         /// Packet headers (AF_PACKET), riding on `net`.
         NetCapture = "net_capture",
+        /// Python stacks read from CPython interpreters' memory.
+        Python = "python",
     }
 }
 

@@ -7,7 +7,7 @@
 //! [`REGISTRY`]; the recorder does the rest: statuses in `meta.json`, the
 //! thread, lost events, notes.
 
-use super::{cpu, gpu, net, syscalls, system};
+use super::{cpu, gpu, net, python, syscalls, system};
 use crate::{RecordConfig, RecordError};
 use perf_event_open::sample::record::{Record, RecordId};
 use sofa_trace::tables::LostEvents;
@@ -22,6 +22,7 @@ pub const REGISTRY: &[Spec] = &[
     system::SPEC,
     gpu::SPEC,
     net::SPEC,
+    python::SPEC,
 ];
 
 /// How the recorder knows a collector.

@@ -12,6 +12,7 @@ mod host;
 mod net;
 mod perf;
 mod procmaps;
+mod python;
 mod symbols;
 mod sys;
 mod syscalls;

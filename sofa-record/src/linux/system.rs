@@ -171,7 +171,7 @@ impl SystemSampler {
 }
 
 /// `root` and all its descendants that are alive now.
-fn traced_tree(root: u32) -> Vec<PidStat> {
+pub(super) fn traced_tree(root: u32) -> Vec<PidStat> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

@@ -1,0 +1,556 @@
+//! The `python` collector: Python stacks of every CPython interpreter in the
+//! recorded tree, read from its memory with the `py-spy` library at
+//! `--py-hz` (default 100) snapshots per second, without pausing it.
+//!
+//! Processes are found by walking the tree every [`SCAN_PERIOD`], so
+//! `multiprocessing` children (fork and spawn) and DataLoader workers are
+//! sampled from their first scan on. A process is tried only if it looks
+//! like Python (an executable named `python*` or a `libpython` mapping);
+//! an interpreter that is not initialised yet is retried until
+//! [`ATTACH_PATIENCE`] has passed. Read errors (a stack torn by the running
+//! interpreter, a process exiting) are counted, never fatal.
+//!
+//! The analyzer merges these snapshots into the CPU samples' stacks.
+
+use super::collector::{Collector, OpenError, Outcome, Setup, Spec, nothing_skipped};
+use super::host::monotonic_ns;
+use py_spy::config::{LineNo, LockingStrategy};
+use py_spy::{Config, PythonSpy, StackTrace};
+use remoteprocess::ProcessMemory;
+use sofa_trace::tables::{PyFrame, PySample, PyStackNode};
+use sofa_trace::{
+    ArchiveWriter, CollectorName, CollectorState, CollectorStatus, TableWriter, TraceError,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub const SPEC: Spec = Spec {
+    name: CollectorName::Python,
+    what: "Python stacks",
+    switch: "--no-python",
+    enabled: |config| config.python,
+    open: open_collector,
+    skipped: nothing_skipped,
+};
+
+/// How often the process tree is walked for new processes.
+const SCAN_PERIOD: Duration = Duration::from_millis(100);
+/// How long a process that looks like Python may fail to attach (its
+/// interpreter still starting) before sofa gives up on it.
+const ATTACH_PATIENCE: Duration = Duration::from_secs(10);
+
+fn open_collector(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
+    Ok(Box::new(Python {
+        root: setup.pid as u32,
+        hz: setup.config.py_hz.max(1),
+        targets: HashMap::new(),
+        samples: setup.archive.table()?,
+        stacks: Interner::default(),
+        snapshots: 0,
+        read_errors: 0,
+        unnamed_threads: 0,
+        versions: BTreeMap::new(),
+        gave_up: Vec::new(),
+    }))
+}
+
+struct Python {
+    root: u32,
+    hz: u64,
+    /// Every process of the tree seen so far, by pid.
+    targets: HashMap<u32, Target>,
+    samples: TableWriter<PySample>,
+    stacks: Interner,
+    snapshots: u64,
+    read_errors: u64,
+    /// Rows whose OS thread could not be told (tid 0).
+    unnamed_threads: u64,
+    /// Interpreter version → processes sampled.
+    versions: BTreeMap<String, u32>,
+    /// "pid N (reason)" of Python processes that could not be read.
+    gave_up: Vec<String>,
+}
+
+enum Target {
+    /// Looks like Python; not attached yet.
+    Pending { exe: PathBuf, since: Instant },
+    Sampling {
+        exe: PathBuf,
+        spy: Box<PythonSpy>,
+        tids: ThreadIds,
+    },
+    /// Not Python, exited, or given up on (as `exe` was when seen).
+    Ignored { exe: PathBuf },
+}
+
+impl Target {
+    fn exe(&self) -> &PathBuf {
+        match self {
+            Target::Pending { exe, .. }
+            | Target::Sampling { exe, .. }
+            | Target::Ignored { exe } => exe,
+        }
+    }
+}
+
+impl Collector for Python {
+    fn run(&mut self, stop: &AtomicBool) -> Result<(), TraceError> {
+        let period = Duration::from_nanos(1_000_000_000 / self.hz);
+        let mut next = Instant::now();
+        let mut next_scan = Instant::now();
+        loop {
+            if Instant::now() >= next_scan {
+                self.scan();
+                next_scan = Instant::now() + SCAN_PERIOD;
+            }
+            self.snapshot()?;
+            next += period;
+            let now = Instant::now();
+            if next < now {
+                // Behind (a slow read): skip the missed ticks rather than burst.
+                next = now;
+            }
+            while Instant::now() < next {
+                if stop.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                std::thread::sleep((next - Instant::now()).min(Duration::from_millis(20)));
+            }
+            if stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>, archive: &ArchiveWriter) -> Result<Outcome, TraceError> {
+        let rows = self.samples.finish()?.rows;
+        self.stacks.write(archive)?;
+        let processes: u32 = self.versions.values().sum();
+        let mut notes = Vec::new();
+        let mut parts = Vec::new();
+        if processes == 0 && self.gave_up.is_empty() {
+            parts.push("no CPython process in the recorded tree".to_owned());
+        } else {
+            let versions: Vec<String> = self
+                .versions
+                .iter()
+                .map(|(v, n)| format!("CPython {v} × {n}"))
+                .collect();
+            parts.push(format!(
+                "{} snapshots of {processes} process{} ({})",
+                self.snapshots,
+                if processes == 1 { "" } else { "es" },
+                versions.join(", ")
+            ));
+            if self.read_errors > 0 {
+                parts.push(format!("{} snapshots failed to read", self.read_errors));
+            }
+            if self.unnamed_threads > 0 {
+                parts.push(format!(
+                    "{} thread stacks without an OS thread id",
+                    self.unnamed_threads
+                ));
+            }
+        }
+        if !self.gave_up.is_empty() {
+            let line = format!("Python stacks: could not read {}", self.gave_up.join("; "));
+            notes.push(line.clone());
+            parts.push(line);
+        }
+        let status = if processes == 0 && !self.gave_up.is_empty() {
+            CollectorStatus::with(CollectorState::Failed, parts.join("; "))
+        } else {
+            CollectorStatus::with(CollectorState::Ok, parts.join("; "))
+        };
+        Ok(Outcome {
+            rows,
+            losses: None,
+            notes,
+            status: Some(status),
+        })
+    }
+}
+
+impl Python {
+    /// Finds new processes (and processes that ran `exec`) in the tree.
+    fn scan(&mut self) {
+        for stat in super::system::traced_tree(self.root) {
+            let pid = stat.pid;
+            let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+                continue;
+            };
+            if self.targets.get(&pid).is_some_and(|t| *t.exe() == exe) {
+                if let Some(Target::Pending { .. }) = self.targets.get(&pid) {
+                    self.attach(pid, exe);
+                }
+                continue;
+            }
+            // New, or a new program in an old pid.
+            if looks_like_python(pid, &exe) {
+                self.targets.insert(
+                    pid,
+                    Target::Pending {
+                        exe: exe.clone(),
+                        since: Instant::now(),
+                    },
+                );
+                self.attach(pid, exe);
+            } else {
+                self.targets.insert(pid, Target::Ignored { exe });
+            }
+        }
+    }
+
+    fn attach(&mut self, pid: u32, exe: PathBuf) {
+        let config = Config {
+            blocking: LockingStrategy::NonBlocking,
+            collect_thread_names: false,
+            lineno: LineNo::LastInstruction,
+            ..Config::default()
+        };
+        let result = PythonSpy::new(pid as remoteprocess::Pid, &config)
+            .and_then(|mut spy| spy.get_stack_traces().map(|_| spy));
+        let target = match result {
+            Ok(spy) => {
+                *self.versions.entry(spy.version.to_string()).or_default() += 1;
+                Target::Sampling {
+                    exe,
+                    spy: Box::new(spy),
+                    tids: ThreadIds::default(),
+                }
+            }
+            Err(e) => {
+                let since = match self.targets.get(&pid) {
+                    Some(Target::Pending { since, .. }) => *since,
+                    _ => Instant::now(),
+                };
+                let error = first_line(&format!("{e:#}"));
+                if !alive(pid) {
+                    Target::Ignored { exe }
+                } else if since.elapsed() > ATTACH_PATIENCE {
+                    self.gave_up.push(format!("pid {pid} ({error})"));
+                    Target::Ignored { exe }
+                } else {
+                    Target::Pending { exe, since }
+                }
+            }
+        };
+        self.targets.insert(pid, target);
+    }
+
+    /// One snapshot of every attached interpreter.
+    fn snapshot(&mut self) -> Result<(), TraceError> {
+        let mut ended = Vec::new();
+        for (&pid, target) in self.targets.iter_mut() {
+            let Target::Sampling { spy, tids, .. } = target else {
+                continue;
+            };
+            let start = monotonic_ns();
+            let traces = spy.get_stack_traces();
+            let read_ns = monotonic_ns().saturating_sub(start);
+            let traces = match traces {
+                Ok(traces) => traces,
+                Err(_) => {
+                    if alive(pid) {
+                        self.read_errors += 1;
+                    } else {
+                        ended.push(pid);
+                    }
+                    continue;
+                }
+            };
+            self.snapshots += 1;
+            tids.update(spy, pid, &traces);
+            for trace in &traces {
+                let tid = tids.tid_of(trace);
+                if tid == 0 {
+                    self.unnamed_threads += 1;
+                }
+                self.samples.push(PySample {
+                    time_ns: start,
+                    read_ns,
+                    pid,
+                    tid,
+                    stack_id: self.stacks.stack(&trace.frames),
+                    owns_gil: trace.owns_gil,
+                    active: trace.active,
+                })?;
+            }
+        }
+        for pid in ended {
+            if let Some(target) = self.targets.get_mut(&pid) {
+                *target = Target::Ignored {
+                    exe: target.exe().clone(),
+                };
+            }
+        }
+        self.samples.flush_if_due()
+    }
+}
+
+/// Whether `pid` runs a CPython: an executable named `python…`, or
+/// `libpython` mapped (embedded interpreters, `--enable-shared` builds).
+fn looks_like_python(pid: u32, exe: &std::path::Path) -> bool {
+    let name = exe
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name.starts_with("python") {
+        return true;
+    }
+    std::fs::read(format!("/proc/{pid}/maps"))
+        .map(|maps| maps_have_libpython(&maps))
+        .unwrap_or(false)
+}
+
+fn maps_have_libpython(maps: &[u8]) -> bool {
+    maps.split(|&b| b == b'\n').any(|line| {
+        let path = line.rsplit(|&b| b == b'/').next().unwrap_or(b"");
+        path.starts_with(b"libpython")
+    })
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::metadata(format!("/proc/{pid}/task")).is_ok()
+        && std::fs::read(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|b| crate::procfs::parse_pid_stat(&b))
+            .is_some_and(|s| s.state != 'Z')
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or("").to_owned()
+}
+
+/// Python stacks and frames interned as the archive stores them.
+#[derive(Default)]
+struct Interner {
+    frames: HashMap<(String, String, u32, bool), u64>,
+    nodes: HashMap<(Option<u64>, u64), u64>,
+}
+
+impl Interner {
+    /// The innermost node of `frames` (innermost first, as py-spy gives them).
+    fn stack(&mut self, frames: &[py_spy::Frame]) -> Option<u64> {
+        let mut parent = None;
+        for frame in frames.iter().rev() {
+            let key = (
+                frame.name.clone(),
+                frame.filename.clone(),
+                frame.line.max(0) as u32,
+                frame.is_entry || frame.is_shim_entry,
+            );
+            let next = self.frames.len() as u64;
+            let frame_id = *self.frames.entry(key).or_insert(next);
+            let next = self.nodes.len() as u64;
+            parent = Some(*self.nodes.entry((parent, frame_id)).or_insert(next));
+        }
+        parent
+    }
+
+    fn write(self, archive: &ArchiveWriter) -> Result<(), TraceError> {
+        let mut frames: Vec<PyFrame> = self
+            .frames
+            .into_iter()
+            .map(|((function, file, line, entry), frame_id)| PyFrame {
+                frame_id,
+                function,
+                file,
+                line,
+                entry,
+            })
+            .collect();
+        frames.sort_by_key(|f| f.frame_id);
+        let mut table = archive.table::<PyFrame>()?;
+        for frame in frames {
+            table.push(frame)?;
+        }
+        table.finish()?;
+        let mut nodes: Vec<PyStackNode> = self
+            .nodes
+            .into_iter()
+            .map(|((parent_id, frame_id), stack_id)| PyStackNode {
+                stack_id,
+                parent_id,
+                frame_id,
+            })
+            .collect();
+        nodes.sort_by_key(|n| n.stack_id);
+        let mut table = archive.table::<PyStackNode>()?;
+        for node in nodes {
+            table.push(node)?;
+        }
+        table.finish()?;
+        Ok(())
+    }
+}
+
+/// OS thread ids of a process's Python threads. CPython 3.11 and later
+/// store it in the thread state (py-spy reads it); before, the thread
+/// state has only the `pthread_t`, which on glibc is the address of the
+/// thread's `struct pthread`, whose `tid` field sits at an offset that is
+/// found once per process: the one where every Python thread's struct
+/// holds a live thread id of the process.
+#[derive(Default)]
+struct ThreadIds {
+    offset: Option<usize>,
+    known: HashMap<u64, u32>,
+}
+
+/// glibc's offset of `tid` in `struct pthread` on x86-64 (2.26 and later);
+/// tried first, then every other offset up to [`PTHREAD_SCAN`].
+const GLIBC_TID_OFFSET: usize = 0x2d0;
+const PTHREAD_SCAN: usize = 2048;
+
+impl ThreadIds {
+    fn update(&mut self, spy: &PythonSpy, pid: u32, traces: &[StackTrace]) {
+        let missing: Vec<u64> = traces
+            .iter()
+            .filter(|t| t.os_thread_id.is_none() && !self.known.contains_key(&t.thread_id))
+            .map(|t| t.thread_id)
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let live = live_tids(pid);
+        if traces.len() == 1 && live.len() == 1 {
+            // One thread: it is the main thread.
+            self.known.insert(missing[0], pid);
+            return;
+        }
+        let structs: Vec<Vec<u8>> = missing
+            .iter()
+            .map(|&addr| {
+                spy.process
+                    .copy(addr as usize, PTHREAD_SCAN + 4)
+                    .unwrap_or_default()
+            })
+            .collect();
+        let offset = self
+            .offset
+            .filter(|&o| tids_at(&structs, o, &live).is_some())
+            .or_else(|| tid_offset(&structs, &live));
+        self.offset = offset;
+        if let Some(tids) = offset.and_then(|o| tids_at(&structs, o, &live)) {
+            self.known.extend(missing.into_iter().zip(tids));
+        }
+    }
+
+    fn tid_of(&self, trace: &StackTrace) -> u32 {
+        trace
+            .os_thread_id
+            .map(|t| t as u32)
+            .or_else(|| self.known.get(&trace.thread_id).copied())
+            .unwrap_or(0)
+    }
+}
+
+fn live_tids(pid: u32) -> HashSet<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The thread ids at `offset` of each struct, if each is a live, distinct one.
+fn tids_at(structs: &[Vec<u8>], offset: usize, live: &HashSet<u32>) -> Option<Vec<u32>> {
+    let mut seen = HashSet::new();
+    structs
+        .iter()
+        .map(|s| {
+            let bytes = s.get(offset..offset + 4)?;
+            let tid = u32::from_ne_bytes(bytes.try_into().ok()?);
+            (live.contains(&tid) && seen.insert(tid)).then_some(tid)
+        })
+        .collect()
+}
+
+/// The offset of the thread id in `struct pthread`, given copies of the
+/// structs of some threads and the process's live thread ids: glibc's
+/// where it holds, else the first that does.
+fn tid_offset(structs: &[Vec<u8>], live: &HashSet<u32>) -> Option<usize> {
+    std::iter::once(GLIBC_TID_OFFSET)
+        .chain((0..PTHREAD_SCAN).step_by(4))
+        .find(|&o| tids_at(structs, o, live).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pthread(tid_at: usize, tid: u32, noise: u32) -> Vec<u8> {
+        let mut s: Vec<u8> = (0..PTHREAD_SCAN as u32 / 4 + 1)
+            .flat_map(|i| (i.wrapping_mul(2654435761) ^ noise).to_ne_bytes())
+            .collect();
+        s[tid_at..tid_at + 4].copy_from_slice(&tid.to_ne_bytes());
+        s
+    }
+
+    #[test]
+    fn thread_ids_found_at_glibc_offset_first() {
+        let live: HashSet<u32> = [100, 101, 102].into();
+        // The same tid also at an earlier offset of one struct: the glibc
+        // offset still wins because it holds for all.
+        let mut a = pthread(GLIBC_TID_OFFSET, 101, 1);
+        a[8..12].copy_from_slice(&101u32.to_ne_bytes());
+        let b = pthread(GLIBC_TID_OFFSET, 102, 2);
+        assert_eq!(tid_offset(&[a, b], &live), Some(GLIBC_TID_OFFSET));
+    }
+
+    #[test]
+    fn thread_ids_found_elsewhere_need_distinct_live_values() {
+        let live: HashSet<u32> = [7, 8].into();
+        let a = pthread(0x100, 7, 3);
+        let b = pthread(0x100, 8, 4);
+        assert_eq!(tid_offset(&[a.clone(), b.clone()], &live), Some(0x100));
+        assert_eq!(tids_at(&[a.clone(), b], 0x100, &live), Some(vec![7, 8]));
+        // Two threads claiming the same id is not an answer.
+        assert_eq!(tids_at(&[a.clone(), a], 0x100, &live), None);
+        // A dead thread id is not either; a short copy neither.
+        assert_eq!(tid_offset(&[pthread(0x100, 9, 5)], &live), None);
+        assert_eq!(tids_at(&[vec![0; 8]], 0x100, &live), None);
+    }
+
+    #[test]
+    fn libpython_in_maps() {
+        let maps = b"55d0-55d1 r-xp 0 08:01 1 /usr/bin/foo\n\
+                     7f00-7f01 r-xp 0 08:01 2 /usr/lib/libpython3.12.so.1.0\n";
+        assert!(maps_have_libpython(maps));
+        assert!(!maps_have_libpython(
+            b"7f00-7f01 r-xp 0 08:01 2 /usr/lib/libc.so.6\n"
+        ));
+    }
+
+    fn frame(name: &str, line: i32, entry: bool) -> py_spy::Frame {
+        py_spy::Frame {
+            name: name.to_owned(),
+            filename: "t.py".to_owned(),
+            module: None,
+            short_filename: None,
+            line,
+            locals: None,
+            is_entry: entry,
+            is_shim_entry: false,
+        }
+    }
+
+    #[test]
+    fn stacks_share_their_callers() {
+        let mut interner = Interner::default();
+        let a = interner.stack(&[frame("hot_a", 3, false), frame("<module>", 9, true)]);
+        let b = interner.stack(&[frame("hot_b", 6, false), frame("<module>", 9, true)]);
+        let again = interner.stack(&[frame("hot_a", 3, false), frame("<module>", 9, true)]);
+        assert_eq!(a, again);
+        assert_ne!(a, b);
+        // One root node, two leaves; three frames.
+        assert_eq!(interner.nodes.len(), 3);
+        assert_eq!(interner.frames.len(), 3);
+        assert_eq!(interner.stack(&[]), None);
+    }
+}
