@@ -115,12 +115,20 @@ struct AnalyzeArgs {
     /// Also write every table (functions, steps, swarms, syscalls, ...) as CSV and Parquet into DIR.
     #[arg(long, value_name = "DIR")]
     export: Option<PathBuf>,
+    /// Also write every sampled stack, Python frames merged in, as folded lines
+    /// (`root;...;leaf COUNT`, for inferno, flamegraph.pl or speedscope) into FILE.
+    #[arg(long, value_name = "FILE")]
+    folded: Option<PathBuf>,
     /// Known number of training steps: a hint says if detection disagrees by more than 5%.
     #[arg(long, value_name = "N")]
     steps: Option<u64>,
     /// Number of swarms to form [default: chosen by silhouette, 2 to 8].
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=64))]
     swarms: Option<u64>,
+    /// Show only the Python frames of stacks that have any (your code, not the
+    /// interpreter's or libraries' native frames).
+    #[arg(long)]
+    python_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +145,9 @@ struct ReportArgs {
     /// Number of swarms to form [default: chosen by silhouette, 2 to 8].
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=64))]
     swarms: Option<u64>,
+    /// Show only the Python frames of stacks that have any (as for `sofa analyze`).
+    #[arg(long)]
+    python_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -204,16 +215,51 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(summary.exit_status.clamp(0, 255) as u8))
 }
 
-/// `--swarms K` and `--steps N`, shared by `analyze` and `report`.
-fn analysis_options(swarms: Option<u64>, steps: Option<u64>) -> sofa_analyze::Options {
+/// `--swarms K`, `--steps N` and `--python-only`, shared by `analyze` and `report`.
+fn analysis_options(
+    swarms: Option<u64>,
+    steps: Option<u64>,
+    python_only: bool,
+) -> sofa_analyze::Options {
     sofa_analyze::Options {
         swarms: swarms.map(|k| k as usize),
         expected_steps: steps,
+        python_only,
     }
 }
 
+fn write_folded(
+    archive: &sofa_trace::Archive,
+    options: &sofa_analyze::Options,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let stacks = sofa_analyze::folded_stacks(archive, options)?;
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(file).with_context(|| format!("cannot write {}", file.display()))?,
+    );
+    for (stack, n) in &stacks {
+        writeln!(out, "{stack} {n}")?;
+    }
+    out.flush()
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    eprintln!(
+        "sofa: wrote {} stacks as folded lines into {}",
+        stacks.len(),
+        file.display()
+    );
+    Ok(())
+}
+
 fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
-    let options = analysis_options(args.swarms, args.steps);
+    let options = analysis_options(args.swarms, args.steps, args.python_only);
+    if args.folded.is_some() && args.archives.len() > 1 {
+        anyhow::bail!(
+            "--folded writes the stacks of one archive; {} were given",
+            args.archives.len()
+        );
+    }
     let mut analyses = Vec::new();
     for path in &args.archives {
         let archive = sofa_trace::Archive::open(path)?;
@@ -221,6 +267,9 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             for warning in archive.warnings() {
                 eprintln!("sofa: warning: {warning}");
             }
+        }
+        if let Some(file) = &args.folded {
+            write_folded(&archive, &options, file)?;
         }
         analyses.push(sofa_analyze::analyze_with(&archive, &options)?);
     }
@@ -267,7 +316,7 @@ fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     for warning in archive.warnings() {
         eprintln!("sofa: warning: {warning}");
     }
-    let options = analysis_options(args.swarms, args.steps);
+    let options = analysis_options(args.swarms, args.steps, args.python_only);
     let report = sofa_report::render(&archive, &options)?;
     sofa_report::write(&report, &output)?;
     eprintln!(

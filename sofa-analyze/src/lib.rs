@@ -50,6 +50,7 @@ pub use silhouette::{distance, silhouette, weighted_silhouette};
 pub use steps::{Steps, detect_steps};
 pub use summary::{
     Analysis, CollectorJson, Options, RunSummary, analyze, analyze_with, analyze_with_views,
+    folded_stacks,
 };
 pub use swarms::{Swarm, find_swarms};
 pub use syscalls::{Call, Calls, SyscallRow, syscall_table};

@@ -20,6 +20,7 @@ use crate::functions::{CallStacks, Resolved};
 use serde::Serialize;
 use sofa_trace::Archive;
 use sofa_trace::tables::{PyFrame, PySample, PyStackNode, Sample, StackNode};
+
 use std::collections::HashMap;
 
 /// What the merge did, for the summary and `--json`.
@@ -171,6 +172,52 @@ fn merge_with(
         );
     }
     summary
+}
+
+/// Reduces every stack that has Python frames to those frames alone (the
+/// "my code only" view); stacks without any keep their native frames.
+pub(crate) fn python_only(samples: &mut [Sample], stacks: &mut CallStacks) {
+    let is_python = |frame: u64| {
+        names(stacks, frame)
+            .iter()
+            .any(|(_, module)| module.starts_with(PY_MODULE_PREFIX))
+    };
+    let mut next_node = stacks.nodes.keys().max().map_or(0, |m| m + 1);
+    let mut tree: HashMap<(Option<u64>, u64), u64> = HashMap::new();
+    let mut reduced: FastMap<Option<u64>, Option<u64>> = FastMap::default();
+    for sample in samples.iter_mut() {
+        let stack = sample.stack_id;
+        let new = *reduced.entry(stack).or_insert_with(|| {
+            let python: Vec<u64> = native_frames(stacks, stack)
+                .into_iter()
+                .filter(|&f| is_python(f))
+                .collect();
+            if python.is_empty() {
+                return stack;
+            }
+            let mut parent = None;
+            for &frame_id in python.iter().rev() {
+                let node = *tree.entry((parent, frame_id)).or_insert_with(|| {
+                    let id = next_node;
+                    next_node += 1;
+                    id
+                });
+                parent = Some(node);
+            }
+            parent
+        });
+        sample.stack_id = new;
+    }
+    for ((parent_id, frame_id), stack_id) in tree {
+        stacks.nodes.insert(
+            stack_id,
+            StackNode {
+                stack_id,
+                parent_id,
+                frame_id,
+            },
+        );
+    }
 }
 
 /// The module a Python frame is shown in: `py:` and the file, shortened to

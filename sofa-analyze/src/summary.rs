@@ -97,6 +97,47 @@ pub struct Options {
     pub swarms: Option<usize>,
     /// Known number of training steps, to check the detection against.
     pub expected_steps: Option<u64>,
+    /// Keep only the Python frames of stacks that have any (`--python-only`).
+    pub python_only: bool,
+}
+
+/// The CPU samples and their stacks, Python frames merged in (and, with
+/// `python_only`, native frames of Python stacks left out).
+fn samples_and_stacks(
+    archive: &Archive,
+    options: &Options,
+) -> Result<(Vec<Sample>, CallStacks, Option<crate::PythonSummary>), AnalyzeError> {
+    let mut samples = archive.read_table::<Sample>()?;
+    let mut stacks = CallStacks::read(archive)?;
+    let python = crate::python::merge(archive, &mut samples, &mut stacks)?;
+    if options.python_only {
+        crate::python::python_only(&mut samples, &mut stacks);
+    }
+    Ok((samples, stacks, python))
+}
+
+/// Every sampled stack as a folded line (frames root first, separated by
+/// `;`) with its number of samples, most first: what flamegraph tools
+/// (inferno, flamegraph.pl, speedscope) read.
+pub fn folded_stacks(
+    archive: &Archive,
+    options: &Options,
+) -> Result<Vec<(String, u64)>, AnalyzeError> {
+    let (samples, stacks, _) = samples_and_stacks(archive, options)?;
+    let mut per_stack: StackMap<u64> = StackMap::default();
+    for s in &samples {
+        *per_stack.entry(s.stack_id).or_default() += 1;
+    }
+    let mut ids: Vec<Option<u64>> = per_stack.keys().copied().collect();
+    ids.sort();
+    let lines = crate::views::fold_stacks(&stacks, ids.into_iter());
+    let mut counts: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for (stack, n) in per_stack {
+        *counts.entry(lines[&stack].clone()).or_default() += n;
+    }
+    let mut out: Vec<(String, u64)> = counts.into_iter().collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(out)
 }
 
 /// Analyses an opened archive with default options.
@@ -164,9 +205,7 @@ fn analyze_inner(
         tables,
         warnings: archive.warnings().iter().map(|w| w.to_string()).collect(),
     };
-    let mut sample_rows = archive.read_table::<Sample>()?;
-    let mut stacks = CallStacks::read(archive)?;
-    let python = crate::python::merge(archive, &mut sample_rows, &mut stacks)?;
+    let (sample_rows, stacks, python) = samples_and_stacks(archive, options)?;
     let Functions {
         rows: functions,
         self_of_stack,

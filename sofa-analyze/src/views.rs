@@ -239,7 +239,7 @@ pub const INCOMPLETE_STACK: &str = "[incomplete stack]";
 /// mapping. Those outer frames are dropped and the stack is put under one
 /// `[incomplete stack]` root, so the graph's top level is not split into
 /// hundreds of garbage roots.
-fn fold_stacks(
+pub(crate) fn fold_stacks(
     stacks: &CallStacks,
     stack_ids: impl Iterator<Item = Option<u64>>,
 ) -> HashMap<Option<u64>, String> {

@@ -2,7 +2,8 @@
 //! recorded tree, read from its memory with the `py-spy` library at
 //! `--py-hz` (default 100) snapshots per second, without pausing it.
 //!
-//! Processes are found by walking the tree every [`SCAN_PERIOD`], so
+//! Processes are found by walking the tree every [`SCAN_PERIOD`] on a
+//! thread of their own, so
 //! `multiprocessing` children (fork and spawn) and DataLoader workers are
 //! sampled from their first scan on. A process is tried only if it looks
 //! like Python (an executable named `python*` or a `libpython` mapping);
@@ -36,7 +37,7 @@ pub const SPEC: Spec = Spec {
 };
 
 /// How often the process tree is walked for new processes.
-const SCAN_PERIOD: Duration = Duration::from_millis(100);
+const SCAN_PERIOD: Duration = Duration::from_millis(20);
 /// How long a process that looks like Python may fail to attach (its
 /// interpreter still starting) before sofa gives up on it.
 const ATTACH_PATIENCE: Duration = Duration::from_secs(10);
@@ -45,7 +46,7 @@ fn open_collector(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
     Ok(Box::new(Python {
         root: setup.pid as u32,
         hz: setup.config.py_hz.max(1),
-        targets: HashMap::new(),
+        sampled: HashMap::new(),
         samples: setup.archive.table()?,
         stacks: Interner::default(),
         snapshots: 0,
@@ -59,8 +60,8 @@ fn open_collector(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
 struct Python {
     root: u32,
     hz: u64,
-    /// Every process of the tree seen so far, by pid.
-    targets: HashMap<u32, Target>,
+    /// Interpreters being sampled, by pid.
+    sampled: HashMap<u32, Sampled>,
     samples: TableWriter<PySample>,
     stacks: Interner,
     snapshots: u64,
@@ -73,55 +74,38 @@ struct Python {
     gave_up: Vec<String>,
 }
 
-enum Target {
-    /// Looks like Python; not attached yet.
-    Pending { exe: PathBuf, since: Instant },
-    Sampling {
-        exe: PathBuf,
-        spy: Box<PythonSpy>,
-        tids: ThreadIds,
-    },
-    /// Not Python, exited, or given up on (as `exe` was when seen).
-    Ignored { exe: PathBuf },
-}
-
-impl Target {
-    fn exe(&self) -> &PathBuf {
-        match self {
-            Target::Pending { exe, .. }
-            | Target::Sampling { exe, .. }
-            | Target::Ignored { exe } => exe,
-        }
-    }
+struct Sampled {
+    spy: Box<PythonSpy>,
+    tids: ThreadIds,
 }
 
 impl Collector for Python {
+    /// Samples on this thread; processes are found and attached on another,
+    /// so a slow attach (it parses the interpreter's binary) never delays
+    /// the snapshots of the others.
     fn run(&mut self, stop: &AtomicBool) -> Result<(), TraceError> {
-        let period = Duration::from_nanos(1_000_000_000 / self.hz);
-        let mut next = Instant::now();
-        let mut next_scan = Instant::now();
-        loop {
-            if Instant::now() >= next_scan {
-                self.scan();
-                next_scan = Instant::now() + SCAN_PERIOD;
-            }
-            self.snapshot()?;
-            next += period;
-            let now = Instant::now();
-            if next < now {
-                // Behind (a slow read): skip the missed ticks rather than burst.
-                next = now;
-            }
-            while Instant::now() < next {
-                if stop.load(Ordering::Acquire) {
+        let (found, attached) = std::sync::mpsc::channel();
+        let root = self.root;
+        std::thread::scope(|scope| {
+            let finder = match std::thread::Builder::new()
+                .name("sofa-python-finder".into())
+                .spawn_scoped(scope, move || Finder::default().run(root, stop, found))
+            {
+                Ok(finder) => finder,
+                Err(e) => {
+                    self.gave_up
+                        .push(format!("every process (no thread to find them: {e})"));
                     return Ok(());
                 }
-                std::thread::sleep((next - Instant::now()).min(Duration::from_millis(20)));
+            };
+            let sampled = self.sample_until(stop, &attached);
+            self.gave_up = finder.join().unwrap_or_default();
+            // Attached after the last snapshot: still counted.
+            for (pid, spy) in attached.try_iter() {
+                self.add(pid, spy);
             }
-            if stop.load(Ordering::Acquire) {
-                return Ok(());
-            }
-        }
+            sampled
+        })
     }
 
     fn finish(self: Box<Self>, archive: &ArchiveWriter) -> Result<Outcome, TraceError> {
@@ -173,80 +157,54 @@ impl Collector for Python {
     }
 }
 
+type Attached = (u32, Box<PythonSpy>);
+
 impl Python {
-    /// Finds new processes (and processes that ran `exec`) in the tree.
-    fn scan(&mut self) {
-        for stat in super::system::traced_tree(self.root) {
-            let pid = stat.pid;
-            let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
-                continue;
-            };
-            if self.targets.get(&pid).is_some_and(|t| *t.exe() == exe) {
-                if let Some(Target::Pending { .. }) = self.targets.get(&pid) {
-                    self.attach(pid, exe);
-                }
-                continue;
+    fn sample_until(
+        &mut self,
+        stop: &AtomicBool,
+        attached: &std::sync::mpsc::Receiver<Attached>,
+    ) -> Result<(), TraceError> {
+        let period = Duration::from_nanos(1_000_000_000 / self.hz);
+        let mut next = Instant::now();
+        loop {
+            for (pid, spy) in attached.try_iter() {
+                self.add(pid, spy);
             }
-            // New, or a new program in an old pid.
-            if looks_like_python(pid, &exe) {
-                self.targets.insert(
-                    pid,
-                    Target::Pending {
-                        exe: exe.clone(),
-                        since: Instant::now(),
-                    },
-                );
-                self.attach(pid, exe);
-            } else {
-                self.targets.insert(pid, Target::Ignored { exe });
+            self.snapshot()?;
+            next += period;
+            let now = Instant::now();
+            if next < now {
+                // Behind (a slow read): skip the missed ticks rather than burst.
+                next = now;
+            }
+            while Instant::now() < next {
+                if stop.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                std::thread::sleep((next - Instant::now()).min(Duration::from_millis(20)));
+            }
+            if stop.load(Ordering::Acquire) {
+                return Ok(());
             }
         }
     }
 
-    fn attach(&mut self, pid: u32, exe: PathBuf) {
-        let config = Config {
-            blocking: LockingStrategy::NonBlocking,
-            collect_thread_names: false,
-            lineno: LineNo::LastInstruction,
-            ..Config::default()
-        };
-        let result = PythonSpy::new(pid as remoteprocess::Pid, &config)
-            .and_then(|mut spy| spy.get_stack_traces().map(|_| spy));
-        let target = match result {
-            Ok(spy) => {
-                *self.versions.entry(spy.version.to_string()).or_default() += 1;
-                Target::Sampling {
-                    exe,
-                    spy: Box::new(spy),
-                    tids: ThreadIds::default(),
-                }
-            }
-            Err(e) => {
-                let since = match self.targets.get(&pid) {
-                    Some(Target::Pending { since, .. }) => *since,
-                    _ => Instant::now(),
-                };
-                let error = first_line(&format!("{e:#}"));
-                if !alive(pid) {
-                    Target::Ignored { exe }
-                } else if since.elapsed() > ATTACH_PATIENCE {
-                    self.gave_up.push(format!("pid {pid} ({error})"));
-                    Target::Ignored { exe }
-                } else {
-                    Target::Pending { exe, since }
-                }
-            }
-        };
-        self.targets.insert(pid, target);
+    fn add(&mut self, pid: u32, spy: Box<PythonSpy>) {
+        *self.versions.entry(spy.version.to_string()).or_default() += 1;
+        self.sampled.insert(
+            pid,
+            Sampled {
+                spy,
+                tids: ThreadIds::default(),
+            },
+        );
     }
 
     /// One snapshot of every attached interpreter.
     fn snapshot(&mut self) -> Result<(), TraceError> {
         let mut ended = Vec::new();
-        for (&pid, target) in self.targets.iter_mut() {
-            let Target::Sampling { spy, tids, .. } = target else {
-                continue;
-            };
+        for (&pid, Sampled { spy, tids }) in self.sampled.iter_mut() {
             let start = monotonic_ns();
             let traces = spy.get_stack_traces();
             let read_ns = monotonic_ns().saturating_sub(start);
@@ -280,14 +238,116 @@ impl Python {
             }
         }
         for pid in ended {
-            if let Some(target) = self.targets.get_mut(&pid) {
-                *target = Target::Ignored {
-                    exe: target.exe().clone(),
-                };
-            }
+            self.sampled.remove(&pid);
         }
         self.samples.flush_if_due()
     }
+}
+
+/// What the finder knows of a process of the tree.
+enum Seen {
+    /// Looks like Python; not attached yet.
+    Pending { since: Instant },
+    /// Attached, not Python, exited, or given up on.
+    Done,
+}
+
+/// Finds the tree's Python processes and attaches to them.
+#[derive(Default)]
+struct Finder {
+    /// By pid, with the executable it ran when seen (a new one after
+    /// `exec` is a new program).
+    seen: HashMap<u32, (PathBuf, Seen)>,
+    gave_up: Vec<String>,
+}
+
+impl Finder {
+    fn run(
+        mut self,
+        root: u32,
+        stop: &AtomicBool,
+        found: std::sync::mpsc::Sender<Attached>,
+    ) -> Vec<String> {
+        while !stop.load(Ordering::Acquire) {
+            let started = Instant::now();
+            for pid in tree_pids(root) {
+                if let Some(spy) = self.visit(pid)
+                    && found.send((pid, spy)).is_err()
+                {
+                    return self.gave_up;
+                }
+            }
+            let spent = started.elapsed();
+            std::thread::sleep(SCAN_PERIOD.saturating_sub(spent));
+        }
+        self.gave_up
+    }
+
+    /// Attaches to `pid` if it is new and Python, or pending.
+    fn visit(&mut self, pid: u32) -> Option<Box<PythonSpy>> {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+        let since = match self.seen.get(&pid) {
+            Some((seen_exe, Seen::Done)) if *seen_exe == exe => return None,
+            Some((seen_exe, Seen::Pending { since })) if *seen_exe == exe => *since,
+            // New, or a new program in an old pid.
+            _ if looks_like_python(pid, &exe) => Instant::now(),
+            _ => {
+                self.seen.insert(pid, (exe, Seen::Done));
+                return None;
+            }
+        };
+        let config = Config {
+            blocking: LockingStrategy::NonBlocking,
+            collect_thread_names: false,
+            lineno: LineNo::LastInstruction,
+            ..Config::default()
+        };
+        let result = PythonSpy::new(pid as remoteprocess::Pid, &config)
+            .and_then(|mut spy| spy.get_stack_traces().map(|_| spy));
+        let (state, spy) = match result {
+            Ok(spy) => (Seen::Done, Some(Box::new(spy))),
+            Err(_) if !alive(pid) => (Seen::Done, None),
+            Err(e) if since.elapsed() > ATTACH_PATIENCE => {
+                let error = first_line(&format!("{e:#}"));
+                self.gave_up.push(format!("pid {pid} ({error})"));
+                (Seen::Done, None)
+            }
+            Err(_) => (Seen::Pending { since }, None),
+        };
+        self.seen.insert(pid, (exe, state));
+        spy
+    }
+}
+
+/// `root` and its descendants, from the kernel's per-thread `children`
+/// lists (a few reads per scan), or a walk of all of /proc where the
+/// kernel has no such lists.
+fn tree_pids(root: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut queue = vec![root];
+    while let Some(pid) = queue.pop() {
+        out.push(pid);
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            match std::fs::read(task.path().join("children")) {
+                Ok(bytes) => queue.extend(
+                    String::from_utf8_lossy(&bytes)
+                        .split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return super::system::traced_tree(root)
+                        .into_iter()
+                        .map(|p| p.pid)
+                        .collect();
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    out
 }
 
 /// Whether `pid` runs a CPython: an executable named `python…`, or
