@@ -3,7 +3,8 @@
 # toolchain. Idempotent: installs only what is missing.
 #   - a C compiler (fixture workloads), linux-perf and strace (comparison tests)
 #   - Python 3 with numpy (fixture training loop)
-#   - with --tests: Chromium (the report is loaded in headless Chromium)
+#   - with --tests: Chromium (the report is loaded in headless Chromium) and
+#     py-spy from PyPI (the reference for Python stacks)
 set -euo pipefail
 
 need_apt=()
@@ -31,6 +32,17 @@ if ! python3 -c 'import numpy' >/dev/null 2>&1; then
     || python3 -m pip install --quiet --break-system-packages numpy 2>/dev/null \
     || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-numpy >/dev/null; }
   python3 -c 'import numpy' || { echo "setup: numpy is still missing" >&2; exit 1; }
+fi
+
+if [ "${1:-}" = "--tests" ]; then
+  # py-spy, the reference the Python-frame tests compare sofa with.
+  scripts=$(python3 -c "import sysconfig; print(sysconfig.get_path('scripts'))")
+  if [ ! -x "$scripts/py-spy" ]; then
+    echo "setup: installing py-spy for $(command -v python3)" >&2
+    python3 -m pip install --quiet py-spy 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages py-spy
+    [ -x "$scripts/py-spy" ] || { echo "setup: py-spy is still missing at $scripts" >&2; exit 1; }
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
