@@ -252,6 +252,9 @@ pub(crate) fn fold_stacks(
             // Folded format: ';' separates frames, the last ' ' the count.
             let name = if function.starts_with("0x") {
                 format!("[{module}]+{function}")
+            } else if let Some(file) = module.strip_prefix(crate::PY_MODULE_PREFIX) {
+                // As py-spy names them: Python frames stand out from native ones.
+                format!("{function} ({file})")
             } else {
                 function.clone()
             };

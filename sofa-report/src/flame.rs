@@ -1,5 +1,6 @@
 //! Flamegraph SVGs through inferno, made safe to show inside the report.
 
+use inferno::flamegraph::color::{Color, PaletteMap};
 use inferno::flamegraph::{self, Direction, Options};
 use sofa_analyze::Folded;
 
@@ -38,11 +39,49 @@ pub fn svg(folded: &Folded) -> Result<Option<String>, std::io::Error> {
         .iter()
         .map(|(stack, n)| format!("{stack} {n}"))
         .collect();
+    let mut python = python_palette(folded);
+    options.palette_map = Some(&mut python);
     let mut out = Vec::new();
     flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut out)?;
     let svg = String::from_utf8(out)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     Ok(Some(guard_history(svg)))
+}
+
+/// Python frames (`function (file.py)`, as sofa-analyze folds them) in
+/// shades of blue, so Python code stands out from the native frames
+/// around it (inferno's warm colours). The shade is a hash of the name:
+/// the same function has the same colour in every graph and every run.
+fn python_palette(folded: &Folded) -> PaletteMap {
+    let mut map = PaletteMap::default();
+    for (stack, _) in &folded.stacks {
+        for frame in stack.split(';') {
+            if !is_python_frame(frame) {
+                continue;
+            }
+            let hash = frame.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            let shade = (hash % 64) as u8;
+            map.insert(
+                frame,
+                Color {
+                    r: 70 + shade,
+                    g: 130 + shade,
+                    b: 235,
+                },
+            );
+        }
+    }
+    map
+}
+
+/// `function (file.py)`, also `<module> (<frozen runpy>)`.
+fn is_python_frame(frame: &str) -> bool {
+    frame.ends_with(')')
+        && frame
+            .rsplit_once(" (")
+            .is_some_and(|(_, file)| file.ends_with(".py)") || file.starts_with('<'))
 }
 
 /// Inserts `HISTORY_GUARD` right after the opening `<svg ...>` tag.
@@ -64,6 +103,33 @@ fn guard_history(svg: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_frames_are_blue() {
+        let folded = Folded {
+            title: "whole run".into(),
+            samples: 30,
+            stacks: vec![
+                (
+                    "<module> (train.py);forward (train.py);sgemm_kernel".into(),
+                    20,
+                ),
+                ("main;compute".into(), 10),
+            ],
+            dropped_samples: 0,
+        };
+        let map = python_palette(&folded);
+        let colors: Vec<_> = ["<module> (train.py)", "forward (train.py)"]
+            .iter()
+            .map(|f| map.get(f).expect("python frame coloured"))
+            .collect();
+        assert!(colors.iter().all(|c| c.b == 235 && c.r < c.b && c.g < c.b));
+        assert!(map.get("sgemm_kernel").is_none());
+        assert!(map.get("compute").is_none());
+        assert!(!is_python_frame("operator() (int)"));
+        let svg = svg(&folded).unwrap().unwrap();
+        assert!(svg.contains("forward (train.py)"));
+    }
 
     #[test]
     fn renders_frames_with_the_guard() {

@@ -89,6 +89,30 @@ fn header(out: &mut String, analysis: &Analysis, _limit: usize) {
     if !other_lost.is_empty() {
         let _ = writeln!(out, "lost       {}", other_lost.join(", "));
     }
+    if let Some(py) = &analysis.python {
+        let share = 100.0 * py.merged as f64 / py.samples_of_python_threads.max(1) as f64;
+        let _ = write!(
+            out,
+            "python     {} of {} samples of Python threads have Python frames ({share:.1}%)",
+            py.merged, py.samples_of_python_threads
+        );
+        if py.without_snapshot > 0 {
+            let _ = write!(
+                out,
+                "; {} had no Python snapshot within {:.1} ms",
+                py.without_snapshot,
+                py.window_ns as f64 / 1e6
+            );
+        }
+        if py.trampolined > 0 {
+            let _ = write!(
+                out,
+                "; {} named by CPython's perf trampolines",
+                py.trampolined
+            );
+        }
+        out.push('\n');
+    }
 }
 
 /// What each collector did, or why it did not.
