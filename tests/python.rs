@@ -312,3 +312,60 @@ fn a_command_without_python_records_no_python_rows() {
     assert_eq!(json["run"]["collectors"]["python"]["status"], "disabled");
     assert_eq!(json["run"]["tables"]["py_samples"], 0);
 }
+
+#[test]
+fn threads_taking_turns_on_the_gil_are_named_with_their_os_thread_ids() {
+    // CPython 3.11+ stores each thread's OS id; before, sofa reads it from
+    // glibc's `struct pthread`: both must give the same table.
+    let script = root().join("fixtures/workloads/py_threads.py");
+    let dir = tempfile::tempdir().unwrap();
+    let pythons: Vec<(String, PathBuf)> = interpreters()
+        .into_iter()
+        .filter(|(v, _)| v == "python3" || v == "3.9")
+        .collect();
+    assert!(!pythons.is_empty());
+    for (version, python) in pythons {
+        let archive = dir.path().join(&version);
+        let out = record_with(
+            &archive,
+            &[
+                "--no-syscalls",
+                "--",
+                python.to_str().unwrap(),
+                script.to_str().unwrap(),
+                "4",
+                "2",
+            ],
+        );
+        assert_success(&out);
+        let json = analyze_json(&archive);
+        let reason = json["run"]["collectors"]["python"]["reason"].to_string();
+        assert!(
+            !reason.contains("without an OS thread id"),
+            "{version}: {reason}"
+        );
+        let spinning: Vec<&Value> = json["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["share"].as_f64().unwrap() > 0.1)
+            .collect();
+        assert_eq!(spinning.len(), 4, "{version}: {:#}", json["threads"]);
+        // Each holds the GIL a quarter of the time, give or take.
+        let held: Vec<f64> = spinning
+            .iter()
+            .map(|t| t["gil_held"].as_f64().expect("a Python thread"))
+            .collect();
+        assert!(
+            held.iter().all(|h| (0.1..=0.45).contains(h)),
+            "{version}: {held:?}"
+        );
+        let sum: f64 = held.iter().sum();
+        assert!((0.8..=1.05).contains(&sum), "{version}: {held:?}");
+        let hints = json["hints"].to_string();
+        assert!(
+            hints.contains("take turns on the GIL") && hints.contains("4 threads of process"),
+            "{version}: {hints}"
+        );
+    }
+}

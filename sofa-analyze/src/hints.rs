@@ -51,6 +51,7 @@ const RULES: &[Rule] = &[
     gpu_idle,
     io_bound,
     serial_bottleneck,
+    gil_bound,
     iowait,
     kernel_heavy,
     step_count_differs,
@@ -210,6 +211,43 @@ fn serial_bottleneck(a: &Analysis) -> Vec<Hint> {
     )]
 }
 
+/// Two or more Python threads of one process each hold the GIL in at
+/// least 10 % of their snapshots, and together most of the time: they
+/// run Python one at a time.
+fn gil_bound(a: &Analysis) -> Vec<Hint> {
+    let mut by_process: std::collections::BTreeMap<u32, Vec<(u32, f64)>> = Default::default();
+    for t in &a.threads {
+        if let Some(held) = t.gil_held.filter(|&h| h >= 0.1) {
+            by_process.entry(t.pid).or_default().push((t.tid, held));
+        }
+    }
+    let mut out = Vec::new();
+    for (pid, mut threads) in by_process {
+        let together: f64 = threads.iter().map(|t| t.1).sum();
+        if threads.len() < 2 || together < 0.6 {
+            continue;
+        }
+        threads.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+        let each: Vec<String> = threads
+            .iter()
+            .map(|(tid, held)| format!("{tid} {:.0}%", 100.0 * held))
+            .collect();
+        out.push(hint(
+            Severity::Warning,
+            "Python threads take turns on the GIL: they run Python one at a time",
+            format!(
+                "{} threads of process {pid} held the GIL (thread {}), {:.0}% of the time together; \
+                 move CPU-bound Python work to processes (multiprocessing, DataLoader workers) or \
+                 into code that releases the GIL (numpy, torch operators)",
+                threads.len(),
+                each.join(", "),
+                100.0 * together.min(1.0)
+            ),
+        ));
+    }
+    out
+}
+
 /// More than 20 % of CPU time in iowait.
 fn iowait(a: &Analysis) -> Vec<Hint> {
     match &a.system {
@@ -294,6 +332,42 @@ fn no_steps_evidence(a: &Analysis) -> String {
 mod tests {
     use super::*;
     use crate::{GpuRow, ModuleRow, SyscallRow, SystemSummary, ThreadRow};
+
+    fn python_thread(tid: u32, gil_held: Option<f64>) -> ThreadRow {
+        ThreadRow {
+            pid: 7,
+            tid,
+            comm: "python3".into(),
+            samples: 100,
+            share: 0.25,
+            gil_held,
+        }
+    }
+
+    #[test]
+    fn gil_bound_fires_for_threads_taking_turns() {
+        let mut a = quiet();
+        a.threads = (1..=4).map(|t| python_thread(t, Some(0.24))).collect();
+        let h = gil_bound(&a);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(
+            h[0].evidence.starts_with("4 threads of process 7"),
+            "{}",
+            h[0].evidence
+        );
+        assert!(h[0].evidence.contains("96% of the time together"));
+    }
+
+    #[test]
+    fn gil_bound_is_quiet_for_one_python_thread_or_a_free_gil() {
+        let mut a = quiet();
+        // One Python thread and native threads.
+        a.threads = vec![python_thread(1, Some(0.9)), python_thread(2, None)];
+        assert!(gil_bound(&a).is_empty());
+        // Threads that mostly release the GIL (numpy, I/O).
+        a.threads = (1..=4).map(|t| python_thread(t, Some(0.12))).collect();
+        assert!(gil_bound(&a).is_empty());
+    }
 
     /// A ten-second run of 10,000 samples in which every rule is quiet.
     fn quiet() -> Analysis {
@@ -391,6 +465,7 @@ mod tests {
             comm: "python".into(),
             samples: 100,
             share,
+            gil_held: None,
         };
         let mut a = quiet();
         a.syscalls = vec![syscall("futex", 6_000)];

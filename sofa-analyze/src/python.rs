@@ -41,6 +41,9 @@ pub struct PythonSummary {
     pub window_ns: u64,
 }
 
+/// Per thread (pid, tid): Python snapshots, and those holding the GIL.
+pub(crate) type GilByThread = FastMap<(u32, u32), (u64, u64)>;
+
 /// Snapshots of one thread: (middle of the read, Python stack), by time.
 type Timeline = Vec<(u64, Option<u64>)>;
 type PerThread = FastMap<(u32, u32), Timeline>;
@@ -54,10 +57,16 @@ pub(crate) fn merge(
     archive: &Archive,
     samples: &mut [Sample],
     stacks: &mut CallStacks,
-) -> Result<Option<PythonSummary>, AnalyzeError> {
+) -> Result<Option<(PythonSummary, GilByThread)>, AnalyzeError> {
     let snapshots = archive.read_table::<PySample>()?;
     if snapshots.is_empty() {
         return Ok(None);
+    }
+    let mut gil = GilByThread::default();
+    for s in snapshots.iter().filter(|s| s.tid != 0) {
+        let slot = gil.entry((s.pid, s.tid)).or_default();
+        slot.0 += 1;
+        slot.1 += u64::from(s.owns_gil);
     }
     let py_nodes: HashMap<u64, PyStackNode> = archive
         .read_table::<PyStackNode>()?
@@ -69,9 +78,8 @@ pub(crate) fn merge(
         .into_iter()
         .map(|f| (f.frame_id, f))
         .collect();
-    Ok(Some(merge_with(
-        snapshots, &py_nodes, &py_frames, samples, stacks,
-    )))
+    let summary = merge_with(snapshots, &py_nodes, &py_frames, samples, stacks);
+    Ok(Some((summary, gil)))
 }
 
 fn merge_with(

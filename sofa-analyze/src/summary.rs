@@ -7,6 +7,7 @@ use crate::hints::{Hint, hints};
 use crate::labels::Labelled;
 use crate::net::{NetSummary, Packets, net_summary};
 use crate::overlap::add_overlaps;
+use crate::python::GilByThread;
 use crate::steps::{Steps, detect_steps};
 use crate::swarms::{Swarm, find_swarms};
 use crate::syscalls::{Calls, SyscallRow, syscall_table};
@@ -106,7 +107,14 @@ pub struct Options {
 fn samples_and_stacks(
     archive: &Archive,
     options: &Options,
-) -> Result<(Vec<Sample>, CallStacks, Option<crate::PythonSummary>), AnalyzeError> {
+) -> Result<
+    (
+        Vec<Sample>,
+        CallStacks,
+        Option<(crate::PythonSummary, GilByThread)>,
+    ),
+    AnalyzeError,
+> {
     let mut samples = archive.read_table::<Sample>()?;
     let mut stacks = CallStacks::read(archive)?;
     let python = crate::python::merge(archive, &mut samples, &mut stacks)?;
@@ -211,7 +219,15 @@ fn analyze_inner(
         self_of_stack,
         user_chain_of_stack,
     } = functions_of(&stacks, &sample_rows);
-    let (processes, threads) = processes_and_threads(archive, &sample_rows)?;
+    let (processes, mut threads) = processes_and_threads(archive, &sample_rows)?;
+    let python = python.map(|(summary, gil)| {
+        for t in &mut threads {
+            if let Some(&(snapshots, held)) = gil.get(&(t.pid, t.tid)) {
+                t.gil_held = Some(held as f64 / snapshots.max(1) as f64);
+            }
+        }
+        summary
+    });
     let labellings: Vec<&StackMap<usize>> = user_chain_of_stack.iter().collect();
     let mut steps = detect_steps(
         &sample_rows,

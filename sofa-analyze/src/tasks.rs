@@ -22,6 +22,9 @@ pub struct ThreadRow {
     pub comm: String,
     pub samples: u64,
     pub share: f64,
+    /// Share of the thread's Python snapshots in which it held the GIL;
+    /// null for a thread with none (not Python, or `--no-python`).
+    pub gil_held: Option<f64>,
 }
 
 /// Thread names: each thread's last comm; a thread that never set one has
@@ -106,6 +109,7 @@ pub fn processes_and_threads(
             comm: names.of(tid),
             samples,
             share: share(samples),
+            gil_held: None,
         })
         .collect();
     threads.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.tid.cmp(&b.tid)));

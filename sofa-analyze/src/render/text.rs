@@ -315,26 +315,26 @@ fn processes(out: &mut String, analysis: &Analysis, limit: usize) {
 }
 
 /// CPU samples per thread, when there are several.
+/// With Python threads, the share of their snapshots holding the GIL.
 fn threads(out: &mut String, analysis: &Analysis, limit: usize) {
     if analysis.threads.len() > 1 {
+        let gil = analysis.threads.iter().any(|t| t.gil_held.is_some());
+        let mut columns = vec![("share%", R), ("samples", R)];
+        if gil {
+            columns.push(("gil%", R));
+        }
+        columns.extend([("pid", R), ("tid", R), ("comm", L)]);
         section(
             out,
             "threads",
-            &[
-                ("share%", R),
-                ("samples", R),
-                ("pid", R),
-                ("tid", R),
-                ("comm", L),
-            ],
+            &columns,
             analysis.threads.iter().map(|t| {
-                vec![
-                    pct(t.share),
-                    t.samples.to_string(),
-                    t.pid.to_string(),
-                    t.tid.to_string(),
-                    t.comm.clone(),
-                ]
+                let mut row = vec![pct(t.share), t.samples.to_string()];
+                if gil {
+                    row.push(t.gil_held.map_or_else(|| "-".to_owned(), pct));
+                }
+                row.extend([t.pid.to_string(), t.tid.to_string(), t.comm.clone()]);
+                row
             }),
             limit,
         );
