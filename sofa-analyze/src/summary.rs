@@ -102,19 +102,15 @@ pub struct Options {
     pub python_only: bool,
 }
 
+/// What merging Python frames found: its summary and the GIL per thread.
+type PythonMerge = (crate::PythonSummary, GilByThread);
+
 /// The CPU samples and their stacks, Python frames merged in (and, with
 /// `python_only`, native frames of Python stacks left out).
 fn samples_and_stacks(
     archive: &Archive,
     options: &Options,
-) -> Result<
-    (
-        Vec<Sample>,
-        CallStacks,
-        Option<(crate::PythonSummary, GilByThread)>,
-    ),
-    AnalyzeError,
-> {
+) -> Result<(Vec<Sample>, CallStacks, Option<PythonMerge>), AnalyzeError> {
     let mut samples = archive.read_table::<Sample>()?;
     let mut stacks = CallStacks::read(archive)?;
     let python = crate::python::merge(archive, &mut samples, &mut stacks)?;
