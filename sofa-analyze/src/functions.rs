@@ -89,6 +89,9 @@ pub struct Functions {
     /// by the user code it served, so timer ticks and time slices do not
     /// read as a loop.
     pub user_chain_of_stack: Vec<StackMap<usize>>,
+    /// Index into `rows` of the innermost Python function of each stack
+    /// that has Python frames.
+    pub python_of_stack: StackMap<usize>,
 }
 
 /// Levels of callers kept per stack (for step detection).
@@ -146,6 +149,7 @@ pub(crate) fn functions_of(stacks: &CallStacks, samples: &[Sample]) -> Functions
     let mut self_names: HashMap<Option<u64>, (String, String)> = HashMap::new();
     // Self function first, then its callers, up to CALLER_DEPTHS of them.
     let mut chains: HashMap<Option<u64>, Vec<(String, String)>> = HashMap::new();
+    let mut python_names: HashMap<Option<u64>, (String, String)> = HashMap::new();
     let mut stack_ids: Vec<_> = per_stack.into_iter().collect();
     stack_ids.sort();
     for (stack_id, n) in stack_ids {
@@ -153,8 +157,12 @@ pub(crate) fn functions_of(stacks: &CallStacks, samples: &[Sample]) -> Functions
         let mut self_name: Option<&(String, String)> = None;
         let mut chain: Vec<&(String, String)> = Vec::new();
         let mut user_chain: Vec<&(String, String)> = Vec::new();
+        let mut python: Option<&(String, String)> = None;
         for name in stacks.names(stack_id) {
             self_name.get_or_insert(name);
+            if python.is_none() && name.1.starts_with(crate::PY_MODULE_PREFIX) {
+                python = Some(name);
+            }
             seen.insert(name);
             if chain.len() <= CALLER_DEPTHS && chain.last() != Some(&name) {
                 chain.push(name);
@@ -168,6 +176,9 @@ pub(crate) fn functions_of(stacks: &CallStacks, samples: &[Sample]) -> Functions
         }
         let self_name = self_name.unwrap_or(&unknown);
         self_names.insert(stack_id, self_name.clone());
+        if let Some(python) = python {
+            python_names.insert(stack_id, python.clone());
+        }
         let chain = if user_chain.is_empty() {
             chain
         } else {
@@ -232,10 +243,15 @@ pub(crate) fn functions_of(stacks: &CallStacks, samples: &[Sample]) -> Functions
                 .collect()
         })
         .collect();
+    let python_of_stack = python_names
+        .into_iter()
+        .map(|(stack, (name, module))| (stack, position[&(name.as_str(), module.as_str())]))
+        .collect();
     Functions {
         rows,
         self_of_stack,
         user_chain_of_stack,
+        python_of_stack,
     }
 }
 

@@ -214,6 +214,7 @@ fn analyze_inner(
         rows: functions,
         self_of_stack,
         user_chain_of_stack,
+        python_of_stack,
     } = functions_of(&stacks, &sample_rows);
     let (processes, mut threads) = processes_and_threads(archive, &sample_rows)?;
     let python = python.map(|(summary, gil)| {
@@ -238,6 +239,14 @@ fn analyze_inner(
         &functions,
         &steps,
         options.swarms,
+    );
+    crate::swarms::name_python_functions(
+        &mut swarms,
+        &sample_rows,
+        &self_of_stack,
+        &swarm_of_function,
+        &python_of_stack,
+        &functions,
     );
     // Each table is read once and serves its summary and the step breakdown.
     let calls = Calls::read(archive)?;

@@ -27,8 +27,11 @@ const MAX_K: usize = 8;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Swarm {
     pub id: usize,
-    /// Its dominant functions.
+    /// Its dominant functions, after the Python function they run under
+    /// when one holds most of its samples ("forward: sgemm_kernel + …").
     pub caption: String,
+    /// The innermost Python function of most of its samples, if any.
+    pub python_function: Option<String>,
     pub samples: u64,
     /// Of all samples.
     pub share: f64,
@@ -45,6 +48,51 @@ pub struct Swarm {
     pub gpu_util_mean: Option<f64>,
     /// Network bytes sent or received while the swarm ran on the busiest thread.
     pub net_bytes: u64,
+}
+
+/// Names each swarm's Python function: the innermost Python function of
+/// more than half of its samples that have Python frames (when at least a
+/// quarter have), added to its caption unless the caption already names it.
+pub(crate) fn name_python_functions(
+    swarms: &mut [Swarm],
+    samples: &[Sample],
+    self_of_stack: &StackMap<usize>,
+    swarm_of_function: &[Option<SwarmId>],
+    python_of_stack: &StackMap<usize>,
+    functions: &[FunctionRow],
+) {
+    if python_of_stack.is_empty() {
+        return;
+    }
+    let mut counts: Vec<HashMap<usize, u64>> = vec![HashMap::new(); swarms.len()];
+    for s in samples {
+        let Some(SwarmId(swarm)) = self_of_stack
+            .get(&s.stack_id)
+            .and_then(|&f| swarm_of_function.get(f).copied().flatten())
+        else {
+            continue;
+        };
+        if let (Some(&f), Some(c)) = (python_of_stack.get(&s.stack_id), counts.get_mut(swarm)) {
+            *c.entry(f).or_default() += 1;
+        }
+    }
+    for (swarm, c) in swarms.iter_mut().zip(counts) {
+        let with_python: u64 = c.values().sum();
+        let Some((f, n)) = c
+            .into_iter()
+            .max_by_key(|&(f, n)| (n, std::cmp::Reverse(f)))
+        else {
+            continue;
+        };
+        if 2 * n <= with_python || 4 * with_python < swarm.samples {
+            continue;
+        }
+        let name = functions[f].name.clone();
+        if !swarm.caption.split(" + ").any(|c| c == name) {
+            swarm.caption = format!("{name}: {}", swarm.caption);
+        }
+        swarm.python_function = Some(name);
+    }
 }
 
 /// Samples of a thread keep company with this many samples before them.
@@ -302,6 +350,7 @@ pub fn find_swarms(
             Swarm {
                 id: 0,
                 caption: top.iter().take(2).cloned().collect::<Vec<_>>().join(" + "),
+                python_function: None,
                 samples: a.samples,
                 share: a.samples as f64 / all,
                 start_ns: a.start,
@@ -475,5 +524,39 @@ mod tests {
             Some(2),
         );
         assert_eq!(swarms.len(), 2);
+    }
+
+    #[test]
+    fn swarms_are_named_by_the_python_function_most_of_them_run_under() {
+        let r = run(30);
+        let (mut swarms, swarm_of) = find_swarms(
+            &r.samples,
+            &r.self_of_stack,
+            &r.functions,
+            &Steps::default(),
+            None,
+        );
+        // Stacks of phase 0's functions run under Python `forward` (row 12
+        // stands in for it); the others have no Python frames.
+        let python_of_stack: StackMap<usize> = (0..4).map(|f| (Some(f), 12)).collect();
+        let before: Vec<String> = swarms.iter().map(|s| s.caption.clone()).collect();
+        name_python_functions(
+            &mut swarms,
+            &r.samples,
+            &r.self_of_stack,
+            &swarm_of,
+            &python_of_stack,
+            &r.functions,
+        );
+        let phase0 = swarm_of[0].unwrap().0;
+        for (i, s) in swarms.iter().enumerate() {
+            if i == phase0 {
+                assert_eq!(s.python_function.as_deref(), Some("f12"));
+                assert_eq!(s.caption, format!("f12: {}", before[i]));
+            } else {
+                assert_eq!(s.python_function, None, "{s:?}");
+                assert_eq!(s.caption, before[i]);
+            }
+        }
     }
 }
