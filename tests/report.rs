@@ -244,3 +244,26 @@ fn request_check_catches_a_page_that_loads_from_the_network() {
         page.page_requests
     );
 }
+
+#[test]
+fn report_of_a_python_job_names_python_frames_and_offers_a_python_only_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("py");
+    let script = common::root().join("fixtures/workloads/py_hot.py");
+    let out = record(&archive, &["python3", script.to_str().unwrap(), "1"]);
+    common::assert_success(&out);
+    let out = sofa().arg("report").arg(&archive).output().unwrap();
+    common::assert_success(&out);
+    let html = archive.join("report.html");
+    let text = std::fs::read_to_string(&html).unwrap();
+    // Python frames in the flamegraph SVGs, as py-spy names them.
+    assert!(text.contains("hot_a (py_hot.py)"));
+    let page = load(&html, dir.path());
+    assert_clean(&page);
+    assert!(
+        page.dom.contains("whole run, Python frames only"),
+        "no Python-only flamegraph to choose"
+    );
+    // Python functions in the tables, with their files as modules.
+    assert!(page.dom.contains("py:py_hot.py"));
+}

@@ -28,7 +28,8 @@ pub const FOLDED_STACKS: usize = 20_000;
 pub struct Views {
     pub timeline: Timeline,
     pub scatter: Scatter,
-    /// Whole run first, then one per swarm (in swarm id order).
+    /// Whole run first, then one per swarm (in swarm id order), then, when
+    /// the run has Python frames, the whole run with Python frames only.
     pub flamegraphs: Vec<Folded>,
 }
 
@@ -253,8 +254,7 @@ pub(crate) fn fold_stacks(
             let name = if function.starts_with("0x") {
                 format!("[{module}]+{function}")
             } else if let Some(file) = module.strip_prefix(crate::PY_MODULE_PREFIX) {
-                // As py-spy names them: Python frames stand out from native ones.
-                format!("{function} ({file})")
+                python_frame_name(function, file)
             } else {
                 function.clone()
             };
@@ -274,6 +274,34 @@ pub(crate) fn fold_stacks(
         folded.insert(stack_id, names.join(";"));
     }
     folded
+}
+
+/// A Python frame as py-spy names it, so it stands out from native frames.
+fn python_frame_name(function: &str, file: &str) -> String {
+    format!("{function} ({file})")
+}
+
+/// Folded lines of the stacks that have Python frames, with only those
+/// frames (named as `fold_stacks` names them); other stacks are absent.
+fn fold_python_only(
+    stacks: &CallStacks,
+    stack_ids: impl Iterator<Item = Option<u64>>,
+) -> HashMap<Option<u64>, String> {
+    let mut out = HashMap::new();
+    for stack_id in stack_ids {
+        let mut names: Vec<String> = stacks
+            .names(stack_id)
+            .filter_map(|(function, module)| {
+                let file = module.strip_prefix(crate::PY_MODULE_PREFIX)?;
+                Some(python_frame_name(function, file).replace(';', ":"))
+            })
+            .collect();
+        if !names.is_empty() {
+            names.reverse();
+            out.insert(stack_id, names.join(";"));
+        }
+    }
+    out
 }
 
 fn folded(title: String, counts: HashMap<&str, u64>) -> Folded {
@@ -400,6 +428,16 @@ pub(crate) fn build(archive: &Archive, l: &Labelled, i: &Inputs) -> Views {
             format!("swarm {s}: {}", i.swarm_captions[s]),
             counts,
         ));
+    }
+    // The same run, Python frames only (the report's "my code" view).
+    let python_lines = fold_python_only(i.stacks, stack_ids.iter().copied());
+    if !python_lines.is_empty() {
+        let mut counts: HashMap<&str, u64> = HashMap::new();
+        for (stack, n) in &per_stack {
+            let line = python_lines.get(stack).unwrap_or(&lines[stack]);
+            *counts.entry(line.as_str()).or_default() += n;
+        }
+        flamegraphs.push(folded("whole run, Python frames only".to_owned(), counts));
     }
 
     // Scatter: the lowest address each function was sampled at (as self).
