@@ -15,6 +15,7 @@ mod error;
 pub mod golden;
 mod meta;
 mod output;
+pub mod quiet;
 mod reader;
 pub mod synthetic;
 pub mod tables;

@@ -368,15 +368,25 @@ fn write_parquet_atomic(
     compression: ParquetCompression,
 ) -> Result<(), TraceError> {
     let tmp = tmp_path(path);
-    let file = File::create(&tmp).map_err(|e| TraceError::io(&tmp, e))?;
-    ParquetWriter::new(file)
+    let mut out = buffered(&tmp)?;
+    ParquetWriter::new(&mut out)
         .with_compression(compression)
         .finish(frame)
         .map_err(|e| TraceError::Write {
             path: tmp.clone(),
             reason: e.to_string(),
         })?;
+    out.flush().map_err(|e| TraceError::io(&tmp, e))?;
+    drop(out);
     fs::rename(&tmp, path).map_err(|e| TraceError::io(path, e))
+}
+
+/// A new file behind a buffer: the Parquet writer writes each page header
+/// and value run on its own (some of a few bytes), which unbuffered was
+/// tens of thousands of `write` calls per second of recording.
+fn buffered(path: &Path) -> Result<std::io::BufWriter<File>, TraceError> {
+    let file = File::create(path).map_err(|e| TraceError::io(path, e))?;
+    Ok(std::io::BufWriter::with_capacity(1 << 20, file))
 }
 
 /// Sorted part files of a table directory.
@@ -443,38 +453,13 @@ pub(crate) fn parquet_rows(path: &Path) -> Result<u64, TraceError> {
     decode(path, || ParquetReader::new(file).num_rows()).map(|rows| rows as u64)
 }
 
-thread_local! {
-    /// Set while this thread decodes Parquet: a panic there is caught and
-    /// becomes an error naming the file, so its message is not printed.
-    static DECODING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Keeps the panic message of a decoder that panics on damaged bytes off
-/// stderr (sofa reports the damage itself); every other panic is printed
-/// by the hook that was there before.
-fn quiet_decoder_panics() {
-    static INSTALLED: std::sync::Once = std::sync::Once::new();
-    INSTALLED.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !DECODING.with(|d| d.get()) {
-                previous(info);
-            }
-        }));
-    });
-}
-
 /// Runs a Parquet decoding step on `path`. Damaged bytes must become an
 /// error naming the file, even if the decoder panics instead of returning one.
 pub(crate) fn decode<T>(
     path: &Path,
     step: impl FnOnce() -> PolarsResult<T>,
 ) -> Result<T, TraceError> {
-    quiet_decoder_panics();
-    DECODING.with(|d| d.set(true));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(step));
-    DECODING.with(|d| d.set(false));
-    let reason = match result {
+    let reason = match crate::quiet::catch(step) {
         Ok(Ok(value)) => return Ok(value),
         Ok(Err(e)) => first_line(&e.to_string()),
         Err(_) => "the Parquet decoder failed on damaged data".to_owned(),
@@ -510,12 +495,12 @@ fn compact_table(dir: &Path, schema: &Schema) -> Result<u64, TraceError> {
         _ => {}
     }
     let tmp = tmp_path(&target);
-    let file = File::create(&tmp).map_err(|e| TraceError::io(&tmp, e))?;
+    let mut out = buffered(&tmp)?;
     let write_err = |e: PolarsError| TraceError::Write {
         path: tmp.clone(),
         reason: e.to_string(),
     };
-    let mut writer = ParquetWriter::new(file)
+    let mut writer = ParquetWriter::new(&mut out)
         .with_compression(ParquetCompression::Zstd(None))
         .batched(schema)
         .map_err(write_err)?;
@@ -544,6 +529,9 @@ fn compact_table(dir: &Path, schema: &Schema) -> Result<u64, TraceError> {
         writer.write_batch(&batch).map_err(write_err)?;
     }
     writer.finish().map_err(write_err)?;
+    drop(writer);
+    out.flush().map_err(|e| TraceError::io(&tmp, e))?;
+    drop(out);
     fs::rename(&tmp, &target).map_err(|e| TraceError::io(&target, e))?;
     for part in &parts {
         fs::remove_file(part).map_err(|e| TraceError::io(part, e))?;

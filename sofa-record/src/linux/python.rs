@@ -54,6 +54,8 @@ fn open_collector(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
         unnamed_threads: 0,
         versions: BTreeMap::new(),
         gave_up: Vec::new(),
+        cpu_ns: 0,
+        wall_ns: 0,
     }))
 }
 
@@ -72,6 +74,9 @@ struct Python {
     versions: BTreeMap<String, u32>,
     /// "pid N (reason)" of Python processes that could not be read.
     gave_up: Vec<String>,
+    /// CPU time of the sampler and finder threads, and how long they ran, ns.
+    cpu_ns: u64,
+    wall_ns: u64,
 }
 
 struct Sampled {
@@ -86,6 +91,8 @@ impl Collector for Python {
     fn run(&mut self, stop: &AtomicBool) -> Result<(), TraceError> {
         let (found, attached) = std::sync::mpsc::channel();
         let root = self.root;
+        let started = Instant::now();
+        let cpu_before = super::sys::thread_cpu_ns();
         std::thread::scope(|scope| {
             let finder = match std::thread::Builder::new()
                 .name("sofa-python-finder".into())
@@ -99,7 +106,15 @@ impl Collector for Python {
                 }
             };
             let sampled = self.sample_until(stop, &attached);
-            self.gave_up = finder.join().unwrap_or_default();
+            let (gave_up, finder_cpu) = finder.join().unwrap_or_else(|_| {
+                (
+                    vec!["processes started after the finder failed".to_owned()],
+                    0,
+                )
+            });
+            self.gave_up = gave_up;
+            self.cpu_ns = super::sys::thread_cpu_ns().saturating_sub(cpu_before) + finder_cpu;
+            self.wall_ns = started.elapsed().as_nanos() as u64;
             // Attached after the last snapshot: still counted.
             for (pid, spy) in attached.try_iter() {
                 self.add(pid, spy);
@@ -135,6 +150,12 @@ impl Collector for Python {
                 parts.push(format!(
                     "{} thread stacks without an OS thread id",
                     self.unnamed_threads
+                ));
+            }
+            if self.wall_ns > 0 {
+                parts.push(format!(
+                    "sampler CPU {:.1}% of one core",
+                    100.0 * self.cpu_ns as f64 / self.wall_ns as f64
                 ));
             }
         }
@@ -206,7 +227,10 @@ impl Python {
         let mut ended = Vec::new();
         for (&pid, Sampled { spy, tids }) in self.sampled.iter_mut() {
             let start = monotonic_ns();
-            let traces = spy.get_stack_traces();
+            // Reading memory the interpreter is changing can trip py-spy's
+            // own checks (a panic, with overflow checks on): a failed read.
+            let traces = sofa_trace::quiet::catch(|| spy.get_stack_traces())
+                .unwrap_or_else(|panic| Err(anyhow::anyhow!(panic)));
             let read_ns = monotonic_ns().saturating_sub(start);
             let traces = match traces {
                 Ok(traces) => traces,
@@ -267,20 +291,22 @@ impl Finder {
         root: u32,
         stop: &AtomicBool,
         found: std::sync::mpsc::Sender<Attached>,
-    ) -> Vec<String> {
+    ) -> (Vec<String>, u64) {
+        let cpu_before = super::sys::thread_cpu_ns();
+        let cpu = || super::sys::thread_cpu_ns().saturating_sub(cpu_before);
         while !stop.load(Ordering::Acquire) {
             let started = Instant::now();
             for pid in tree_pids(root) {
                 if let Some(spy) = self.visit(pid)
                     && found.send((pid, spy)).is_err()
                 {
-                    return self.gave_up;
+                    return (self.gave_up, cpu());
                 }
             }
             let spent = started.elapsed();
             std::thread::sleep(SCAN_PERIOD.saturating_sub(spent));
         }
-        self.gave_up
+        (self.gave_up, cpu())
     }
 
     /// Attaches to `pid` if it is new and Python, or pending.
@@ -302,8 +328,11 @@ impl Finder {
             lineno: LineNo::LastInstruction,
             ..Config::default()
         };
-        let result = PythonSpy::new(pid as remoteprocess::Pid, &config)
-            .and_then(|mut spy| spy.get_stack_traces().map(|_| spy));
+        let result = sofa_trace::quiet::catch(|| {
+            PythonSpy::new(pid as remoteprocess::Pid, &config)
+                .and_then(|mut spy| spy.get_stack_traces().map(|_| spy))
+        })
+        .unwrap_or_else(|panic| Err(anyhow::anyhow!(panic)));
         let (state, spy) = match result {
             Ok(spy) => (Seen::Done, Some(Box::new(spy))),
             Err(_) if !alive(pid) => (Seen::Done, None),

@@ -22,6 +22,20 @@ pub fn clock_ticks_per_second() -> u64 {
     sysconf(libc::_SC_CLK_TCK).max(1) as u64
 }
 
+/// CPU time the calling thread has used, ns (0 if the clock is missing).
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`, which we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Bytes per page (at least 1).
 pub fn page_size() -> u64 {
     sysconf(libc::_SC_PAGESIZE).max(1) as u64
