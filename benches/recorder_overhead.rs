@@ -5,12 +5,17 @@
 //! 2. System calls: a syscall-heavy workload (tiny 64-byte reads) alone,
 //!    under `sofa record` (sampling + syscalls), `strace -f -c` and
 //!    `perf trace -s`.
+//! 3. Python stacks: two Python loops (the numpy training loop, and the
+//!    pure-Python `py_hot.py`) alone, under `sofa record --no-python`, under
+//!    `sofa record` (Python stacks at 100 Hz) and under
+//!    `py-spy record --nonblocking -r 100` (when installed beside python3).
 //!
 //! Run with:
 //!
 //! ```text
 //! cargo bench --bench recorder_overhead
 //! SOFA_BENCH_RUNS=9 SOFA_BENCH_STEPS=80 SOFA_BENCH_READS=200000 cargo bench --bench recorder_overhead
+//! SOFA_BENCH_ONLY=python SOFA_BENCH_PY_RUNS=15 cargo bench --bench recorder_overhead
 //! ```
 //!
 //! Runs are interleaved (alone, sofa, perf, alone, ...) so drift in machine
@@ -52,14 +57,20 @@ fn run(cmd: &mut Command) -> (f64, f64) {
         String::from_utf8_lossy(&out.stderr)
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // The workloads' summary lines: `NAME: ..., T ms, ...`; the first field
+    // in ms is the elapsed time.
     let own = stderr
         .lines()
-        .find_map(|l| {
-            let rest = l.strip_prefix("hotspots: ")?;
-            let ms = rest.split(", ").nth(2)?.strip_suffix(" ms")?;
-            ms.parse::<f64>().ok()
+        .filter(|l| {
+            ["hotspots: ", "train_numpy: ", "py_hot: "]
+                .iter()
+                .any(|p| l.starts_with(p))
         })
-        .expect("hotspots summary line");
+        .find_map(|l| {
+            l.split(", ")
+                .find_map(|f| f.strip_suffix(" ms")?.parse::<f64>().ok())
+        })
+        .unwrap_or_else(|| panic!("no summary line from {cmd:?}: {stderr}"));
     (own, wall)
 }
 
@@ -76,9 +87,20 @@ fn tool_available(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether `SOFA_BENCH_ONLY` (words such as `cpu`, `system`, `python`;
+/// unset: all) picks the scenario titled `title`.
+fn picked(title: &str) -> bool {
+    std::env::var("SOFA_BENCH_ONLY")
+        .map(|only| only.split(',').any(|w| title.starts_with(w.trim())))
+        .unwrap_or(true)
+}
+
 /// Runs every mode `runs` times, interleaved, and prints medians relative
 /// to the first mode (the workload alone).
 fn scenario(title: &str, workload: &Path, args: &[&str], modes: &[Mode], runs: usize) {
+    if !picked(title) {
+        return;
+    }
     let mut own: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     let mut wall: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     for _ in 0..runs {
@@ -213,6 +235,74 @@ fn main() {
         &["1", &reads],
         &sys_modes,
         env_or("SOFA_BENCH_SYSCALL_RUNS", 3),
+    );
+
+    let python = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let py_spy = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("py-spy"))
+        .ok()
+        .filter(|p| p.is_file());
+    let mut py_modes = vec![
+        Mode {
+            name: "alone",
+            prefix: vec![],
+        },
+        Mode {
+            name: "sofa record --no-syscalls --no-python",
+            prefix: [
+                s(&[&sofa, "record", "--no-syscalls", "--no-python", "-o"]),
+                vec![out("sofa-out"), "--".into(), python.clone()],
+            ]
+            .concat(),
+        },
+        Mode {
+            name: "sofa record --no-syscalls (Python 100 Hz)",
+            prefix: [
+                s(&[&sofa, "record", "--no-syscalls", "-o"]),
+                vec![out("sofa-out"), "--".into(), python.clone()],
+            ]
+            .concat(),
+        },
+    ];
+    if let Some(py_spy) = &py_spy {
+        py_modes.push(Mode {
+            name: "py-spy record --nonblocking -r 100",
+            prefix: [
+                vec![py_spy.display().to_string()],
+                s(&["record", "--nonblocking", "-r", "100", "-f", "raw", "-o"]),
+                vec![out("py-spy.txt"), "--".into(), python.clone()],
+            ]
+            .concat(),
+        });
+    }
+    py_modes[0].prefix = vec![python.clone()];
+    let py_runs = env_or("SOFA_BENCH_PY_RUNS", 7);
+    let numpy = root.join("fixtures/workloads/train_numpy.py");
+    let steps = env_or("SOFA_BENCH_PY_STEPS", 100).to_string();
+    scenario(
+        "python (numpy loop)",
+        &numpy,
+        &["--steps", &steps],
+        &py_modes,
+        py_runs,
+    );
+    let hot = root.join("fixtures/workloads/py_hot.py");
+    let rounds = env_or("SOFA_BENCH_PY_ROUNDS", 300).to_string();
+    scenario(
+        "python (pure Python)",
+        &hot,
+        &["--rounds", &rounds],
+        &py_modes,
+        py_runs,
     );
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -9,6 +9,15 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The tests here time-slice two CPUs between a Python job, sofa and
+/// py-spy; run one at a time so that each has the machine to itself.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The interpreters to check: the default `python3` and each CPython 3.8+
 /// under pyenv, by version.
 fn interpreters() -> Vec<(String, PathBuf)> {
@@ -99,6 +108,7 @@ fn sofa_share(json: &Value, a: &str, b: &str) -> f64 {
 
 #[test]
 fn hot_function_shares_match_py_spy_on_every_cpython() {
+    let _serial = one_at_a_time();
     let fixture = root().join("fixtures/workloads/py_hot.py");
     let py_spy = py_spy();
     let dir = tempfile::tempdir().unwrap();
@@ -183,6 +193,7 @@ const MAIN: &str = "main (train_numpy.py)";
 
 #[test]
 fn numpy_matrix_products_sit_under_the_python_function_that_calls_them() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let script = root().join("fixtures/workloads/train_numpy.py");
     let archive = dir.path().join("np");
@@ -235,6 +246,7 @@ fn numpy_matrix_products_sit_under_the_python_function_that_calls_them() {
 
 #[test]
 fn pool_workers_name_their_python_function_with_fork_and_spawn() {
+    let _serial = one_at_a_time();
     let script = root().join("fixtures/workloads/py_pool.py");
     let dir = tempfile::tempdir().unwrap();
     for method in ["fork", "spawn"] {
@@ -280,6 +292,7 @@ fn pool_workers_name_their_python_function_with_fork_and_spawn() {
 
 #[test]
 fn a_command_without_python_records_no_python_rows() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("a");
     let out = common::record_hotspots(&archive, &["4", "100"]);
@@ -315,6 +328,7 @@ fn a_command_without_python_records_no_python_rows() {
 
 #[test]
 fn threads_taking_turns_on_the_gil_are_named_with_their_os_thread_ids() {
+    let _serial = one_at_a_time();
     // CPython 3.11+ stores each thread's OS id; before, sofa reads it from
     // glibc's `struct pthread`: both must give the same table.
     let script = root().join("fixtures/workloads/py_threads.py");
