@@ -102,6 +102,7 @@ fn resolve_image(
             continue;
         };
         let elf_name = syms.function_at_offset(offset);
+        let elf_name = elf_name.as_deref();
         let levels = dwarf.as_ref().map(|d| d.frames(vaddr)).unwrap_or_default();
         let outer_known = levels.first().is_some_and(|l| l.function.is_some());
         if outer_known || (!levels.is_empty() && elf_name.is_some()) {

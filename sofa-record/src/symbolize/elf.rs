@@ -4,15 +4,19 @@
 use super::{RangeTable, demangle};
 use goblin::elf::{Elf, program_header::PT_LOAD, sym::STT_FUNC};
 
-pub struct ElfSymbols {
-    functions: RangeTable,
+/// Function symbols borrow their names from the file's string tables and
+/// are demangled only when looked up: libtorch has ~10^6 C++ symbols, of
+/// which a recording hits a few thousand (demangling them all took most
+/// of a 7 s finalize).
+pub struct ElfSymbols<'a> {
+    functions: RangeTable<&'a str>,
     /// (file offset, virtual address, file size) of each loadable segment.
     loads: Vec<(u64, u64, u64)>,
     pub build_id: Option<String>,
 }
 
-impl ElfSymbols {
-    pub fn parse(bytes: &[u8]) -> Result<ElfSymbols, String> {
+impl<'a> ElfSymbols<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<ElfSymbols<'a>, String> {
         let elf = Elf::parse(bytes).map_err(|e| e.to_string())?;
         let mut entries = Vec::new();
         let symtabs = [(&elf.syms, &elf.strtab), (&elf.dynsyms, &elf.dynstrtab)];
@@ -27,7 +31,7 @@ impl ElfSymbols {
                 if name.is_empty() {
                     continue;
                 }
-                entries.push((sym.st_value, sym.st_value + sym.st_size, demangle(name)));
+                entries.push((sym.st_value, sym.st_value + sym.st_size, name));
             }
         }
         let loads = elf
@@ -62,13 +66,17 @@ impl ElfSymbols {
             .map(|(off, vaddr, _)| file_offset - off + vaddr)
     }
 
-    pub fn function_at_offset(&self, file_offset: u64) -> Option<&str> {
-        self.functions.lookup(self.vaddr_of(file_offset)?)
+    /// The demangled name of the function holding a file offset.
+    pub fn function_at_offset(&self, file_offset: u64) -> Option<String> {
+        self.functions
+            .lookup(self.vaddr_of(file_offset)?)
+            .map(demangle)
     }
 
-    /// Virtual address of the first function named `name` (tests, diagnostics).
+    /// Virtual address of the first function named `name`, demangled
+    /// (tests, diagnostics).
     pub fn function_vaddr(&self, name: &str) -> Option<u64> {
-        self.functions.find(name)
+        self.functions.find_by(name, demangle)
     }
 
     pub fn function_count(&self) -> usize {

@@ -7,15 +7,25 @@ pub mod kallsyms;
 pub mod perfmap;
 
 /// A sorted table of address ranges with names, searched by binary search.
-#[derive(Debug, Default, Clone)]
-pub struct RangeTable {
+/// Names are owned (`String`) or borrowed from the file's bytes (`&str`:
+/// an ELF string table, kept raw so only the names looked up are demangled).
+#[derive(Debug, Clone)]
+pub struct RangeTable<N = String> {
     /// (start, end, name) sorted by start; `end` of an unsized entry is the next start.
-    entries: Vec<(u64, u64, String)>,
+    entries: Vec<(u64, u64, N)>,
 }
 
-impl RangeTable {
+impl<N> Default for RangeTable<N> {
+    fn default() -> Self {
+        RangeTable {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<N: AsRef<str>> RangeTable<N> {
     /// Builds the table; entries with size 0 extend to the next entry.
-    pub fn new(mut entries: Vec<(u64, u64, String)>) -> RangeTable {
+    pub fn new(mut entries: Vec<(u64, u64, N)>) -> RangeTable<N> {
         entries.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         entries.dedup_by(|b, a| a.0 == b.0);
         let n = entries.len();
@@ -34,12 +44,15 @@ impl RangeTable {
     pub fn lookup(&self, address: u64) -> Option<&str> {
         let i = self.entries.partition_point(|e| e.0 <= address);
         let (start, end, name) = self.entries.get(i.checked_sub(1)?)?;
-        (*start <= address && address < *end).then_some(name.as_str())
+        (*start <= address && address < *end).then_some(name.as_ref())
     }
 
-    /// Start of the first entry named `name`.
-    pub fn find(&self, name: &str) -> Option<u64> {
-        self.entries.iter().find(|e| e.2 == name).map(|e| e.0)
+    /// Start of the first entry whose name is `name` once `map` is applied.
+    pub fn find_by(&self, name: &str, map: impl Fn(&str) -> String) -> Option<u64> {
+        self.entries
+            .iter()
+            .find(|e| map(e.2.as_ref()) == name)
+            .map(|e| e.0)
     }
 
     pub fn len(&self) -> usize {
