@@ -84,7 +84,7 @@ mod tests {
 
     #[test]
     fn range_table_sized_and_unsized() {
-        let t = RangeTable::new(vec![
+        let t: RangeTable = RangeTable::new(vec![
             (0x100, 0x110, "a".into()),
             (0x200, 0, "b".into()),
             (0x300, 0x310, "c".into()),
