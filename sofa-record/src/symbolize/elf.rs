@@ -112,7 +112,8 @@ mod tests {
         // The running test executable is an ELF file with a symbol table;
         // find `demangle` in it the way the recorder does: by file offset.
         let exe = std::env::current_exe().unwrap();
-        let syms = ElfSymbols::parse(&std::fs::read(&exe).unwrap()).unwrap();
+        let bytes = std::fs::read(&exe).unwrap();
+        let syms = ElfSymbols::parse(&bytes).unwrap();
         assert!(syms.function_count() > 100);
         assert!(syms.build_id.as_ref().is_none_or(|b| b.len() >= 16));
         let address = super::super::demangle as fn(&str) -> String as usize as u64;
