@@ -67,6 +67,10 @@ struct RecordArgs {
     #[arg(long, value_name = "HZ", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..=1000))]
     py_hz: u64,
+    /// Also look for detached debug files (build-id and .gnu_debuglink layouts)
+    /// under DIR, before /usr/lib/debug; repeatable.
+    #[arg(long, value_name = "DIR")]
+    debug_dir: Vec<PathBuf>,
     /// Do not record system calls.
     #[arg(long)]
     no_syscalls: bool,
@@ -189,6 +193,11 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         python_perf: !args.no_python_perf,
         python: !args.no_python,
         py_hz: args.py_hz,
+        debug_dirs: args
+            .debug_dir
+            .into_iter()
+            .chain([PathBuf::from("/usr/lib/debug")])
+            .collect(),
         progress: true,
         syscalls: !args.no_syscalls,
         system: !args.no_system,

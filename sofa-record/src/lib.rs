@@ -34,6 +34,9 @@ pub struct RecordConfig {
     pub python: bool,
     /// Python snapshots per second per Python process. Default 100.
     pub py_hz: u64,
+    /// Where detached debug files are looked for (by build-id and by
+    /// `.gnu_debuglink`), in order. Default `/usr/lib/debug`.
+    pub debug_dirs: Vec<std::path::PathBuf>,
     /// Record system calls (`--no-syscalls` turns it off). Default on.
     pub syscalls: bool,
     /// Record network packets (net tracepoints, system-wide). Default on.

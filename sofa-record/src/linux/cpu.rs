@@ -32,6 +32,8 @@ struct Cpu {
     streams: Streams,
     /// Where the archive grows, for the progress line; `None`: no progress line.
     progress: Option<PathBuf>,
+    /// Where detached debug files are looked for.
+    debug_dirs: Vec<PathBuf>,
 }
 
 /// Where the kernel's sampling rate limit is; it lowers it itself when
@@ -87,6 +89,7 @@ fn open(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
         open_notes: opened.notes,
         streams: Streams::new(setup.archive)?,
         progress: progress.then(|| config.output.clone()),
+        debug_dirs: config.debug_dirs.clone(),
     }))
 }
 
@@ -127,7 +130,7 @@ impl Collector for Cpu {
     /// address while the binaries are still there.
     fn finish(self: Box<Self>, archive: &ArchiveWriter) -> Result<Outcome, TraceError> {
         let finished = self.streams.finish_streams()?;
-        let sym = symbols::write(archive, &finished)?;
+        let sym = symbols::write(archive, &finished, &self.debug_dirs)?;
         let mut notes = Vec::new();
         // Daemons and orphans the command left behind: the counters close
         // with the command, so what they do from now on is not recorded.

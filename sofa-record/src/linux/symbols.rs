@@ -3,12 +3,14 @@
 //! binaries, /proc/kallsyms and JIT maps are still on this machine.
 
 use super::collect::{Finished, FrameKey, VDSO};
-use crate::symbolize::{RangeTable, dwarf::Dwarf, elf::ElfSymbols, kallsyms, perfmap};
+use crate::symbolize::{
+    RangeTable, debuglink, dwarf::Dwarf, elf, elf::ElfSymbols, kallsyms, perfmap,
+};
 use sofa_trace::JIT_MAPS_DIR;
 use sofa_trace::tables::Symbol;
 use sofa_trace::{ArchiveWriter, TableWriter, TraceError};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// How much of the profile could be named.
 #[derive(Debug, Default)]
@@ -18,6 +20,8 @@ pub struct SymbolStats {
     /// Binaries that could not be read or parsed, with why.
     pub unreadable: Vec<String>,
     pub kernel_hidden: bool,
+    /// Binaries named from a detached debug file: "binary → debug file".
+    pub debug_files: Vec<String>,
 }
 
 fn module_of(path: &str) -> String {
@@ -33,12 +37,13 @@ fn module_of(path: &str) -> String {
 fn resolve_binary(
     path: &str,
     frames: &[(u64, u64)],
+    debug_dirs: &[PathBuf],
     out: &mut TableWriter<Symbol>,
     stats: &mut SymbolStats,
 ) -> Result<(), TraceError> {
     if path == VDSO {
         return match vdso_image() {
-            Ok(image) => resolve_image(path, &image, frames, out, stats),
+            Ok(image) => resolve_image(path, &image, frames, &[], out, stats),
             Err(e) => {
                 stats.unreadable.push(format!("{path}: {e}"));
                 Ok(())
@@ -59,7 +64,7 @@ fn resolve_binary(
             return Ok(());
         }
     };
-    resolve_image(path, &map, frames, out, stats)
+    resolve_image(path, &map, frames, debug_dirs, out, stats)
 }
 
 /// The vDSO image as this process has it mapped: the kernel gives every
@@ -83,6 +88,7 @@ fn resolve_image(
     path: &str,
     map: &[u8],
     frames: &[(u64, u64)],
+    debug_dirs: &[PathBuf],
     out: &mut TableWriter<Symbol>,
     stats: &mut SymbolStats,
 ) -> Result<(), TraceError> {
@@ -95,13 +101,37 @@ fn resolve_image(
             return Ok(());
         }
     };
-    let dwarf = Dwarf::parse(map);
+    // A detached debug file has the full symbol table and the DWARF the
+    // shipped binary lacks (Debian's -dbg packages, objcopy --only-keep-debug).
+    let debug_map = debuglink::find(
+        Path::new(path),
+        map,
+        syms.build_id.as_deref(),
+        debug_dirs,
+        elf::build_id,
+    )
+    .and_then(|found| {
+        let file = std::fs::File::open(found.path()).ok()?;
+        let map = super::sys::map_readonly(&file).ok()?;
+        stats
+            .debug_files
+            .push(format!("{path} → {}", found.path().display()));
+        Some(map)
+    });
+    let debug_syms = debug_map.as_deref().and_then(|m| ElfSymbols::parse(m).ok());
+    let dwarf = debug_map
+        .as_deref()
+        .and_then(Dwarf::parse)
+        .or_else(|| Dwarf::parse(map));
     let module = module_of(path);
     for &(frame_id, offset) in frames {
         let Some(vaddr) = syms.vaddr_of(offset) else {
             continue;
         };
-        let elf_name = syms.function_at_offset(offset);
+        let elf_name = debug_syms
+            .as_ref()
+            .and_then(|d| d.function_at_vaddr(vaddr))
+            .or_else(|| syms.function_at_offset(offset));
         let elf_name = elf_name.as_deref();
         let levels = dwarf.as_ref().map(|d| d.frames(vaddr)).unwrap_or_default();
         let outer_known = levels.first().is_some_and(|l| l.function.is_some());
@@ -155,7 +185,11 @@ fn load_perf_map(archive_dir: &Path, pid: u32, stats: &mut SymbolStats) -> Range
 }
 
 /// Writes `symbols` for the frames the recording streamed.
-pub fn write(archive: &ArchiveWriter, finished: &Finished) -> Result<SymbolStats, TraceError> {
+pub fn write(
+    archive: &ArchiveWriter,
+    finished: &Finished,
+    debug_dirs: &[PathBuf],
+) -> Result<SymbolStats, TraceError> {
     let mut stats = SymbolStats::default();
     let kernel = if finished.frames.iter().any(|f| f.key.kernel) {
         let table = kallsyms::parse(&std::fs::read("/proc/kallsyms").unwrap_or_default());
@@ -203,7 +237,7 @@ pub fn write(archive: &ArchiveWriter, finished: &Finished) -> Result<SymbolStats
         }
     }
     for (path, frames) in &by_binary {
-        resolve_binary(path, frames, &mut symbols_out, &mut stats)?;
+        resolve_binary(path, frames, debug_dirs, &mut symbols_out, &mut stats)?;
     }
     symbols_out.finish()?;
     stats.unreadable.sort();

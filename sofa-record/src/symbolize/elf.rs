@@ -40,17 +40,7 @@ impl<'a> ElfSymbols<'a> {
             .filter(|ph| ph.p_type == PT_LOAD)
             .map(|ph| (ph.p_offset, ph.p_vaddr, ph.p_filesz))
             .collect();
-        let build_id = elf.iter_note_headers(bytes).and_then(|notes| {
-            notes
-                .flatten()
-                .find(|n| n.n_type == goblin::elf::note::NT_GNU_BUILD_ID)
-                .map(|n| {
-                    n.desc
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
-                })
-        });
+        let build_id = build_id_of(&elf, bytes);
         Ok(ElfSymbols {
             functions: RangeTable::new(entries),
             loads,
@@ -64,6 +54,11 @@ impl<'a> ElfSymbols<'a> {
             .iter()
             .find(|(off, _, size)| *off <= file_offset && file_offset < off + size)
             .map(|(off, vaddr, _)| file_offset - off + vaddr)
+    }
+
+    /// The demangled name of the function holding a virtual address.
+    pub fn function_at_vaddr(&self, vaddr: u64) -> Option<String> {
+        self.functions.lookup(vaddr).map(demangle)
     }
 
     /// The demangled name of the function holding a file offset.
@@ -82,6 +77,25 @@ impl<'a> ElfSymbols<'a> {
     pub fn function_count(&self) -> usize {
         self.functions.len()
     }
+}
+
+/// The GNU build-id of an ELF image, in lowercase hex.
+pub fn build_id(bytes: &[u8]) -> Option<String> {
+    build_id_of(&Elf::parse(bytes).ok()?, bytes)
+}
+
+fn build_id_of(elf: &Elf, bytes: &[u8]) -> Option<String> {
+    elf.iter_note_headers(bytes).and_then(|notes| {
+        notes
+            .flatten()
+            .find(|n| n.n_type == goblin::elf::note::NT_GNU_BUILD_ID)
+            .map(|n| {
+                n.desc
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            })
+    })
 }
 
 #[cfg(test)]

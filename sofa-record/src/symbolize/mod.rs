@@ -1,6 +1,7 @@
 //! Symbol resolution from bytes: ELF symbol tables, `/proc/kallsyms`, perf
 //! JIT maps. Parsers take bytes, not paths, so they are tested on inline data.
 
+pub mod debuglink;
 pub mod dwarf;
 pub mod elf;
 pub mod kallsyms;

@@ -1,0 +1,100 @@
+//! Detached debug files, found as gdb and perf find them: by build-id under
+//! each debug directory (`DIR/.build-id/ab/cdef….debug`), then by the
+//! `.gnu_debuglink` name next to the binary, in its `.debug/`, and under
+//! each debug directory plus the binary's directory. A candidate is used
+//! only if its build-id matches the binary's (build-id path) or its CRC-32
+//! matches the one the link records (debuglink).
+
+use goblin::elf::Elf;
+use std::path::{Path, PathBuf};
+
+/// The `.gnu_debuglink` of an ELF image: the debug file's name and the
+/// CRC-32 of its contents.
+pub fn debuglink(bytes: &[u8]) -> Option<(String, u32)> {
+    let elf = Elf::parse(bytes).ok()?;
+    let sh = elf
+        .section_headers
+        .iter()
+        .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".gnu_debuglink"))?;
+    let start = usize::try_from(sh.sh_offset).ok()?;
+    let data = bytes.get(start..start.checked_add(usize::try_from(sh.sh_size).ok()?)?)?;
+    let nul = data.iter().position(|&b| b == 0)?;
+    let name = std::str::from_utf8(&data[..nul]).ok()?.to_owned();
+    // The CRC follows the name's NUL, padded to a 4-byte boundary.
+    let at = (nul + 1).next_multiple_of(4);
+    let crc = data.get(at..at + 4)?;
+    let crc = if elf.little_endian {
+        u32::from_le_bytes(crc.try_into().ok()?)
+    } else {
+        u32::from_be_bytes(crc.try_into().ok()?)
+    };
+    (!name.is_empty() && !name.contains('/')).then_some((name, crc))
+}
+
+/// Where a detached debug file was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    BuildId(PathBuf),
+    Debuglink(PathBuf),
+}
+
+impl Found {
+    pub fn path(&self) -> &Path {
+        match self {
+            Found::BuildId(p) | Found::Debuglink(p) => p,
+        }
+    }
+}
+
+/// Finds the debug file of the binary at `path` (its image `bytes`, its
+/// `build_id`), looking under `debug_dirs` (e.g. `/usr/lib/debug`).
+/// `read_build_id` gives a candidate's build-id (the caller parses ELF).
+pub fn find(
+    path: &Path,
+    bytes: &[u8],
+    build_id: Option<&str>,
+    debug_dirs: &[PathBuf],
+    read_build_id: impl Fn(&[u8]) -> Option<String>,
+) -> Option<Found> {
+    if let Some(id) = build_id.filter(|id| id.len() > 2) {
+        for dir in debug_dirs {
+            let candidate = dir
+                .join(".build-id")
+                .join(&id[..2])
+                .join(format!("{}.debug", &id[2..]));
+            if let Ok(data) = std::fs::read(&candidate)
+                && read_build_id(&data).as_deref() == Some(id)
+            {
+                return Some(Found::BuildId(candidate));
+            }
+        }
+    }
+    let (name, crc) = debuglink(bytes)?;
+    let dir = path.parent()?;
+    let mut candidates = vec![dir.join(&name), dir.join(".debug").join(&name)];
+    for debug in debug_dirs {
+        let relative = dir.strip_prefix("/").unwrap_or(dir);
+        candidates.push(debug.join(relative).join(&name));
+    }
+    candidates.into_iter().find_map(|candidate| {
+        // The link may name the binary itself (same directory, same name).
+        if candidate == path {
+            return None;
+        }
+        let data = std::fs::read(&candidate).ok()?;
+        (crc32fast::hash(&data) == crc).then_some(Found::Debuglink(candidate))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_debuglink_in_garbage() {
+        assert_eq!(debuglink(b"not an elf"), None);
+        // The running test binary has none either.
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(debuglink(&exe), None);
+    }
+}

@@ -1,0 +1,125 @@
+//! Functions named from detached debug files, as gdb and perf find them:
+//! `.gnu_debuglink` next to the binary, and the build-id layout under a
+//! debug directory (`sofa record --debug-dir`); a debug file whose CRC or
+//! build-id does not match is not used.
+
+mod common;
+
+use common::{analyze_json, assert_success, record_with, root};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert_success(&out);
+}
+
+/// The C fixture built with `-g` into `dir`, its debug info split off into
+/// `hotspots.debug` and the binary stripped of every symbol table but the
+/// dynamic one; `link` adds a `.gnu_debuglink` to it.
+fn split_fixture(dir: &Path, opt: &str, link: bool) -> PathBuf {
+    let exe = dir.join("hotspots");
+    let debug = dir.join("hotspots.debug");
+    run(Command::new("cc")
+        .args([opt, "-g", "-fno-omit-frame-pointer", "-o"])
+        .arg(&exe)
+        .arg(root().join("fixtures/workloads/hotspots.c")));
+    run(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(&exe)
+        .arg(&debug));
+    run(Command::new("strip").arg("--strip-all").arg(&exe));
+    if link {
+        run(Command::new("objcopy")
+            .arg(format!("--add-gnu-debuglink={}", debug.display()))
+            .arg(&exe)
+            .current_dir(dir));
+    }
+    exe
+}
+
+fn build_id(file: &Path) -> String {
+    let out = Command::new("readelf")
+        .arg("-n")
+        .arg(file)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_owned))
+        .expect("a build-id note")
+}
+
+/// Self share of `compute_heavy` in the hotspots binary's samples.
+fn heavy_share(json: &Value) -> f64 {
+    json["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["name"] == "compute_heavy")
+        .map(|f| f["self_share"].as_f64().unwrap())
+        .sum()
+}
+
+fn record(archive: &Path, exe: &Path, debug_dir: Option<&Path>) -> Value {
+    let mut args: Vec<String> = vec!["--no-syscalls".into()];
+    if let Some(dir) = debug_dir {
+        args.push("--debug-dir".into());
+        args.push(dir.display().to_string());
+    }
+    args.extend([
+        "--".into(),
+        exe.display().to_string(),
+        "10".into(),
+        "0".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_success(&record_with(archive, &args));
+    analyze_json(archive)
+}
+
+#[test]
+fn functions_are_named_from_a_debuglink_next_to_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = split_fixture(dir.path(), "-O1", true);
+    let json = record(&dir.path().join("a"), &exe, None);
+    // compute_heavy is not exported: only the detached symbol table names it.
+    let share = heavy_share(&json);
+    assert!(share > 0.3, "compute_heavy {share}");
+
+    // The same debug file changed after linking: its CRC no longer
+    // matches, so it is not used.
+    let debug = dir.path().join("hotspots.debug");
+    let mut bytes = std::fs::read(&debug).unwrap();
+    bytes.push(0);
+    std::fs::write(&debug, bytes).unwrap();
+    let json = record(&dir.path().join("b"), &exe, None);
+    assert_eq!(heavy_share(&json), 0.0);
+}
+
+#[test]
+fn functions_are_named_from_the_build_id_layout_of_a_debug_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = split_fixture(dir.path(), "-O1", false);
+    let id = build_id(&exe);
+    let root_dir = dir.path().join("debug-root");
+    let target = root_dir
+        .join(".build-id")
+        .join(&id[..2])
+        .join(format!("{}.debug", &id[2..]));
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::copy(dir.path().join("hotspots.debug"), &target).unwrap();
+    let json = record(&dir.path().join("a"), &exe, Some(&root_dir));
+    let share = heavy_share(&json);
+    assert!(share > 0.3, "compute_heavy {share}");
+
+    // A debug file of another build at that path: its build-id differs,
+    // so it is not used.
+    let other = tempfile::tempdir().unwrap();
+    split_fixture(other.path(), "-O2", false);
+    assert_ne!(build_id(&other.path().join("hotspots")), id);
+    std::fs::copy(other.path().join("hotspots.debug"), &target).unwrap();
+    let json = record(&dir.path().join("b"), &exe, Some(&root_dir));
+    assert_eq!(heavy_share(&json), 0.0);
+}
