@@ -2,14 +2,15 @@
 //! address minus its mapping start plus the mapping's page offset gives).
 
 use super::{RangeTable, demangle};
-use goblin::elf::{Elf, program_header::PT_LOAD, sym::STT_FUNC};
+use goblin::elf::{Elf, header::EM_X86_64, program_header::PT_LOAD, sym::STT_FUNC};
+use std::borrow::Cow;
 
 /// Function symbols borrow their names from the file's string tables and
 /// are demangled only when looked up: libtorch has ~10^6 C++ symbols, of
 /// which a recording hits a few thousand (demangling them all took most
 /// of a 7 s finalize).
 pub struct ElfSymbols<'a> {
-    functions: RangeTable<&'a str>,
+    functions: RangeTable<Cow<'a, str>>,
     /// (file offset, virtual address, file size) of each loadable segment.
     loads: Vec<(u64, u64, u64)>,
     pub build_id: Option<String>,
@@ -31,9 +32,14 @@ impl<'a> ElfSymbols<'a> {
                 if name.is_empty() {
                     continue;
                 }
-                entries.push((sym.st_value, sym.st_value + sym.st_size, name));
+                entries.push((
+                    sym.st_value,
+                    sym.st_value + sym.st_size,
+                    Cow::Borrowed(name),
+                ));
             }
         }
+        entries.extend(plt_entries(&elf));
         let loads = elf
             .program_headers
             .iter()
@@ -58,25 +64,67 @@ impl<'a> ElfSymbols<'a> {
 
     /// The demangled name of the function holding a virtual address.
     pub fn function_at_vaddr(&self, vaddr: u64) -> Option<String> {
-        self.functions.lookup(vaddr).map(demangle)
+        self.functions.lookup(vaddr).map(demangle_symbol)
     }
 
     /// The demangled name of the function holding a file offset.
     pub fn function_at_offset(&self, file_offset: u64) -> Option<String> {
         self.functions
             .lookup(self.vaddr_of(file_offset)?)
-            .map(demangle)
+            .map(demangle_symbol)
     }
 
     /// Virtual address of the first function named `name`, demangled
     /// (tests, diagnostics).
     pub fn function_vaddr(&self, name: &str) -> Option<u64> {
-        self.functions.find_by(name, demangle)
+        self.functions.find_by(name, demangle_symbol)
     }
 
     pub fn function_count(&self) -> usize {
         self.functions.len()
     }
+}
+
+/// Demangles a symbol name, keeping a `@plt` suffix.
+fn demangle_symbol(name: &str) -> String {
+    match name.strip_suffix("@plt") {
+        Some(target) => format!("{}@plt", demangle(target)),
+        None => demangle(name),
+    }
+}
+
+/// PLT stubs named `target@plt`, as perf and objdump name them (the
+/// symbol table has none: samples there were named after whatever
+/// preceded, usually `_init`). x86-64 only: 16-byte stubs in `.plt.sec`
+/// (IBT builds), else in `.plt` after its 16-byte header, in the order of
+/// the `.rela.plt` relocations.
+fn plt_entries<'a>(elf: &Elf<'a>) -> Vec<(u64, u64, Cow<'a, str>)> {
+    if elf.header.e_machine != EM_X86_64 {
+        return Vec::new();
+    }
+    let section = |name: &str| {
+        elf.section_headers
+            .iter()
+            .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(name))
+    };
+    let (base, first) = match (section(".plt.sec"), section(".plt")) {
+        (Some(sec), _) => (sec.sh_addr, 0),
+        (None, Some(plt)) => (plt.sh_addr, 1),
+        (None, None) => return Vec::new(),
+    };
+    elf.pltrelocs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, rel)| {
+            let sym = elf.dynsyms.get(rel.r_sym)?;
+            let name = elf
+                .dynstrtab
+                .get_at(sym.st_name)
+                .filter(|n| !n.is_empty())?;
+            let start = base + 16 * (i + first) as u64;
+            Some((start, start + 16, Cow::Owned(format!("{name}@plt"))))
+        })
+        .collect()
 }
 
 /// The GNU build-id of an ELF image, in lowercase hex.
@@ -134,6 +182,47 @@ mod tests {
         let (start, pgoff) = self_mapping(&exe.to_string_lossy(), address);
         let name = syms.function_at_offset(address - start + pgoff).unwrap();
         assert!(name.ends_with("symbolize::demangle"), "{name}");
+    }
+
+    #[test]
+    fn plt_stubs_are_named_as_objdump_names_them() {
+        // objdump labels each stub `<name@plt>`; every one it names, sofa
+        // names the same (both from the running test binary).
+        let exe = std::env::current_exe().unwrap();
+        let Ok(out) = std::process::Command::new("objdump")
+            .args(["-d", "-j", ".plt"])
+            .arg(&exe)
+            .output()
+        else {
+            panic!("objdump (binutils) is needed for this test");
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let labels: Vec<(u64, String)> = text
+            .lines()
+            .filter_map(|l| {
+                let (addr, rest) = l.split_once(" <")?;
+                let name = rest.strip_suffix(">:")?;
+                name.ends_with("@plt")
+                    .then(|| Some((u64::from_str_radix(addr.trim(), 16).ok()?, name.to_owned())))?
+            })
+            .collect();
+        assert!(
+            !labels.is_empty(),
+            "no PLT stubs in the test binary:\n{text}"
+        );
+        let bytes = std::fs::read(&exe).unwrap();
+        let syms = ElfSymbols::parse(&bytes).unwrap();
+        for (addr, name) in &labels {
+            // objdump keeps symbol versions out of PLT labels, as sofa does.
+            assert_eq!(
+                syms.function_at_vaddr(*addr).as_deref(),
+                Some(name.as_str())
+            );
+            assert_eq!(
+                syms.function_at_vaddr(addr + 6).as_deref(),
+                Some(name.as_str())
+            );
+        }
     }
 
     #[test]
