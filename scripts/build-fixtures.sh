@@ -5,7 +5,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/fixtures/workloads/build"
 mkdir -p "$out"
 cc=${CC:-cc}
-for name in hotspots jitloop signals recurse; do
+for name in hotspots jitloop signals recurse memwork; do
   src="$root/fixtures/workloads/$name.c"
   if [ ! -x "$out/$name" ] || [ "$src" -nt "$out/$name" ]; then
     "$cc" -O1 -g -fno-omit-frame-pointer -Wall -Wextra -o "$out/$name" "$src"
@@ -16,3 +16,4 @@ echo "$out/hotspots"
 echo "$out/jitloop"
 echo "$out/signals"
 echo "$out/recurse"
+echo "$out/memwork"

@@ -3,8 +3,9 @@
 # toolchain. Idempotent: installs only what is missing.
 #   - a C compiler (fixture workloads), linux-perf and strace (comparison tests)
 #   - Python 3 with numpy (fixture training loop)
-#   - with --tests: Chromium (the report is loaded in headless Chromium) and
-#     py-spy from PyPI (the reference for Python stacks)
+#   - with --tests: Chromium (the report is loaded in headless Chromium),
+#     libc6-dbg (libc's detached symbols, as perf uses them) and py-spy from
+#     PyPI (the reference for Python stacks)
 set -euo pipefail
 
 need_apt=()
@@ -14,6 +15,8 @@ command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 if [ "${1:-}" = "--tests" ]; then
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+  # libc's detached debug file: names memset/memcpy's internal variants.
+  dpkg -s libc6-dbg >/dev/null 2>&1 || need_apt+=(libc6-dbg)
 fi
 
 as_root() {

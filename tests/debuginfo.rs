@@ -123,3 +123,94 @@ fn functions_are_named_from_the_build_id_layout_of_a_debug_dir() {
     let json = record(&dir.path().join("b"), &exe, Some(&root_dir));
     assert_eq!(heavy_share(&json), 0.0);
 }
+
+/// Share of libc's samples that perf leaves as raw addresses, from
+/// `perf report --sort dso,sym` (no call graph).
+fn perf_raw_libc_share(data: &Path) -> f64 {
+    let out = Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "dso,sym",
+            "-q",
+            "-i",
+        ])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let (mut all, mut raw) = (0.0, 0.0);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut f = line.split_whitespace();
+        let (Some(pct), Some(dso), Some(_), Some(sym)) = (f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let Ok(pct) = pct.trim_end_matches('%').parse::<f64>() else {
+            continue;
+        };
+        if dso.starts_with("libc.so") {
+            all += pct;
+            if sym.starts_with("0x") {
+                raw += pct;
+            }
+        }
+    }
+    assert!(all > 50.0, "perf saw little libc: {all}%");
+    raw / all
+}
+
+#[test]
+fn libc_internals_are_named_as_perf_names_them() {
+    // memset and memcpy's internal variants are named only by libc's
+    // symbol table or its detached debug file (Debian: libc6-dbg, which
+    // scripts/setup.sh --tests installs); sofa may leave no more of libc's
+    // samples unnamed than perf does, plus 2 points.
+    let fixture = common::hotspots().with_file_name("memwork");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a");
+    let out = record_with(
+        &archive,
+        &["--no-syscalls", "--", fixture.to_str().unwrap(), "6000"],
+    );
+    assert_success(&out);
+    let json = analyze_json(&archive);
+    let libc: Vec<&Value> = json["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["module"].as_str().unwrap().starts_with("libc.so"))
+        .collect();
+    let samples = |raw: bool| -> u64 {
+        libc.iter()
+            .filter(|f| f["name"].as_str().unwrap().starts_with("0x") == raw)
+            .map(|f| f["self_samples"].as_u64().unwrap())
+            .sum()
+    };
+    let (named, raw) = (samples(false), samples(true));
+    assert!(named + raw > 300, "few libc samples: {named} + {raw}");
+    let sofa_raw = raw as f64 / (named + raw) as f64;
+
+    let data = dir.path().join("perf.data");
+    let out = Command::new("perf")
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "999", "-o"])
+        .arg(&data)
+        .arg("--")
+        .arg(&fixture)
+        .arg("6000")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let perf_raw = perf_raw_libc_share(&data);
+    assert!(
+        sofa_raw <= perf_raw + 0.02,
+        "libc samples left unnamed: sofa {sofa_raw:.3}, perf {perf_raw:.3}"
+    );
+    let memset = libc
+        .iter()
+        .find(|f| f["name"].as_str().unwrap().starts_with("__memset_"))
+        .unwrap_or_else(|| panic!("no __memset_* among {libc:?}"));
+    assert!(memset["self_share"].as_f64().unwrap() > 0.15, "{memset}");
+}
