@@ -92,7 +92,8 @@ fn resolve_image(
     out: &mut TableWriter<Symbol>,
     stats: &mut SymbolStats,
 ) -> Result<(), TraceError> {
-    let syms = match ElfSymbols::parse(map) {
+    let offsets: Vec<u64> = frames.iter().map(|f| f.1).collect();
+    let syms = match ElfSymbols::parse_for_offsets(map, &offsets) {
         Ok(syms) => syms,
         Err(e) => {
             stats
@@ -118,7 +119,10 @@ fn resolve_image(
             .push(format!("{path} → {}", found.path().display()));
         Some(map)
     });
-    let debug_syms = debug_map.as_deref().and_then(|m| ElfSymbols::parse(m).ok());
+    let vaddrs: Vec<u64> = offsets.iter().filter_map(|&o| syms.vaddr_of(o)).collect();
+    let debug_syms = debug_map
+        .as_deref()
+        .and_then(|m| ElfSymbols::parse_for_vaddrs(m, &vaddrs).ok());
     let dwarf = debug_map
         .as_deref()
         .and_then(Dwarf::parse)

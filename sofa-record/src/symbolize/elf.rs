@@ -17,13 +17,68 @@ pub struct ElfSymbols<'a> {
 }
 
 impl<'a> ElfSymbols<'a> {
+    /// Every function symbol of the image.
     pub fn parse(bytes: &'a [u8]) -> Result<ElfSymbols<'a>, String> {
+        Self::parse_with(bytes, |_| None)
+    }
+
+    /// Only the functions holding one of the file offsets (and unsized
+    /// ones, whose extent is known only in the sorted table): one pass over
+    /// the symbol tables, without a table of all of them (libtorch has
+    /// ~10^6).
+    pub fn parse_for_offsets(bytes: &'a [u8], offsets: &[u64]) -> Result<ElfSymbols<'a>, String> {
+        Self::parse_with(bytes, |loads| {
+            let mut vaddrs: Vec<u64> = offsets.iter().filter_map(|&o| vaddr_in(loads, o)).collect();
+            vaddrs.sort_unstable();
+            vaddrs.dedup();
+            Some(vaddrs)
+        })
+    }
+
+    /// As [`ElfSymbols::parse_for_offsets`], by virtual address (a detached
+    /// debug file, whose addresses are the binary's).
+    pub fn parse_for_vaddrs(bytes: &'a [u8], vaddrs: &[u64]) -> Result<ElfSymbols<'a>, String> {
+        let mut vaddrs = vaddrs.to_vec();
+        vaddrs.sort_unstable();
+        vaddrs.dedup();
+        Self::parse_with(bytes, move |_| Some(vaddrs))
+    }
+
+    /// `wanted` gives, from the loadable segments, the sorted addresses
+    /// whose functions to keep (`None`: all).
+    fn parse_with(
+        bytes: &'a [u8],
+        wanted: impl FnOnce(&[(u64, u64, u64)]) -> Option<Vec<u64>>,
+    ) -> Result<ElfSymbols<'a>, String> {
         let elf = Elf::parse(bytes).map_err(|e| e.to_string())?;
+        let loads: Vec<(u64, u64, u64)> = elf
+            .program_headers
+            .iter()
+            .filter(|ph| ph.p_type == PT_LOAD)
+            .map(|ph| (ph.p_offset, ph.p_vaddr, ph.p_filesz))
+            .collect();
+        let wanted = wanted(&loads);
+        let keep = |start: u64, end: u64| match &wanted {
+            None => true,
+            Some(v) if end <= start => !v.is_empty(),
+            Some(v) => v
+                .get(v.partition_point(|&a| a < start))
+                .is_some_and(|&a| a < end),
+        };
         let mut entries = Vec::new();
+        // With only some functions kept, an unsized one must still end
+        // where the next function of the file starts, kept or not.
+        let mut starts: Vec<u64> = Vec::new();
         let symtabs = [(&elf.syms, &elf.strtab), (&elf.dynsyms, &elf.dynstrtab)];
         for (syms, strtab) in symtabs {
             for sym in syms.iter() {
                 if sym.st_type() != STT_FUNC || sym.st_value == 0 {
+                    continue;
+                }
+                if wanted.is_some() {
+                    starts.push(sym.st_value);
+                }
+                if !keep(sym.st_value, sym.st_value + sym.st_size) {
                     continue;
                 }
                 let Some(name) = strtab.get_at(sym.st_name) else {
@@ -39,13 +94,15 @@ impl<'a> ElfSymbols<'a> {
                 ));
             }
         }
+        if wanted.is_some() {
+            starts.sort_unstable();
+            for entry in entries.iter_mut().filter(|e| e.1 <= e.0) {
+                if let Some(&next) = starts.get(starts.partition_point(|&a| a <= entry.0)) {
+                    entry.1 = next;
+                }
+            }
+        }
         entries.extend(plt_entries(&elf));
-        let loads = elf
-            .program_headers
-            .iter()
-            .filter(|ph| ph.p_type == PT_LOAD)
-            .map(|ph| (ph.p_offset, ph.p_vaddr, ph.p_filesz))
-            .collect();
         let build_id = build_id_of(&elf, bytes);
         Ok(ElfSymbols {
             functions: RangeTable::new(entries),
@@ -56,10 +113,7 @@ impl<'a> ElfSymbols<'a> {
 
     /// Virtual address (as in the symbol table) of a file offset.
     pub fn vaddr_of(&self, file_offset: u64) -> Option<u64> {
-        self.loads
-            .iter()
-            .find(|(off, _, size)| *off <= file_offset && file_offset < off + size)
-            .map(|(off, vaddr, _)| file_offset - off + vaddr)
+        vaddr_in(&self.loads, file_offset)
     }
 
     /// The demangled name of the function holding a virtual address.
@@ -83,6 +137,14 @@ impl<'a> ElfSymbols<'a> {
     pub fn function_count(&self) -> usize {
         self.functions.len()
     }
+}
+
+/// The virtual address of a file offset, given the loadable segments.
+fn vaddr_in(loads: &[(u64, u64, u64)], file_offset: u64) -> Option<u64> {
+    loads
+        .iter()
+        .find(|(off, _, size)| *off <= file_offset && file_offset < off + size)
+        .map(|(off, vaddr, _)| file_offset - off + vaddr)
 }
 
 /// Demangles a symbol name, keeping a `@plt` suffix.
@@ -223,6 +285,28 @@ mod tests {
                 Some(name.as_str())
             );
         }
+    }
+
+    #[test]
+    fn only_the_wanted_functions_name_the_same_as_all_of_them() {
+        let exe = std::env::current_exe().unwrap();
+        let bytes = std::fs::read(&exe).unwrap();
+        let all = ElfSymbols::parse(&bytes).unwrap();
+        // Every 997th byte of every loadable segment's file range.
+        let offsets: Vec<u64> = all
+            .loads
+            .iter()
+            .flat_map(|&(off, _, size)| (off..off + size).step_by(997))
+            .collect();
+        let some = ElfSymbols::parse_for_offsets(&bytes, &offsets).unwrap();
+        assert!(some.function_count() < all.function_count());
+        let mut named = 0;
+        for &o in &offsets {
+            let name = all.function_at_offset(o);
+            named += usize::from(name.is_some());
+            assert_eq!(some.function_at_offset(o), name, "offset {o:#x}");
+        }
+        assert!(named > 100, "{named} offsets in functions");
     }
 
     #[test]
