@@ -36,9 +36,6 @@ pub const SPEC: Spec = Spec {
     skipped: nothing_skipped,
 };
 
-/// Nice value of the Python sampler's threads.
-const SAMPLER_NICE: i32 = 10;
-
 /// How often the process tree is walked for new processes.
 const SCAN_PERIOD: Duration = Duration::from_millis(20);
 /// How long a process that looks like Python may fail to attach (its
@@ -95,10 +92,6 @@ impl Collector for Python {
         let (found, attached) = std::sync::mpsc::channel();
         let root = self.root;
         let started = Instant::now();
-        // When the job keeps every CPU busy, its threads go first: fewer
-        // snapshots (each stamped with when it was read) rather than a
-        // slower job.
-        super::sys::set_thread_nice(SAMPLER_NICE);
         let cpu_before = super::sys::thread_cpu_ns();
         std::thread::scope(|scope| {
             let finder = match std::thread::Builder::new()
@@ -299,7 +292,6 @@ impl Finder {
         stop: &AtomicBool,
         found: std::sync::mpsc::Sender<Attached>,
     ) -> (Vec<String>, u64) {
-        super::sys::set_thread_nice(SAMPLER_NICE);
         let cpu_before = super::sys::thread_cpu_ns();
         let cpu = || super::sys::thread_cpu_ns().saturating_sub(cpu_before);
         while !stop.load(Ordering::Acquire) {

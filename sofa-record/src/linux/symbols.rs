@@ -132,10 +132,11 @@ fn resolve_image(
         let Some(vaddr) = syms.vaddr_of(offset) else {
             continue;
         };
-        let elf_name = debug_syms
-            .as_ref()
-            .and_then(|d| d.function_at_vaddr(vaddr))
-            .or_else(|| syms.function_at_offset(offset));
+        // The binary's own name first (its exported name: `read`, not the
+        // debug file's `__libc_read`), the debug file's where it has none.
+        let elf_name = syms
+            .function_at_offset(offset)
+            .or_else(|| debug_syms.as_ref().and_then(|d| d.function_at_vaddr(vaddr)));
         let elf_name = elf_name.as_deref();
         let levels = dwarf.as_ref().map(|d| d.frames(vaddr)).unwrap_or_default();
         let outer_known = levels.first().is_some_and(|l| l.function.is_some());

@@ -36,16 +36,6 @@ pub fn thread_cpu_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Sets the calling thread's nice value (on Linux it is per thread);
-/// false if the kernel refused.
-pub fn set_thread_nice(nice: i32) -> bool {
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
-    // SAFETY: setpriority changes the priority of the thread `tid`, our own;
-    // it takes no pointers.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) == 0 }
-}
-
 /// Bytes per page (at least 1).
 pub fn page_size() -> u64 {
     sysconf(libc::_SC_PAGESIZE).max(1) as u64

@@ -103,6 +103,13 @@ impl<'a> ElfSymbols<'a> {
             }
         }
         entries.extend(plt_entries(&elf));
+        // Aliases at one address (glibc: `read`, `__read`, `__libc_read`):
+        // the public name, as perf shows it — fewest leading underscores,
+        // then the shortest. The table's sort keeps this order among equals.
+        entries.sort_by_key(|e| {
+            let name: &str = &e.2;
+            (name.len() - name.trim_start_matches('_').len(), name.len())
+        });
         let build_id = build_id_of(&elf, bytes);
         Ok(ElfSymbols {
             functions: RangeTable::new(entries),
