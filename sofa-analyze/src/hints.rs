@@ -54,6 +54,7 @@ const RULES: &[Rule] = &[
     gil_bound,
     iowait,
     kernel_heavy,
+    unnamed_code,
     step_count_differs,
     no_steps,
 ];
@@ -275,6 +276,48 @@ fn kernel_heavy(a: &Analysis) -> Vec<Hint> {
     }
 }
 
+/// A library holds at least 5 % of the samples and most of its samples
+/// have no function name (a stripped library without debug symbols found).
+fn unnamed_code(a: &Analysis) -> Vec<Hint> {
+    let mut per_module: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for f in &a.functions {
+        let module = f.module.as_str();
+        // Kernel, JIT (anonymous memory) and unknown code, and Python
+        // frames: no debug package names those.
+        if module.starts_with('[')
+            || module.starts_with(crate::PY_MODULE_PREFIX)
+            || module == "anon"
+            || module.starts_with("memfd:")
+        {
+            continue;
+        }
+        let slot = per_module.entry(module).or_default();
+        slot.0 += f.self_samples;
+        if f.name.starts_with("0x") {
+            slot.1 += f.self_samples;
+        }
+    }
+    let total = a.run.samples.max(1) as f64;
+    per_module
+        .into_iter()
+        .filter(|(_, (all, raw))| *all as f64 >= 0.05 * total && *raw * 2 > *all)
+        .map(|(module, (all, raw))| {
+            hint(
+                Severity::Info,
+                "code without function names",
+                format!(
+                    "{:.0}% of samples are in {module}, {:.0}% of them at addresses no symbol names: \
+                     install its debug symbols (Debian/Ubuntu: the library package's -dbg or -dbgsym \
+                     package; Fedora: debuginfo-install) or point `sofa record --debug-dir` at them, \
+                     and record again",
+                    100.0 * all as f64 / total,
+                    100.0 * raw as f64 / all as f64
+                ),
+            )
+        })
+        .collect()
+}
+
 /// `--steps N` given and the count found is more than 5 % off.
 fn step_count_differs(a: &Analysis) -> Vec<Hint> {
     let Some(expected) = a.steps.expected else {
@@ -332,6 +375,52 @@ fn no_steps_evidence(a: &Analysis) -> String {
 mod tests {
     use super::*;
     use crate::{GpuRow, ModuleRow, SyscallRow, SystemSummary, ThreadRow};
+
+    fn function(name: &str, module: &str, self_samples: u64) -> crate::FunctionRow {
+        crate::FunctionRow {
+            name: name.into(),
+            module: module.into(),
+            self_samples,
+            self_share: self_samples as f64 / 10_000.0,
+            total_samples: self_samples,
+            total_share: self_samples as f64 / 10_000.0,
+        }
+    }
+
+    #[test]
+    fn unnamed_code_fires_for_a_busy_library_without_names() {
+        let mut a = quiet();
+        a.functions = vec![
+            function("0x7f8ff441de62", "libgomp.so.1", 800),
+            function("0x7f8ff441e02a", "libgomp.so.1", 500),
+            function("GOMP_parallel", "libgomp.so.1", 100),
+        ];
+        let h = unnamed_code(&a);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(
+            h[0].evidence
+                .starts_with("14% of samples are in libgomp.so.1, 93% of them"),
+            "{}",
+            h[0].evidence
+        );
+    }
+
+    #[test]
+    fn unnamed_code_is_quiet_for_named_rare_or_kernel_code() {
+        let mut a = quiet();
+        a.functions = vec![
+            // Mostly named.
+            function("0x7f00", "libc.so.6", 100),
+            function("__memset_avx2_unaligned_erms", "libc.so.6", 900),
+            // Unnamed but rare.
+            function("0x7f01", "libfoo.so", 300),
+            // Named elsewhere.
+            function("0xffffffff81000000", "[kernel]", 2000),
+            function("0x1234", "[jit]", 2000),
+            function("0x7f1234", "anon", 2000),
+        ];
+        assert!(unnamed_code(&a).is_empty());
+    }
 
     fn python_thread(tid: u32, gil_held: Option<f64>) -> ThreadRow {
         ThreadRow {
