@@ -110,12 +110,18 @@ impl CallStacks {
     /// symbol row give none. Bounded: a corrupt archive with a cycle in its
     /// stack tree must not hang analysis.
     pub(crate) fn names(&self, stack: Option<u64>) -> impl Iterator<Item = &(String, String)> {
+        self.frame_ids(stack)
+            .filter_map(|frame| self.frames.get(&frame))
+            .flat_map(|frame| &frame.names)
+    }
+
+    /// The frame ids of a stack, innermost first (bounded, as `names`).
+    pub(crate) fn frame_ids(&self, stack: Option<u64>) -> impl Iterator<Item = u64> + '_ {
         std::iter::successors(stack.and_then(|id| self.nodes.get(&id)), |node| {
             node.parent_id.and_then(|id| self.nodes.get(&id))
         })
         .take(self.nodes.len())
-        .filter_map(|node| self.frames.get(&node.frame_id))
-        .flat_map(|frame| &frame.names)
+        .map(|node| node.frame_id)
     }
 
     pub(crate) fn read(archive: &Archive) -> Result<CallStacks, AnalyzeError> {

@@ -123,9 +123,11 @@ fn merge_with(
         );
         frame_of_py.insert(*id, next_frame);
     }
-    let mut next_node = stacks.nodes.keys().max().map_or(0, |m| m + 1);
-    let mut tree: HashMap<(Option<u64>, u64), u64> = HashMap::new();
-    let mut merged_of: FastMap<(Option<u64>, Option<u64>), Option<u64>> = FastMap::default();
+    let mut built = NewStacks::after(stacks);
+    // (native stack, Python stack) → (merged stack, whether the native one
+    // was kept because trampolines already named its Python frames).
+    type Pair = (Option<u64>, Option<u64>);
+    let mut merged_of: FastMap<Pair, (Option<u64>, bool)> = FastMap::default();
 
     for sample in samples.iter_mut() {
         let Some(list) = per_thread.get(&(sample.pid, sample.tid)) else {
@@ -136,50 +138,67 @@ fn merge_with(
             summary.without_snapshot += 1;
             continue;
         };
-        let key = (sample.stack_id, py_stack);
-        if let Some(&merged) = merged_of.get(&key) {
-            if merged == sample.stack_id {
-                summary.trampolined += 1;
-            } else {
-                summary.merged += 1;
-            }
-            sample.stack_id = merged;
-            continue;
-        }
-        let native: Vec<u64> = native_frames(stacks, sample.stack_id);
-        let merged = if native.iter().any(|f| is_trampoline(stacks, *f)) {
+        let (merged, kept) = *merged_of
+            .entry((sample.stack_id, py_stack))
+            .or_insert_with(|| {
+                let native: Vec<u64> = stacks.frame_ids(sample.stack_id).collect();
+                if native.iter().any(|f| is_trampoline(stacks, *f)) {
+                    return (sample.stack_id, true);
+                }
+                let python = python_groups(py_stack, py_nodes, py_frames, &frame_of_py);
+                (built.add(&interleave(stacks, &native, &python)), false)
+            });
+        if kept {
             summary.trampolined += 1;
-            sample.stack_id
         } else {
             summary.merged += 1;
-            let python = python_groups(py_stack, py_nodes, py_frames, &frame_of_py);
-            let frames = interleave(stacks, &native, &python);
-            // Build the new stack from its root.
-            let mut parent = None;
-            for &frame_id in frames.iter().rev() {
-                let node = *tree.entry((parent, frame_id)).or_insert_with(|| {
-                    let id = next_node;
-                    next_node += 1;
-                    id
-                });
-                parent = Some(node);
-            }
-            parent
-        };
-        merged_of.insert(key, merged);
+        }
         sample.stack_id = merged;
     }
-    for ((parent_id, frame_id), stack_id) in tree {
-        stacks.nodes.insert(
-            stack_id,
-            StackNode {
-                stack_id,
-                parent_id,
-                frame_id,
-            },
-        );
-    }
+    built.insert_into(stacks);
     summary
+}
+
+/// Stacks added to a call-stack tree, with ids after its own.
+struct NewStacks {
+    next: u64,
+    nodes: HashMap<(Option<u64>, u64), u64>,
+}
+
+impl NewStacks {
+    fn after(stacks: &CallStacks) -> NewStacks {
+        NewStacks {
+            next: stacks.nodes.keys().max().map_or(0, |m| m + 1),
+            nodes: HashMap::new(),
+        }
+    }
+
+    /// The innermost node of a stack of `frames` (innermost first), built
+    /// from its root, sharing the nodes added before.
+    fn add(&mut self, frames: &[u64]) -> Option<u64> {
+        let mut parent = None;
+        for &frame_id in frames.iter().rev() {
+            let node = *self.nodes.entry((parent, frame_id)).or_insert_with(|| {
+                self.next += 1;
+                self.next - 1
+            });
+            parent = Some(node);
+        }
+        parent
+    }
+
+    fn insert_into(self, stacks: &mut CallStacks) {
+        for ((parent_id, frame_id), stack_id) in self.nodes {
+            stacks.nodes.insert(
+                stack_id,
+                StackNode {
+                    stack_id,
+                    parent_id,
+                    frame_id,
+                },
+            );
+        }
+    }
 }
 
 /// Reduces every stack that has Python frames to those frames alone (the
@@ -190,42 +209,20 @@ pub(crate) fn python_only(samples: &mut [Sample], stacks: &mut CallStacks) {
             .iter()
             .any(|(_, module)| module.starts_with(PY_MODULE_PREFIX))
     };
-    let mut next_node = stacks.nodes.keys().max().map_or(0, |m| m + 1);
-    let mut tree: HashMap<(Option<u64>, u64), u64> = HashMap::new();
+    let mut built = NewStacks::after(stacks);
     let mut reduced: FastMap<Option<u64>, Option<u64>> = FastMap::default();
     for sample in samples.iter_mut() {
         let stack = sample.stack_id;
-        let new = *reduced.entry(stack).or_insert_with(|| {
-            let python: Vec<u64> = native_frames(stacks, stack)
-                .into_iter()
-                .filter(|&f| is_python(f))
-                .collect();
+        sample.stack_id = *reduced.entry(stack).or_insert_with(|| {
+            let python: Vec<u64> = stacks.frame_ids(stack).filter(|&f| is_python(f)).collect();
             if python.is_empty() {
-                return stack;
+                stack
+            } else {
+                built.add(&python)
             }
-            let mut parent = None;
-            for &frame_id in python.iter().rev() {
-                let node = *tree.entry((parent, frame_id)).or_insert_with(|| {
-                    let id = next_node;
-                    next_node += 1;
-                    id
-                });
-                parent = Some(node);
-            }
-            parent
         });
-        sample.stack_id = new;
     }
-    for ((parent_id, frame_id), stack_id) in tree {
-        stacks.nodes.insert(
-            stack_id,
-            StackNode {
-                stack_id,
-                parent_id,
-                frame_id,
-            },
-        );
-    }
+    built.insert_into(stacks);
 }
 
 /// The module a Python frame is shown in: `py:` and the file, shortened to
@@ -264,16 +261,6 @@ fn nearest(list: &[(u64, Option<u64>)], time: u64, window: u64) -> Option<Option
         .filter(|(d, _)| *d <= window)
         .min_by_key(|(d, _)| *d)
         .map(|(_, stack)| stack)
-}
-
-/// Frame ids of a native stack, innermost first.
-fn native_frames(stacks: &CallStacks, stack: Option<u64>) -> Vec<u64> {
-    std::iter::successors(stack.and_then(|id| stacks.nodes.get(&id)), |node| {
-        node.parent_id.and_then(|id| stacks.nodes.get(&id))
-    })
-    .take(stacks.nodes.len())
-    .map(|n| n.frame_id)
-    .collect()
 }
 
 /// The Python frames of a snapshot, innermost first, in groups: each group
