@@ -245,8 +245,8 @@ impl Python {
             };
             self.snapshots += 1;
             tids.update(spy, pid, &traces);
-            for trace in &traces {
-                let tid = tids.tid_of(trace);
+            for trace in traces {
+                let tid = tids.tid_of(&trace);
                 if tid == 0 {
                     self.unnamed_threads += 1;
                 }
@@ -255,7 +255,7 @@ impl Python {
                     read_ns,
                     pid,
                     tid,
-                    stack_id: self.stacks.stack(&trace.frames),
+                    stack_id: self.stacks.stack(trace.frames),
                     owns_gil: trace.owns_gil,
                     active: trace.active,
                 })?;
@@ -421,13 +421,14 @@ struct Interner {
 }
 
 impl Interner {
-    /// The innermost node of `frames` (innermost first, as py-spy gives them).
-    fn stack(&mut self, frames: &[py_spy::Frame]) -> Option<u64> {
+    /// The innermost node of `frames` (innermost first, as py-spy gives
+    /// them); their strings become the keys, uncopied.
+    fn stack(&mut self, frames: Vec<py_spy::Frame>) -> Option<u64> {
         let mut parent = None;
-        for frame in frames.iter().rev() {
+        for frame in frames.into_iter().rev() {
             let key = (
-                frame.name.clone(),
-                frame.filename.clone(),
+                frame.name,
+                frame.filename,
                 frame.line.max(0) as u32,
                 frame.is_entry || frame.is_shim_entry,
             );
@@ -440,40 +441,46 @@ impl Interner {
     }
 
     fn write(self, archive: &ArchiveWriter) -> Result<(), TraceError> {
-        let mut frames: Vec<PyFrame> = self
-            .frames
-            .into_iter()
-            .map(|((function, file, line, entry), frame_id)| PyFrame {
-                frame_id,
-                function,
-                file,
-                line,
-                entry,
-            })
-            .collect();
-        frames.sort_by_key(|f| f.frame_id);
-        let mut table = archive.table::<PyFrame>()?;
-        for frame in frames {
-            table.push(frame)?;
-        }
-        table.finish()?;
-        let mut nodes: Vec<PyStackNode> = self
-            .nodes
-            .into_iter()
-            .map(|((parent_id, frame_id), stack_id)| PyStackNode {
-                stack_id,
-                parent_id,
-                frame_id,
-            })
-            .collect();
-        nodes.sort_by_key(|n| n.stack_id);
-        let mut table = archive.table::<PyStackNode>()?;
-        for node in nodes {
-            table.push(node)?;
-        }
-        table.finish()?;
-        Ok(())
+        write_by_id(
+            archive,
+            self.frames
+                .into_iter()
+                .map(|((function, file, line, entry), frame_id)| PyFrame {
+                    frame_id,
+                    function,
+                    file,
+                    line,
+                    entry,
+                }),
+            |f| f.frame_id,
+        )?;
+        write_by_id(
+            archive,
+            self.nodes
+                .into_iter()
+                .map(|((parent_id, frame_id), stack_id)| PyStackNode {
+                    stack_id,
+                    parent_id,
+                    frame_id,
+                }),
+            |n| n.stack_id,
+        )
     }
+}
+
+/// Writes a whole table, rows sorted by their id.
+fn write_by_id<T: sofa_trace::Table>(
+    archive: &ArchiveWriter,
+    rows: impl Iterator<Item = T>,
+    id: impl Fn(&T) -> u64,
+) -> Result<(), TraceError> {
+    let mut rows: Vec<T> = rows.collect();
+    rows.sort_by_key(|r| id(r));
+    let mut table = archive.table::<T>()?;
+    for row in rows {
+        table.push(row)?;
+    }
+    table.finish().map(|_| ())
 }
 
 /// OS thread ids of a process's Python threads. CPython 3.11 and later
@@ -632,14 +639,14 @@ mod tests {
     #[test]
     fn stacks_share_their_callers() {
         let mut interner = Interner::default();
-        let a = interner.stack(&[frame("hot_a", 3, false), frame("<module>", 9, true)]);
-        let b = interner.stack(&[frame("hot_b", 6, false), frame("<module>", 9, true)]);
-        let again = interner.stack(&[frame("hot_a", 3, false), frame("<module>", 9, true)]);
+        let a = interner.stack(vec![frame("hot_a", 3, false), frame("<module>", 9, true)]);
+        let b = interner.stack(vec![frame("hot_b", 6, false), frame("<module>", 9, true)]);
+        let again = interner.stack(vec![frame("hot_a", 3, false), frame("<module>", 9, true)]);
         assert_eq!(a, again);
         assert_ne!(a, b);
         // One root node, two leaves; three frames.
         assert_eq!(interner.nodes.len(), 3);
         assert_eq!(interner.frames.len(), 3);
-        assert_eq!(interner.stack(&[]), None);
+        assert_eq!(interner.stack(vec![]), None);
     }
 }
