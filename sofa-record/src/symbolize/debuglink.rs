@@ -8,10 +8,9 @@
 use goblin::elf::Elf;
 use std::path::{Path, PathBuf};
 
-/// The `.gnu_debuglink` of an ELF image: the debug file's name and the
-/// CRC-32 of its contents.
-pub fn debuglink(bytes: &[u8]) -> Option<(String, u32)> {
-    let elf = Elf::parse(bytes).ok()?;
+/// The `.gnu_debuglink` of a parsed ELF image (`bytes`): the debug file's
+/// name and the CRC-32 of its contents.
+pub fn debuglink(elf: &Elf, bytes: &[u8]) -> Option<(String, u32)> {
     let sh = elf
         .section_headers
         .iter()
@@ -31,58 +30,45 @@ pub fn debuglink(bytes: &[u8]) -> Option<(String, u32)> {
     (!name.is_empty() && !name.contains('/')).then_some((name, crc))
 }
 
-/// Where a detached debug file was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Found {
-    BuildId(PathBuf),
-    Debuglink(PathBuf),
-}
-
-impl Found {
-    pub fn path(&self) -> &Path {
-        match self {
-            Found::BuildId(p) | Found::Debuglink(p) => p,
-        }
-    }
-}
-
-/// Finds the debug file of the binary at `path` (its image `bytes`, its
-/// `build_id`), looking under `debug_dirs` (e.g. `/usr/lib/debug`).
-/// `read_build_id` gives a candidate's build-id (the caller parses ELF).
-pub fn find(
+/// Finds and loads the debug file of the binary at `path` (its `build_id`
+/// and `debuglink`), looking under `debug_dirs` (e.g. `/usr/lib/debug`).
+/// `load` reads a candidate (the caller maps it) and `read_build_id` gives
+/// a candidate's build-id; each candidate is loaded once.
+pub fn find<M: std::ops::Deref<Target = [u8]>>(
     path: &Path,
-    bytes: &[u8],
     build_id: Option<&str>,
+    debuglink: Option<&(String, u32)>,
     debug_dirs: &[PathBuf],
+    load: impl Fn(&Path) -> Option<M>,
     read_build_id: impl Fn(&[u8]) -> Option<String>,
-) -> Option<Found> {
+) -> Option<M> {
     if let Some(id) = build_id.filter(|id| id.len() > 2) {
         for dir in debug_dirs {
             let candidate = dir
                 .join(".build-id")
                 .join(&id[..2])
                 .join(format!("{}.debug", &id[2..]));
-            if let Ok(data) = std::fs::read(&candidate)
+            if let Some(data) = load(&candidate)
                 && read_build_id(&data).as_deref() == Some(id)
             {
-                return Some(Found::BuildId(candidate));
+                return Some(data);
             }
         }
     }
-    let (name, crc) = debuglink(bytes)?;
+    let (name, crc) = debuglink?;
     let dir = path.parent()?;
-    let mut candidates = vec![dir.join(&name), dir.join(".debug").join(&name)];
+    let mut candidates = vec![dir.join(name), dir.join(".debug").join(name)];
     for debug in debug_dirs {
         let relative = dir.strip_prefix("/").unwrap_or(dir);
-        candidates.push(debug.join(relative).join(&name));
+        candidates.push(debug.join(relative).join(name));
     }
     candidates.into_iter().find_map(|candidate| {
         // The link may name the binary itself (same directory, same name).
         if candidate == path {
             return None;
         }
-        let data = std::fs::read(&candidate).ok()?;
-        (crc32fast::hash(&data) == crc).then_some(Found::Debuglink(candidate))
+        let data = load(&candidate)?;
+        (crc32fast::hash(&data) == *crc).then_some(data)
     })
 }
 
@@ -91,10 +77,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn no_debuglink_in_garbage() {
-        assert_eq!(debuglink(b"not an elf"), None);
-        // The running test binary has none either.
+    fn the_test_binary_has_no_debuglink() {
         let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-        assert_eq!(debuglink(&exe), None);
+        let elf = Elf::parse(&exe).unwrap();
+        assert_eq!(debuglink(&elf, &exe), None);
+    }
+
+    #[test]
+    fn nothing_found_without_a_build_id_or_link() {
+        let load = |p: &Path| std::fs::read(p).ok();
+        let found = find(Path::new("/bin/true"), None, None, &[], load, |_| None);
+        assert!(found.is_none());
     }
 }

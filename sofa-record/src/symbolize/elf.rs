@@ -14,6 +14,10 @@ pub struct ElfSymbols<'a> {
     /// (file offset, virtual address, file size) of each loadable segment.
     loads: Vec<(u64, u64, u64)>,
     pub build_id: Option<String>,
+    /// Its `.gnu_debuglink` (debug file name, CRC-32), if any.
+    pub debuglink: Option<(String, u32)>,
+    /// Whether it has DWARF (`.debug_info`).
+    pub has_dwarf: bool,
 }
 
 impl<'a> ElfSymbols<'a> {
@@ -111,10 +115,17 @@ impl<'a> ElfSymbols<'a> {
             (name.len() - name.trim_start_matches('_').len(), name.len())
         });
         let build_id = build_id_of(&elf, bytes);
+        let debuglink = super::debuglink::debuglink(&elf, bytes);
+        let has_dwarf = elf
+            .section_headers
+            .iter()
+            .any(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".debug_info"));
         Ok(ElfSymbols {
             functions: RangeTable::new(entries),
             loads,
             build_id,
+            debuglink,
+            has_dwarf,
         })
     }
 
