@@ -17,6 +17,9 @@ if [ "${1:-}" = "--tests" ]; then
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
   # libc's detached debug file: names memset/memcpy's internal variants.
   dpkg -s libc6-dbg >/dev/null 2>&1 || need_apt+=(libc6-dbg)
+  # objcopy/strip/nm and xz build the MiniDebugInfo test fixture.
+  command -v objcopy >/dev/null 2>&1 || need_apt+=(binutils)
+  command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)
 fi
 
 as_root() {

@@ -62,6 +62,17 @@ fn heavy_share(json: &Value) -> f64 {
         .sum()
 }
 
+/// Where a module's names came from, as `sofa analyze --json` says.
+fn symbols_of(json: &Value, module: &str) -> String {
+    let row = json["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["module"] == module)
+        .unwrap_or_else(|| panic!("{module} not among the modules"));
+    row["symbols"].as_str().unwrap_or("null").to_owned()
+}
+
 fn record(archive: &Path, exe: &Path, debug_dir: Option<&Path>) -> Value {
     let mut args: Vec<String> = vec!["--no-syscalls".into()];
     if let Some(dir) = debug_dir {
@@ -87,6 +98,7 @@ fn functions_are_named_from_a_debuglink_next_to_the_binary() {
     // compute_heavy is not exported: only the detached symbol table names it.
     let share = heavy_share(&json);
     assert!(share > 0.3, "compute_heavy {share}");
+    assert_eq!(symbols_of(&json, "hotspots"), "debuglink");
 
     // The same debug file changed after linking: its CRC no longer
     // matches, so it is not used.
@@ -113,6 +125,7 @@ fn functions_are_named_from_the_build_id_layout_of_a_debug_dir() {
     let json = record(&dir.path().join("a"), &exe, Some(&root_dir));
     let share = heavy_share(&json);
     assert!(share > 0.3, "compute_heavy {share}");
+    assert_eq!(symbols_of(&json, "hotspots"), "build-id");
 
     // A debug file of another build at that path: its build-id differs,
     // so it is not used.
@@ -122,6 +135,50 @@ fn functions_are_named_from_the_build_id_layout_of_a_debug_dir() {
     std::fs::copy(other.path().join("hotspots.debug"), &target).unwrap();
     let json = record(&dir.path().join("b"), &exe, Some(&root_dir));
     assert_eq!(heavy_share(&json), 0.0);
+}
+
+/// The C fixture stripped as Fedora's `find-debuginfo` strips it: the
+/// local function symbols that `.dynsym` lacks go, xz-compressed, into a
+/// `.gnu_debugdata` section (MiniDebugInfo); no debug file anywhere.
+fn minidebuginfo_fixture(dir: &Path) -> PathBuf {
+    let exe = dir.join("hotspots");
+    run(Command::new("cc")
+        .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
+        .arg(&exe)
+        .arg(root().join("fixtures/workloads/hotspots.c")));
+    let script = r#"
+        set -e
+        nm -D --defined-only --format=posix hotspots | awk '{print $1}' | sort > dynsyms
+        nm --defined-only --format=posix hotspots | awk '$2 ~ /^[Tt]$/ {print $1}' | sort > funcsyms
+        comm -13 dynsyms funcsyms > keep
+        objcopy --only-keep-debug hotspots debug
+        objcopy -S --remove-section .gdb_index --remove-section .comment --keep-symbols=keep debug mini
+        strip --strip-all -R .comment hotspots
+        xz -f mini
+        objcopy --add-section .gnu_debugdata=mini.xz hotspots
+        rm debug
+    "#;
+    run(Command::new("sh").args(["-c", script]).current_dir(dir));
+    exe
+}
+
+#[test]
+fn functions_are_named_from_minidebuginfo() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = minidebuginfo_fixture(dir.path());
+    let json = record(&dir.path().join("a"), &exe, None);
+    let share = heavy_share(&json);
+    assert!(share > 0.3, "compute_heavy {share}");
+    assert_eq!(symbols_of(&json, "hotspots"), "minidebuginfo");
+
+    // The same binary without the section: an executable exports no
+    // functions, so nothing names them.
+    run(Command::new("objcopy")
+        .args(["--remove-section", ".gnu_debugdata", "hotspots"])
+        .current_dir(dir.path()));
+    let json = record(&dir.path().join("b"), &exe, None);
+    assert_eq!(heavy_share(&json), 0.0);
+    assert_eq!(symbols_of(&json, "hotspots"), "none");
 }
 
 /// Share of libc's samples that perf leaves as raw addresses, from

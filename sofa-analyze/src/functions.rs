@@ -5,7 +5,7 @@ use crate::fasthash::{FastMap, StackMap};
 use serde::Serialize;
 use sofa_trace::Archive;
 use sofa_trace::FrameKind;
-use sofa_trace::tables::{Frame, Mapping, Sample, StackNode, Symbol};
+use sofa_trace::tables::{Binary, Frame, Mapping, Sample, StackNode, Symbol};
 use std::collections::{HashMap, HashSet};
 
 /// One function's share of the samples. Shares are fractions of all samples.
@@ -267,10 +267,21 @@ pub struct ModuleRow {
     pub module: String,
     pub self_samples: u64,
     pub self_share: f64,
+    /// Where its function names came from (`binaries.symbols`: `symtab`,
+    /// `dynsym`, `debuglink`, ...); null for kernel, JIT and Python code
+    /// and in archives before 1.4.
+    pub symbols: Option<String>,
 }
 
 /// Sums the function table's self samples per module, most first.
-pub fn modules(functions: &[FunctionRow]) -> Vec<ModuleRow> {
+pub fn modules(functions: &[FunctionRow], binaries: &[Binary]) -> Vec<ModuleRow> {
+    // Modules are named by file name; of two binaries with one name, the
+    // first listed.
+    let mut symbols: HashMap<&str, &str> = HashMap::new();
+    for b in binaries {
+        let module = b.path.rsplit('/').next().unwrap_or(&b.path);
+        symbols.entry(module).or_insert(&b.symbols);
+    }
     let mut per: HashMap<&str, (u64, f64)> = HashMap::new();
     for f in functions {
         let slot = per.entry(f.module.as_str()).or_default();
@@ -284,6 +295,7 @@ pub fn modules(functions: &[FunctionRow]) -> Vec<ModuleRow> {
             module: module.to_owned(),
             self_samples,
             self_share,
+            symbols: symbols.get(module).map(|s| (*s).to_owned()),
         })
         .collect();
     rows.sort_by(|a, b| {

@@ -5,7 +5,7 @@
 use crate::Analysis;
 use crate::syscalls::IO_CALLS;
 use serde::Serialize;
-use sofa_trace::CollectorName;
+use sofa_trace::{CollectorName, SymbolSource};
 
 /// How much a hint matters; serialized as `warning` / `info`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -298,6 +298,19 @@ fn unnamed_code(a: &Analysis) -> Vec<Hint> {
         }
     }
     let total = a.run.samples.max(1) as f64;
+    let source = |module: &str| {
+        let symbols = a
+            .modules
+            .iter()
+            .find(|m| m.module == module)?
+            .symbols
+            .as_deref()?;
+        Some(match SymbolSource::parse(symbols)? {
+            SymbolSource::Dynsym => " (it has only its exported symbols, .dynsym)".to_owned(),
+            SymbolSource::None => " (it has no symbol table)".to_owned(),
+            other => format!(" (its names came from: {other})"),
+        })
+    };
     per_module
         .into_iter()
         .filter(|(_, (all, raw))| *all as f64 >= 0.05 * total && *raw * 2 > *all)
@@ -306,12 +319,13 @@ fn unnamed_code(a: &Analysis) -> Vec<Hint> {
                 Severity::Info,
                 "code without function names",
                 format!(
-                    "{:.0}% of samples are in {module}, {:.0}% of them at addresses no symbol names: \
+                    "{:.0}% of samples are in {module}, {:.0}% of them at addresses no symbol names{}: \
                      install its debug symbols (Debian/Ubuntu: the library package's -dbg or -dbgsym \
                      package; Fedora: debuginfo-install) or point `sofa record --debug-dir` at them, \
                      and record again",
                     100.0 * all as f64 / total,
-                    100.0 * raw as f64 / all as f64
+                    100.0 * raw as f64 / all as f64,
+                    source(module).unwrap_or_default()
                 ),
             )
         })
@@ -400,6 +414,20 @@ mod tests {
         assert!(
             h[0].evidence
                 .starts_with("14% of samples are in libgomp.so.1, 93% of them"),
+            "{}",
+            h[0].evidence
+        );
+        // With the archive's word on where its names came from.
+        a.modules = vec![ModuleRow {
+            module: "libgomp.so.1".into(),
+            self_samples: 1400,
+            self_share: 0.14,
+            symbols: Some("dynsym".into()),
+        }];
+        let h = unnamed_code(&a);
+        assert!(
+            h[0].evidence
+                .contains("no symbol names (it has only its exported symbols, .dynsym): install"),
             "{}",
             h[0].evidence
         );
@@ -584,6 +612,7 @@ mod tests {
             module: name.to_owned(),
             self_samples: 0,
             self_share: share,
+            symbols: None,
         };
         let mut a = quiet();
         a.modules = vec![module("libtorch.so", 0.9), module("[kernel]", 0.1)];

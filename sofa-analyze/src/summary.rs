@@ -16,7 +16,7 @@ use crate::tasks::{ProcessRow, ThreadRow, processes_and_threads};
 use crate::views::Views;
 use serde::Serialize;
 use sofa_trace::CollectorName;
-use sofa_trace::tables::{GpuCounter, Sample, SystemCounter};
+use sofa_trace::tables::{Binary, GpuCounter, Sample, SystemCounter};
 use sofa_trace::{Archive, CollectorState};
 use std::collections::BTreeMap;
 
@@ -275,7 +275,7 @@ fn analyze_inner(
     let net = net_summary(&packets, run.duration_ns);
     let mut analysis = Analysis {
         run,
-        modules: modules(&functions),
+        modules: modules(&functions, &archive.read_table::<Binary>()?),
         functions,
         processes,
         threads,

@@ -301,6 +301,27 @@ table! {
 }
 
 table! {
+    /// One row per binary whose sampled addresses were symbolized (since 1.4):
+    /// where its names came from, to tell "not symbolized" from "no symbols".
+    pub struct Binary in "binaries" {
+        /// Path of the file as mapped (`[vdso]` for the vDSO).
+        pub path: String,
+        /// Its GNU build-id, hex.
+        pub build_id: Option<String>,
+        /// Richest source of function names: `build-id`, `debuglink`, `minidebuginfo`, `symtab`, `dynsym`, `none`, `unreadable`.
+        pub symbols: String,
+        /// The detached debug file used, if any.
+        pub debug_file: Option<String>,
+        /// Whether DWARF gave inlines and file:line.
+        pub dwarf: bool,
+        /// Distinct sampled addresses in it.
+        pub frames: u64,
+        /// How many of them got a function name.
+        pub named: u64,
+    }
+}
+
+table! {
     /// Lost or dropped events, as the kernel or a collector reported them.
     pub struct LostEvents in "lost" {
         /// When the loss was reported, ns.
@@ -337,6 +358,7 @@ pub fn all() -> Vec<TableSpec> {
         spec::<Frame>(),
         spec::<Mapping>(),
         spec::<Symbol>(),
+        spec::<Binary>(),
         spec::<TaskEvent>(),
         spec::<Syscall>(),
         spec::<SystemCounter>(),

@@ -88,6 +88,28 @@ vocabulary! {
 }
 
 vocabulary! {
+    /// `binaries.symbols`: where a binary's function names came from, the
+    /// richest source found (a detached debug file or MiniDebugInfo adds to
+    /// the binary's own tables).
+    SymbolSource {
+        /// A detached debug file found under `DIR/.build-id/` of a debug directory.
+        BuildId = "build-id",
+        /// A detached debug file found through the `.gnu_debuglink` section.
+        Debuglink = "debuglink",
+        /// The xz-compressed symbol table in `.gnu_debugdata` (Fedora, RHEL).
+        MiniDebugInfo = "minidebuginfo",
+        /// The binary's full symbol table (`.symtab`).
+        Symtab = "symtab",
+        /// Only the exported symbols (`.dynsym`): internal functions stay unnamed.
+        Dynsym = "dynsym",
+        /// No function symbols at all.
+        None = "none",
+        /// The file could not be read or parsed at the end of recording.
+        Unreadable = "unreadable",
+    }
+}
+
+vocabulary! {
     /// `frames.kind`: what sort of code an address is in.
     FrameKind {
         Kernel = "kernel",
@@ -158,6 +180,7 @@ mod tests {
         check(NetSource::ALL, NetSource::as_str, NetSource::parse);
         check(FrameKind::ALL, FrameKind::as_str, FrameKind::parse);
         check(Metric::ALL, Metric::as_str, Metric::parse);
+        check(SymbolSource::ALL, SymbolSource::as_str, SymbolSource::parse);
         let stored = String::from("capture");
         assert!(stored == NetSource::Capture);
         assert!(*"recv" != NetSource::Xmit);

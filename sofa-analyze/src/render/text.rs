@@ -346,11 +346,12 @@ fn modules(out: &mut String, analysis: &Analysis, limit: usize) {
     section(
         out,
         "modules by self time",
-        &[("self%", R), ("samples", R), ("module", L)],
+        &[("self%", R), ("samples", R), ("symbols", L), ("module", L)],
         analysis.modules.iter().map(|m| {
             vec![
                 pct(m.self_share),
                 m.self_samples.to_string(),
+                m.symbols.clone().unwrap_or_else(|| "-".to_owned()),
                 m.module.clone(),
             ]
         }),

@@ -7,8 +7,8 @@ use crate::symbolize::{
     RangeTable, debuglink, dwarf::Dwarf, elf, elf::ElfSymbols, kallsyms, perfmap,
 };
 use sofa_trace::JIT_MAPS_DIR;
-use sofa_trace::tables::Symbol;
-use sofa_trace::{ArchiveWriter, TableWriter, TraceError};
+use sofa_trace::tables::{Binary, Symbol};
+use sofa_trace::{ArchiveWriter, SymbolSource, TableWriter, TraceError};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -30,39 +30,56 @@ fn module_of(path: &str) -> String {
 }
 
 /// Resolves the frames of one binary: DWARF (inlines, file:line) where the
-/// file has it, the ELF symbol table otherwise. The file is mapped once and
+/// file has it, the ELF symbol tables otherwise. The file is mapped once and
 /// released before the next binary, so memory stays at one binary's worth.
+/// Gives its `binaries` row.
 fn resolve_binary(
     path: &str,
     frames: &[(u64, u64)],
     debug_dirs: &[PathBuf],
     out: &mut TableWriter<Symbol>,
     stats: &mut SymbolStats,
-) -> Result<(), TraceError> {
-    if path == VDSO {
-        return match vdso_image() {
-            Ok(image) => resolve_image(path, &image, frames, &[], out, stats),
-            Err(e) => {
-                stats.unreadable.push(format!("{path}: {e}"));
-                Ok(())
-            }
-        };
+) -> Result<Binary, TraceError> {
+    let mut row = Binary {
+        path: path.to_owned(),
+        build_id: None,
+        symbols: SymbolSource::Unreadable.as_str().to_owned(),
+        debug_file: None,
+        dwarf: false,
+        frames: frames.len() as u64,
+        named: 0,
+    };
+    let image = if path == VDSO {
+        vdso_image().map(Image::Owned)
+    } else {
+        std::fs::File::open(path)
+            .and_then(|file| super::sys::map_readonly(&file))
+            .map(Image::Mapped)
+    };
+    match image {
+        Ok(image) => {
+            let dirs = if path == VDSO { &[][..] } else { debug_dirs };
+            resolve_image(path, &image, frames, dirs, out, stats, &mut row)?;
+        }
+        Err(e) => stats.unreadable.push(format!("{path}: {e}")),
     }
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) => {
-            stats.unreadable.push(format!("{path}: {e}"));
-            return Ok(());
+    Ok(row)
+}
+
+/// A binary's bytes: mapped from its file, or copied (the vDSO).
+enum Image {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Image {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Image::Mapped(m) => m,
+            Image::Owned(v) => v,
         }
-    };
-    let map = match super::sys::map_readonly(&file) {
-        Ok(m) => m,
-        Err(e) => {
-            stats.unreadable.push(format!("{path}: {e}"));
-            return Ok(());
-        }
-    };
-    resolve_image(path, &map, frames, debug_dirs, out, stats)
+    }
 }
 
 /// The vDSO image as this process has it mapped: the kernel gives every
@@ -81,7 +98,8 @@ fn vdso_image() -> std::io::Result<Vec<u8>> {
     Ok(image)
 }
 
-/// Resolves `frames` (frame id, file offset) in the ELF image `bytes` of `path`.
+/// Resolves `frames` (frame id, file offset) in the ELF image `map` of
+/// `path`, filling in its `binaries` row.
 fn resolve_image(
     path: &str,
     map: &[u8],
@@ -89,6 +107,7 @@ fn resolve_image(
     debug_dirs: &[PathBuf],
     out: &mut TableWriter<Symbol>,
     stats: &mut SymbolStats,
+    row: &mut Binary,
 ) -> Result<(), TraceError> {
     let offsets: Vec<u64> = frames.iter().map(|f| f.1).collect();
     let syms = match ElfSymbols::parse_for_offsets(map, &offsets) {
@@ -100,13 +119,14 @@ fn resolve_image(
             return Ok(());
         }
     };
+    row.build_id = syms.build_id.clone();
     // A detached debug file has the full symbol table and the DWARF the
     // shipped binary lacks (Debian's -dbg packages, objcopy --only-keep-debug).
     let load = |p: &Path| {
         let file = std::fs::File::open(p).ok()?;
         super::sys::map_readonly(&file).ok()
     };
-    let debug_map = debuglink::find(
+    let found = debuglink::find(
         Path::new(path),
         syms.build_id.as_deref(),
         syms.debuglink.as_ref(),
@@ -115,16 +135,43 @@ fn resolve_image(
         elf::build_id,
     );
     let vaddrs: Vec<u64> = offsets.iter().filter_map(|&o| syms.vaddr_of(o)).collect();
-    let debug_syms = debug_map
+    let debug_syms = found
+        .as_ref()
+        .and_then(|(_, m, _)| ElfSymbols::parse_for_vaddrs(m, &vaddrs).ok());
+    // Without a debug file, the MiniDebugInfo some distributions embed:
+    // the local function symbols that stripping removed (names only).
+    let mini = match (&debug_syms, syms.minidebuginfo(map)) {
+        (None, Some(Ok(bytes))) => Some(bytes),
+        (None, Some(Err(e))) => {
+            stats.unreadable.push(format!("{path}: {e}"));
+            None
+        }
+        _ => None,
+    };
+    let mini_syms = mini
         .as_deref()
         .and_then(|m| ElfSymbols::parse_for_vaddrs(m, &vaddrs).ok());
+    let extra = debug_syms.as_ref().or(mini_syms.as_ref());
+    row.symbols = match (&found, &debug_syms, &mini_syms) {
+        (Some((_, _, by)), Some(_), _) => *by,
+        (_, _, Some(_)) => SymbolSource::MiniDebugInfo,
+        _ if syms.has_symtab => SymbolSource::Symtab,
+        _ if syms.functions_seen > 0 => SymbolSource::Dynsym,
+        _ => SymbolSource::None,
+    }
+    .as_str()
+    .to_owned();
+    if debug_syms.is_some() {
+        row.debug_file = found.as_ref().map(|(p, _, _)| p.display().to_string());
+    }
     // DWARF only where the section is there: parsing a stripped 450 MB
     // library again just to find it absent took ~35 ms per 60 MB.
-    let dwarf = match (&debug_map, &debug_syms) {
-        (Some(m), Some(d)) if d.has_dwarf => Dwarf::parse(m),
+    let dwarf = match (&found, &debug_syms) {
+        (Some((_, m, _)), Some(d)) => Dwarf::parse(m, d),
         _ => None,
     }
-    .or_else(|| syms.has_dwarf.then(|| Dwarf::parse(map)).flatten());
+    .or_else(|| Dwarf::parse(map, &syms));
+    row.dwarf = dwarf.is_some();
     let module = module_of(path);
     for &(frame_id, offset) in frames {
         let Some(vaddr) = syms.vaddr_of(offset) else {
@@ -134,7 +181,7 @@ fn resolve_image(
         // debug file's `__libc_read`), the debug file's where it has none.
         let elf_name = syms
             .function_at_offset(offset)
-            .or_else(|| debug_syms.as_ref().and_then(|d| d.function_at_vaddr(vaddr)));
+            .or_else(|| extra.and_then(|d| d.function_at_vaddr(vaddr)));
         let elf_name = elf_name.as_deref();
         let levels = dwarf.as_ref().map(|d| d.frames(vaddr)).unwrap_or_default();
         let outer_known = levels.first().is_some_and(|l| l.function.is_some());
@@ -154,7 +201,7 @@ fn resolve_image(
                     line: level.line,
                 })?;
             }
-            stats.resolved += 1;
+            row.named += 1;
         } else if let Some(name) = elf_name {
             out.push(Symbol {
                 frame_id,
@@ -164,9 +211,10 @@ fn resolve_image(
                 file: None,
                 line: None,
             })?;
-            stats.resolved += 1;
+            row.named += 1;
         }
     }
+    stats.resolved += row.named;
     Ok(())
 }
 
@@ -239,10 +287,13 @@ pub fn write(
             }
         }
     }
+    let mut binaries_out = archive.table::<Binary>()?;
     for (path, frames) in &by_binary {
-        resolve_binary(path, frames, debug_dirs, &mut symbols_out, &mut stats)?;
+        let row = resolve_binary(path, frames, debug_dirs, &mut symbols_out, &mut stats)?;
+        binaries_out.push(row)?;
     }
     symbols_out.finish()?;
+    binaries_out.finish()?;
     stats.unreadable.sort();
     Ok(stats)
 }

@@ -6,6 +6,7 @@
 //! matches the one the link records (debuglink).
 
 use goblin::elf::Elf;
+use sofa_trace::SymbolSource;
 use std::path::{Path, PathBuf};
 
 /// The `.gnu_debuglink` of a parsed ELF image (`bytes`): the debug file's
@@ -33,7 +34,8 @@ pub fn debuglink(elf: &Elf, bytes: &[u8]) -> Option<(String, u32)> {
 /// Finds and loads the debug file of the binary at `path` (its `build_id`
 /// and `debuglink`), looking under `debug_dirs` (e.g. `/usr/lib/debug`).
 /// `load` reads a candidate (the caller maps it) and `read_build_id` gives
-/// a candidate's build-id; each candidate is loaded once.
+/// a candidate's build-id; each candidate is loaded once. Gives the file's
+/// path and contents, and how it was found.
 pub fn find<M: std::ops::Deref<Target = [u8]>>(
     path: &Path,
     build_id: Option<&str>,
@@ -41,7 +43,7 @@ pub fn find<M: std::ops::Deref<Target = [u8]>>(
     debug_dirs: &[PathBuf],
     load: impl Fn(&Path) -> Option<M>,
     read_build_id: impl Fn(&[u8]) -> Option<String>,
-) -> Option<M> {
+) -> Option<(PathBuf, M, SymbolSource)> {
     if let Some(id) = build_id.filter(|id| id.len() > 2) {
         for dir in debug_dirs {
             let candidate = dir
@@ -51,7 +53,7 @@ pub fn find<M: std::ops::Deref<Target = [u8]>>(
             if let Some(data) = load(&candidate)
                 && read_build_id(&data).as_deref() == Some(id)
             {
-                return Some(data);
+                return Some((candidate, data, SymbolSource::BuildId));
             }
         }
     }
@@ -68,7 +70,7 @@ pub fn find<M: std::ops::Deref<Target = [u8]>>(
             return None;
         }
         let data = load(&candidate)?;
-        (crc32fast::hash(&data) == *crc).then_some(data)
+        (crc32fast::hash(&data) == *crc).then_some((candidate, data, SymbolSource::Debuglink))
     })
 }
 

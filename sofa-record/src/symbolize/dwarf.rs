@@ -1,8 +1,8 @@
 //! DWARF: function names with inlining and file:line, through `addr2line`
 //! over the section bytes goblin finds, so one ELF parser serves both.
 
+use super::elf::ElfSymbols;
 use addr2line::gimli::{self, EndianSlice, RunTimeEndian};
-use goblin::elf::Elf;
 
 /// One resolved level at an address; `depth` 0 is the real function,
 /// 1.. the functions inlined into it, outermost first.
@@ -20,34 +20,20 @@ pub struct Dwarf<'a> {
 
 impl<'a> Dwarf<'a> {
     /// `None` when the file has no DWARF (stripped): symbols then come from
-    /// the ELF symbol table alone.
-    pub fn parse(bytes: &'a [u8]) -> Option<Dwarf<'a>> {
-        let elf = Elf::parse(bytes).ok()?;
-        if !elf
-            .section_headers
-            .iter()
-            .any(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".debug_info"))
-        {
+    /// the ELF symbol table alone. `syms` is the parse of `bytes`, whose
+    /// section table is reused.
+    pub fn parse(bytes: &'a [u8], syms: &ElfSymbols) -> Option<Dwarf<'a>> {
+        if !syms.has_dwarf {
             return None;
         }
-        let endian = if elf.little_endian {
+        let endian = if syms.little_endian {
             RunTimeEndian::Little
         } else {
             RunTimeEndian::Big
         };
         let section =
             |id: gimli::SectionId| -> Result<EndianSlice<'a, RunTimeEndian>, gimli::Error> {
-                let data = elf
-                    .section_headers
-                    .iter()
-                    .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(id.name()))
-                    .filter(|sh| sh.sh_type != goblin::elf::section_header::SHT_NOBITS)
-                    .and_then(|sh| {
-                        let start = usize::try_from(sh.sh_offset).ok()?;
-                        let end = start.checked_add(usize::try_from(sh.sh_size).ok()?)?;
-                        bytes.get(start..end)
-                    })
-                    .unwrap_or(&[]);
+                let data = syms.section(bytes, id.name()).unwrap_or(&[]);
                 Ok(EndianSlice::new(data, endian))
             };
         let dwarf = gimli::Dwarf::load(section).ok()?;
@@ -95,11 +81,11 @@ mod tests {
     fn own_test_binary_has_lines_for_a_known_function() {
         let exe = std::env::current_exe().unwrap();
         let bytes = std::fs::read(&exe).unwrap();
-        let Some(dwarf) = Dwarf::parse(&bytes) else {
+        let syms = ElfSymbols::parse(&bytes).unwrap();
+        let Some(dwarf) = Dwarf::parse(&bytes, &syms) else {
             // Test binaries are built with line tables (profile.dev debug = "line-tables-only").
             panic!("no DWARF in the test binary");
         };
-        let syms = super::super::elf::ElfSymbols::parse(&bytes).unwrap();
         let vaddr = syms
             .function_vaddr("sofa_record::symbolize::demangle")
             .expect("demangle in the symbol table");
@@ -119,6 +105,9 @@ mod tests {
 
     #[test]
     fn no_dwarf_is_none() {
-        assert!(Dwarf::parse(b"not an elf").is_none());
+        let true_bin = std::fs::read("/bin/true").unwrap();
+        let syms = ElfSymbols::parse(&true_bin).unwrap();
+        assert!(!syms.has_dwarf, "Debian's /bin/true is stripped");
+        assert!(Dwarf::parse(&true_bin, &syms).is_none());
     }
 }

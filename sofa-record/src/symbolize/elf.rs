@@ -18,6 +18,14 @@ pub struct ElfSymbols<'a> {
     pub debuglink: Option<(String, u32)>,
     /// Whether it has DWARF (`.debug_info`).
     pub has_dwarf: bool,
+    /// Whether it has a full symbol table (`.symtab`), not only `.dynsym`.
+    pub has_symtab: bool,
+    /// Function symbols in its tables, kept or not.
+    pub functions_seen: usize,
+    pub little_endian: bool,
+    /// File ranges of the sections read after parsing (DWARF's `.debug_*`,
+    /// `.gnu_debugdata`), so that nothing parses the file a second time.
+    sections: Vec<(&'a str, std::ops::Range<usize>)>,
 }
 
 impl<'a> ElfSymbols<'a> {
@@ -70,6 +78,7 @@ impl<'a> ElfSymbols<'a> {
                 .is_some_and(|&a| a < end),
         };
         let mut entries = Vec::new();
+        let mut functions_seen = 0;
         // With only some functions kept, an unsized one must still end
         // where the next function of the file starts, kept or not.
         let mut starts: Vec<u64> = Vec::new();
@@ -79,6 +88,7 @@ impl<'a> ElfSymbols<'a> {
                 if sym.st_type() != STT_FUNC || sym.st_value == 0 {
                     continue;
                 }
+                functions_seen += 1;
                 if wanted.is_some() {
                     starts.push(sym.st_value);
                 }
@@ -116,17 +126,51 @@ impl<'a> ElfSymbols<'a> {
         });
         let build_id = build_id_of(&elf, bytes);
         let debuglink = super::debuglink::debuglink(&elf, bytes);
-        let has_dwarf = elf
+        let sections: Vec<(&'a str, std::ops::Range<usize>)> = elf
             .section_headers
             .iter()
-            .any(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".debug_info"));
+            .filter(|sh| sh.sh_type != goblin::elf::section_header::SHT_NOBITS)
+            .filter_map(|sh| {
+                let name = elf.shdr_strtab.get_at(sh.sh_name)?;
+                if !(name.starts_with(".debug_") || name == ".gnu_debugdata") {
+                    return None;
+                }
+                let start = usize::try_from(sh.sh_offset).ok()?;
+                let end = start.checked_add(usize::try_from(sh.sh_size).ok()?)?;
+                (end <= bytes.len()).then_some((name, start..end))
+            })
+            .collect();
+        let has_dwarf = sections.iter().any(|(name, _)| *name == ".debug_info");
         Ok(ElfSymbols {
             functions: RangeTable::new(entries),
             loads,
             build_id,
             debuglink,
             has_dwarf,
+            has_symtab: !elf.syms.is_empty(),
+            functions_seen,
+            little_endian: elf.little_endian,
+            sections,
         })
+    }
+
+    /// The bytes of a section the parse kept (`.debug_*`, `.gnu_debugdata`)
+    /// out of `bytes`, the image it parsed.
+    pub fn section<'b>(&self, bytes: &'b [u8], name: &str) -> Option<&'b [u8]> {
+        let (_, range) = self.sections.iter().find(|(n, _)| *n == name)?;
+        bytes.get(range.clone())
+    }
+
+    /// MiniDebugInfo: the xz-compressed ELF in `.gnu_debugdata` holding the
+    /// symbols `strip` removed (Fedora, RHEL, CentOS ship binaries so).
+    pub fn minidebuginfo(&self, bytes: &[u8]) -> Option<Result<Vec<u8>, String>> {
+        let data = self.section(bytes, ".gnu_debugdata")?;
+        let mut out = Vec::new();
+        Some(
+            lzma_rs::xz_decompress(&mut std::io::Cursor::new(data), &mut out)
+                .map(|()| out)
+                .map_err(|e| format!(".gnu_debugdata is not valid xz ({e})")),
+        )
     }
 
     /// Virtual address (as in the symbol table) of a file offset.
