@@ -31,11 +31,44 @@ pub fn debuglink(elf: &Elf, bytes: &[u8]) -> Option<(String, u32)> {
     (!name.is_empty() && !name.contains('/')).then_some((name, crc))
 }
 
+/// Where the debug file of the binary at `path` may be, in the order
+/// gdb looks: by build-id under each debug directory, then by the
+/// debuglink name next to the binary, in its `.debug/`, and under each
+/// debug directory plus the binary's directory. Never the binary itself.
+pub fn candidates(
+    path: &Path,
+    build_id: Option<&str>,
+    debuglink: Option<&str>,
+    debug_dirs: &[PathBuf],
+) -> Vec<(PathBuf, SymbolSource)> {
+    let mut out = Vec::new();
+    if let Some(id) = build_id.filter(|id| id.len() > 2) {
+        for dir in debug_dirs {
+            let candidate = dir
+                .join(".build-id")
+                .join(&id[..2])
+                .join(format!("{}.debug", &id[2..]));
+            out.push((candidate, SymbolSource::BuildId));
+        }
+    }
+    if let (Some(name), Some(dir)) = (debuglink, path.parent()) {
+        out.push((dir.join(name), SymbolSource::Debuglink));
+        out.push((dir.join(".debug").join(name), SymbolSource::Debuglink));
+        let relative = dir.strip_prefix("/").unwrap_or(dir);
+        for debug in debug_dirs {
+            out.push((debug.join(relative).join(name), SymbolSource::Debuglink));
+        }
+    }
+    out.retain(|(candidate, _)| candidate != path);
+    out
+}
+
 /// Finds and loads the debug file of the binary at `path` (its `build_id`
 /// and `debuglink`), looking under `debug_dirs` (e.g. `/usr/lib/debug`).
 /// `load` reads a candidate (the caller maps it) and `read_build_id` gives
-/// a candidate's build-id; each candidate is loaded once. Gives the file's
-/// path and contents, and how it was found.
+/// a candidate's build-id; each candidate is loaded once. A build-id
+/// candidate is used only if its build-id matches, a debuglink one only if
+/// its CRC-32 does. Gives the file's path and contents, and how it was found.
 pub fn find<M: std::ops::Deref<Target = [u8]>>(
     path: &Path,
     build_id: Option<&str>,
@@ -44,34 +77,18 @@ pub fn find<M: std::ops::Deref<Target = [u8]>>(
     load: impl Fn(&Path) -> Option<M>,
     read_build_id: impl Fn(&[u8]) -> Option<String>,
 ) -> Option<(PathBuf, M, SymbolSource)> {
-    if let Some(id) = build_id.filter(|id| id.len() > 2) {
-        for dir in debug_dirs {
-            let candidate = dir
-                .join(".build-id")
-                .join(&id[..2])
-                .join(format!("{}.debug", &id[2..]));
-            if let Some(data) = load(&candidate)
-                && read_build_id(&data).as_deref() == Some(id)
-            {
-                return Some((candidate, data, SymbolSource::BuildId));
-            }
-        }
-    }
-    let (name, crc) = debuglink?;
-    let dir = path.parent()?;
-    let mut candidates = vec![dir.join(name), dir.join(".debug").join(name)];
-    for debug in debug_dirs {
-        let relative = dir.strip_prefix("/").unwrap_or(dir);
-        candidates.push(debug.join(relative).join(name));
-    }
-    candidates.into_iter().find_map(|candidate| {
-        // The link may name the binary itself (same directory, same name).
-        if candidate == path {
-            return None;
-        }
-        let data = load(&candidate)?;
-        (crc32fast::hash(&data) == *crc).then_some((candidate, data, SymbolSource::Debuglink))
-    })
+    let name = debuglink.map(|(name, _)| name.as_str());
+    candidates(path, build_id, name, debug_dirs)
+        .into_iter()
+        .find_map(|(candidate, how)| {
+            let data = load(&candidate)?;
+            let matches = match (how, debuglink) {
+                (SymbolSource::BuildId, _) => read_build_id(&data).as_deref() == build_id,
+                (_, Some((_, crc))) => crc32fast::hash(&data) == *crc,
+                _ => false,
+            };
+            matches.then_some((candidate, data, how))
+        })
 }
 
 #[cfg(test)]

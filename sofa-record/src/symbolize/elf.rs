@@ -2,6 +2,7 @@
 //! address minus its mapping start plus the mapping's page offset gives).
 
 use super::{RangeTable, demangle};
+use goblin::elf::section_header::{SHT_DYNSYM, SHT_RELA, SHT_SYMTAB};
 use goblin::elf::{Elf, header::EM_X86_64, program_header::PT_LOAD, sym::STT_FUNC};
 use std::borrow::Cow;
 
@@ -62,7 +63,11 @@ impl<'a> ElfSymbols<'a> {
         bytes: &'a [u8],
         wanted: impl FnOnce(&[(u64, u64, u64)]) -> Option<Vec<u64>>,
     ) -> Result<ElfSymbols<'a>, String> {
-        let elf = Elf::parse(bytes).map_err(|e| e.to_string())?;
+        let Light {
+            elf,
+            strtab,
+            dynstrtab,
+        } = light_parse(bytes)?;
         let loads: Vec<(u64, u64, u64)> = elf
             .program_headers
             .iter()
@@ -79,23 +84,22 @@ impl<'a> ElfSymbols<'a> {
         };
         let mut entries = Vec::new();
         let mut functions_seen = 0;
-        // With only some functions kept, an unsized one must still end
-        // where the next function of the file starts, kept or not.
-        let mut starts: Vec<u64> = Vec::new();
-        let symtabs = [(&elf.syms, &elf.strtab), (&elf.dynsyms, &elf.dynstrtab)];
+        // An unsized function ends where the next function of the file
+        // starts, kept or not, or where the PLT stubs or its segment do.
+        let mut starts: Vec<u64> = plt_start(&elf).into_iter().collect();
+        starts.extend(loads.iter().map(|(_, vaddr, size)| vaddr + size));
+        let symtabs = [(&elf.syms, strtab), (&elf.dynsyms, dynstrtab)];
         for (syms, strtab) in symtabs {
             for sym in syms.iter() {
                 if sym.st_type() != STT_FUNC || sym.st_value == 0 {
                     continue;
                 }
                 functions_seen += 1;
-                if wanted.is_some() {
-                    starts.push(sym.st_value);
-                }
+                starts.push(sym.st_value);
                 if !keep(sym.st_value, sym.st_value + sym.st_size) {
                     continue;
                 }
-                let Some(name) = strtab.get_at(sym.st_name) else {
+                let Some(name) = name_at(strtab, sym.st_name) else {
                     continue;
                 };
                 if name.is_empty() {
@@ -108,15 +112,13 @@ impl<'a> ElfSymbols<'a> {
                 ));
             }
         }
-        if wanted.is_some() {
-            starts.sort_unstable();
-            for entry in entries.iter_mut().filter(|e| e.1 <= e.0) {
-                if let Some(&next) = starts.get(starts.partition_point(|&a| a <= entry.0)) {
-                    entry.1 = next;
-                }
+        starts.sort_unstable();
+        for entry in entries.iter_mut().filter(|e| e.1 <= e.0) {
+            if let Some(&next) = starts.get(starts.partition_point(|&a| a <= entry.0)) {
+                entry.1 = next;
             }
         }
-        entries.extend(plt_entries(&elf));
+        entries.extend(plt_entries(&elf, bytes, dynstrtab, wanted.as_deref()));
         // Aliases at one address (glibc: `read`, `__read`, `__libc_read`):
         // the public name, as perf shows it — fewest leading underscores,
         // then the shortest. The table's sort keeps this order among equals.
@@ -222,7 +224,27 @@ fn demangle_symbol(name: &str) -> String {
 /// preceded, usually `_init`). x86-64 only: 16-byte stubs in `.plt.sec`
 /// (IBT builds), else in `.plt` after its 16-byte header, in the order of
 /// the `.rela.plt` relocations.
-fn plt_entries<'a>(elf: &Elf<'a>) -> Vec<(u64, u64, Cow<'a, str>)> {
+/// Where the PLT stubs start (x86-64).
+fn plt_start(elf: &Elf) -> Option<u64> {
+    (elf.header.e_machine == EM_X86_64).then_some(())?;
+    let section = |name: &str| {
+        elf.section_headers
+            .iter()
+            .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(name))
+    };
+    section(".plt")
+        .or_else(|| section(".plt.sec"))
+        .map(|sh| sh.sh_addr)
+}
+
+/// Only built when a wanted address (sorted; `None`: all) is in the stubs'
+/// section: libtorch has tens of thousands of them.
+fn plt_entries<'a>(
+    elf: &Elf<'a>,
+    bytes: &'a [u8],
+    dynstrtab: &'a [u8],
+    wanted: Option<&[u64]>,
+) -> Vec<(u64, u64, Cow<'a, str>)> {
     if elf.header.e_machine != EM_X86_64 {
         return Vec::new();
     }
@@ -231,29 +253,138 @@ fn plt_entries<'a>(elf: &Elf<'a>) -> Vec<(u64, u64, Cow<'a, str>)> {
             .iter()
             .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(name))
     };
-    let (base, first) = match (section(".plt.sec"), section(".plt")) {
-        (Some(sec), _) => (sec.sh_addr, 0),
-        (None, Some(plt)) => (plt.sh_addr, 1),
+    let (stubs, first) = match (section(".plt.sec"), section(".plt")) {
+        (Some(sec), _) => (sec, 0),
+        (None, Some(plt)) => (plt, 1),
         (None, None) => return Vec::new(),
     };
-    elf.pltrelocs
+    let (base, end) = (stubs.sh_addr, stubs.sh_addr + stubs.sh_size);
+    if let Some(v) = wanted
+        && v.get(v.partition_point(|&a| a < base))
+            .is_none_or(|&a| a >= end)
+    {
+        return Vec::new();
+    }
+    let Some(rela) = section(".rela.plt").filter(|sh| sh.sh_type == SHT_RELA) else {
+        return Vec::new();
+    };
+    let Ok(relocs) = goblin::elf::RelocSection::parse(
+        bytes,
+        rela.sh_offset as usize,
+        rela.sh_size as usize,
+        true,
+        elf_ctx(&elf.header).unwrap_or_default(),
+    ) else {
+        return Vec::new();
+    };
+    relocs
         .iter()
         .enumerate()
         .filter_map(|(i, rel)| {
             let sym = elf.dynsyms.get(rel.r_sym)?;
-            let name = elf
-                .dynstrtab
-                .get_at(sym.st_name)
-                .filter(|n| !n.is_empty())?;
+            let name = name_at(dynstrtab, sym.st_name).filter(|n| !n.is_empty())?;
             let start = base + 16 * (i + first) as u64;
             Some((start, start + 16, Cow::Owned(format!("{name}@plt"))))
         })
         .collect()
 }
 
-/// The GNU build-id of an ELF image, in lowercase hex.
+/// An ELF image parsed only as far as symbolization needs: headers,
+/// section table and the two symbol tables, with their string tables left
+/// raw. goblin's full parse also validates every string of every string
+/// table and reads the relocations: 45 of the 90 ms libtorch_cpu.so's
+/// symbols took.
+struct Light<'a> {
+    elf: Elf<'a>,
+    strtab: &'a [u8],
+    dynstrtab: &'a [u8],
+}
+
+fn elf_ctx(header: &goblin::elf::Header) -> Option<goblin::container::Ctx> {
+    Some(goblin::container::Ctx::new(
+        header.container().ok()?,
+        header.endianness().ok()?,
+    ))
+}
+
+fn light_parse(bytes: &[u8]) -> Result<Light<'_>, String> {
+    use goblin::elf::{ProgramHeader, SectionHeader, Symtab};
+    let header = Elf::parse_header(bytes).map_err(|e| e.to_string())?;
+    let ctx = elf_ctx(&header).ok_or("unknown ELF class or byte order")?;
+    let mut elf = Elf::lazy_parse(header).map_err(|e| e.to_string())?;
+    let count = |n| usize::from(n);
+    elf.program_headers =
+        ProgramHeader::parse(bytes, header.e_phoff as usize, count(header.e_phnum), ctx)
+            .map_err(|e| e.to_string())?;
+    elf.section_headers =
+        SectionHeader::parse(bytes, header.e_shoff as usize, count(header.e_shnum), ctx)
+            .map_err(|e| e.to_string())?;
+    let section_bytes = |sh: &SectionHeader| -> &[u8] {
+        let start = usize::try_from(sh.sh_offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(usize::try_from(sh.sh_size).unwrap_or(0));
+        bytes.get(start..end).unwrap_or(&[])
+    };
+    if let Some(sh) = elf.section_headers.get(usize::from(header.e_shstrndx)) {
+        elf.shdr_strtab =
+            goblin::strtab::Strtab::parse(bytes, sh.sh_offset as usize, sh.sh_size as usize, 0)
+                .map_err(|e| e.to_string())?;
+    }
+    let (mut strtab, mut dynstrtab): (&[u8], &[u8]) = (&[], &[]);
+    for sh in &elf.section_headers {
+        if sh.sh_type != SHT_SYMTAB && sh.sh_type != SHT_DYNSYM {
+            continue;
+        }
+        let entsize = if sh.sh_entsize > 0 {
+            sh.sh_entsize
+        } else {
+            goblin::elf::sym::Sym::size(ctx.container) as u64
+        };
+        let table = Symtab::parse(
+            bytes,
+            sh.sh_offset as usize,
+            (sh.sh_size / entsize) as usize,
+            ctx,
+        )
+        .map_err(|e| e.to_string())?;
+        let names = elf
+            .section_headers
+            .get(sh.sh_link as usize)
+            .map(section_bytes)
+            .unwrap_or(&[]);
+        if sh.sh_type == SHT_SYMTAB {
+            (elf.syms, strtab) = (table, names);
+        } else {
+            (elf.dynsyms, dynstrtab) = (table, names);
+        }
+    }
+    Ok(Light {
+        elf,
+        strtab,
+        dynstrtab,
+    })
+}
+
+/// The NUL-terminated UTF-8 string at `offset` of a raw string table.
+fn name_at(table: &[u8], offset: usize) -> Option<&str> {
+    let rest = table.get(offset..)?;
+    let len = rest.iter().position(|&b| b == 0)?;
+    std::str::from_utf8(&rest[..len]).ok()
+}
+
+/// The GNU build-id of an ELF image, in lowercase hex, from its headers
+/// alone (a debug-file candidate is checked without parsing its tables).
 pub fn build_id(bytes: &[u8]) -> Option<String> {
-    build_id_of(&Elf::parse(bytes).ok()?, bytes)
+    let header = Elf::parse_header(bytes).ok()?;
+    let ctx = elf_ctx(&header)?;
+    let mut elf = Elf::lazy_parse(header).ok()?;
+    elf.program_headers = goblin::elf::ProgramHeader::parse(
+        bytes,
+        usize::try_from(header.e_phoff).ok()?,
+        usize::from(header.e_phnum),
+        ctx,
+    )
+    .ok()?;
+    build_id_of(&elf, bytes)
 }
 
 fn build_id_of(elf: &Elf, bytes: &[u8]) -> Option<String> {
