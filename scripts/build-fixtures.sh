@@ -11,9 +11,14 @@ for name in hotspots jitloop signals recurse memwork; do
     "$cc" -O1 -g -fno-omit-frame-pointer -Wall -Wextra -o "$out/$name" "$src"
   fi
 done
+# Without frame pointers, as most libraries are built (unwinding tests).
+if [ ! -x "$out/nofp" ] || [ "$root/fixtures/workloads/nofp.c" -nt "$out/nofp" ]; then
+  "$cc" -O2 -g -fomit-frame-pointer -Wall -Wextra -o "$out/nofp" "$root/fixtures/workloads/nofp.c"
+fi
 # The first line is the main fixture (tests and benches read it).
 echo "$out/hotspots"
 echo "$out/jitloop"
 echo "$out/signals"
 echo "$out/recurse"
 echo "$out/memwork"
+echo "$out/nofp"

@@ -43,6 +43,14 @@ enum Command {
     Report(ReportArgs),
 }
 
+/// `--call-graph` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CallGraphArg {
+    Fp,
+    Dwarf,
+    Auto,
+}
+
 #[derive(Debug, Args)]
 struct RecordArgs {
     /// Archive directory to write. An earlier sofa archive there is replaced once the new
@@ -71,6 +79,17 @@ struct RecordArgs {
     /// under DIR, before /usr/lib/debug; repeatable.
     #[arg(long, value_name = "DIR")]
     debug_dir: Vec<PathBuf>,
+    /// How user call stacks are taken: fp (frame pointers, cheapest; stops in
+    /// code built without them), dwarf (copies of the user stack unwound with
+    /// the binaries' .eh_frame), auto (both; per sample the one that reaches
+    /// the thread's root, else the deeper).
+    #[arg(long, value_name = "MODE", default_value = "fp")]
+    call_graph: CallGraphArg,
+    /// Bytes of user stack copied per sample for --call-graph dwarf|auto
+    /// (at most 65528).
+    #[arg(long, value_name = "BYTES", default_value_t = sofa_record::DEFAULT_STACK_BYTES,
+          value_parser = clap::value_parser!(u32).range(64..=65528))]
+    stack_size: u32,
     /// Do not record system calls.
     #[arg(long)]
     no_syscalls: bool,
@@ -193,6 +212,12 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         python_perf: !args.no_python_perf,
         python: !args.no_python,
         py_hz: args.py_hz,
+        call_graph: match args.call_graph {
+            CallGraphArg::Fp => sofa_record::CallGraph::Fp,
+            CallGraphArg::Dwarf => sofa_record::CallGraph::Dwarf,
+            CallGraphArg::Auto => sofa_record::CallGraph::Auto,
+        },
+        stack_bytes: args.stack_size,
         debug_dirs: args
             .debug_dir
             .into_iter()

@@ -55,6 +55,7 @@ const RULES: &[Rule] = &[
     iowait,
     kernel_heavy,
     unnamed_code,
+    incomplete_stacks,
     step_count_differs,
     no_steps,
 ];
@@ -276,6 +277,25 @@ fn kernel_heavy(a: &Analysis) -> Vec<Hint> {
     }
 }
 
+/// A fifth of the samples have stacks cut short by frame-pointer walks
+/// (`[incomplete stack]`): unwinding the stack copies would complete them.
+fn incomplete_stacks(a: &Analysis) -> Vec<Hint> {
+    let s = &a.stacks;
+    if s.call_graph != "fp" || s.incomplete_share < 0.2 || a.run.samples < 100 {
+        return Vec::new();
+    }
+    vec![hint(
+        Severity::Info,
+        "call stacks cut short",
+        format!(
+            "{:.0}% of samples have stacks whose callers were lost where frame-pointer walking \
+             met code built without frame pointers (`[incomplete stack]` in the flamegraph): \
+             record with `--call-graph auto` to unwind them with the binaries' unwind tables",
+            100.0 * s.incomplete_share
+        ),
+    )]
+}
+
 /// A library holds at least 5 % of the samples and most of its samples
 /// have no function name (a stripped library without debug symbols found).
 fn unnamed_code(a: &Analysis) -> Vec<Hint> {
@@ -448,6 +468,20 @@ mod tests {
             function("0x7f1234", "anon", 2000),
         ];
         assert!(unnamed_code(&a).is_empty());
+    }
+
+    #[test]
+    fn cut_short_stacks_suggest_unwinding_only_in_fp_mode() {
+        let mut a = quiet();
+        a.stacks.call_graph = "fp".into();
+        a.stacks.incomplete_share = 0.19;
+        assert!(incomplete_stacks(&a).is_empty());
+        a.stacks.incomplete_share = 0.37;
+        let h = incomplete_stacks(&a);
+        assert!(h[0].evidence.starts_with("37% of samples"), "{h:?}");
+        assert!(h[0].evidence.contains("--call-graph auto"));
+        a.stacks.call_graph = "auto".into();
+        assert!(incomplete_stacks(&a).is_empty());
     }
 
     fn python_thread(tid: u32, gil_held: Option<f64>) -> ThreadRow {

@@ -19,6 +19,7 @@ mod swarms;
 mod syscalls;
 mod system;
 mod tasks;
+mod unwinding;
 mod views;
 
 /// A CPU sample of thread 1 of process 1 at `time_ns` in stack `stack`
@@ -56,6 +57,7 @@ pub use swarms::{Swarm, find_swarms};
 pub use syscalls::{Call, Calls, SyscallRow, syscall_table};
 pub use system::{DiskRow, InterfaceRow, SystemSummary, system_summary};
 pub use tasks::{ProcessRow, ThreadRow};
+pub use unwinding::StackSummary;
 pub use views::{CpuSeries, Folded, GpuSeries, Scatter, ScatterFunction, Series, Timeline, Views};
 
 /// Errors of analysis; reading the archive is the only thing that can fail so far.

@@ -16,7 +16,7 @@ use crate::tasks::{ProcessRow, ThreadRow, processes_and_threads};
 use crate::views::Views;
 use serde::Serialize;
 use sofa_trace::CollectorName;
-use sofa_trace::tables::{Binary, GpuCounter, Sample, SystemCounter};
+use sofa_trace::tables::{Binary, GpuCounter, Sample, StackEndRow, SystemCounter};
 use sofa_trace::{Archive, CollectorState};
 use std::collections::BTreeMap;
 
@@ -45,6 +45,8 @@ pub struct Analysis {
     /// How Python snapshots were merged into the stacks; null when the
     /// archive has none (not a Python job, or `--no-python`).
     pub python: Option<crate::PythonSummary>,
+    /// How user call stacks were taken and, unwound, how they ended.
+    pub stacks: crate::StackSummary,
     /// Likely bottlenecks, each with its evidence.
     pub hints: Vec<Hint>,
 }
@@ -107,17 +109,34 @@ type PythonMerge = (crate::PythonSummary, GilByThread);
 
 /// The CPU samples and their stacks, Python frames merged in (and, with
 /// `python_only`, native frames of Python stacks left out).
+/// The samples and stacks as analysed (Python frames merged), how the
+/// stacks as recorded ended, and the Python merge.
 fn samples_and_stacks(
     archive: &Archive,
     options: &Options,
-) -> Result<(Vec<Sample>, CallStacks, Option<PythonMerge>), AnalyzeError> {
+) -> Result<
+    (
+        Vec<Sample>,
+        CallStacks,
+        Option<PythonMerge>,
+        crate::StackSummary,
+    ),
+    AnalyzeError,
+> {
     let mut samples = archive.read_table::<Sample>()?;
+    let sampling = archive.meta().sampling.as_ref();
+    let ends = crate::unwinding::summarize(
+        sampling.and_then(|s| s.call_graph.as_deref()),
+        sampling.and_then(|s| s.stack_bytes),
+        &samples,
+        &archive.read_table::<StackEndRow>()?,
+    );
     let mut stacks = CallStacks::read(archive)?;
     let python = crate::python::merge(archive, &mut samples, &mut stacks)?;
     if options.python_only {
         crate::python::python_only(&mut samples, &mut stacks);
     }
-    Ok((samples, stacks, python))
+    Ok((samples, stacks, python, ends))
 }
 
 /// Every sampled stack as a folded line (frames root first, separated by
@@ -127,7 +146,7 @@ pub fn folded_stacks(
     archive: &Archive,
     options: &Options,
 ) -> Result<Vec<(String, u64)>, AnalyzeError> {
-    let (samples, stacks, _) = samples_and_stacks(archive, options)?;
+    let (samples, stacks, _, _) = samples_and_stacks(archive, options)?;
     let mut per_stack: StackMap<u64> = StackMap::default();
     for s in &samples {
         *per_stack.entry(s.stack_id).or_default() += 1;
@@ -209,7 +228,8 @@ fn analyze_inner(
         tables,
         warnings: archive.warnings().iter().map(|w| w.to_string()).collect(),
     };
-    let (sample_rows, stacks, python) = samples_and_stacks(archive, options)?;
+    let (sample_rows, stacks, python, mut stack_summary) = samples_and_stacks(archive, options)?;
+    stack_summary.incomplete_share = crate::views::incomplete_share(&stacks, &sample_rows);
     let Functions {
         rows: functions,
         self_of_stack,
@@ -287,6 +307,7 @@ fn analyze_inner(
         gpu,
         net,
         python,
+        stacks: stack_summary,
         hints: Vec::new(),
     };
     analysis.hints = hints(&analysis);

@@ -9,7 +9,7 @@ use crate::labels::{FunctionId, Labelled};
 use serde::Serialize;
 use sofa_trace::Archive;
 use sofa_trace::Metric;
-use sofa_trace::tables::{GpuCounter, SystemCounter};
+use sofa_trace::tables::{GpuCounter, Sample, SystemCounter};
 use std::collections::{BTreeMap, HashMap};
 
 /// Time bins of the timeline (fewer for short runs: at least 1 ms a bin).
@@ -274,6 +274,30 @@ pub(crate) fn fold_stacks(
         folded.insert(stack_id, names.join(";"));
     }
     folded
+}
+
+/// Share of samples whose stack `fold_stacks` puts under
+/// `[incomplete stack]`: outer frames outside every known module.
+pub(crate) fn incomplete_share(stacks: &CallStacks, samples: &[Sample]) -> f64 {
+    let mut per_stack: crate::StackMap<u64> = Default::default();
+    for s in samples {
+        *per_stack.entry(s.stack_id).or_default() += 1;
+    }
+    let mut incomplete = 0u64;
+    for (stack_id, n) in per_stack {
+        let mut known = 0usize;
+        let mut len = 0usize;
+        for (_, module) in stacks.names(stack_id) {
+            len += 1;
+            if module != "[unknown]" {
+                known = len;
+            }
+        }
+        if known > 0 && known < len {
+            incomplete += n;
+        }
+    }
+    incomplete as f64 / samples.len().max(1) as f64
 }
 
 /// A Python frame as py-spy names it, so it stands out from native frames.

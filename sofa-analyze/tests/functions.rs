@@ -40,6 +40,7 @@ fn write_archive(dir: &std::path::Path) {
         event: "cpu-clock".into(),
         frequency_hz: 999,
         fallback: Some("no hardware PMU".into()),
+        ..Default::default()
     });
     let w = ArchiveWriter::create(dir, meta).unwrap();
     let mut t = w.table::<Mapping>().unwrap();

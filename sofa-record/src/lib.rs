@@ -18,6 +18,33 @@ pub mod symbolize;
 pub mod syscalls;
 pub mod tracefs;
 
+/// How user call stacks are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallGraph {
+    /// The kernel walks frame pointers: cheap, but the chain stops in the
+    /// first library built without them.
+    Fp,
+    /// Each sample copies the top of the user stack and its registers;
+    /// sofa unwinds the copy with the binaries' `.eh_frame` (framehop).
+    Dwarf,
+    /// Both; per sample the chain that reached the thread's root (else the
+    /// deeper one) is kept.
+    Auto,
+}
+
+impl CallGraph {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallGraph::Fp => "fp",
+            CallGraph::Dwarf => "dwarf",
+            CallGraph::Auto => "auto",
+        }
+    }
+}
+
+/// User stack bytes copied per sample by default (perf's default is 8 KiB).
+pub const DEFAULT_STACK_BYTES: u32 = 16384;
+
 /// What `sofa record` was asked to do; built by the binary from its flags.
 #[derive(Debug, Clone)]
 pub struct RecordConfig {
@@ -34,6 +61,11 @@ pub struct RecordConfig {
     pub python: bool,
     /// Python snapshots per second per Python process. Default 100.
     pub py_hz: u64,
+    /// How user call stacks are taken. Default [`CallGraph::Fp`].
+    pub call_graph: CallGraph,
+    /// Bytes of user stack copied per sample for `dwarf` and `auto`.
+    /// Default [`DEFAULT_STACK_BYTES`].
+    pub stack_bytes: u32,
     /// Where detached debug files are looked for (by build-id and by
     /// `.gnu_debuglink`), in order. Default `/usr/lib/debug`.
     pub debug_dirs: Vec<std::path::PathBuf>,

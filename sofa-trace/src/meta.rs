@@ -126,7 +126,7 @@ pub struct ExitInfo {
 }
 
 /// How call stacks were sampled.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SamplingInfo {
     /// Event actually used, e.g. `cycles` or `cpu-clock`.
     pub event: String,
@@ -135,6 +135,14 @@ pub struct SamplingInfo {
     /// Why the requested event was replaced, e.g. "no hardware PMU: cpu-clock used".
     #[serde(default)]
     pub fallback: Option<String>,
+    /// How user call stacks were taken: `fp` (frame pointers, the kernel's
+    /// chain), `dwarf` (copies of the user stack unwound with `.eh_frame`)
+    /// or `auto` (both, the deeper kept); absent before 1.4 (`fp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_graph: Option<String>,
+    /// Bytes of user stack copied per sample (`dwarf`, `auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_bytes: Option<u32>,
 }
 
 /// A GPU as NVML named it.

@@ -62,6 +62,7 @@ impl Synthetic {
             event: "cpu-clock".into(),
             frequency_hz: 999,
             fallback: None,
+            ..Default::default()
         });
         meta.collectors.insert("cpu".into(), CollectorStatus::ok());
         if self.collectors {

@@ -301,6 +301,17 @@ table! {
 }
 
 table! {
+    /// How each unwound stack ended (since 1.4; `--call-graph dwarf|auto` only):
+    /// one row per innermost stack node that samples refer to.
+    pub struct StackEndRow in "stack_ends" {
+        /// Innermost node of the stack in `stacks`.
+        pub stack_id: u64,
+        /// `root` (complete), `stack-copy`, `short-copy`, `no-unwind-info`, `bad-frame`, `too-deep`, `frame-pointers`, `no-user-stack`.
+        pub end: String,
+    }
+}
+
+table! {
     /// One row per binary whose sampled addresses were symbolized (since 1.4):
     /// where its names came from, to tell "not symbolized" from "no symbols".
     pub struct Binary in "binaries" {
@@ -359,6 +370,7 @@ pub fn all() -> Vec<TableSpec> {
         spec::<Mapping>(),
         spec::<Symbol>(),
         spec::<Binary>(),
+        spec::<StackEndRow>(),
         spec::<TaskEvent>(),
         spec::<Syscall>(),
         spec::<SystemCounter>(),

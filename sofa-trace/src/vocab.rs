@@ -88,6 +88,30 @@ vocabulary! {
 }
 
 vocabulary! {
+    /// `stack_ends.end`: how the user part of an unwound stack ended
+    /// (`--call-graph dwarf|auto`).
+    StackEnd {
+        /// Reached the thread's first function: the stack is complete.
+        Root = "root",
+        /// Its caller's frame lies past the copied user stack (`--stack-size`).
+        StackCopy = "stack-copy",
+        /// Its caller's frame lies past a copy the kernel cut short: it copies
+        /// only resident pages, and a large frame may hold untouched ones.
+        ShortCopy = "short-copy",
+        /// An address in code with no unwind information (JIT, unknown module) and no usable frame pointer.
+        NoUnwindInfo = "no-unwind-info",
+        /// The unwind rules led to an impossible frame (a read outside the copy, a return address of 0, a loop).
+        BadFrame = "bad-frame",
+        /// More frames than sofa follows (`MAX_FRAMES`).
+        TooDeep = "too-deep",
+        /// `auto` took the frame-pointer chain: it was at least as deep as the unwound one.
+        FramePointers = "frame-pointers",
+        /// The sample had no user registers or stack (a kernel thread, or the copy was empty).
+        NoUserStack = "no-user-stack",
+    }
+}
+
+vocabulary! {
     /// `binaries.symbols`: where a binary's function names came from, the
     /// richest source found (a detached debug file or MiniDebugInfo adds to
     /// the binary's own tables).
@@ -181,6 +205,7 @@ mod tests {
         check(FrameKind::ALL, FrameKind::as_str, FrameKind::parse);
         check(Metric::ALL, Metric::as_str, Metric::parse);
         check(SymbolSource::ALL, SymbolSource::as_str, SymbolSource::parse);
+        check(StackEnd::ALL, StackEnd::as_str, StackEnd::parse);
         let stored = String::from("capture");
         assert!(stored == NetSource::Capture);
         assert!(*"recv" != NetSource::Xmit);

@@ -89,6 +89,25 @@ fn header(out: &mut String, analysis: &Analysis, _limit: usize) {
     if !other_lost.is_empty() {
         let _ = writeln!(out, "lost       {}", other_lost.join(", "));
     }
+    let stacks = &analysis.stacks;
+    if let Some(root) = stacks.root_share {
+        let others: Vec<String> = stacks
+            .ends
+            .iter()
+            .filter(|(end, _)| end != "root")
+            .map(|(end, n)| format!("{end} {:.1}%", 100.0 * *n as f64 / stacks.unwound as f64))
+            .collect();
+        let _ = write!(
+            out,
+            "stacks     --call-graph {}: {:.1}% of samples unwound to their thread's root",
+            stacks.call_graph,
+            100.0 * root
+        );
+        if !others.is_empty() {
+            let _ = write!(out, "; {}", others.join(", "));
+        }
+        out.push('\n');
+    }
     if let Some(py) = &analysis.python {
         let share = 100.0 * py.merged as f64 / py.samples_of_python_threads.max(1) as f64;
         let _ = write!(

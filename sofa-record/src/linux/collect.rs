@@ -1,10 +1,12 @@
 //! Turns the kernel's perf records into archive rows, as they stream in.
 
 use super::collector::Losses;
-use super::events::{Context, Event};
+use super::events::{Context, Event, UserStack};
+use super::unwind::Unwinders;
+use crate::CallGraph;
 use perf_event_open::sample::record::Record;
-use sofa_trace::tables::{Frame, Mapping, Sample, StackNode, TaskEvent};
-use sofa_trace::{ArchiveWriter, CollectorName, FrameKind, TableWriter, TraceError};
+use sofa_trace::tables::{Frame, Mapping, Sample, StackEndRow, StackNode, TaskEvent};
+use sofa_trace::{ArchiveWriter, CollectorName, FrameKind, StackEnd, TableWriter, TraceError};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -44,7 +46,7 @@ fn is_anonymous(path: &str) -> bool {
 pub const VDSO: &str = "[vdso]";
 
 /// Paths that name no file we could open for symbols.
-fn is_pseudo(path: &str) -> bool {
+pub(crate) fn is_pseudo(path: &str) -> bool {
     is_anonymous(path) || path.starts_with('[') || path.starts_with("/memfd:")
 }
 
@@ -74,11 +76,28 @@ pub struct Streams {
     /// Times the kernel throttled sampling.
     pub throttled: u64,
     pub unknown_records: u64,
+    /// How user stacks are taken; with `dwarf` and `auto`, the unwinders.
+    call_graph: CallGraph,
+    unwinders: Option<Unwinders>,
+    stack_ends: TableWriter<StackEndRow>,
+    /// Stacks whose end is written (each once).
+    ended: HashSet<u64>,
+    /// Samples per way their user stack ended (`dwarf`, `auto`).
+    pub ends: std::collections::BTreeMap<StackEnd, u64>,
 }
 
 impl Streams {
-    pub fn new(archive: &ArchiveWriter) -> Result<Streams, TraceError> {
+    pub fn new(
+        archive: &ArchiveWriter,
+        call_graph: CallGraph,
+        stack_bytes: u32,
+    ) -> Result<Streams, TraceError> {
         Ok(Streams {
+            call_graph,
+            unwinders: (call_graph != CallGraph::Fp).then(|| Unwinders::new(stack_bytes)),
+            stack_ends: archive.table()?,
+            ended: HashSet::new(),
+            ends: Default::default(),
             samples: archive.table()?,
             stacks: archive.table()?,
             frames_out: archive.table()?,
@@ -191,10 +210,12 @@ impl Streams {
                 cpu: sample_cpu,
                 chain,
                 period,
+                user,
             } => {
                 if pid != 0 && !self.spaces.knows(pid) && self.maps_read.insert(pid) {
                     self.read_proc_maps(pid, time_ns)?;
                 }
+                let (chain, end) = self.user_chain(pid, chain, user.as_ref());
                 let stack_id = match &chain {
                     Some(chain) => {
                         // Each context also took one entry, for its marker.
@@ -206,6 +227,17 @@ impl Streams {
                     }
                     None => None,
                 };
+                if let Some(end) = end {
+                    *self.ends.entry(end).or_default() += 1;
+                    if let Some(id) = stack_id
+                        && self.ended.insert(id)
+                    {
+                        self.stack_ends.push(StackEndRow {
+                            stack_id: id,
+                            end: end.as_str().to_owned(),
+                        })?;
+                    }
+                }
                 self.samples.push(Sample {
                     time_ns,
                     pid,
@@ -263,6 +295,9 @@ impl Streams {
             } => {
                 if pid == tid {
                     self.running.remove(&pid);
+                    if let Some(u) = &mut self.unwinders {
+                        u.forget(pid);
+                    }
                 }
                 self.push_lineage("exit", time_ns, (pid, tid), (ppid, ptid))?;
             }
@@ -272,6 +307,44 @@ impl Streams {
             Event::Unknown => self.unknown_records += 1,
         }
         Ok(())
+    }
+
+    /// The call chain to store for a sample: with `dwarf`, the kernel's
+    /// kernel part and the user stack unwound from its copy; with `auto`,
+    /// that or the kernel's frame-pointer user chain, whichever reached the
+    /// root or, failing that, holds more frames in known mappings. Also
+    /// says how the user part ended (`None` with `fp`).
+    fn user_chain(
+        &mut self,
+        pid: u32,
+        chain: Option<Vec<Context>>,
+        user: Option<&UserStack>,
+    ) -> (Option<Vec<Context>>, Option<StackEnd>) {
+        let Some(unwinders) = &mut self.unwinders else {
+            return (chain, None);
+        };
+        let Some(user) = user.filter(|u| u.ip != 0 && !u.stack.is_empty()) else {
+            return (chain, Some(StackEnd::NoUserStack));
+        };
+        let unwound = unwinders.unwind(pid, &self.spaces, user);
+        let mut contexts: Vec<Context> = chain.unwrap_or_default();
+        if self.call_graph == CallGraph::Auto && unwound.end != StackEnd::Root {
+            let fp_known = contexts
+                .iter()
+                .filter(|c| !c.kernel)
+                .flat_map(|c| c.ips.iter())
+                .take_while(|&&ip| self.spaces.lookup(pid, ip).is_some())
+                .count();
+            if fp_known > unwound.ips.len() {
+                return (Some(contexts), Some(StackEnd::FramePointers));
+            }
+        }
+        contexts.retain(|c| c.kernel);
+        contexts.push(Context {
+            kernel: false,
+            ips: unwound.ips,
+        });
+        (Some(contexts), Some(unwound.end))
     }
 
     /// A fork or exit row: the task and the one it came from.
@@ -328,6 +401,7 @@ impl Streams {
     /// Keeps quiet tables flowing to disk at least every second.
     pub fn flush_if_due(&mut self) -> Result<(), TraceError> {
         self.samples.flush_if_due()?;
+        self.stack_ends.flush_if_due()?;
         self.stacks.flush_if_due()?;
         self.frames_out.flush_if_due()?;
         self.tasks.flush_if_due()?;
@@ -360,6 +434,7 @@ impl Streams {
     /// Finishes the streaming tables; frames and symbols are written afterwards.
     pub fn finish_streams(self) -> Result<Finished, TraceError> {
         self.samples.finish()?;
+        self.stack_ends.finish()?;
         self.stacks.finish()?;
         self.frames_out.finish()?;
         self.tasks.finish()?;
@@ -367,6 +442,7 @@ impl Streams {
         let mut outlived: Vec<u32> = self.running.into_iter().collect();
         outlived.sort_unstable();
         Ok(Finished {
+            ends: self.ends,
             frames: self.frames,
             sample_count: self.sample_count,
             cut_chains: self.cut_chains,
@@ -379,6 +455,8 @@ impl Streams {
 
 /// What symbolization needs once the streams are closed.
 pub struct Finished {
+    /// Samples per way their user stack ended (`dwarf`, `auto`).
+    pub ends: std::collections::BTreeMap<StackEnd, u64>,
     pub frames: Vec<FrameInfo>,
     pub sample_count: u64,
     pub cut_chains: u64,
@@ -402,6 +480,14 @@ impl AddressSpaces {
     fn chain(&self, pid: u32) -> impl Iterator<Item = u32> + '_ {
         // Bounded: a corrupt fork tree must not loop forever.
         std::iter::successors(Some(pid), |p| self.parents.get(p).copied()).take(64)
+    }
+
+    /// Mappings of `pid`, newest first, then those of the processes it was
+    /// forked from.
+    pub fn ranges(&self, pid: u32) -> impl Iterator<Item = &MapRange> + '_ {
+        self.chain(pid)
+            .filter_map(|p| self.maps.get(&p))
+            .flat_map(|maps| maps.iter().rev())
     }
 
     /// Whether any mapping is known for `pid` or the processes it was forked from.
@@ -460,6 +546,7 @@ mod tests {
             cpu: None,
             chain: Some(chain),
             period: 1,
+            user: None,
         }
     }
 
@@ -473,9 +560,13 @@ mod tests {
     /// Feeds `events` (read from CPU 3's ring) into a fresh archive and
     /// returns the streams' finish and the frames table.
     fn run(events: Vec<Event>) -> (Finished, Vec<Frame>, Vec<Sample>) {
+        run_with(events, CallGraph::Fp)
+    }
+
+    fn run_with(events: Vec<Event>, call_graph: CallGraph) -> (Finished, Vec<Frame>, Vec<Sample>) {
         let dir = tempfile::tempdir().unwrap();
         let archive = ArchiveWriter::create(dir.path(), Meta::new(vec![])).unwrap();
-        let mut streams = Streams::new(&archive).unwrap();
+        let mut streams = Streams::new(&archive, call_graph, 4096).unwrap();
         for event in events {
             streams.handle(event, 3).unwrap();
         }
@@ -614,5 +705,72 @@ mod tests {
             .collect();
         assert_eq!(rows, [(9, Some(3), 4), (0, Some(3), 1)]);
         assert!(finished.losses.rows.iter().all(|r| r.collector == "cpu"));
+    }
+
+    /// A sample whose user stack copy cannot be unwound (its address is in
+    /// no file sofa can read) but whose frame-pointer chain is in mappings.
+    fn unwindable_only_by_fp() -> Vec<Event> {
+        let mut s = sample(
+            BIN,
+            vec![
+                context(true, &[0xffff_ffff_8100_0000]),
+                context(false, &[0x1010, 0x1020, 0x1030]),
+            ],
+        );
+        if let Event::Sample { user, .. } = &mut s {
+            // A frame pointer past the copy: the unwind stops at once.
+            *user = Some(UserStack {
+                ip: 0x1010,
+                sp: 0x7000,
+                bp: 0x9000,
+                stack: vec![0; 64],
+            });
+        }
+        vec![mmap(BIN, 0x1000, 0x1000, 0, "/nonexistent/bin"), s]
+    }
+
+    #[test]
+    fn auto_keeps_the_frame_pointer_chain_when_unwinding_gets_less() {
+        let (finished, frames, _) = run_with(unwindable_only_by_fp(), CallGraph::Auto);
+        assert_eq!(finished.ends.get(&StackEnd::FramePointers), Some(&1));
+        let user: Vec<u64> = frames
+            .iter()
+            .filter(|f| f.kind == "user")
+            .map(|f| f.address)
+            .collect();
+        assert_eq!(
+            user,
+            [0x102f, 0x101f, 0x1010],
+            "outermost first, return addresses - 1"
+        );
+    }
+
+    #[test]
+    fn dwarf_keeps_what_it_unwound_and_says_how_it_ended() {
+        let (finished, frames, _) = run_with(unwindable_only_by_fp(), CallGraph::Dwarf);
+        assert_eq!(finished.ends.len(), 1, "{:?}", finished.ends);
+        assert!(!finished.ends.contains_key(&StackEnd::FramePointers));
+        assert!(!finished.ends.contains_key(&StackEnd::Root));
+        let user: Vec<u64> = frames
+            .iter()
+            .filter(|f| f.kind == "user")
+            .map(|f| f.address)
+            .collect();
+        assert_eq!(
+            user,
+            [0x1010],
+            "the kernel's frame-pointer chain is not used"
+        );
+        assert_eq!(frames.iter().filter(|f| f.kind == "kernel").count(), 1);
+    }
+
+    #[test]
+    fn a_sample_without_a_user_stack_keeps_its_chain() {
+        let (finished, frames, _) = run_with(
+            vec![sample(BIN, vec![context(true, &[0xffff_ffff_8100_0000])])],
+            CallGraph::Dwarf,
+        );
+        assert_eq!(finished.ends.get(&StackEnd::NoUserStack), Some(&1));
+        assert_eq!(frames.len(), 1);
     }
 }

@@ -6,11 +6,12 @@ use super::collect::Streams;
 use super::collector::{Collector, OpenError, Outcome, Setup, Spec, nothing_skipped};
 use super::perf::{self, CpuSampler};
 use super::{dir_size, symbols};
-use crate::human_bytes;
+use crate::{CallGraph, human_bytes};
 use sofa_trace::{
     ArchiveWriter, CollectorName, CollectorState, CollectorStatus, EventInfo, SamplingInfo,
-    TraceError,
+    StackEnd, TraceError,
 };
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -61,7 +62,23 @@ fn open(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
         .ok()
         .and_then(|s| s.trim().parse().ok());
     let (frequency_hz, limited) = within_max_rate(config.frequency_hz, max);
-    let mut opened = perf::open(setup.pid, frequency_hz, config.event.as_deref())?;
+    // Stack copies are unwound with x86-64 register rules only.
+    let call_graph = if cfg!(target_arch = "x86_64") {
+        config.call_graph
+    } else {
+        if config.call_graph != CallGraph::Fp {
+            setup.notes.push(format!(
+                "--call-graph {} needs x86-64: frame pointers used",
+                config.call_graph.as_str()
+            ));
+        }
+        CallGraph::Fp
+    };
+    let stacks = perf::Stacks {
+        call_graph,
+        stack_bytes: config.stack_bytes,
+    };
+    let mut opened = perf::open(setup.pid, frequency_hz, config.event.as_deref(), stacks)?;
     opened.notes.extend(limited);
     setup.notes.extend(opened.notes.iter().cloned());
     if let Some(fallback) = &opened.chosen.fallback {
@@ -72,6 +89,8 @@ fn open(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
         event: opened.chosen.name.to_owned(),
         frequency_hz,
         fallback: opened.chosen.fallback.clone(),
+        call_graph: Some(call_graph.as_str().to_owned()),
+        stack_bytes: (call_graph != CallGraph::Fp).then_some(config.stack_bytes & !7),
     });
     meta.events = vec![EventInfo {
         name: opened.chosen.name.to_owned(),
@@ -87,7 +106,7 @@ fn open(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
     Ok(Box::new(Cpu {
         samplers: opened.samplers,
         open_notes: opened.notes,
-        streams: Streams::new(setup.archive)?,
+        streams: Streams::new(setup.archive, call_graph, config.stack_bytes)?,
         progress: progress.then(|| config.output.clone()),
         debug_dirs: config.debug_dirs.clone(),
     }))
@@ -184,6 +203,10 @@ impl Collector for Cpu {
         notes.extend(gaps.iter().cloned());
         let mut status_notes = self.open_notes;
         status_notes.extend(gaps);
+        if let Some((line, note)) = unwind_summary(&finished.ends) {
+            notes.extend(note);
+            status_notes.push(line);
+        }
         let status = (!status_notes.is_empty())
             .then(|| CollectorStatus::with(CollectorState::Ok, status_notes.join("; ")));
         Ok(Outcome {
@@ -193,6 +216,35 @@ impl Collector for Cpu {
             status,
         })
     }
+}
+
+/// How the unwound user stacks ended, as one line for the collector's
+/// status ("user stacks unwound: root 97.1%, stack-copy 2.9%"), and a note
+/// for the user when fewer than 90 % reached their root.
+fn unwind_summary(ends: &BTreeMap<StackEnd, u64>) -> Option<(String, Option<String>)> {
+    let total: u64 = ends.values().sum();
+    if total == 0 {
+        return None;
+    }
+    let share = |end| 100.0 * ends.get(&end).copied().unwrap_or(0) as f64 / total as f64;
+    let mut by_count: Vec<(&StackEnd, &u64)> = ends.iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let parts: Vec<String> = by_count
+        .iter()
+        .map(|(end, _)| format!("{end} {:.1}%", share(**end)))
+        .collect();
+    let line = format!("user stacks unwound: {}", parts.join(", "));
+    // A frame-pointer chain `auto` kept is as deep as it goes.
+    let complete = share(StackEnd::Root) + share(StackEnd::FramePointers);
+    let note = (complete < 90.0).then(|| {
+        let hint = if share(StackEnd::StackCopy) >= 5.0 {
+            " (a larger --stack-size copies more of each stack)"
+        } else {
+            ""
+        };
+        format!("{line}{hint}")
+    });
+    Some((line, note))
 }
 
 #[cfg(test)]

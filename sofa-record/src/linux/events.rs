@@ -12,6 +12,16 @@ pub struct Context {
     pub ips: Vec<u64>,
 }
 
+/// What a sample copied of the user context, for unwinding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserStack {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// Stack bytes from `sp` up.
+    pub stack: Vec<u8>,
+}
+
 /// A perf record as the CPU collector uses it ([`Event::from`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -23,6 +33,9 @@ pub enum Event {
         cpu: Option<u32>,
         chain: Option<Vec<Context>>,
         period: u64,
+        /// User registers and the copy of the user stack from SP
+        /// (`--call-graph dwarf|auto`).
+        user: Option<UserStack>,
     },
     /// An executable mapping.
     Mmap {
@@ -86,6 +99,17 @@ impl From<Record> for Event {
                         })
                         .collect()
                 });
+                // Registers in the order of their bits: BP, SP, IP. A
+                // kernel thread has none (ABI "none": an empty list).
+                let user = match (s.user_regs, s.user_stack) {
+                    (Some((regs, _)), Some(stack)) if regs.len() == 3 => Some(UserStack {
+                        bp: regs[0],
+                        sp: regs[1],
+                        ip: regs[2],
+                        stack,
+                    }),
+                    _ => None,
+                };
                 Event::Sample {
                     time_ns: id.time.unwrap_or(0),
                     pid,
@@ -93,6 +117,7 @@ impl From<Record> for Event {
                     cpu: id.cpu,
                     chain,
                     period: s.period.unwrap_or(0),
+                    user,
                 }
             }
             Record::Mmap(m) if m.executable => Event::Mmap {

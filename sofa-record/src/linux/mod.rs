@@ -18,6 +18,7 @@ mod sys;
 mod syscalls;
 mod system;
 mod tracepoint;
+mod unwind;
 
 use crate::{RecordConfig, RecordError, RecordSummary};
 use child::{Child, Exit};

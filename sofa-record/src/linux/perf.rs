@@ -1,10 +1,11 @@
 //! perf_event_open counters: one sampling counter per CPU, inherited by every
 //! thread and process the command creates, enabled by the kernel at exec.
 
+use crate::CallGraph;
 use crate::RecordError;
 use perf_event_open::config::{
     CallChain, Clock, Cpu, ExtraRecord, Inherit, Mmap, OnExecve, Opts, Proc, RecordIdFormat,
-    SampleFormat, SampleOn, UseBuildId,
+    RegsMask, SampleFormat, SampleOn, Size, UseBuildId,
 };
 use perf_event_open::count::Counter;
 use perf_event_open::event::hw::Hardware;
@@ -33,6 +34,26 @@ pub const MAX_STACK: u16 = 127;
 /// Ring buffer size per CPU, as a power of two of pages: 2^7 = 128 pages
 /// (512 KiB), several seconds of 999 Hz stacks between two drains.
 const RING_PAGES_EXP: u8 = 7;
+/// With user stack copies (16 KiB a sample): 2^10 pages (4 MiB), ~250
+/// samples, a quarter second of 999 Hz between two drains.
+const RING_PAGES_EXP_STACKS: u8 = 10;
+
+/// x86-64 user registers sampled for unwinding (`PERF_REG_X86_*`): BP (6),
+/// SP (7), IP (8); the record lists them in that order.
+pub const USER_REGS: u64 = (1 << 6) | (1 << 7) | (1 << 8);
+
+/// How call stacks are sampled.
+#[derive(Debug, Clone, Copy)]
+pub struct Stacks {
+    pub call_graph: CallGraph,
+    pub stack_bytes: u32,
+}
+
+impl Stacks {
+    fn copies_user_stack(self) -> bool {
+        self.call_graph != CallGraph::Fp && cfg!(target_arch = "x86_64")
+    }
+}
 
 /// An event sofa knows how to sample, by perf's name for it.
 #[derive(Clone)]
@@ -63,7 +84,7 @@ impl Kind {
     }
 }
 
-fn opts(frequency_hz: u64, kernel: bool) -> Opts {
+fn opts(frequency_hz: u64, kernel: bool, stacks: Stacks) -> Opts {
     let mut opts = Opts::default();
     opts.exclude.kernel = !kernel;
     opts.exclude.hv = true;
@@ -79,6 +100,11 @@ fn opts(frequency_hz: u64, kernel: bool) -> Opts {
             defer_user: false,
             max_stack_frames: MAX_STACK,
         }),
+        user_regs: stacks.copies_user_stack().then_some(RegsMask(USER_REGS)),
+        // The kernel rounds the size down to a multiple of 8.
+        user_stack: stacks
+            .copies_user_stack()
+            .then_some(Size(stacks.stack_bytes & !7)),
         ..Default::default()
     };
     opts.record_id_all = true;
@@ -122,16 +148,18 @@ pub fn open(
     pid: libc::pid_t,
     frequency_hz: u64,
     event: Option<&str>,
+    stacks: Stacks,
 ) -> Result<Opened, RecordError> {
+    let open_event = |name, fallback| open_event(pid, frequency_hz, name, fallback, stacks);
     match event {
-        Some(name) => open_event(pid, frequency_hz, name, None),
-        None => match open_event(pid, frequency_hz, "cycles", None) {
+        Some(name) => open_event(name, None),
+        None => match open_event("cycles", None) {
             Err(RecordError::Perf { source, .. }) => {
                 let errno = source
                     .raw_os_error()
                     .map_or_else(|| source.to_string(), |n| format!("os error {n}"));
                 let why = format!("no hardware PMU (cycles: {errno}); cpu-clock used");
-                open_event(pid, frequency_hz, "cpu-clock", Some(why))
+                open_event("cpu-clock", Some(why))
             }
             other => other,
         },
@@ -143,6 +171,7 @@ fn open_event(
     frequency_hz: u64,
     name: &str,
     fallback: Option<String>,
+    stacks: Stacks,
 ) -> Result<Opened, RecordError> {
     let (event, canonical, unit) =
         event_by_name(name).ok_or_else(|| RecordError::UnknownEvent(name.to_owned()))?;
@@ -151,10 +180,10 @@ fn open_event(
         source,
     };
     let mut notes = Vec::new();
-    let samplers = match open_all(pid, frequency_hz, &event, true) {
+    let samplers = match open_all(pid, frequency_hz, &event, true, stacks) {
         Ok(samplers) => samplers,
         // perf_event_paranoid 2 forbids kernel stacks to unprivileged users; keep user ones.
-        Err(e) if is_permission(&e) => match open_all(pid, frequency_hz, &event, false) {
+        Err(e) if is_permission(&e) => match open_all(pid, frequency_hz, &event, false, stacks) {
             Ok(samplers) => {
                 notes.push(
                     "kernel call stacks not permitted (kernel.perf_event_paranoid >= 2): \
@@ -184,12 +213,18 @@ fn open_all(
     frequency_hz: u64,
     event: &Kind,
     kernel: bool,
+    stacks: Stacks,
 ) -> std::io::Result<Vec<CpuSampler>> {
-    let opts = opts(frequency_hz, kernel);
+    let opts = opts(frequency_hz, kernel, stacks);
+    let pages = if stacks.copies_user_stack() {
+        RING_PAGES_EXP_STACKS
+    } else {
+        RING_PAGES_EXP
+    };
     let mut out = Vec::new();
     for cpu in 0..super::sys::online_cpus() {
         let counter = event.counter(pid, cpu, &opts)?;
-        let sampler = counter.sampler(RING_PAGES_EXP)?;
+        let sampler = counter.sampler(pages)?;
         out.push(CpuSampler {
             cpu,
             counter,

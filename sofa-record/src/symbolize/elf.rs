@@ -203,7 +203,12 @@ impl<'a> ElfSymbols<'a> {
     }
 }
 
-/// The virtual address of a file offset, given the loadable segments.
+/// The virtual address of a file offset, given the loadable segments
+/// ((file offset, virtual address, file size) each).
+pub fn vaddr_of(loads: &[(u64, u64, u64)], file_offset: u64) -> Option<u64> {
+    vaddr_in(loads, file_offset)
+}
+
 fn vaddr_in(loads: &[(u64, u64, u64)], file_offset: u64) -> Option<u64> {
     loads
         .iter()
@@ -287,6 +292,67 @@ fn plt_entries<'a>(
             Some((start, start + 16, Cow::Owned(format!("{name}@plt"))))
         })
         .collect()
+}
+
+/// What unwinding needs of an ELF image: stated addresses (SVMAs) and file
+/// ranges of the code and its unwind tables, and the loadable segments.
+#[derive(Debug, Clone, Default)]
+pub struct UnwindSections {
+    /// (file offset, virtual address, file size) of each loadable segment.
+    pub loads: Vec<(u64, u64, u64)>,
+    /// The same of the executable ones.
+    pub exec_loads: Vec<(u64, u64, u64)>,
+    pub text: Option<(std::ops::Range<u64>, std::ops::Range<usize>)>,
+    pub eh_frame: Option<(std::ops::Range<u64>, std::ops::Range<usize>)>,
+    pub eh_frame_hdr: Option<(std::ops::Range<u64>, std::ops::Range<usize>)>,
+    pub got: Option<std::ops::Range<u64>>,
+    pub debug_frame: Option<std::ops::Range<usize>>,
+}
+
+impl UnwindSections {
+    /// Whether it has call-frame information at all.
+    pub fn has_cfi(&self) -> bool {
+        self.eh_frame.is_some() || self.debug_frame.is_some()
+    }
+}
+
+/// The sections [`UnwindSections`] lists, from the light parse.
+pub fn unwind_sections(bytes: &[u8]) -> Option<UnwindSections> {
+    let Light { elf, .. } = light_parse(bytes).ok()?;
+    let section = |name: &str| {
+        let sh = elf
+            .section_headers
+            .iter()
+            .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(name))?;
+        let svma = sh.sh_addr..sh.sh_addr + sh.sh_size;
+        let start = usize::try_from(sh.sh_offset).ok()?;
+        let end = start.checked_add(usize::try_from(sh.sh_size).ok()?)?;
+        let in_file = sh.sh_type != goblin::elf::section_header::SHT_NOBITS && end <= bytes.len();
+        Some((svma, in_file.then_some(start..end)))
+    };
+    let with_data = |name: &str| {
+        let (svma, data) = section(name)?;
+        Some((svma, data?))
+    };
+    Some(UnwindSections {
+        loads: elf
+            .program_headers
+            .iter()
+            .filter(|ph| ph.p_type == PT_LOAD)
+            .map(|ph| (ph.p_offset, ph.p_vaddr, ph.p_filesz))
+            .collect(),
+        exec_loads: elf
+            .program_headers
+            .iter()
+            .filter(|ph| ph.p_type == PT_LOAD && ph.is_executable())
+            .map(|ph| (ph.p_offset, ph.p_vaddr, ph.p_filesz))
+            .collect(),
+        text: with_data(".text"),
+        eh_frame: with_data(".eh_frame"),
+        eh_frame_hdr: with_data(".eh_frame_hdr"),
+        got: section(".got").map(|(svma, _)| svma),
+        debug_frame: with_data(".debug_frame").map(|(_, data)| data),
+    })
 }
 
 /// An ELF image parsed only as far as symbolization needs: headers,
