@@ -5,6 +5,11 @@
 //! 2. System calls: a syscall-heavy workload (tiny 64-byte reads) alone,
 //!    under `sofa record` (sampling + syscalls), `strace -f -c` and
 //!    `perf trace -s`.
+//! 4. Call graphs: the CPU-bound C fixture (frame pointers complete) and
+//!    the numpy loop (libraries without them) under `sofa record
+//!    --call-graph fp|dwarf|auto`, `perf record -g` and `perf record
+//!    --call-graph dwarf,16384`; with each sofa archive's size per 10^6
+//!    samples (`SOFA_BENCH_ONLY=call`).
 //! 3. Python stacks: two Python loops (the numpy training loop, and the
 //!    pure-Python `py_hot.py`) alone, under `sofa record --no-python`, under
 //!    `sofa record` (Python stacks at 100 Hz) and under
@@ -127,17 +132,128 @@ fn scenario(title: &str, workload: &Path, args: &[&str], modes: &[Mode], runs: u
         args.join(" ")
     );
     println!(
-        "  {:<34} {:>12} {:>10} {:>12} {:>10}",
+        "  {:<44} {:>12} {:>10} {:>12} {:>10}",
         "mode", "own ms", "slowdown", "wall ms", "wall x"
     );
     for (i, mode) in modes.iter().enumerate() {
         let (o, w) = (median(own[i].clone()), median(wall[i].clone()));
-        println!(
-            "  {:<34} {o:>12.1} {:>9.2}x {w:>12.1} {:>9.2}x",
+        print!(
+            "  {:<44} {o:>12.1} {:>9.2}x {w:>12.1} {:>9.2}x",
             mode.name,
             o / base,
             w / base_wall
         );
+        if let Some(size) = archive_size(mode) {
+            print!("  {size}");
+        }
+        println!();
+    }
+}
+
+/// For a `sofa record -o DIR` mode: the last run's archive size per 10^6
+/// samples, its user-stack ends (`dwarf`, `auto`) and lost samples.
+fn archive_size(mode: &Mode) -> Option<String> {
+    let i = mode.prefix.iter().position(|a| a == "-o")?;
+    let dir = PathBuf::from(mode.prefix.get(i + 1)?);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).ok()?).ok()?;
+    let samples = meta["tables"]["samples"]["rows"].as_u64()?.max(1);
+    let bytes: u64 = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .flat_map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                std::fs::read_dir(&p)
+                    .map(|d| d.flatten().map(|f| f.path()).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            } else {
+                vec![p]
+            }
+        })
+        .filter_map(|p| p.metadata().ok().map(|m| m.len()))
+        .sum();
+    let lost = meta["lost"]["cpu"].as_u64().unwrap_or(0);
+    let reason = meta["collectors"]["cpu"]["reason"].as_str().unwrap_or("");
+    let ends = reason
+        .split("; ")
+        .find_map(|r| r.strip_prefix("user stacks unwound: "))
+        .unwrap_or("");
+    Some(format!(
+        "{:.1} MB/10^6 samples, {lost} lost of {samples}; {ends}",
+        bytes as f64 * 1e6 / samples as f64 / 1e6
+    ))
+}
+
+/// `sofa record --call-graph MODE` and perf's two call-graph modes on the
+/// C fixture and the numpy loop (`--no-python`: stacks only).
+fn call_graphs(sofa: &str, hotspots: &Path, numpy: &Path, python: &str, tmp: &Path) {
+    let out = |name: &str| tmp.join(name).display().to_string();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let runs = env_or("SOFA_BENCH_CALL_RUNS", 7);
+    for (title, workload, args, interpreter) in [
+        (
+            "call graphs (C fixture)",
+            hotspots,
+            vec![env_or("SOFA_BENCH_STEPS", 50).to_string(), "0".into()],
+            None,
+        ),
+        (
+            "call graphs (numpy loop)",
+            numpy,
+            vec![
+                "--steps".into(),
+                env_or("SOFA_BENCH_PY_STEPS", 100).to_string(),
+            ],
+            Some(python.to_owned()),
+        ),
+    ] {
+        let with = |mut v: Vec<String>| {
+            v.push("--".into());
+            v.extend(interpreter.clone());
+            v
+        };
+        let mut modes = vec![Mode {
+            name: "alone",
+            prefix: interpreter.iter().cloned().collect(),
+        }];
+        for (name, mode) in [
+            ("sofa record --call-graph fp", "fp"),
+            ("sofa record --call-graph dwarf", "dwarf"),
+            ("sofa record --call-graph auto", "auto"),
+        ] {
+            modes.push(Mode {
+                name,
+                prefix: with(
+                    [
+                        s(&[sofa, "record", "--no-syscalls", "--no-python"]),
+                        s(&["--call-graph", mode, "-o"]),
+                        vec![out(&format!("sofa-{mode}"))],
+                    ]
+                    .concat(),
+                ),
+            });
+        }
+        if tool_available("perf") {
+            for (name, graph) in [
+                ("perf record -g", "fp"),
+                ("perf record --call-graph dwarf,16384", "dwarf,16384"),
+            ] {
+                modes.push(Mode {
+                    name,
+                    prefix: with(
+                        [
+                            s(&["perf", "record", "-q", "-e", "cpu-clock", "-F", "999"]),
+                            s(&["--call-graph", graph, "-o"]),
+                            vec![out("perf.data")],
+                        ]
+                        .concat(),
+                    ),
+                });
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        scenario(title, workload, &args, &modes, runs);
     }
 }
 
@@ -295,6 +411,8 @@ fn main() {
         &py_modes,
         py_runs,
     );
+    call_graphs(&sofa, &workload, &numpy, &python, &tmp);
+
     let hot = root.join("fixtures/workloads/py_hot.py");
     let rounds = env_or("SOFA_BENCH_PY_ROUNDS", 300).to_string();
     scenario(

@@ -65,7 +65,8 @@ struct RecordArgs {
     /// else cpu-clock].
     #[arg(short, long, value_name = "EVENT")]
     event: Option<String>,
-    /// Do not set PYTHONPERFSUPPORT=1 for the command (CPython 3.12+ function names).
+    /// Do not set PYTHONPERFSUPPORT=1 for the command (CPython 3.12+ function names in
+    /// frame-pointer chains; set only with --call-graph fp).
     #[arg(long)]
     no_python_perf: bool,
     /// Do not read Python stacks from CPython interpreters of the recorded tree.
@@ -83,7 +84,7 @@ struct RecordArgs {
     /// code built without them), dwarf (copies of the user stack unwound with
     /// the binaries' .eh_frame), auto (both; per sample the one that reaches
     /// the thread's root, else the deeper).
-    #[arg(long, value_name = "MODE", default_value = "fp")]
+    #[arg(long, value_name = "MODE", default_value = "auto")]
     call_graph: CallGraphArg,
     /// Bytes of user stack copied per sample for --call-graph dwarf|auto
     /// (at most 65528).

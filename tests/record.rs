@@ -243,22 +243,28 @@ fn command_not_found_exits_127_with_one_error_line() {
 }
 
 #[test]
-fn python_perf_support_is_set_unless_disabled() {
+fn python_perf_support_is_set_for_frame_pointer_chains_unless_disabled() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("env");
     let script = format!(
         "echo \"${{PYTHONPERFSUPPORT:-unset}}\" > {}",
         file.display()
     );
-    let out = record(&dir.path().join("a"), &["sh", "-c", &script]);
-    assert!(out.status.success());
-    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), "1");
-    let out = record_with(
-        &dir.path().join("b"),
-        &["--no-python-perf", "--", "sh", "-c", &script],
+    let seen = |name: &str, args: &[&str]| {
+        let args = [args, &["--", "sh", "-c", &script]].concat();
+        let out = record_with(&dir.path().join(name), &args);
+        assert!(out.status.success());
+        std::fs::read_to_string(&file).unwrap().trim().to_owned()
+    };
+    assert_eq!(seen("a", &["--call-graph", "fp"]), "1");
+    assert_eq!(
+        seen("b", &["--call-graph", "fp", "--no-python-perf"]),
+        "unset"
     );
-    assert!(out.status.success());
-    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), "unset");
+    // Unwound stacks: CPython's trampolines would cut them (no frame
+    // pointer, no unwind tables).
+    assert_eq!(seen("c", &[]), "unset");
+    assert_eq!(seen("d", &["--call-graph", "dwarf"]), "unset");
 }
 
 #[test]

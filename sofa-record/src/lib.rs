@@ -42,6 +42,13 @@ impl CallGraph {
     }
 }
 
+impl RecordConfig {
+    /// Whether user stacks are unwound from copies (`dwarf`, `auto` on x86-64).
+    pub fn unwinds(&self) -> bool {
+        self.call_graph != CallGraph::Fp && cfg!(target_arch = "x86_64")
+    }
+}
+
 /// User stack bytes copied per sample by default (perf's default is 8 KiB).
 pub const DEFAULT_STACK_BYTES: u32 = 16384;
 
@@ -54,14 +61,15 @@ pub struct RecordConfig {
     pub frequency_hz: u64,
     /// Sampling event; `None` picks hardware cycles where a PMU exists, else cpu-clock.
     pub event: Option<String>,
-    /// Set `PYTHONPERFSUPPORT=1` in the child so CPython 3.12+ writes perf maps. Default on.
+    /// Set `PYTHONPERFSUPPORT=1` in the child so CPython 3.12+ writes perf
+    /// maps, when stacks are frame-pointer chains (`--call-graph fp`). Default on.
     pub python_perf: bool,
     /// Read Python stacks of the CPython interpreters in the recorded tree
     /// (`--no-python` turns it off). Default on.
     pub python: bool,
     /// Python snapshots per second per Python process. Default 100.
     pub py_hz: u64,
-    /// How user call stacks are taken. Default [`CallGraph::Fp`].
+    /// How user call stacks are taken. Default [`CallGraph::Auto`] (the binary's).
     pub call_graph: CallGraph,
     /// Bytes of user stack copied per sample for `dwarf` and `auto`.
     /// Default [`DEFAULT_STACK_BYTES`].

@@ -49,7 +49,11 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
     // as it was, with an archive it held put back.
     archive.set_provisional(true);
 
-    let extra_env: &[(&str, &str)] = if config.python_perf {
+    // CPython 3.12's trampolines keep no frame pointer and have no unwind
+    // tables: unwinding stops at the first Python call. They name Python
+    // frames only for frame-pointer chains; unwound stacks get Python
+    // frames from the interpreters' memory instead.
+    let extra_env: &[(&str, &str)] = if config.python_perf && !config.unwinds() {
         &[("PYTHONPERFSUPPORT", "1")]
     } else {
         &[]
