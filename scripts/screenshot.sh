@@ -10,7 +10,11 @@ trap 'rm -rf "$out"' EXIT
 python=$(python3 -c 'import sys; print(sys.executable)')
 target/release/sofa record -o "$out/run" -- "$python" fixtures/workloads/train_numpy.py --steps 60
 target/release/sofa report "$out/run" >/dev/null
+# The flamegraph is an iframe the page fills from a blob: without the
+# same-process frames and the time budget, it is captured before it paints.
 chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+  --disable-features=site-per-process,IsolateOrigins --run-all-compositor-stages-before-draw \
+  --virtual-time-budget=5000 \
   --hide-scrollbars --window-size=1280,2300 --screenshot="$PWD/docs/report.png" \
   "file://$out/run/report.html" 2>/dev/null
 echo docs/report.png

@@ -219,8 +219,10 @@ impl Streams {
                 let stack_id = match &chain {
                     Some(chain) => {
                         // Each context also took one entry, for its marker.
+                        // An unwound user part is not the kernel's chain.
                         let entries: usize = chain.iter().map(|c| c.ips.len() + 1).sum();
-                        if entries >= usize::from(super::perf::MAX_STACK) {
+                        let kernels = matches!(end, None | Some(StackEnd::FramePointers));
+                        if kernels && entries >= usize::from(super::perf::MAX_STACK) {
                             self.cut_chains += 1;
                         }
                         self.intern_chain(pid, chain)?

@@ -95,7 +95,8 @@ fn opts(frequency_hz: u64, kernel: bool, stacks: Stacks) -> Opts {
     opts.sample_format = SampleFormat {
         period: true,
         call_chain: Some(CallChain {
-            exclude_user: false,
+            // With `dwarf` the user part comes from the stack copy.
+            exclude_user: stacks.call_graph == CallGraph::Dwarf && stacks.copies_user_stack(),
             exclude_kernel: !kernel,
             defer_user: false,
             max_stack_frames: MAX_STACK,
