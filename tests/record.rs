@@ -681,12 +681,15 @@ fn vdso_frames_are_named() {
 fn call_chains_cut_at_the_kernels_limit_are_flagged() {
     let recurse = hotspots().with_file_name("recurse");
     let dir = tempfile::tempdir().unwrap();
+    // The kernel's frame-pointer chains are what the limit cuts.
     let cut = |depth: &str, name: &str| {
         let archive = dir.path().join(name);
         let out = record_with(
             &archive,
             &[
                 "--no-syscalls",
+                "--call-graph",
+                "fp",
                 "--",
                 recurse.to_str().unwrap(),
                 depth,
@@ -712,6 +715,25 @@ fn call_chains_cut_at_the_kernels_limit_are_flagged() {
     );
     let (stderr, _) = cut("50", "shallow");
     assert!(!stderr.contains("call chains cut"), "{stderr}");
+
+    // Unwound from stack copies (the default), the same 200-deep chains
+    // are not cut: they reach their root.
+    let archive = dir.path().join("unwound");
+    let out = record_with(
+        &archive,
+        &[
+            "--no-syscalls",
+            "--",
+            recurse.to_str().unwrap(),
+            "200",
+            "300",
+        ],
+    );
+    common::assert_success(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("call chains cut"), "{stderr}");
+    let stacks = &analyze_json(&archive)["stacks"];
+    assert!(stacks["root_share"].as_f64().unwrap() > 0.9, "{stacks}");
 }
 
 #[test]

@@ -50,7 +50,9 @@ impl RecordConfig {
 }
 
 /// User stack bytes copied per sample by default (perf's default is 8 KiB).
-pub const DEFAULT_STACK_BYTES: u32 = 16384;
+/// A PyTorch training step's stacks reach their root in 73 % of samples
+/// with 16 KiB, 85 % with 32 KiB, 87 % with 64 KiB (docs/performance.md).
+pub const DEFAULT_STACK_BYTES: u32 = 32768;
 
 /// What `sofa record` was asked to do; built by the binary from its flags.
 #[derive(Debug, Clone)]

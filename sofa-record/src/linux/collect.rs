@@ -284,6 +284,7 @@ impl Streams {
             } => {
                 if pid != ppid {
                     self.spaces.parents.insert(pid, ppid);
+                    self.spaces.generation += 1;
                     self.running.insert(pid);
                 }
                 self.push_lineage("fork", time_ns, (pid, tid), (ppid, ptid))?;
@@ -381,6 +382,7 @@ impl Streams {
     ) -> Result<(), TraceError> {
         let mapping_id = self.next_mapping;
         self.next_mapping += 1;
+        self.spaces.generation += 1;
         self.spaces.maps.entry(pid).or_default().push(MapRange {
             mapping_id,
             start,
@@ -476,6 +478,8 @@ pub struct AddressSpaces {
     pub maps: HashMap<u32, Vec<MapRange>>,
     /// Parent of each forked process: a child shares its parent's mappings until it execs.
     pub parents: HashMap<u32, u32>,
+    /// Bumped by every change above, so readers can tell nothing changed.
+    pub generation: u64,
 }
 
 impl AddressSpaces {

@@ -4,9 +4,11 @@
 
 use super::collect::Streams;
 use super::collector::{Collector, OpenError, Outcome, Setup, Spec, nothing_skipped};
+use super::events::Event;
 use super::perf::{self, CpuSampler};
 use super::{dir_size, symbols};
 use crate::{CallGraph, human_bytes};
+use perf_event_open::sample::record::Record;
 use sofa_trace::{
     ArchiveWriter, CollectorName, CollectorState, CollectorStatus, EventInfo, SamplingInfo,
     StackEnd, TraceError,
@@ -30,7 +32,8 @@ struct Cpu {
     samplers: Vec<CpuSampler>,
     /// What the status said at open (e.g. user stacks only).
     open_notes: Vec<String>,
-    streams: Streams,
+    /// Taken by the worker thread while recording, put back at its end.
+    streams: Option<Streams>,
     /// Where the archive grows, for the progress line; `None`: no progress line.
     progress: Option<PathBuf>,
     /// Where detached debug files are looked for.
@@ -106,49 +109,86 @@ fn open(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
     Ok(Box::new(Cpu {
         samplers: opened.samplers,
         open_notes: opened.notes,
-        streams: Streams::new(setup.archive, call_graph, config.stack_bytes)?,
+        streams: Some(Streams::new(setup.archive, call_graph, config.stack_bytes)?),
         progress: progress.then(|| config.output.clone()),
         debug_dirs: config.debug_dirs.clone(),
     }))
 }
 
 impl Collector for Cpu {
-    /// Drains the rings, with the one-line progress display on a terminal.
+    /// Drains the rings into a worker thread that turns the records into
+    /// rows (and unwinds stack copies): the draining never waits for that
+    /// work, so a slow stretch of it (the first samples in a library whose
+    /// unwind tables are still on disk) costs memory, not lost samples.
+    /// With the one-line progress display on a terminal.
     fn run(&mut self, stop: &AtomicBool) -> Result<(), TraceError> {
         let sources: Vec<_> = self.samplers.iter().map(|s| (s.cpu, &s.sampler)).collect();
         let started = Instant::now();
         let mut last_progress = Instant::now();
         let progress = self.progress.as_deref();
-        super::drain::drain(&sources, &mut self.streams, stop, |c| {
-            if let Some(dir) = progress
-                && last_progress.elapsed() >= Duration::from_millis(500)
-            {
-                last_progress = Instant::now();
-                let mut err = std::io::stderr().lock();
-                let _ = write!(
-                    err,
-                    "\r\x1b[2K[sofa] {:.1} s  {} samples  {} lost  {}",
-                    started.elapsed().as_secs_f64(),
-                    c.sample_count,
-                    c.losses.total,
-                    human_bytes(dir_size(dir))
-                );
-                let _ = err.flush();
-            }
-        })?;
+        let mut streams = self.streams.take().expect("the CPU collector runs once");
+        let (tx, rx) = std::sync::mpsc::channel::<Item>();
+        let (drained, worked) = std::thread::scope(|scope| {
+            let worker = std::thread::Builder::new()
+                .name("sofa-cpu-rows".into())
+                .spawn_scoped(scope, move || -> Result<Streams, TraceError> {
+                    for item in rx {
+                        match item {
+                            Item::Event(event, tag) => streams.handle(event, tag)?,
+                            Item::Tick => streams.flush_if_due()?,
+                        }
+                    }
+                    Ok(streams)
+                })
+                .map_err(|source| TraceError::Io {
+                    path: "sofa-cpu-rows thread".into(),
+                    source,
+                });
+            let mut forward = Forward {
+                tx,
+                samples: 0,
+                lost: 0,
+            };
+            let drained = super::drain::drain(&sources, &mut forward, stop, |f| {
+                if let Some(dir) = progress
+                    && last_progress.elapsed() >= Duration::from_millis(500)
+                {
+                    last_progress = Instant::now();
+                    let mut err = std::io::stderr().lock();
+                    let _ = write!(
+                        err,
+                        "\r\x1b[2K[sofa] {:.1} s  {} samples  {} lost  {}",
+                        started.elapsed().as_secs_f64(),
+                        f.samples,
+                        f.lost,
+                        human_bytes(dir_size(dir))
+                    );
+                    let _ = err.flush();
+                }
+            });
+            // Closing the channel ends the worker once it has caught up.
+            drop(forward);
+            let worked = worker.and_then(|w| w.join().expect("the CPU rows worker does not panic"));
+            (drained, worked)
+        });
         if progress.is_some() {
             eprint!("\r\x1b[2K");
         }
         for s in &self.samplers {
             let _ = s.counter.disable();
         }
-        Ok(())
+        // The worker's error is the cause; a refused send only follows it.
+        self.streams = Some(worked?);
+        drained
     }
 
     /// Closes the streams, then resolves the symbols of every sampled
     /// address while the binaries are still there.
     fn finish(self: Box<Self>, archive: &ArchiveWriter) -> Result<Outcome, TraceError> {
-        let finished = self.streams.finish_streams()?;
+        let finished = self
+            .streams
+            .expect("the streams are back after running")
+            .finish_streams()?;
         let sym = symbols::write(archive, &finished, &self.debug_dirs)?;
         let mut notes = Vec::new();
         // Daemons and orphans the command left behind: the counters close
@@ -215,6 +255,47 @@ impl Collector for Cpu {
             notes,
             status,
         })
+    }
+}
+
+/// What the draining thread hands the worker.
+enum Item {
+    /// A record of the ring buffer tagged so (its CPU).
+    Event(Event, u32),
+    /// A pass over the rings ended: flush what is due.
+    Tick,
+}
+
+/// The draining side: records become events and go to the worker; counts
+/// for the progress line.
+struct Forward {
+    tx: std::sync::mpsc::Sender<Item>,
+    samples: u64,
+    lost: u64,
+}
+
+impl Forward {
+    fn send(&self, item: Item) -> Result<(), TraceError> {
+        self.tx.send(item).map_err(|_| TraceError::Io {
+            path: "sofa-cpu-rows thread".into(),
+            source: std::io::Error::other("stopped"),
+        })
+    }
+}
+
+impl super::drain::Sink for Forward {
+    fn handle(&mut self, tag: u32, record: Record) -> Result<(), TraceError> {
+        let event = Event::from(record);
+        match &event {
+            Event::Sample { .. } => self.samples += 1,
+            Event::Lost { count, .. } => self.lost += count,
+            _ => {}
+        }
+        self.send(Item::Event(event, tag))
+    }
+
+    fn tick(&mut self) -> Result<(), TraceError> {
+        self.send(Item::Tick)
     }
 }
 

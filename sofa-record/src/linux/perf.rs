@@ -34,9 +34,14 @@ pub const MAX_STACK: u16 = 127;
 /// Ring buffer size per CPU, as a power of two of pages: 2^7 = 128 pages
 /// (512 KiB), several seconds of 999 Hz stacks between two drains.
 const RING_PAGES_EXP: u8 = 7;
-/// With user stack copies (16 KiB a sample): 2^10 pages (4 MiB), ~250
-/// samples, a quarter second of 999 Hz between two drains.
+/// With user stack copies (32 KiB a sample): 2^10 pages (4 MiB), ~125
+/// samples, an eighth of a second of 999 Hz, while the rings are drained
+/// every 10 ms (the rows are made in another thread); 2 MiB per CPU on
+/// machines of more than 32 CPUs, so the rings stay under 256 MiB in all.
 const RING_PAGES_EXP_STACKS: u8 = 10;
+
+/// Set when the large rings could not be locked and small ones were used.
+static SMALL_RINGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// x86-64 user registers sampled for unwinding (`PERF_REG_X86_*`): BP (6),
 /// SP (7), IP (8); the record lists them in that order.
@@ -198,6 +203,13 @@ fn open_event(
         },
         Err(e) => return Err(perf_err(e)),
     };
+    if SMALL_RINGS.load(std::sync::atomic::Ordering::Relaxed) {
+        notes.push(
+            "ring buffers for stack copies limited to 512 KiB per CPU (kernel.perf_event_mlock_kb): \
+             samples may be lost; raise the limit or record with --call-graph fp"
+                .to_owned(),
+        );
+    }
     Ok(Opened {
         samplers,
         chosen: Chosen {
@@ -217,15 +229,27 @@ fn open_all(
     stacks: Stacks,
 ) -> std::io::Result<Vec<CpuSampler>> {
     let opts = opts(frequency_hz, kernel, stacks);
-    let pages = if stacks.copies_user_stack() {
-        RING_PAGES_EXP_STACKS
-    } else {
-        RING_PAGES_EXP
+    let cpus = super::sys::online_cpus();
+    let pages = match (stacks.copies_user_stack(), cpus > 32) {
+        (true, false) => RING_PAGES_EXP_STACKS,
+        (true, true) => RING_PAGES_EXP_STACKS - 1,
+        (false, _) => RING_PAGES_EXP,
     };
     let mut out = Vec::new();
-    for cpu in 0..super::sys::online_cpus() {
+    for cpu in 0..cpus {
         let counter = event.counter(pid, cpu, &opts)?;
-        let sampler = counter.sampler(pages)?;
+        // Unprivileged users may lock only kernel.perf_event_mlock_kb of
+        // ring buffers: the small rings then, and a note.
+        let sampler = match counter.sampler(pages) {
+            Err(e)
+                if pages > RING_PAGES_EXP
+                    && matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOMEM)) =>
+            {
+                SMALL_RINGS.store(true, std::sync::atomic::Ordering::Relaxed);
+                counter.sampler(RING_PAGES_EXP)?
+            }
+            other => other?,
+        };
         out.push(CpuSampler {
             cpu,
             counter,

@@ -19,9 +19,10 @@ use std::collections::{HashMap, HashSet};
 use std::ops::{Deref, Range};
 use std::sync::Arc;
 
-/// Frames followed at most: as many as the kernel's frame-pointer chains
-/// hold by default (kernel.perf_event_max_stack), and then some.
-pub const MAX_FRAMES: usize = 256;
+/// Frames followed at most: four times what the kernel's frame-pointer
+/// chains hold by default (kernel.perf_event_max_stack); PyTorch's deepest
+/// stacks passed 256.
+pub const MAX_FRAMES: usize = 512;
 
 /// A section's bytes inside a shared read-only mapping of its file.
 #[derive(Clone)]
@@ -146,6 +147,9 @@ struct Process {
     seen: HashSet<u64>,
     /// The modules added: address range, where the file's 0 is, the file.
     modules: Vec<(Range<u64>, u64, Arc<UnwindFile>)>,
+    /// `AddressSpaces::generation` when the modules were last brought up
+    /// to date (0: never).
+    synced: u64,
 }
 
 impl Process {
@@ -198,6 +202,10 @@ impl Unwinders {
     /// Gives `pid`'s unwinder the mappings reported since the last sample.
     fn sync(&mut self, pid: u32, spaces: &AddressSpaces) {
         let process = self.processes.entry(pid).or_default();
+        if process.synced == spaces.generation + 1 {
+            return;
+        }
+        process.synced = spaces.generation + 1;
         // Newest first, the process's own before its parent's: a mapping
         // overlapping one added in this pass is older (or inherited and
         // shadowed); one overlapping a module of an earlier pass replaces it.
