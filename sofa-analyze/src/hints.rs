@@ -387,6 +387,10 @@ fn no_steps(a: &Analysis) -> Vec<Hint> {
     )]
 }
 
+/// Samples per step, on the thread that runs the loop, below which step
+/// detection rarely finds the period.
+const SAMPLES_PER_STEP: u64 = 30;
+
 /// Why no steps were found, and what to try: detection needs a few dozen
 /// samples per step on the thread that runs the loop.
 fn no_steps_evidence(a: &Analysis) -> String {
@@ -395,11 +399,15 @@ fn no_steps_evidence(a: &Analysis) -> String {
         .note
         .clone()
         .unwrap_or_else(|| "no periodic structure found".to_owned());
+    // Detection needs a few dozen samples per step on the loop's thread;
+    // the step's length is unknown here, so say what rate that takes
+    // rather than assume one.
     match a.run.frequency_hz {
         Some(hz) if hz < 4000 => format!(
-            "{note}; at {hz} Hz a 25 ms step holds about {} samples per thread: \
-             for short steps record with a higher rate (sofa record -F 4999)",
-            (hz as f64 * 0.025).round() as u64
+            "{note}; detection needs about {SAMPLES_PER_STEP} samples per step on the loop's thread: \
+             at {hz} Hz, steps of at least {:.0} ms; if the job's steps are shorter, record with \
+             a higher rate (sofa record -F 4999)",
+            SAMPLES_PER_STEP as f64 * 1000.0 / hz as f64
         ),
         _ => note,
     }
@@ -674,6 +682,12 @@ mod tests {
         a.steps.count = 0;
         let h = no_steps(&a);
         assert!(h[0].evidence.contains("-F 4999"), "{}", h[0].evidence);
+        // The step length is not known: no length is assumed.
+        assert!(
+            h[0].evidence.contains("at 999 Hz, steps of at least 30 ms"),
+            "{}",
+            h[0].evidence
+        );
         a.run.frequency_hz = Some(4999);
         assert!(!no_steps(&a)[0].evidence.contains("-F 4999"));
         a.run.samples = 999;
