@@ -76,7 +76,7 @@ fn leaf_samples_have_their_whole_chain_with_dwarf_and_auto_not_fp() {
         assert!(share > 0.95, "{mode}: {share} {lines:?}");
         let stacks = &json["stacks"];
         assert_eq!(stacks["call_graph"], mode);
-        assert_eq!(stacks["stack_bytes"], 32768);
+        assert_eq!(stacks["stack_bytes"], 65528);
         let root = stacks["root_share"].as_f64().unwrap();
         assert!(root > 0.95, "{mode}: {stacks}");
         // The chain goes on above main, to the process's entry point.

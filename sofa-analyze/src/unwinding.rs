@@ -16,7 +16,7 @@ pub struct StackSummary {
     pub stack_bytes: Option<u32>,
     /// Samples whose stack's end is recorded (`dwarf`, `auto`; 0 with `fp`).
     pub unwound: u64,
-    /// Share of those that reached the thread's root.
+    /// Share of those that reached the thread's root (`root`, `root-late`).
     pub root_share: Option<f64>,
     /// Samples per way their stack ended (`root`, `stack-copy`, ...), most first.
     pub ends: Vec<(String, u64)>,
@@ -62,7 +62,8 @@ pub fn summarize(
         incomplete_share: 0.0,
     };
     if unwound > 0 {
-        summary.root_share = Some(summary.count(StackEnd::Root) as f64 / unwound as f64);
+        let complete = summary.count(StackEnd::Root) + summary.count(StackEnd::RootLate);
+        summary.root_share = Some(complete as f64 / unwound as f64);
     }
     summary
 }

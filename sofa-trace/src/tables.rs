@@ -306,7 +306,7 @@ table! {
     pub struct StackEndRow in "stack_ends" {
         /// Innermost node of the stack in `stacks`.
         pub stack_id: u64,
-        /// `root` (complete), `stack-copy`, `short-copy`, `no-unwind-info`, `bad-frame`, `too-deep`, `frame-pointers`, `no-user-stack`.
+        /// `root` (complete), `root-late` (complete, outer frames read from the live process), `stack-copy`, `short-copy`, `no-unwind-info`, `bad-frame`, `too-deep`, `frame-pointers`, `no-user-stack`.
         pub end: String,
     }
 }

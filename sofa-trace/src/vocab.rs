@@ -93,6 +93,9 @@ vocabulary! {
     StackEnd {
         /// Reached the thread's first function: the stack is complete.
         Root = "root",
+        /// Reached the root through stack bytes the copy lacked, read from the
+        /// live process right after the sample (its outer frames, still running).
+        RootLate = "root-late",
         /// Its caller's frame lies past the copied user stack (`--stack-size`).
         StackCopy = "stack-copy",
         /// Its caller's frame lies past a copy the kernel cut short: it copies
@@ -108,6 +111,13 @@ vocabulary! {
         FramePointers = "frame-pointers",
         /// The sample had no user registers or stack (a kernel thread, or the copy was empty).
         NoUserStack = "no-user-stack",
+    }
+}
+
+impl StackEnd {
+    /// Whether a stack that ended so is complete: it reached its root.
+    pub fn reached_root(self) -> bool {
+        matches!(self, StackEnd::Root | StackEnd::RootLate)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::table::{L, R, pct, seconds, section};
 use crate::Analysis;
-use sofa_trace::CollectorName;
+use sofa_trace::{CollectorName, StackEnd};
 use std::fmt::Write;
 
 /// A section: appends itself to the text (nothing when it has nothing to
@@ -91,11 +91,12 @@ fn header(out: &mut String, analysis: &Analysis, _limit: usize) {
     }
     let stacks = &analysis.stacks;
     if let Some(root) = stacks.root_share {
+        let share = |n: u64| 100.0 * n as f64 / stacks.unwound.max(1) as f64;
         let others: Vec<String> = stacks
             .ends
             .iter()
-            .filter(|(end, _)| end != "root")
-            .map(|(end, n)| format!("{end} {:.1}%", 100.0 * *n as f64 / stacks.unwound as f64))
+            .filter(|(end, _)| StackEnd::parse(end).is_none_or(|e| !e.reached_root()))
+            .map(|(end, n)| format!("{end} {:.1}%", share(*n)))
             .collect();
         let _ = write!(
             out,
@@ -103,6 +104,14 @@ fn header(out: &mut String, analysis: &Analysis, _limit: usize) {
             stacks.call_graph,
             100.0 * root
         );
+        let late = stacks.count(StackEnd::RootLate);
+        if late > 0 {
+            let _ = write!(
+                out,
+                " ({:.1}% through stack read from the live process after the sample)",
+                share(late)
+            );
+        }
         if !others.is_empty() {
             let _ = write!(out, "; {}", others.join(", "));
         }

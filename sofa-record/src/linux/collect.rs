@@ -331,7 +331,7 @@ impl Streams {
         };
         let unwound = unwinders.unwind(pid, &self.spaces, user);
         let mut contexts: Vec<Context> = chain.unwrap_or_default();
-        if self.call_graph == CallGraph::Auto && unwound.end != StackEnd::Root {
+        if self.call_graph == CallGraph::Auto && !unwound.end.reached_root() {
             let fp_known = contexts
                 .iter()
                 .filter(|c| !c.kernel)

@@ -34,10 +34,10 @@ pub const MAX_STACK: u16 = 127;
 /// Ring buffer size per CPU, as a power of two of pages: 2^7 = 128 pages
 /// (512 KiB), several seconds of 999 Hz stacks between two drains.
 const RING_PAGES_EXP: u8 = 7;
-/// With user stack copies (32 KiB a sample): 2^10 pages (4 MiB), ~125
-/// samples, an eighth of a second of 999 Hz, while the rings are drained
-/// every 10 ms (the rows are made in another thread); 2 MiB per CPU on
-/// machines of more than 32 CPUs, so the rings stay under 256 MiB in all.
+/// With user stack copies (up to 64 KiB a sample): 2^10 pages (4 MiB),
+/// at least 64 samples, 64 ms of 999 Hz, while the rings are drained every
+/// 10 ms (the rows are made in another thread); 2 MiB per CPU on machines
+/// of more than 32 CPUs, so the rings stay under 256 MiB in all.
 const RING_PAGES_EXP_STACKS: u8 = 10;
 
 /// Set when the large rings could not be locked and small ones were used.

@@ -24,6 +24,28 @@ use std::sync::Arc;
 /// stacks passed 256.
 pub const MAX_FRAMES: usize = 512;
 
+/// Bytes read from the live process past a stack copy, at most.
+const LATE_BYTES: usize = 64 << 10;
+
+/// Up to `len` bytes of `pid`'s memory from `address` (fewer where its
+/// mapping ends; none if the process is gone or may not be read).
+fn read_live(pid: u32, address: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: address as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: `local` is `buf`, `len` bytes, alive for the call; the
+    // remote range is only read, by the kernel, with the caller's rights.
+    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    buf.truncate(usize::try_from(n).unwrap_or(0));
+    buf
+}
+
 /// A section's bytes inside a shared read-only mapping of its file.
 #[derive(Clone)]
 pub struct SectionData {
@@ -187,6 +209,8 @@ pub struct Unwinders {
     cache: CacheX86_64,
     /// The size of the stack copies asked for (rounded down to 8 bytes).
     stack_bytes: u32,
+    /// Whether what a copy lacks may be read from the live process.
+    live_reads: bool,
 }
 
 impl Unwinders {
@@ -196,6 +220,7 @@ impl Unwinders {
             processes: HashMap::new(),
             cache: CacheX86_64::new(),
             stack_bytes: stack_bytes & !7,
+            live_reads: true,
         }
     }
 
@@ -246,11 +271,25 @@ impl Unwinders {
         self.sync(pid, spaces);
         let process = &self.processes[&pid];
         let (sp, stack) = (user.sp, &user.stack);
+        let copied_end = sp.saturating_add(stack.len() as u64);
+        // What lies past the copy, read from the live process on the first
+        // need: ~10 ms after the sample, the frames further out (callers
+        // still running) are most likely unchanged.
+        let mut late: Option<Vec<u8>> = None;
+        let used_late = std::cell::Cell::new(false);
         let mut read_stack = |address: u64| -> Result<u64, ()> {
             let offset = address.checked_sub(sp).ok_or(())? as usize;
-            let bytes = stack
-                .get(offset..offset.checked_add(8).ok_or(())?)
-                .ok_or(())?;
+            let end = offset.checked_add(8).ok_or(())?;
+            let bytes = match stack.get(offset..end) {
+                Some(bytes) => bytes,
+                None if self.live_reads => {
+                    used_late.set(true);
+                    let late = late.get_or_insert_with(|| read_live(pid, copied_end, LATE_BYTES));
+                    let past = offset.checked_sub(stack.len()).ok_or(())?;
+                    late.get(past..past + 8).ok_or(())?
+                }
+                None => return Err(()),
+            };
             Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
         };
         let regs = UnwindRegsX86_64::new(user.ip, user.sp, user.bp);
@@ -259,11 +298,17 @@ impl Unwinders {
                 .unwinder
                 .iter_frames(user.ip, regs, &mut self.cache, &mut read_stack);
         let mut ips = Vec::new();
+        // Frames found before the first byte read late: all from the copy.
+        let mut from_copy = None;
         let end = loop {
             if ips.len() >= MAX_FRAMES {
                 break StackEnd::TooDeep;
             }
-            match frames.next() {
+            let next = frames.next();
+            if used_late.get() && from_copy.is_none() {
+                from_copy = Some(ips.len());
+            }
+            match next {
                 Ok(Some(FrameAddress::InstructionPointer(ip))) => ips.push(ip),
                 Ok(Some(FrameAddress::ReturnAddress(ra))) => ips.push(ra.get()),
                 Ok(None) => break StackEnd::Root,
@@ -271,9 +316,7 @@ impl Unwinders {
                 // one, the kernel stopped copying at a page never touched
                 // (a function that reserved a large frame, as OpenBLAS's
                 // 12 KiB ones) or at the stack's end.
-                Err(Error::CouldNotReadStack(address))
-                    if address >= sp.saturating_add(stack.len() as u64) =>
-                {
+                Err(Error::CouldNotReadStack(address)) if address >= copied_end => {
                     break if stack.len() >= self.stack_bytes as usize {
                         StackEnd::StackCopy
                     } else {
@@ -281,6 +324,22 @@ impl Unwinders {
                     };
                 }
                 Err(_) => break process.why_stopped(&ips),
+            }
+        };
+        // Reaching the root through bytes read late is the check that they
+        // still held these frames' callers (it is said apart all the same);
+        // failing, the frames they gave may be another moment's, and the
+        // copy's size is what stopped the unwind.
+        let end = match (end, from_copy) {
+            (StackEnd::Root, Some(_)) => StackEnd::RootLate,
+            (end, None) => end,
+            (_, Some(n)) => {
+                ips.truncate(n.max(1));
+                if stack.len() >= self.stack_bytes as usize {
+                    StackEnd::StackCopy
+                } else {
+                    StackEnd::ShortCopy
+                }
             }
         };
         Unwound { ips, end }
@@ -301,8 +360,15 @@ mod tests {
     /// carry it, through the modules of this process's /proc/self/maps.
     #[inline(never)]
     fn unwind_here(depth: u32) -> Unwound {
+        unwind_here_with(depth, 64 << 10, true)
+    }
+
+    /// The same with a copy of at most `copy` bytes, reading what it lacks
+    /// from this (live) process or not.
+    #[inline(never)]
+    fn unwind_here_with(depth: u32, copy: usize, live_reads: bool) -> Unwound {
         if depth > 0 {
-            return std::hint::black_box(unwind_here(depth - 1));
+            return std::hint::black_box(unwind_here_with(depth - 1, copy, live_reads));
         }
         let (ip, sp, bp): (u64, u64, u64);
         // SAFETY: reads three registers, touches no memory.
@@ -330,7 +396,7 @@ mod tests {
             })
             .next()
             .unwrap();
-        let len = (top - sp).min(64 << 10) as usize;
+        let len = ((top - sp) as usize).min(copy);
         // SAFETY: [sp, sp + len) lies in this thread's stack mapping.
         let stack = unsafe { std::slice::from_raw_parts(sp as *const u8, len) }.to_vec();
         let mut spaces = AddressSpaces::default();
@@ -347,7 +413,9 @@ mod tests {
             }
         }
         let user = UserStack { ip, sp, bp, stack };
-        Unwinders::new(64 << 10).unwind(pid, &spaces, &user)
+        let mut unwinders = Unwinders::new(64 << 10);
+        unwinders.live_reads = live_reads;
+        unwinders.unwind(pid, &spaces, &user)
     }
 
     #[test]
@@ -355,7 +423,7 @@ mod tests {
         let unwound = unwind_here(5);
         // This function, five recursive calls (one call site), the test,
         // the harness' frames, the thread's start: its root.
-        let own = unwind_here as *const () as u64;
+        let own = unwind_here_with as *const () as u64;
         let inside = |a: u64| a > own && a < own + 4096;
         let ips = &unwound.ips;
         assert!(ips.len() > 8, "{unwound:x?}");
@@ -365,5 +433,17 @@ mod tests {
             "{unwound:x?}"
         );
         assert_eq!(unwound.end, StackEnd::Root, "{unwound:x?}");
+    }
+
+    #[test]
+    fn what_a_short_copy_lacks_is_read_from_the_live_process() {
+        let whole = unwind_here(5);
+        // 256 bytes hold this frame at most: the callers' come late.
+        let late = unwind_here_with(5, 256, true);
+        assert_eq!(late.end, StackEnd::RootLate, "{late:x?}");
+        assert_eq!(late.ips.len(), whole.ips.len(), "{late:x?} {whole:x?}");
+        let short = unwind_here_with(5, 256, false);
+        assert_eq!(short.end, StackEnd::ShortCopy, "{short:x?}");
+        assert!(short.ips.len() < whole.ips.len(), "{short:x?}");
     }
 }
