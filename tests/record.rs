@@ -91,9 +91,12 @@ fn archive_analyzes_the_same_after_moving_it_and_deleting_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("hot-copy");
     std::fs::copy(hotspots(), &bin).unwrap();
+    // Few reads per step: compute_heavy holds ~2/3 of the samples. With
+    // 20 000 it held 0.31-0.34, and under a loaded test run at times less
+    // than the 0.3 this test checks names survive with.
     let out = record(
         &dir.path().join("a"),
-        &[bin.to_str().unwrap(), "10", "20000"],
+        &[bin.to_str().unwrap(), "10", "2000"],
     );
     assert!(
         out.status.success(),
