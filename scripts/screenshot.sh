@@ -14,7 +14,7 @@ target/release/sofa report "$out/run" >/dev/null
 # same-process frames and the time budget, it is captured before it paints.
 chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
   --disable-features=site-per-process,IsolateOrigins --run-all-compositor-stages-before-draw \
-  --virtual-time-budget=5000 \
+  --virtual-time-budget=20000 \
   --hide-scrollbars --window-size=1280,2300 --screenshot="$PWD/docs/report.png" \
   "file://$out/run/report.html" 2>/dev/null
 echo docs/report.png
