@@ -443,11 +443,26 @@ impl Streams {
         self.frames_out.finish()?;
         self.tasks.finish()?;
         self.mappings_out.finish()?;
+        // A frame first seen before its mapping's record was read (the
+        // record sat in another CPU's ring) has no file yet: it gets it
+        // now, so symbolization names it.
+        let spaces = &self.spaces;
+        let mut frames = self.frames;
+        for frame in frames
+            .iter_mut()
+            .filter(|f| f.file.is_none() && !f.key.kernel)
+        {
+            if let Some(m) = spaces.lookup(frame.key.pid, frame.key.address)
+                && (!is_pseudo(&m.path) || &*m.path == VDSO)
+            {
+                frame.file = Some((Arc::clone(&m.path), frame.key.address - m.start + m.pgoff));
+            }
+        }
         let mut outlived: Vec<u32> = self.running.into_iter().collect();
         outlived.sort_unstable();
         Ok(Finished {
             ends: self.ends,
-            frames: self.frames,
+            frames,
             sample_count: self.sample_count,
             cut_chains: self.cut_chains,
             throttled: self.throttled,
@@ -778,5 +793,23 @@ mod tests {
         );
         assert_eq!(finished.ends.get(&StackEnd::NoUserStack), Some(&1));
         assert_eq!(frames.len(), 1);
+    }
+
+    #[test]
+    fn a_frame_seen_before_its_mapping_gets_its_file_at_the_end() {
+        // The sample's ring was read before the ring holding the mmap record.
+        let (finished, frames, _) = run(vec![
+            sample(BIN, vec![context(false, &[0x5010])]),
+            mmap(BIN, 0x5000, 0x1000, 0x2000, "/usr/lib/libfoo.so"),
+        ]);
+        assert_eq!(
+            frames[0].mapping_id, None,
+            "streamed before the mapping was known"
+        );
+        let file = finished.frames[0]
+            .file
+            .as_ref()
+            .expect("filled in at the end");
+        assert_eq!((&*file.0, file.1), ("/usr/lib/libfoo.so", 0x2010));
     }
 }
