@@ -728,6 +728,15 @@ mod tests {
         assert!(finished.losses.rows.iter().all(|r| r.collector == "cpu"));
     }
 
+    /// Addresses of the user frames, in the order they were streamed.
+    fn user_addresses(frames: &[Frame]) -> Vec<u64> {
+        frames
+            .iter()
+            .filter(|f| f.kind == "user")
+            .map(|f| f.address)
+            .collect()
+    }
+
     /// A sample whose user stack copy cannot be unwound (its address is in
     /// no file sofa can read) but whose frame-pointer chain is in mappings.
     fn unwindable_only_by_fp() -> Vec<Event> {
@@ -754,11 +763,7 @@ mod tests {
     fn auto_keeps_the_frame_pointer_chain_when_unwinding_gets_less() {
         let (finished, frames, _) = run_with(unwindable_only_by_fp(), CallGraph::Auto);
         assert_eq!(finished.ends.get(&StackEnd::FramePointers), Some(&1));
-        let user: Vec<u64> = frames
-            .iter()
-            .filter(|f| f.kind == "user")
-            .map(|f| f.address)
-            .collect();
+        let user = user_addresses(&frames);
         assert_eq!(
             user,
             [0x102f, 0x101f, 0x1010],
@@ -772,11 +777,7 @@ mod tests {
         assert_eq!(finished.ends.len(), 1, "{:?}", finished.ends);
         assert!(!finished.ends.contains_key(&StackEnd::FramePointers));
         assert!(!finished.ends.contains_key(&StackEnd::Root));
-        let user: Vec<u64> = frames
-            .iter()
-            .filter(|f| f.kind == "user")
-            .map(|f| f.address)
-            .collect();
+        let user = user_addresses(&frames);
         assert_eq!(
             user,
             [0x1010],
