@@ -54,16 +54,22 @@ def has(python, module):
     return subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode == 0
 
 
-def record(sofa, python, entry, extra, workdir):
+def record(sofa, python, entry, extra, out, reuse):
     name, script, args, _ = entry
-    out = os.path.join(workdir, "archive")
-    shutil.rmtree(out, ignore_errors=True)
-    cmd = [sofa, "record", "-o", out, *extra, "--", python, os.path.join(CORPUS, script), *args]
-    run = subprocess.run(cmd, capture_output=True, text=True)
-    truth = TRUTH.search(run.stderr)
-    if run.returncode != 0 or not truth:
-        sys.stderr.write(run.stderr)
-        raise SystemExit(f"step-corpus: recording {name} failed (exit {run.returncode})")
+    truth_file = out + ".truth"
+    if reuse:
+        with open(truth_file) as f:
+            truth = TRUTH.search(f.read())
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [sofa, "record", "-o", out, *extra, "--", python, os.path.join(CORPUS, script), *args]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        truth = TRUTH.search(run.stderr)
+        if run.returncode != 0 or not truth:
+            sys.stderr.write(run.stderr)
+            raise SystemExit(f"step-corpus: recording {name} failed (exit {run.returncode})")
+        with open(truth_file, "w") as f:
+            f.write(truth.group(0))
     analysis = subprocess.run([sofa, "analyze", out, "--json"], capture_output=True, text=True)
     if analysis.returncode != 0:
         sys.stderr.write(analysis.stderr)
@@ -90,6 +96,9 @@ def main():
     ap.add_argument("--sofa", default=os.path.join(ROOT, "target", "release", "sofa"))
     ap.add_argument("--record-arg", action="append", default=[], help="passed to sofa record")
     ap.add_argument("--json", help="write every recording's result here")
+    ap.add_argument("--archives", help="keep the archives in this directory (ENTRY-RUN)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="analyze the archives kept by an earlier --archives run instead of recording")
     args = ap.parse_args()
 
     entries = [e for e in ENTRIES if (not args.only or e[0] in args.only) and (not args.quick or e[3] is None)]
@@ -103,11 +112,17 @@ def main():
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     results = []
     try:
+        if args.reuse and not args.archives:
+            raise SystemExit("step-corpus: --reuse needs --archives DIR")
         with tempfile.TemporaryDirectory(prefix="sofa-corpus-") as workdir:
+            if args.archives:
+                os.makedirs(args.archives, exist_ok=True)
             for entry in entries:
                 for run in range(args.runs):
                     started = time.time()
-                    true_count, true_ms, steps = record(args.sofa, args.python, entry, args.record_arg, workdir)
+                    out = os.path.join(args.archives or workdir, f"{entry[0]}-{run + 1}")
+                    true_count, true_ms, steps = record(args.sofa, args.python, entry, args.record_arg, out,
+                                                        args.reuse)
                     count_ok, period_ok = judge(true_count, true_ms, steps)
                     period_ms = (steps.get("period_ns") or 0) / 1e6
                     results.append({

@@ -32,8 +32,15 @@ const MAX_THREADS: usize = 3;
 const MIN_BIN_NS: u64 = 1_000_000;
 /// Shortest period looked for, in bins.
 const MIN_LAG: usize = 4;
-/// Series used in the first pass, per labelling (self, callers, ...).
-const CHANNELS: [usize; 4] = [16, 8, 4, 2];
+/// Series used in the first pass, per labelling (self, callers, ...), for
+/// CPU samples.
+pub(super) const CPU_CHANNELS: [usize; 4] = [16, 8, 4, 2];
+/// Windows the first pass also tries, as fractions of the run: a loop that
+/// fills a quarter of it (after a long import or data set-up, before a long
+/// evaluation) stands out in a window its size, not over the whole run.
+const WINDOW_DIVISIONS: [u64; 2] = [2, 4];
+/// A window must hold this many of the shortest periods looked for.
+const MIN_WINDOW_NS: u64 = 1_000_000_000;
 /// A peak must rise this far above the lowest point before it. A loop's
 /// functions are anti-correlated half a period apart (the curve dips below
 /// zero: -0.1 to -0.2 on the fixtures, peaks 0.17-0.74 after it); a long
@@ -62,6 +69,33 @@ fn find_period(curve: &[f64]) -> Option<(f64, f64)> {
     Some((refine_period(curve, lag, max_lag), score))
 }
 
+/// What a bin of an event stream measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Measure {
+    /// The share of the thread's samples in the bin that each label has;
+    /// bins where the thread did not run are neutral (CPU samples, taken
+    /// at a steady rate while the thread runs: what it runs is the signal).
+    Shares,
+    /// How many events of each label fall in the bin, lightly smoothed
+    /// (system calls, which come in bursts: when they come is the signal).
+    Counts,
+}
+
+/// An event stream as the detector sees it: its events are [`Sample`]s (a
+/// system call or a Python snapshot is one too: a time, a thread and a key
+/// in `stack_id` that the labellings map to labels).
+pub(super) struct Stream<'a> {
+    /// The events of the process, in any order.
+    pub(super) events: Vec<&'a Sample>,
+    /// Label of each key, per labelling (each its own set of series).
+    pub(super) labellings: &'a [&'a StackMap<usize>],
+    /// Series of the busiest labels used in the first pass, per labelling.
+    pub(super) channels: &'a [usize],
+    pub(super) measure: Measure,
+    /// What the result's `method` says.
+    pub(super) method: &'static str,
+}
+
 /// A series of one function (in one labelling) on one thread.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Channel {
@@ -73,13 +107,14 @@ pub(super) struct Channel {
 /// First pass over the samples of `[start, end)` in bins of `bin_ns`: the
 /// period (ns) and its confidence, plus how strictly each channel repeats.
 fn period_in(
-    mine: &[&Sample],
-    labellings: &[&StackMap<usize>],
+    stream: &Stream,
     start: u64,
     bin_ns: u64,
     n: usize,
 ) -> Option<(f64, f64, HashMap<Channel, f64>)> {
-    let inside: Vec<&Sample> = mine
+    let labellings = stream.labellings;
+    let inside: Vec<&Sample> = stream
+        .events
         .iter()
         .copied()
         .filter(|s| s.time_ns >= start && ((s.time_ns - start) / bin_ns) < n as u64)
@@ -107,7 +142,7 @@ fn period_in(
             total[bin(s.time_ns)] += 1.0;
         }
         let first_series = series.len();
-        for (labelling, (labels, &keep)) in labellings.iter().zip(CHANNELS.iter()).enumerate() {
+        for (labelling, (labels, &keep)) in labellings.iter().zip(stream.channels).enumerate() {
             let mut totals: FastMap<usize, u64> = FastMap::default();
             for s in &own {
                 if let Some(&f) = labels.get(&s.stack_id) {
@@ -135,6 +170,14 @@ fn period_in(
                     series[i][bin(s.time_ns)] += 1.0;
                 }
             }
+        }
+        if stream.measure == Measure::Counts {
+            // When the events come: counts, spread over ±2 bins (a step's
+            // calls come a little earlier or later each time).
+            for s in &series[first_series..] {
+                shares.push(smooth(s, 2));
+            }
+            continue;
         }
         // What the thread ran in each bin, as shares; bins where it did not
         // run at all (descheduled, blocked) are neutral.
@@ -176,52 +219,92 @@ fn period_in(
     Some((period * bin_ns as f64, score.clamp(0.0, 1.0), strictness))
 }
 
-/// The wall-clock detector.
-///
-/// The first pass looks at 1 ms bins: over the whole run when it fits in
-/// `MAX_BINS` of them, else over that many in the middle of the run (where
-/// the loop is), and only then at the whole run in wider bins — wide bins
-/// would alias short steps into false long ones.
+/// The wall-clock detector on the CPU samples of `pid` (all when `None`).
 pub(super) fn detect(
     samples: &[Sample],
     labellings: &[&StackMap<usize>],
     pid: Option<u32>,
 ) -> Steps {
-    let mine: Vec<&Sample> = samples
-        .iter()
-        .filter(|s| pid.is_none_or(|p| s.pid == p))
-        .collect();
-    if mine.len() < 64 {
+    let stream = Stream {
+        events: samples
+            .iter()
+            .filter(|s| pid.is_none_or(|p| s.pid == p))
+            .collect(),
+        labellings,
+        channels: &CPU_CHANNELS,
+        measure: Measure::Shares,
+        method: "wall clock",
+    };
+    if stream.events.len() < 64 {
         return none("too few samples to look for steps", 0.0);
     }
+    detect_in(&stream)
+}
+
+/// The first pass's windows, as (start, bin width, bins): the whole run in
+/// 1 ms bins when it fits in `MAX_BINS` of them, else that many in the middle
+/// of the run (where the loop is) and then the whole run in wider bins (wide
+/// bins would alias short steps into false long ones); then its halves and
+/// quarters (overlapping by half), each of at least `MIN_WINDOW_NS`. The
+/// last field says whether the window is one of the first two (needs only
+/// three periods in it).
+fn windows(first: u64, span: u64) -> Vec<(u64, u64, usize, bool)> {
+    let fit = |start: u64, len: u64| {
+        let bin = len.div_ceil(MAX_BINS as u64).max(MIN_BIN_NS);
+        (start, bin, len.div_ceil(bin) as usize)
+    };
+    let part = |(start, bin, n)| (start, bin, n, false);
+    let main = |(start, bin, n)| (start, bin, n, true);
+    let mut out = Vec::new();
+    if span.div_ceil(MIN_BIN_NS) as usize <= MAX_BINS {
+        out.push(main(fit(first, span)));
+    } else {
+        let window = MAX_BINS as u64 * MIN_BIN_NS;
+        out.push((first + (span - window) / 2, MIN_BIN_NS, MAX_BINS, true));
+        out.push(main(fit(first, span)));
+    }
+    for parts in WINDOW_DIVISIONS {
+        let len = span / parts;
+        if len < MIN_WINDOW_NS {
+            break;
+        }
+        for k in 0..2 * parts - 1 {
+            out.push(part(fit(first + k * len / 2, len)));
+        }
+    }
+    out
+}
+
+/// The wall-clock detector on any event stream of the process.
+pub(super) fn detect_in(stream: &Stream) -> Steps {
+    let mine = &stream.events;
+    let labellings = stream.labellings;
     let (first, last) = mine.iter().fold((u64::MAX, 0), |(lo, hi), s| {
         (lo.min(s.time_ns), hi.max(s.time_ns))
     });
+    if mine.is_empty() {
+        return none("no events to look for steps in", 0.0);
+    }
     let span = last - first + 1;
     if span < 16 * MIN_BIN_NS {
         return none("recording too short to look for steps", 0.0);
     }
-    let fine_n = span.div_ceil(MIN_BIN_NS) as usize;
-    let mut attempts = Vec::new();
-    if fine_n <= MAX_BINS {
-        attempts.push((first, MIN_BIN_NS, fine_n));
-    } else {
-        let window = MAX_BINS as u64 * MIN_BIN_NS;
-        attempts.push((first + (span - window) / 2, MIN_BIN_NS, MAX_BINS));
-        let wide = span.div_ceil(MAX_BINS as u64);
-        attempts.push((first, wide, span.div_ceil(wide) as usize));
-    }
+    // The most confident window; a part of the run must hold at least 8
+    // of its periods (the whole run, 3).
     let mut best_confidence = 0.0f64;
-    let mut found = None;
-    for (start, bin_ns, n) in attempts {
-        match period_in(&mine, labellings, start, bin_ns, n) {
-            Some((period, confidence, strictness)) if confidence >= MIN_CONFIDENCE => {
-                found = Some((period, confidence, strictness));
-                break;
-            }
-            Some((_, confidence, _)) => best_confidence = best_confidence.max(confidence),
-            None => {}
+    let mut found: Option<(f64, f64, HashMap<Channel, f64>)> = None;
+    for (start, bin_ns, n, whole) in windows(first, span) {
+        let Some((period, confidence, strictness)) = period_in(stream, start, bin_ns, n) else {
+            continue;
+        };
+        best_confidence = best_confidence.max(confidence);
+        if confidence < MIN_CONFIDENCE
+            || (!whole && period * 8.0 > (n as u64 * bin_ns) as f64)
+            || found.as_ref().is_some_and(|f| f.1 >= confidence)
+        {
+            continue;
         }
+        found = Some((period, confidence, strictness));
     }
     let Some((period_ns, confidence, strictness)) = found else {
         return none("no periodic structure found", best_confidence);
@@ -238,7 +321,7 @@ pub(super) fn detect(
     let m = (span.div_ceil(coarse_ns) as usize).max(1);
     // Work per distinct (thread, stack), not per sample.
     let mut per_pair: FastMap<(u32, Option<u64>), u64> = FastMap::default();
-    for s in &mine {
+    for s in mine.iter() {
         *per_pair.entry((s.tid, s.stack_id)).or_default() += 1;
     }
     let channels_of = |&(tid, stack): &(u32, Option<u64>)| {
@@ -277,7 +360,7 @@ pub(super) fn detect(
         })
         .collect();
     let mut marker = vec![0.0; m];
-    for s in &mine {
+    for s in mine.iter() {
         if let Some(w) = weight_of_pair.get(&(s.tid, s.stack_id)) {
             marker[((s.time_ns - first) / coarse_ns) as usize] += w;
         }
@@ -311,7 +394,7 @@ pub(super) fn detect(
         .filter(|&t| marker[t] >= WEAK_START * median)
         .collect();
     let time_of = |t: usize| first + t as u64 * coarse_ns;
-    let (starts, unlike) = trim_unlike_ends(&starts, time_of, &mine, &weights, &channels_of);
+    let (starts, unlike) = trim_unlike_ends(&starts, time_of, mine, &weights, &channels_of);
     if starts.len() < 3 {
         return none("no periodic structure found", confidence);
     }
@@ -354,7 +437,7 @@ pub(super) fn detect(
         boundaries_ns: boundaries,
         note: None,
         expected: None,
-        method: Some("wall clock".to_owned()),
+        method: Some(stream.method.to_owned()),
     }
 }
 
@@ -451,4 +534,16 @@ mod tests {
             "{first}"
         );
     }
+}
+
+/// `s` spread over ±`reach` bins by a triangle of weights.
+fn smooth(s: &[f64], reach: usize) -> Vec<f64> {
+    let weights: Vec<f64> = (0..=reach).map(|d| (reach + 1 - d) as f64).collect();
+    (0..s.len())
+        .map(|i| {
+            let lo = i.saturating_sub(reach);
+            let hi = (i + reach).min(s.len() - 1);
+            (lo..=hi).map(|j| s[j] * weights[i.abs_diff(j)]).sum()
+        })
+        .collect()
 }
