@@ -8,7 +8,7 @@ use crate::labels::Labelled;
 use crate::net::{NetSummary, Packets, net_summary};
 use crate::overlap::add_overlaps;
 use crate::python::GilByThread;
-use crate::steps::{Steps, detect_steps};
+use crate::steps::{StepInputs, Steps, detect_steps};
 use crate::swarms::{Swarm, find_swarms};
 use crate::syscalls::{Calls, SyscallRow, syscall_table};
 use crate::system::SystemSummary;
@@ -246,12 +246,27 @@ fn analyze_inner(
         summary
     });
     let labellings: Vec<&StackMap<usize>> = user_chain_of_stack.iter().collect();
-    let mut steps = detect_steps(
-        &sample_rows,
-        &self_of_stack,
-        &labellings,
-        processes.first().map(|p| p.pid),
-    );
+    // Each table is read once and serves steps, its summary and the step
+    // breakdown.
+    let calls = Calls::read(archive)?;
+    let syscalls_ok = meta
+        .collectors
+        .get(CollectorName::Syscalls.as_str())
+        .is_some_and(|c| c.status == CollectorState::Ok);
+    let main_pid = processes.first().map(|p| p.pid);
+    let main_threads: Vec<u32> = threads
+        .iter()
+        .filter(|t| Some(t.pid) == main_pid)
+        .map(|t| t.tid)
+        .collect();
+    let mut steps = detect_steps(&StepInputs {
+        samples: &sample_rows,
+        self_of_stack: &self_of_stack,
+        labellings: &labellings,
+        pid: main_pid,
+        calls: (!calls.is_empty()).then_some(&calls),
+        threads: &main_threads,
+    });
     steps.expected = options.expected_steps;
     let (mut swarms, swarm_of_function) = find_swarms(
         &sample_rows,
@@ -268,14 +283,8 @@ fn analyze_inner(
         &python_of_stack,
         &functions,
     );
-    // Each table is read once and serves its summary and the step breakdown.
-    let calls = Calls::read(archive)?;
     let gpu_rows = archive.read_table::<GpuCounter>()?;
     let packets = Packets::read(archive)?;
-    let syscalls_ok = meta
-        .collectors
-        .get(CollectorName::Syscalls.as_str())
-        .is_some_and(|c| c.status == CollectorState::Ok);
     let labelled = Labelled::new(
         &sample_rows,
         &self_of_stack,

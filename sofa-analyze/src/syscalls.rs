@@ -90,6 +90,16 @@ impl Calls {
         });
     }
 
+    /// The call's name as an index (0.. the number of distinct names).
+    pub(crate) fn name_index(&self, call: &Call) -> u32 {
+        call.name
+    }
+
+    /// How many distinct names there are.
+    pub(crate) fn name_count(&self) -> usize {
+        self.names.len()
+    }
+
     pub fn name(&self, call: &Call) -> &str {
         &self.names[call.name as usize]
     }

@@ -1,17 +1,20 @@
-//! Training-step detection, without any hint from the user: two detectors
-//! over the main process's samples, and the choice between them.
+//! Training-step detection, without any hint from the user: detectors over
+//! each event stream of the main process, and the choice between them.
 //!
-//! - [`sequence`]: the busiest thread's samples in order, labelled by self
-//!   function; a categorical autocorrelation. Robust on a loaded machine
-//!   (time descheduled does not smear it); needs dense sampling.
+//! - [`sequence`]: the busiest thread's CPU samples in order, labelled by
+//!   self function; a categorical autocorrelation. Robust on a loaded
+//!   machine (time descheduled does not smear it); needs dense sampling.
 //! - [`wall`]: all busy threads on the wall clock, several caller levels;
 //!   works with a few samples per step and with warm-up steps of odd length.
-//!   Its steps are placed on a marker signal by [`placement`].
+//!   Its steps are placed on a marker signal by [`placement`]. The same
+//!   detector reads the other streams: system calls (when each call comes,
+//!   per thread and name: DataLoader pipe reads, thread-pool futex
+//!   wake-ups, allocator `munmap`s that come once per step).
 //!
 //! [`signal`] holds what they share: autocorrelation, peak picking, period
-//! refinement, step-length statistics. A further detector (another event
-//! stream) is one more module here and one more candidate in
-//! [`detect_steps`].
+//! refinement, step-length statistics. [`detect_steps`] fuses the streams'
+//! answers: a period that two streams agree on beats one that a single
+//! stream proposes, however confident.
 
 mod placement;
 mod sequence;
@@ -19,6 +22,7 @@ mod signal;
 mod wall;
 
 use crate::fasthash::StackMap;
+use crate::syscalls::Calls;
 use serde::Serialize;
 use sofa_trace::tables::Sample;
 
@@ -30,7 +34,7 @@ pub struct Steps {
     pub period_ns: Option<u64>,
     /// Coefficient of variation of the step lengths (jitter).
     pub period_cv: Option<f64>,
-    /// 0..1: autocorrelation of the sampled functions at the period.
+    /// 0..1: autocorrelation of the deciding stream at the period.
     pub confidence: f64,
     /// Start of each step, ns (CLOCK_MONOTONIC), plus the end of the last one.
     pub boundaries_ns: Vec<u64>,
@@ -38,9 +42,30 @@ pub struct Steps {
     pub note: Option<String>,
     /// The count the user said to expect (`--steps N`), if any.
     pub expected: Option<u64>,
-    /// Which detector found the steps: `sequence` (one thread's samples in
-    /// order) or `wall clock` (all busy threads on the time axis).
+    /// Which streams found the steps, joined by " + " when several agree:
+    /// `sequence` (one thread's samples in order), `wall clock` (all busy
+    /// threads' samples on the time axis), `system calls`. The boundaries
+    /// are the first one's.
     pub method: Option<String>,
+    /// What each stream proposed (`--json`).
+    pub streams: Vec<StreamEvidence>,
+}
+
+/// One stream's answer, kept as evidence beside the fused result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StreamEvidence {
+    /// `sequence`, `wall clock` or `system calls`.
+    pub stream: String,
+    /// Steps it found (0: none).
+    pub count: u64,
+    /// Its mean step length, ns.
+    pub period_ns: Option<u64>,
+    /// Its autocorrelation at its period.
+    pub confidence: f64,
+    /// Why it found none.
+    pub note: Option<String>,
+    /// Whether its period is the one reported (it decided or agreed).
+    pub agrees: bool,
 }
 
 pub(crate) fn none(note: &str, confidence: f64) -> Steps {
@@ -51,36 +76,178 @@ pub(crate) fn none(note: &str, confidence: f64) -> Steps {
     }
 }
 
-/// A sequence result this confident is taken as is.
+/// A sequence result this confident beats a lone stream of another kind.
 const STRONG_SEQUENCE: f64 = 0.5;
+/// Two periods within this ratio of each other agree.
+const AGREEMENT: f64 = 0.1;
+/// The system-call stream reports a period only from this confidence on:
+/// loop-less programs' calls reached 0.13-0.23 on the corpus (a compiler's
+/// file reads, a server's requests), training loops' 0.38-0.67.
+const MIN_SYSCALL_CONFIDENCE: f64 = 0.3;
+/// A stream's most frequent labels used in its first pass.
+const SYSCALL_CHANNELS: [usize; 2] = [8, 1];
 
-/// Detects steps in the samples of `pid` (all samples when `None`).
-/// `self_of_stack` maps each stack to its self function (the sequence
-/// detector's labels); `labellings` are the wall-clock detector's: the
-/// innermost user-space function, then its callers (any ids: each
-/// labelling is its own set of series).
-///
-/// Two detectors: the sequence of the busiest thread's samples
-/// (`sequence`, robust when the machine is loaded, needs dense sampling)
-/// and the wall-clock one (several threads and caller levels, works
-/// with a few samples per step and with warm-up steps of odd length). A
-/// strong sequence result wins; else the wall clock's; else a weak sequence
-/// result.
-pub fn detect_steps(
-    samples: &[Sample],
-    self_of_stack: &StackMap<usize>,
-    labellings: &[&StackMap<usize>],
-    pid: Option<u32>,
-) -> Steps {
-    let sequence = sequence::detect(samples, self_of_stack, pid);
-    if sequence.count > 0 && sequence.confidence >= STRONG_SEQUENCE {
-        return sequence;
+/// What the detectors read: the CPU samples with their labellings, and the
+/// other streams the archive has.
+pub struct StepInputs<'a> {
+    pub samples: &'a [Sample],
+    /// Each stack's self function (the sequence detector's labels).
+    pub self_of_stack: &'a StackMap<usize>,
+    /// The wall-clock detector's labellings: the innermost user-space
+    /// function, then its callers (any ids: each labelling is its own set
+    /// of series).
+    pub labellings: &'a [&'a StackMap<usize>],
+    /// The main process (all samples when `None`).
+    pub pid: Option<u32>,
+    /// System calls, when they were recorded.
+    pub calls: Option<&'a Calls>,
+    /// Threads of the main process (system calls carry only a thread id).
+    pub threads: &'a [u32],
+}
+
+/// Detects steps in every stream of the main process and fuses them.
+pub fn detect_steps(inputs: &StepInputs) -> Steps {
+    let mut answers: Vec<Steps> = Vec::new();
+    answers.push(sequence::detect(
+        inputs.samples,
+        inputs.self_of_stack,
+        inputs.pid,
+    ));
+    answers.push(wall::detect(inputs.samples, inputs.labellings, inputs.pid));
+    if let Some(calls) = inputs.calls {
+        answers.push(syscall_steps(calls, inputs.pid.unwrap_or(0), inputs.threads));
     }
-    let wall = wall::detect(samples, labellings, pid);
-    if wall.count > 0 || sequence.count == 0 {
-        return wall;
+    fuse(answers)
+}
+
+/// The system-call stream: each call an event of its thread, labelled by
+/// its name and by "any call".
+fn syscall_steps(calls: &Calls, pid: u32, threads: &[u32]) -> Steps {
+    let names = calls.name_count();
+    let by_name: StackMap<usize> = (0..names).map(|i| (Some(i as u64), i)).collect();
+    let any: StackMap<usize> = (0..names).map(|i| (Some(i as u64), 0)).collect();
+    let labellings = [&by_name, &any];
+    let threads: std::collections::HashSet<u32> = threads.iter().copied().collect();
+    let events: Vec<Sample> = calls
+        .rows
+        .iter()
+        .filter(|c| threads.contains(&c.tid))
+        .map(|c| Sample {
+            time_ns: c.time_ns,
+            pid,
+            tid: c.tid,
+            cpu: 0,
+            stack_id: Some(u64::from(calls.name_index(c))),
+            event: 0,
+            period: 0,
+        })
+        .collect();
+    if events.len() < 64 {
+        return none("too few system calls to look for steps", 0.0);
     }
-    sequence
+    wall::detect_in(&wall::Stream {
+        events: events.iter().collect(),
+        labellings: &labellings,
+        channels: &SYSCALL_CHANNELS,
+        measure: wall::Measure::Counts,
+        method: "system calls",
+        min_confidence: MIN_SYSCALL_CONFIDENCE,
+    })
+}
+
+fn agree(a: &Steps, b: &Steps) -> bool {
+    match (a.period_ns, b.period_ns) {
+        (Some(x), Some(y)) => (x as f64 - y as f64).abs() <= AGREEMENT * x.max(y) as f64,
+        _ => false,
+    }
+}
+
+/// The streams' answers, in order of preference on a tie (sequence, wall
+/// clock, others), fused: the answer with the most others agreeing wins;
+/// among lone answers a strong sequence one, else the wall clock's, else
+/// the most confident. The most confident of the winner and those agreeing
+/// with it places the steps; the method names it first, then the others.
+fn fuse(answers: Vec<Steps>) -> Steps {
+    let support = |i: usize| {
+        answers
+            .iter()
+            .enumerate()
+            .filter(|&(j, other)| j != i && other.count > 0 && agree(&answers[i], other))
+            .count()
+    };
+    // Rank among lone answers: a strong sequence answer, the wall clock's,
+    // then any by confidence.
+    let rank = |i: usize| -> (usize, f64) {
+        let a = &answers[i];
+        let strong_sequence = i == 0 && a.confidence >= STRONG_SEQUENCE;
+        let tier = if strong_sequence {
+            3
+        } else if i == 1 {
+            2
+        } else {
+            1
+        };
+        (tier, a.confidence)
+    };
+    let found: Vec<usize> = (0..answers.len()).filter(|&i| answers[i].count > 0).collect();
+    let winner = found.iter().copied().max_by(|&a, &b| {
+        (support(a), rank(a).0)
+            .cmp(&(support(b), rank(b).0))
+            .then(rank(a).1.total_cmp(&rank(b).1))
+            .then(b.cmp(&a))
+    });
+    let evidence = |chosen: Option<usize>| -> Vec<StreamEvidence> {
+        answers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| StreamEvidence {
+                stream: stream_name(i, a),
+                count: a.count,
+                period_ns: a.period_ns,
+                confidence: a.confidence,
+                note: a.note.clone(),
+                agrees: chosen.is_some_and(|w| a.count > 0 && (i == w || agree(&answers[w], a))),
+            })
+            .collect()
+    };
+    let Some(w) = winner else {
+        // Nothing found: the note of the CPU stream that came closest.
+        let streams = evidence(None);
+        let best = if answers[0].confidence > answers[1].confidence { 0 } else { 1 };
+        let mut out = answers[best].clone();
+        out.streams = streams;
+        return out;
+    };
+    // Of the answers that agree with the winner, the most confident places
+    // the steps.
+    let w = found
+        .iter()
+        .copied()
+        .filter(|&i| i == w || agree(&answers[w], &answers[i]))
+        .max_by(|&a, &b| answers[a].confidence.total_cmp(&answers[b].confidence).then(b.cmp(&a)))
+        .unwrap_or(w);
+    let streams = evidence(Some(w));
+    let mut out = answers[w].clone();
+    let mut method: Vec<String> = vec![stream_name(w, &answers[w])];
+    method.extend(
+        streams
+            .iter()
+            .enumerate()
+            .filter(|&(i, e)| i != w && e.agrees)
+            .map(|(_, e)| e.stream.clone()),
+    );
+    out.method = Some(method.join(" + "));
+    out.streams = streams;
+    out
+}
+
+fn stream_name(i: usize, a: &Steps) -> String {
+    match (i, &a.method) {
+        (_, Some(m)) => m.clone(),
+        (0, None) => "sequence".to_owned(),
+        (1, None) => "wall clock".to_owned(),
+        _ => "system calls".to_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -191,5 +191,6 @@ pub fn detect(samples: &[Sample], self_of_stack: &StackMap<usize>, pid: Option<u
         note: None,
         expected: None,
         method: Some("sequence".to_owned()),
+        streams: Vec::new(),
     }
 }

@@ -46,7 +46,7 @@ const MIN_WINDOW_NS: u64 = 1_000_000_000;
 /// zero: -0.1 to -0.2 on the fixtures, peaks 0.17-0.74 after it); a long
 /// phase with a timer tick in it gives a bump of ~0.09 on a high plateau.
 const MIN_PROMINENCE: f64 = 0.2;
-/// Periodic structure is reported only from this confidence on.
+/// Periodic structure is reported only from this confidence on (CPU samples).
 const MIN_CONFIDENCE: f64 = 0.12;
 /// Second-pass bins per period.
 const BINS_PER_PERIOD: f64 = 16.0;
@@ -94,6 +94,8 @@ pub(super) struct Stream<'a> {
     pub(super) measure: Measure,
     /// What the result's `method` says.
     pub(super) method: &'static str,
+    /// Periodic structure is reported only from this confidence on.
+    pub(super) min_confidence: f64,
 }
 
 /// A series of one function (in one labelling) on one thread.
@@ -234,6 +236,7 @@ pub(super) fn detect(
         channels: &CPU_CHANNELS,
         measure: Measure::Shares,
         method: "wall clock",
+        min_confidence: MIN_CONFIDENCE,
     };
     if stream.events.len() < 64 {
         return none("too few samples to look for steps", 0.0);
@@ -298,7 +301,7 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
             continue;
         };
         best_confidence = best_confidence.max(confidence);
-        if confidence < MIN_CONFIDENCE
+        if confidence < stream.min_confidence
             || (!whole && period * 8.0 > (n as u64 * bin_ns) as f64)
             || found.as_ref().is_some_and(|f| f.1 >= confidence)
         {
@@ -438,6 +441,7 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
         note: None,
         expected: None,
         method: Some(stream.method.to_owned()),
+        streams: Vec::new(),
     }
 }
 
