@@ -80,6 +80,9 @@ pub(crate) fn none(note: &str, confidence: f64) -> Steps {
 const STRONG_SEQUENCE: f64 = 0.5;
 /// Two periods within this ratio of each other agree.
 const AGREEMENT: f64 = 0.1;
+/// How much more confident than a CPU stream another must be to place the
+/// steps when both agree on the period.
+const CPU_PLACEMENT: f64 = 1.5;
 /// The system-call stream reports a period only from this confidence on:
 /// loop-less programs' calls reached 0.13-0.23 on the corpus (a compiler's
 /// file reads, a server's requests), training loops' 0.38-0.67.
@@ -166,7 +169,8 @@ fn agree(a: &Steps, b: &Steps) -> bool {
 /// clock, others), fused: the answer with the most others agreeing wins;
 /// among lone answers a strong sequence one, else the wall clock's, else
 /// the most confident. The most confident of the winner and those agreeing
-/// with it places the steps; the method names it first, then the others.
+/// with it (CPU streams favoured) places the steps; the method names it
+/// first, then the others.
 fn fuse(answers: Vec<Steps>) -> Steps {
     let support = |i: usize| {
         answers
@@ -219,12 +223,14 @@ fn fuse(answers: Vec<Steps>) -> Steps {
         return out;
     };
     // Of the answers that agree with the winner, the most confident places
-    // the steps.
+    // the steps, a CPU one unless another is clearly more confident: steps
+    // placed on the work they do make the per-step CPU breakdown exact.
+    let weight = |i: usize| answers[i].confidence * if i < 2 { CPU_PLACEMENT } else { 1.0 };
     let w = found
         .iter()
         .copied()
         .filter(|&i| i == w || agree(&answers[w], &answers[i]))
-        .max_by(|&a, &b| answers[a].confidence.total_cmp(&answers[b].confidence).then(b.cmp(&a)))
+        .max_by(|&a, &b| weight(a).total_cmp(&weight(b)).then(b.cmp(&a)))
         .unwrap_or(w);
     let streams = evidence(Some(w));
     let mut out = answers[w].clone();
@@ -254,6 +260,22 @@ fn stream_name(i: usize, a: &Steps) -> String {
 pub(crate) mod tests {
     use super::*;
 
+    /// Steps from CPU samples alone (process 1).
+    pub(crate) fn cpu(
+        samples: &[Sample],
+        self_of_stack: &StackMap<usize>,
+        labellings: &[&StackMap<usize>],
+    ) -> Steps {
+        detect_steps(&StepInputs {
+            samples,
+            self_of_stack,
+            labellings,
+            pid: Some(1),
+            calls: None,
+            threads: &[],
+        })
+    }
+
     /// Samples every 1 ms following `phase(t_ms)` as the self function.
     pub(crate) fn samples(
         ms: u64,
@@ -273,7 +295,7 @@ pub(crate) mod tests {
             20..=29 => 1,
             _ => 2,
         });
-        let steps = detect_steps(&rows, &map, &[&map], Some(1));
+        let steps = cpu(&rows, &map, &[&map]);
         let b = &steps.boundaries_ns;
         assert_eq!(
             steps.count,
@@ -317,9 +339,9 @@ pub(crate) mod tests {
             .map(|i| (Some(i), 1000 + i as usize / 100))
             .collect();
         // 300 leaves sampled ~13 times each: too faint on their own.
-        let by_leaf = detect_steps(&rows, &leaf, &[&leaf], Some(1));
+        let by_leaf = cpu(&rows, &leaf, &[&leaf]);
         assert_eq!(by_leaf.count, 0, "{:?}", by_leaf.note);
-        let steps = detect_steps(&rows, &leaf, &[&leaf, &caller], Some(1));
+        let steps = cpu(&rows, &leaf, &[&leaf, &caller]);
         assert!(steps.count.abs_diff(100) <= 1, "{}", steps.count);
         let period = steps.period_ns.unwrap() as f64 / 1e6;
         assert!((period - 40.0).abs() < 0.5, "{period}");
@@ -329,7 +351,7 @@ pub(crate) mod tests {
     fn long_phases_are_not_steps() {
         // Two long phases, one after the other: decays, never peaks.
         let (rows, map) = samples(3000, |t| if t < 2000 { 0 } else { 1 });
-        let steps = detect_steps(&rows, &map, &[&map], Some(1));
+        let steps = cpu(&rows, &map, &[&map]);
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
         assert_eq!(steps.note.as_deref(), Some("no periodic structure found"));
     }
@@ -349,7 +371,7 @@ pub(crate) mod tests {
                 s
             })
             .collect();
-        let steps = detect_steps(&rows, &map, &[&map], Some(1));
+        let steps = cpu(&rows, &map, &[&map]);
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
     }
 }
