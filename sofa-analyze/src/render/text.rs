@@ -186,14 +186,14 @@ fn steps(out: &mut String, analysis: &Analysis, _limit: usize) {
         Some(period) => {
             let _ = writeln!(
                 out,
-                "\nsteps      {} steps of {:.3} ms (jitter {}, confidence {:.2}), found from {}",
+                "\nsteps      {} steps of {:.3} ms (jitter {}, confidence {:.2}), found by {}",
                 steps.count,
                 period as f64 / 1e6,
                 steps
                     .period_cv
                     .map_or_else(|| "-".to_owned(), |cv| format!("{:.1}%", 100.0 * cv)),
                 steps.confidence,
-                evidence(steps.method.as_deref().unwrap_or("wall clock"))
+                steps.method.as_deref().unwrap_or("wall clock")
             );
             if let Some(expected) = steps.expected {
                 let _ = writeln!(out, "           (expected {expected} steps)");
@@ -207,21 +207,6 @@ fn steps(out: &mut String, analysis: &Analysis, _limit: usize) {
             );
         }
     }
-}
-
-/// The streams that found the steps, in words.
-fn evidence(method: &str) -> String {
-    method
-        .split(" + ")
-        .map(|stream| match stream {
-            "sequence" => "the busiest thread's sequence of functions",
-            "wall clock" => "repeating functions",
-            "system calls" => "repeating system calls",
-            "marker" => "the step marker",
-            other => other,
-        })
-        .collect::<Vec<_>>()
-        .join(" and ")
 }
 
 /// /proc counters: CPU time split, memory, disks, interfaces.
