@@ -146,6 +146,11 @@ struct AnalyzeArgs {
     /// Known number of training steps: a hint says if detection disagrees by more than 5%.
     #[arg(long, value_name = "N")]
     steps: Option<u64>,
+    /// A function (native or Python; `forward` also matches `Net.forward`) or
+    /// system call that runs once per training step: steps start at its first
+    /// sample or call in each step instead of being detected.
+    #[arg(long, value_name = "NAME")]
+    step_marker: Option<String>,
     /// Number of swarms to form [default: chosen by silhouette, 2 to 8].
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=64))]
     swarms: Option<u64>,
@@ -166,6 +171,9 @@ struct ReportArgs {
     /// Known number of training steps (as for `sofa analyze --steps`).
     #[arg(long, value_name = "N")]
     steps: Option<u64>,
+    /// A function or system call that runs once per step (as for `sofa analyze --step-marker`).
+    #[arg(long, value_name = "NAME")]
+    step_marker: Option<String>,
     /// Number of swarms to form [default: chosen by silhouette, 2 to 8].
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=64))]
     swarms: Option<u64>,
@@ -250,15 +258,18 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(summary.exit_status.clamp(0, 255) as u8))
 }
 
-/// `--swarms K`, `--steps N` and `--python-only`, shared by `analyze` and `report`.
+/// `--swarms K`, `--steps N`, `--step-marker NAME` and `--python-only`,
+/// shared by `analyze` and `report`.
 fn analysis_options(
     swarms: Option<u64>,
     steps: Option<u64>,
+    step_marker: Option<String>,
     python_only: bool,
 ) -> sofa_analyze::Options {
     sofa_analyze::Options {
         swarms: swarms.map(|k| k as usize),
         expected_steps: steps,
+        step_marker,
         python_only,
     }
 }
@@ -288,7 +299,12 @@ fn write_folded(
 }
 
 fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
-    let options = analysis_options(args.swarms, args.steps, args.python_only);
+    let options = analysis_options(
+        args.swarms,
+        args.steps,
+        args.step_marker.clone(),
+        args.python_only,
+    );
     if args.folded.is_some() && args.archives.len() > 1 {
         anyhow::bail!(
             "--folded writes the stacks of one archive; {} were given",
@@ -351,7 +367,12 @@ fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     for warning in archive.warnings() {
         eprintln!("sofa: warning: {warning}");
     }
-    let options = analysis_options(args.swarms, args.steps, args.python_only);
+    let options = analysis_options(
+        args.swarms,
+        args.steps,
+        args.step_marker.clone(),
+        args.python_only,
+    );
     let report = sofa_report::render(&archive, &options)?;
     sofa_report::write(&report, &output)?;
     eprintln!(

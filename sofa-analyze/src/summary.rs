@@ -100,6 +100,10 @@ pub struct Options {
     pub swarms: Option<usize>,
     /// Known number of training steps, to check the detection against.
     pub expected_steps: Option<u64>,
+    /// A system call or function (native or Python) that runs once per
+    /// step: steps start at its first call or sample in each step
+    /// (`--step-marker`).
+    pub step_marker: Option<String>,
     /// Keep only the Python frames of stacks that have any (`--python-only`).
     pub python_only: bool,
 }
@@ -266,6 +270,7 @@ fn analyze_inner(
         pid: main_pid,
         calls: (!calls.is_empty()).then_some(&calls),
         threads: &main_threads,
+        marker: options.step_marker.as_deref().map(|name| (name, &stacks)),
     });
     steps.expected = options.expected_steps;
     let (mut swarms, swarm_of_function) = find_swarms(

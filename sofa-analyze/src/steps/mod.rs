@@ -16,6 +16,7 @@
 //! answers: a period that two streams agree on beats one that a single
 //! stream proposes, however confident.
 
+mod marker;
 mod placement;
 mod sequence;
 mod signal;
@@ -92,7 +93,7 @@ const SYSCALL_CHANNELS: [usize; 2] = [8, 1];
 
 /// What the detectors read: the CPU samples with their labellings, and the
 /// other streams the archive has.
-pub struct StepInputs<'a> {
+pub(crate) struct StepInputs<'a> {
     pub samples: &'a [Sample],
     /// Each stack's self function (the sequence detector's labels).
     pub self_of_stack: &'a StackMap<usize>,
@@ -106,10 +107,14 @@ pub struct StepInputs<'a> {
     pub calls: Option<&'a Calls>,
     /// Threads of the main process (system calls carry only a thread id).
     pub threads: &'a [u32],
+    /// `--step-marker NAME` and the stacks to find a function of that name
+    /// in: pins the steps to its visits; what the streams found stays as
+    /// evidence.
+    pub marker: Option<(&'a str, &'a crate::functions::CallStacks)>,
 }
 
 /// Detects steps in every stream of the main process and fuses them.
-pub fn detect_steps(inputs: &StepInputs) -> Steps {
+pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
     let mut answers: Vec<Steps> = Vec::new();
     answers.push(sequence::detect(
         inputs.samples,
@@ -118,9 +123,43 @@ pub fn detect_steps(inputs: &StepInputs) -> Steps {
     ));
     answers.push(wall::detect(inputs.samples, inputs.labellings, inputs.pid));
     if let Some(calls) = inputs.calls {
-        answers.push(syscall_steps(calls, inputs.pid.unwrap_or(0), inputs.threads));
+        answers.push(syscall_steps(
+            calls,
+            inputs.pid.unwrap_or(0),
+            inputs.threads,
+        ));
     }
-    fuse(answers)
+    let fused = fuse(answers);
+    let Some((name, stacks)) = inputs.marker else {
+        return fused;
+    };
+    let (events, kind) = marker::events(
+        name,
+        inputs.samples,
+        stacks,
+        inputs.calls,
+        inputs.pid,
+        inputs.threads,
+    );
+    let found = match (fused.boundaries_ns.first(), fused.boundaries_ns.last()) {
+        (Some(&from), Some(&to)) if fused.count > 0 => Some(marker::Found {
+            from,
+            to,
+            period: fused.period_ns.unwrap_or(0),
+        }),
+        _ => None,
+    };
+    let mut pinned = marker::steps_at(name, &events, kind, found);
+    pinned.streams = fused.streams;
+    pinned.streams.push(StreamEvidence {
+        stream: format!("marker {name}"),
+        count: pinned.count,
+        period_ns: pinned.period_ns,
+        confidence: pinned.confidence,
+        note: pinned.note.clone(),
+        agrees: pinned.count > 0,
+    });
+    pinned
 }
 
 /// The system-call stream: each call an event of its thread, labelled by
@@ -193,7 +232,9 @@ fn fuse(answers: Vec<Steps>) -> Steps {
         };
         (tier, a.confidence)
     };
-    let found: Vec<usize> = (0..answers.len()).filter(|&i| answers[i].count > 0).collect();
+    let found: Vec<usize> = (0..answers.len())
+        .filter(|&i| answers[i].count > 0)
+        .collect();
     let winner = found.iter().copied().max_by(|&a, &b| {
         (support(a), rank(a).0)
             .cmp(&(support(b), rank(b).0))
@@ -217,7 +258,11 @@ fn fuse(answers: Vec<Steps>) -> Steps {
     let Some(w) = winner else {
         // Nothing found: the note of the CPU stream that came closest.
         let streams = evidence(None);
-        let best = if answers[0].confidence > answers[1].confidence { 0 } else { 1 };
+        let best = if answers[0].confidence > answers[1].confidence {
+            0
+        } else {
+            1
+        };
         let mut out = answers[best].clone();
         out.streams = streams;
         return out;
@@ -273,6 +318,7 @@ pub(crate) mod tests {
             pid: Some(1),
             calls: None,
             threads: &[],
+            marker: None,
         })
     }
 

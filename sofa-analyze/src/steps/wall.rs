@@ -445,6 +445,18 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
     }
 }
 
+/// `s` spread over ±`reach` bins by a triangle of weights.
+fn smooth(s: &[f64], reach: usize) -> Vec<f64> {
+    let weights: Vec<f64> = (0..=reach).map(|d| (reach + 1 - d) as f64).collect();
+    (0..s.len())
+        .map(|i| {
+            let lo = i.saturating_sub(reach);
+            let hi = (i + reach).min(s.len() - 1);
+            (lo..=hi).map(|j| s[j] * weights[i.abs_diff(j)]).sum()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,16 +550,4 @@ mod tests {
             "{first}"
         );
     }
-}
-
-/// `s` spread over ±`reach` bins by a triangle of weights.
-fn smooth(s: &[f64], reach: usize) -> Vec<f64> {
-    let weights: Vec<f64> = (0..=reach).map(|d| (reach + 1 - d) as f64).collect();
-    (0..s.len())
-        .map(|i| {
-            let lo = i.saturating_sub(reach);
-            let hi = (i + reach).min(s.len() - 1);
-            (lo..=hi).map(|j| s[j] * weights[i.abs_diff(j)]).sum()
-        })
-        .collect()
 }
