@@ -420,4 +420,162 @@ pub(crate) mod tests {
         let steps = cpu(&rows, &map, &[&map]);
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
     }
+
+    /// A step of `length` ms each: 5 reads at its start, a burst of futex
+    /// wake-ups a third of the way in (two like bursts exactly half a step
+    /// apart would make the marker as periodic at 1.5 steps as at one), all jittered by up to a millisecond,
+    /// after `setup` ms of file opens and stats at random times; a random
+    /// stray call now and then.
+    fn syscall_rows(lengths: &[u64], setup: u64) -> Vec<sofa_trace::tables::Syscall> {
+        let mut y = 0x2545f4914f6cdd1du64;
+        let mut next = move || {
+            y ^= y << 13;
+            y ^= y >> 7;
+            y ^= y << 17;
+            y
+        };
+        let ms = 1_000_000u64;
+        let mut calls: Vec<(u64, &str)> = Vec::new();
+        let mut t = 0;
+        while t < setup * ms {
+            t += next() % (4 * ms);
+            calls.push((
+                t,
+                if next() % 2 == 0 {
+                    "openat"
+                } else {
+                    "newfstatat"
+                },
+            ));
+        }
+        let mut start = setup * ms;
+        for &len in lengths {
+            for k in 0..5 {
+                calls.push((start + k * 50_000 + next() % ms, "read"));
+            }
+            for k in 0..4 {
+                calls.push((start + len * ms / 3 + k * 100_000 + next() % ms, "futex"));
+            }
+            if next() % 4 == 0 {
+                calls.push((start + next() % (len * ms), "mmap"));
+            }
+            start += len * ms;
+        }
+        calls
+            .into_iter()
+            .map(|(time_ns, name)| sofa_trace::tables::Syscall {
+                time_ns: 1_000_000_000 + time_ns,
+                duration_ns: Some(2_000),
+                pid: 1,
+                tid: 1,
+                nr: 0,
+                name: name.to_owned(),
+                ret: Some(0),
+                arg0: 0,
+                arg1: 0,
+                arg2: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn system_calls_alone_find_a_loop_after_its_setup() {
+        let lengths: Vec<u64> = (0..100).map(|i| 30 + i % 3).collect();
+        let calls = Calls::from_rows(&syscall_rows(&lengths, 800));
+        let steps = syscall_steps(&calls, 1, &[1]);
+        assert_eq!(steps.method.as_deref(), Some("system calls"));
+        assert!(
+            steps.count.abs_diff(100) <= 2,
+            "{} {:?} {:?} {:?}",
+            steps.count,
+            steps.note,
+            steps.period_ns,
+            steps
+                .boundaries_ns
+                .windows(2)
+                .map(|w| (w[1] - w[0]) / 1_000_000)
+                .collect::<Vec<_>>()
+        );
+        let period = steps.period_ns.unwrap() as f64 / 1e6;
+        assert!((period - 31.0).abs() < 1.0, "{period}");
+        // The setup is not steps: the first starts within a step of the loop.
+        let loop_start = 1_000_000_000 + 800 * 1_000_000;
+        assert!(
+            steps.boundaries_ns[0] + 31_000_000 >= loop_start,
+            "{:?}",
+            &steps.boundaries_ns[..3]
+        );
+        // Calls of other threads (another process's) are not looked at.
+        assert_eq!(syscall_steps(&calls, 1, &[2]).count, 0);
+    }
+
+    #[test]
+    fn system_calls_at_random_times_are_not_steps() {
+        let calls = Calls::from_rows(&syscall_rows(&[], 4000));
+        let steps = syscall_steps(&calls, 1, &[1]);
+        assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
+    }
+
+    fn answer(period_ms: u64, confidence: f64, method: &str) -> Steps {
+        let period_ns = period_ms * 1_000_000;
+        Steps {
+            count: 3_000 / period_ms,
+            period_ns: Some(period_ns),
+            period_cv: Some(0.02),
+            confidence,
+            boundaries_ns: (0..=3_000 / period_ms).map(|i| i * period_ns).collect(),
+            method: Some(method.to_owned()),
+            ..Steps::default()
+        }
+    }
+
+    #[test]
+    fn a_stream_that_lies_loses_to_two_that_agree() {
+        // The sequence detector is sure of 50 ms; the wall clock and the
+        // system calls agree on 30 ms (within 10 %).
+        let fused = fuse(vec![
+            answer(50, 0.9, "sequence"),
+            answer(30, 0.4, "wall clock"),
+            answer(31, 0.5, "system calls"),
+        ]);
+        assert_eq!(fused.count, 100);
+        assert_eq!(fused.method.as_deref(), Some("wall clock + system calls"));
+        let agrees: Vec<bool> = fused.streams.iter().map(|s| s.agrees).collect();
+        assert_eq!(agrees, [false, true, true]);
+        // Alone, a strong sequence answer beats a more confident other one;
+        // a weak one does not beat the wall clock.
+        let fused = fuse(vec![
+            answer(50, 0.6, "sequence"),
+            answer(30, 0.2, "wall clock"),
+            Steps::default(),
+        ]);
+        assert_eq!(fused.method.as_deref(), Some("sequence"));
+        let fused = fuse(vec![
+            answer(50, 0.4, "sequence"),
+            answer(30, 0.2, "wall clock"),
+            answer(70, 0.9, "system calls"),
+        ]);
+        assert_eq!(fused.method.as_deref(), Some("wall clock"));
+        // A clearly more confident agreeing stream places the steps.
+        let fused = fuse(vec![
+            Steps::default(),
+            answer(30, 0.2, "wall clock"),
+            answer(31, 0.5, "system calls"),
+        ]);
+        assert_eq!(fused.period_ns, Some(31_000_000));
+        assert_eq!(fused.method.as_deref(), Some("system calls + wall clock"));
+    }
+
+    #[test]
+    fn nothing_found_keeps_the_cpu_note_and_every_stream_evidence() {
+        let fused = fuse(vec![
+            none("no periodic structure found", 0.1),
+            none("no periodic structure found", 0.05),
+            none("too few system calls to look for steps", 0.0),
+        ]);
+        assert_eq!(fused.count, 0);
+        assert_eq!(fused.note.as_deref(), Some("no periodic structure found"));
+        assert_eq!(fused.streams.len(), 3);
+        assert_eq!(fused.streams[2].stream, "system calls");
+    }
 }
