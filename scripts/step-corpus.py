@@ -41,7 +41,7 @@ ENTRIES = [
     ("loopless-server", "loopless_server.py", [], None),
 ]
 
-TRUTH = re.compile(r"sofa-corpus steps=(\d+) step_ms=([0-9.]+)")
+TRUTH = re.compile(r"sofa-corpus steps=(\d+) step_ms=([0-9.]+)(?: from_ns=(\d+) to_ns=(\d+))?")
 
 
 def default_python():
@@ -75,7 +75,8 @@ def record(sofa, python, entry, extra, out, reuse):
         sys.stderr.write(analysis.stderr)
         raise SystemExit(f"step-corpus: analyzing {name} failed")
     steps = json.loads(analysis.stdout)["steps"]
-    return int(truth.group(1)), float(truth.group(2)), steps
+    span = (int(truth.group(3)), int(truth.group(4))) if truth.group(3) else None
+    return int(truth.group(1)), float(truth.group(2)), span, steps
 
 
 def judge(true_count, true_ms, steps):
@@ -121,19 +122,26 @@ def main():
                 for run in range(args.runs):
                     started = time.time()
                     out = os.path.join(args.archives or workdir, f"{entry[0]}-{run + 1}")
-                    true_count, true_ms, steps = record(args.sofa, args.python, entry, args.record_arg, out,
+                    true_count, true_ms, span, steps = record(args.sofa, args.python, entry, args.record_arg, out,
                                                         args.reuse)
                     count_ok, period_ok = judge(true_count, true_ms, steps)
                     period_ms = (steps.get("period_ns") or 0) / 1e6
+                    # How far the found loop's ends are from the true ones, ms.
+                    ends = None
+                    if span and steps["count"]:
+                        b = steps["boundaries_ns"]
+                        ends = (round((b[0] - span[0]) / 1e6, 1), round((b[-1] - span[1]) / 1e6, 1))
                     results.append({
                         "entry": entry[0], "run": run, "true_steps": true_count, "true_step_ms": true_ms,
                         "steps": steps["count"], "step_ms": round(period_ms, 2), "method": steps.get("method"),
                         "confidence": round(steps.get("confidence") or 0, 3), "note": steps.get("note"),
-                        "count_ok": count_ok, "period_ok": period_ok,
+                        "count_ok": count_ok, "period_ok": period_ok, "ends_ms": ends,
                     })
                     print(f"{entry[0]:<26} run {run + 1}: truth {true_count} x {true_ms:.1f} ms, "
                           f"found {steps['count']} x {period_ms:.1f} ms ({steps.get('method') or steps.get('note')}) "
-                          f"{'hit' if count_ok and period_ok else 'MISS'} [{time.time() - started:.0f} s]",
+                          f"{'hit' if count_ok and period_ok else 'MISS'}"
+                          f"{f' (loop ends off by {ends[0]:+.0f}, {ends[1]:+.0f} ms)' if ends else ''}"
+                          f" [{time.time() - started:.0f} s]",
                           file=sys.stderr, flush=True)
     finally:
         if hog:

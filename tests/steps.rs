@@ -186,6 +186,48 @@ fn steps_of_the_c_fixture_are_found_without_hints() {
         .unwrap();
     assert!(mismatch(&serde_json::from_slice(&wrong.stdout).unwrap()));
 
+    // --step-marker pins the steps to a function's visits or to a system
+    // call's bursts; a name that matches nothing says so.
+    for marker in ["compute_heavy", "read"] {
+        let pinned = sofa()
+            .args(["analyze", "--json", "--step-marker", marker])
+            .arg(dir.path().join("a"))
+            .output()
+            .unwrap();
+        assert_success(&pinned);
+        let pinned: Value = serde_json::from_slice(&pinned.stdout).unwrap();
+        let steps = &pinned["steps"];
+        assert_eq!(steps["method"], "marker", "{steps}");
+        assert!(
+            steps["count"].as_u64().unwrap().abs_diff(true_steps) <= 1,
+            "{marker}: {steps}"
+        );
+        let period_ms = steps["period_ns"].as_u64().unwrap() as f64 / 1e6;
+        assert!(
+            (period_ms - true_period).abs() <= 0.05 * true_period,
+            "{marker}: {period_ms} vs {true_period}"
+        );
+        // The streams' own answers stay as evidence.
+        let streams = steps["streams"].as_array().unwrap();
+        assert!(
+            streams.iter().any(|s| s["stream"] == "wall clock"),
+            "{steps}"
+        );
+    }
+    let unknown = sofa()
+        .args(["analyze", "--step-marker", "no_such_function"])
+        .arg(dir.path().join("a"))
+        .output()
+        .unwrap();
+    assert_success(&unknown);
+    assert!(
+        String::from_utf8_lossy(&unknown.stdout).contains(
+            "step marker `no_such_function` matched no system call and no function of the main process"
+        ),
+        "{}",
+        String::from_utf8_lossy(&unknown.stdout)
+    );
+
     let forced = sofa()
         .args(["analyze", "--json", "--swarms", "3"])
         .arg(dir.path().join("a"))

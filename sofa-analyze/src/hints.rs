@@ -399,18 +399,43 @@ fn no_steps_evidence(a: &Analysis) -> String {
         .note
         .clone()
         .unwrap_or_else(|| "no periodic structure found".to_owned());
+    // What each stream said, when it said something else than the note.
+    let streams: Vec<String> = a
+        .steps
+        .streams
+        .iter()
+        .filter_map(|s| {
+            let said = s.note.as_deref().unwrap_or("found none");
+            (said != note).then(|| format!("{}: {said}", s.stream))
+        })
+        .collect();
+    let mut out = note;
+    if !streams.is_empty() {
+        out.push_str(&format!(" ({})", streams.join("; ")));
+    }
     // Detection needs a few dozen samples per step on the loop's thread;
     // the step's length is unknown here, so say what rate that takes
     // rather than assume one.
-    match a.run.frequency_hz {
-        Some(hz) if hz < 4000 => format!(
-            "{note}; detection needs about {SAMPLES_PER_STEP} samples per step on the loop's thread: \
+    if let Some(hz) = a.run.frequency_hz.filter(|&hz| hz < 4000) {
+        out.push_str(&format!(
+            "; detection needs about {SAMPLES_PER_STEP} samples per step on the loop's thread: \
              at {hz} Hz, steps of at least {:.0} ms; if the job's steps are shorter, record with \
              a higher rate (sofa record -F 4999)",
             SAMPLES_PER_STEP as f64 * 1000.0 / hz as f64
-        ),
-        _ => note,
+        ));
     }
+    if !a
+        .steps
+        .streams
+        .iter()
+        .any(|s| s.stream.starts_with("marker"))
+    {
+        out.push_str(
+            "; a function or system call that runs once per step can mark them: \
+             sofa analyze --step-marker NAME",
+        );
+    }
+    out
 }
 
 #[cfg(test)]
@@ -687,6 +712,19 @@ mod tests {
             h[0].evidence.contains("at 999 Hz, steps of at least 30 ms"),
             "{}",
             h[0].evidence
+        );
+        assert!(h[0].evidence.contains("--step-marker NAME"));
+        a.steps.streams = vec![crate::StreamEvidence {
+            stream: "system calls".to_owned(),
+            note: Some("too few system calls to look for steps".to_owned()),
+            ..Default::default()
+        }];
+        assert!(
+            no_steps(&a)[0]
+                .evidence
+                .contains("(system calls: too few system calls to look for steps)"),
+            "{}",
+            no_steps(&a)[0].evidence
         );
         a.run.frequency_hz = Some(4999);
         assert!(!no_steps(&a)[0].evidence.contains("-F 4999"));

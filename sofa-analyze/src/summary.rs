@@ -249,7 +249,10 @@ fn analyze_inner(
         }
         summary
     });
-    let labellings: Vec<&StackMap<usize>> = user_chain_of_stack.iter().collect();
+    let labellings: Vec<&StackMap<usize>> = user_chain_of_stack
+        .iter()
+        .chain(std::iter::once(&python_of_stack))
+        .collect();
     // Each table is read once and serves steps, its summary and the step
     // breakdown.
     let calls = Calls::read(archive)?;

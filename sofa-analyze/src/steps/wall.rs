@@ -32,9 +32,11 @@ const MAX_THREADS: usize = 3;
 const MIN_BIN_NS: u64 = 1_000_000;
 /// Shortest period looked for, in bins.
 const MIN_LAG: usize = 4;
-/// Series used in the first pass, per labelling (self, callers, ...), for
-/// CPU samples.
-pub(super) const CPU_CHANNELS: [usize; 4] = [16, 8, 4, 2];
+/// Series used in the first pass, per labelling of CPU samples: the
+/// innermost user function, its callers, then the innermost Python
+/// function (phases of a Python loop that run the same native code — BLAS
+/// in both the forward and the backward pass — differ there).
+pub(super) const CPU_CHANNELS: [usize; 5] = [16, 8, 4, 2, 8];
 /// Windows the first pass also tries, as fractions of the run: a loop that
 /// fills a quarter of it (after a long import or data set-up, before a long
 /// evaluation) stands out in a window its size, not over the whole run.
@@ -55,6 +57,8 @@ const BINS_PER_PERIOD: f64 = 16.0;
 /// slow machine went over 0.1; a rhythm of time slices beside a CPU hog:
 /// 0.22.
 const MAX_UNLIKE: f64 = 0.2;
+/// Longest gap between starts that placement makes, in periods.
+const MAX_GAP: f64 = 2.5;
 /// Step starts with a marker under this share of the median start's are dropped.
 const WEAK_START: f64 = 0.3;
 
@@ -96,6 +100,8 @@ pub(super) struct Stream<'a> {
     pub(super) method: &'static str,
     /// Periodic structure is reported only from this confidence on.
     pub(super) min_confidence: f64,
+    /// Periods a whole-run window must hold (its parts: 8).
+    pub(super) min_periods: f64,
 }
 
 /// A series of one function (in one labelling) on one thread.
@@ -237,6 +243,7 @@ pub(super) fn detect(
         measure: Measure::Shares,
         method: "wall clock",
         min_confidence: MIN_CONFIDENCE,
+        min_periods: 3.0,
     };
     if stream.events.len() < 64 {
         return none("too few samples to look for steps", 0.0);
@@ -293,7 +300,7 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
         return none("recording too short to look for steps", 0.0);
     }
     // The most confident window; a part of the run must hold at least 8
-    // of its periods (the whole run, 3).
+    // of its periods (the whole run, the stream's minimum).
     let mut best_confidence = 0.0f64;
     let mut found: Option<(f64, f64, HashMap<Channel, f64>)> = None;
     for (start, bin_ns, n, whole) in windows(first, span) {
@@ -302,7 +309,7 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
         };
         best_confidence = best_confidence.max(confidence);
         if confidence < stream.min_confidence
-            || (!whole && period * 8.0 > (n as u64 * bin_ns) as f64)
+            || period * if whole { stream.min_periods } else { 8.0 } > (n as u64 * bin_ns) as f64
             || found.as_ref().is_some_and(|f| f.1 >= confidence)
         {
             continue;
@@ -410,6 +417,14 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
         );
     }
     let mut boundaries: Vec<u64> = starts.iter().map(|&t| time_of(t)).collect();
+    // A start separated from the loop by a gap the placement cannot make
+    // (over 2.5 typical steps: starts between were dropped as weak) is in
+    // set-up or tear-down: one PyTorch run had a first "step" of 437 ms
+    // before 118 of ~23 ms.
+    drop_detached_ends(&mut boundaries);
+    if boundaries.len() < 3 {
+        return none("no periodic structure found", confidence);
+    }
     // The ends: starts sit where the marker rises, anywhere in the step, so
     // the recording may begin inside a step and end inside one. A start less
     // than half a step before the last sample opens no step; a recording
@@ -445,6 +460,24 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
     }
 }
 
+/// Drops starts at either end that are more than `MAX_GAP` median gaps
+/// from their neighbour.
+fn drop_detached_ends(starts: &mut Vec<u64>) {
+    if starts.len() < 4 {
+        return;
+    }
+    let mut gaps: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort_unstable();
+    let limit = gaps[gaps.len() / 2] as f64 * MAX_GAP;
+    while starts.len() >= 3 && (starts[1] - starts[0]) as f64 > limit {
+        starts.remove(0);
+    }
+    while starts.len() >= 3 && (starts[starts.len() - 1] - starts[starts.len() - 2]) as f64 > limit
+    {
+        starts.pop();
+    }
+}
+
 /// `s` spread over ±`reach` bins by a triangle of weights.
 fn smooth(s: &[f64], reach: usize) -> Vec<f64> {
     let weights: Vec<f64> = (0..=reach).map(|d| (reach + 1 - d) as f64).collect();
@@ -461,6 +494,16 @@ fn smooth(s: &[f64], reach: usize) -> Vec<f64> {
 mod tests {
     use super::*;
     use crate::steps::tests::samples;
+
+    #[test]
+    fn starts_detached_from_the_loop_are_dropped() {
+        let mut starts = vec![0, 500, 520, 541, 560, 580, 600, 700];
+        drop_detached_ends(&mut starts);
+        assert_eq!(starts, [500, 520, 541, 560, 580, 600]);
+        let mut short = vec![0, 500, 520];
+        drop_detached_ends(&mut short);
+        assert_eq!(short, [0, 500, 520]);
+    }
 
     /// The function at `t` ms of a loop whose steps last `lengths` ms, each
     /// in three phases (half, a quarter, a quarter); `None` after the loop.
