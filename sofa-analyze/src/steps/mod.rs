@@ -83,7 +83,7 @@ const STRONG_SEQUENCE: f64 = 0.5;
 const AGREEMENT: f64 = 0.1;
 /// How much more confident than a CPU stream another must be to place the
 /// steps when both agree on the period.
-const CPU_PLACEMENT: f64 = 1.5;
+const CPU_PLACEMENT: f64 = 2.5;
 /// The system-call stream reports a period only from this confidence on:
 /// loop-less programs' calls reached 0.13-0.23 on the corpus (a compiler's
 /// file reads, a server's requests), training loops' 0.38-0.67.
