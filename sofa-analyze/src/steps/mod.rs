@@ -602,11 +602,11 @@ pub(crate) mod tests {
             answer(70, 0.9, "system calls"),
         ]);
         assert_eq!(fused.count, 42);
-        // A clearly more confident agreeing stream places the steps.
+        // A clearly (2.5x) more confident agreeing stream places the steps.
         let fused = fuse(vec![
             Steps::default(),
             answer(30, 0.2, "wall clock"),
-            answer(31, 0.5, "system calls"),
+            answer(31, 0.6, "system calls"),
         ]);
         assert_eq!(fused.period_ns, Some(31_000_000));
         assert_eq!(fused.method.as_deref(), Some("system calls + wall clock"));
