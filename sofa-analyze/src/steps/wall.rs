@@ -57,6 +57,8 @@ const BINS_PER_PERIOD: f64 = 16.0;
 /// slow machine went over 0.1; a rhythm of time slices beside a CPU hog:
 /// 0.22.
 const MAX_UNLIKE: f64 = 0.2;
+/// A whole-run confidence from which its parts are not looked at.
+const CLEAR: f64 = 0.4;
 /// Longest gap between starts that placement makes, in periods.
 const MAX_GAP: f64 = 2.5;
 /// Step starts with a marker under this share of the median start's are dropped.
@@ -304,6 +306,11 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
     let mut best_confidence = 0.0f64;
     let mut found: Option<(f64, f64, HashMap<Channel, f64>)> = None;
     for (start, bin_ns, n, whole) in windows(first, span) {
+        // Parts of the run are looked at only when the run as a whole gave
+        // no clear answer (they cost ten more passes).
+        if !whole && found.as_ref().is_some_and(|f| f.1 >= CLEAR) {
+            break;
+        }
         let Some((period, confidence, strictness)) = period_in(stream, start, bin_ns, n) else {
             continue;
         };
