@@ -1,60 +1,16 @@
 //! Signal helpers shared by the step detectors.
 
-/// In-place radix-2 FFT of (re, im); `inverse` leaves the result unscaled.
-fn fft(re: &mut [f64], im: &mut [f64], inverse: bool) {
-    let n = re.len();
-    debug_assert!(n.is_power_of_two() && im.len() == n);
-    let mut j = 0;
-    for i in 1..n {
-        let mut bit = n >> 1;
-        while j & bit != 0 {
-            j ^= bit;
-            bit >>= 1;
-        }
-        j |= bit;
-        if i < j {
-            re.swap(i, j);
-            im.swap(i, j);
-        }
-    }
-    // Twiddle factors of the largest stage; a stage of length `len` uses
-    // every (n / len)-th of them.
-    let sign = if inverse { 1.0 } else { -1.0 };
-    let half = n / 2;
-    let (tw_re, tw_im): (Vec<f64>, Vec<f64>) = (0..half)
-        .map(|k| {
-            let angle = sign * 2.0 * std::f64::consts::PI * k as f64 / n as f64;
-            (angle.cos(), angle.sin())
-        })
-        .unzip();
-    let mut len = 2;
-    while len <= n {
-        let stride = n / len;
-        let h = len / 2;
-        for start in (0..n).step_by(len) {
-            let (lo_re, hi_re) = re[start..start + len].split_at_mut(h);
-            let (lo_im, hi_im) = im[start..start + len].split_at_mut(h);
-            for k in 0..h {
-                let (c_re, c_im) = (tw_re[k * stride], tw_im[k * stride]);
-                let t_re = hi_re[k] * c_re - hi_im[k] * c_im;
-                let t_im = hi_re[k] * c_im + hi_im[k] * c_re;
-                hi_re[k] = lo_re[k] - t_re;
-                hi_im[k] = lo_im[k] - t_im;
-                lo_re[k] += t_re;
-                lo_im[k] += t_im;
-            }
-        }
-        len <<= 1;
-    }
-}
-
 /// Sum over `series` of each one's autocorrelation (mean removed), lags
 /// `0..n`, divided by the overlap length and normalised to 1 at lag 0.
 /// Two real series share one complex FFT: for z = x + iy, the summed power
 /// |X_k|² + |Y_k|² is (|Z_k|² + |Z_(N-k)|²) / 2.
 pub(super) fn autocorrelation(series: &[Vec<f64>], n: usize) -> Vec<f64> {
     use rayon::prelude::*;
+    use rustfft::num_complex::Complex;
     let size = (2 * n).next_power_of_two();
+    let mut planner = rustfft::FftPlanner::<f64>::new();
+    let forward = planner.plan_fft_forward(size);
+    let inverse = planner.plan_fft_inverse(size);
     // Power spectra of the series, two real series per complex transform,
     // summed per fixed chunk of series on the worker threads and then in
     // chunk order (the same sum whatever the number of threads).
@@ -62,40 +18,41 @@ pub(super) fn autocorrelation(series: &[Vec<f64>], n: usize) -> Vec<f64> {
         .par_chunks(8)
         .map(|chunk| {
             let mut power = vec![0.0; size];
-            let (mut re, mut im) = (vec![0.0; size], vec![0.0; size]);
+            let mut buffer = vec![Complex::new(0.0, 0.0); size];
             for pair in chunk.chunks(2) {
-                re.iter_mut().for_each(|v| *v = 0.0);
-                im.iter_mut().for_each(|v| *v = 0.0);
-                for (out, s) in [&mut re, &mut im].into_iter().zip(pair) {
+                buffer.fill(Complex::new(0.0, 0.0));
+                for (part, s) in pair.iter().enumerate() {
                     let mean = s.iter().sum::<f64>() / n as f64;
-                    for (o, v) in out.iter_mut().zip(s) {
-                        *o = v - mean;
+                    for (o, v) in buffer.iter_mut().zip(s) {
+                        if part == 0 {
+                            o.re = v - mean;
+                        } else {
+                            o.im = v - mean;
+                        }
                     }
                 }
-                fft(&mut re, &mut im, false);
+                forward.process(&mut buffer);
                 for k in 0..size {
                     let j = (size - k) % size;
-                    power[k] +=
-                        (re[k] * re[k] + im[k] * im[k] + re[j] * re[j] + im[j] * im[j]) / 2.0;
+                    power[k] += (buffer[k].norm_sqr() + buffer[j].norm_sqr()) / 2.0;
                 }
             }
             power
         })
         .collect();
-    let mut power = vec![0.0; size];
+    let mut spectrum = vec![Complex::new(0.0, 0.0); size];
     for partial in &partials {
-        for (p, v) in power.iter_mut().zip(partial) {
-            *p += v;
+        for (p, v) in spectrum.iter_mut().zip(partial) {
+            p.re += v;
         }
     }
-    let mut im = vec![0.0; size];
-    fft(&mut power, &mut im, true);
-    let zero = power[0];
+    inverse.process(&mut spectrum);
+    let zero = spectrum[0].re;
     if zero <= 0.0 {
         return vec![0.0; n];
     }
     (0..n)
-        .map(|lag| power[lag] / zero * n as f64 / (n - lag) as f64)
+        .map(|lag| spectrum[lag].re / zero * n as f64 / (n - lag) as f64)
         .collect()
 }
 
