@@ -36,6 +36,7 @@ ENTRIES = [
     ("torch-transformer", "torch_transformer.py", [], "torch"),
     ("sklearn-mlp-partial-fit", "sklearn_mlp.py", [], "sklearn"),
     ("jax-mlp", "jax_mlp.py", [], "jax"),
+    ("torch-ddp-2-ranks", "torch_ddp.py", [], "torch"),
     ("loopless-sort", "loopless_sort.py", [], None),
     ("loopless-compile", "loopless_compile.py", [], None),
     ("loopless-server", "loopless_server.py", [], None),

@@ -65,6 +65,11 @@ impl Packets {
         }
     }
 
+    /// The packet's interface as an index (0.. the number of interfaces).
+    pub(crate) fn interface_index(&self, packet: &Packet) -> u16 {
+        packet.interface
+    }
+
     pub fn interface(&self, packet: &Packet) -> &str {
         self.interfaces
             .get(usize::from(packet.interface))

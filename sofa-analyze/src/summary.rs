@@ -256,6 +256,7 @@ fn analyze_inner(
     // Each table is read once and serves steps, its summary and the step
     // breakdown.
     let calls = Calls::read(archive)?;
+    let packets = Packets::read(archive)?;
     let syscalls_ok = meta
         .collectors
         .get(CollectorName::Syscalls.as_str())
@@ -272,6 +273,7 @@ fn analyze_inner(
         labellings: &labellings,
         pid: main_pid,
         calls: (!calls.is_empty()).then_some(&calls),
+        packets: (!packets.is_empty()).then_some(&packets),
         threads: &main_threads,
         marker: options.step_marker.as_deref().map(|name| (name, &stacks)),
     });
@@ -292,7 +294,6 @@ fn analyze_inner(
         &functions,
     );
     let gpu_rows = archive.read_table::<GpuCounter>()?;
-    let packets = Packets::read(archive)?;
     let labelled = Labelled::new(
         &sample_rows,
         &self_of_stack,
