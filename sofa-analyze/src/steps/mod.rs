@@ -117,22 +117,19 @@ pub(crate) struct StepInputs<'a> {
 
 /// Detects steps in every stream of the main process and fuses them.
 pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
-    let mut answers: Vec<Steps> = Vec::new();
-    answers.push(sequence::detect(
-        inputs.samples,
-        inputs.self_of_stack,
-        inputs.pid,
-    ));
-    answers.push(wall::detect(inputs.samples, inputs.labellings, inputs.pid));
     // Every stream has its place (its index names it), recorded or not.
-    answers.push(match inputs.calls {
-        Some(calls) => syscall_steps(calls, inputs.pid.unwrap_or(0), inputs.threads),
-        None => none("no system calls recorded", 0.0),
-    });
-    answers.push(match inputs.packets {
-        Some(packets) => network_steps(packets),
-        None => none("no packets recorded", 0.0),
-    });
+    let answers = vec![
+        sequence::detect(inputs.samples, inputs.self_of_stack, inputs.pid),
+        wall::detect(inputs.samples, inputs.labellings, inputs.pid),
+        match inputs.calls {
+            Some(calls) => syscall_steps(calls, inputs.pid.unwrap_or(0), inputs.threads),
+            None => none("no system calls recorded", 0.0),
+        },
+        match inputs.packets {
+            Some(packets) => network_steps(packets),
+            None => none("no packets recorded", 0.0),
+        },
+    ];
     let fused = fuse(answers);
     let Some((name, stacks)) = inputs.marker else {
         return fused;
