@@ -59,6 +59,8 @@ def record(sofa, python, entry, extra, out, reuse):
     name, script, args, _ = entry
     truth_file = out + ".truth"
     if reuse:
+        if not os.path.exists(truth_file):
+            raise SystemExit(f"step-corpus: no kept archive {out} (record it first: the same command without --reuse)")
         with open(truth_file) as f:
             truth = TRUTH.search(f.read())
     else:

@@ -84,12 +84,14 @@ const AGREEMENT: f64 = 0.1;
 /// How much more confident than a CPU stream another must be to place the
 /// steps when both agree on the period.
 const CPU_PLACEMENT: f64 = 2.5;
-/// The system-call stream reports a period only from this confidence on:
-/// loop-less programs' calls reached 0.13-0.23 on the corpus (a compiler's
-/// file reads, a server's requests), training loops' 0.38-0.67.
-const MIN_SYSCALL_CONFIDENCE: f64 = 0.3;
-/// A stream's most frequent labels used in its first pass.
-const SYSCALL_CHANNELS: [usize; 2] = [8, 1];
+/// The event streams (system calls, packets) report a period only from this
+/// confidence on: loop-less programs' calls reached 0.13-0.23 on the corpus
+/// (a compiler's file reads, a server's requests) and a server's packets
+/// 0.19-0.29; training loops' calls 0.38-0.67.
+const MIN_EVENT_CONFIDENCE: f64 = 0.3;
+/// An event stream's most frequent labels used in its first pass, then
+/// "any event".
+const EVENT_CHANNELS: [usize; 2] = [8, 1];
 
 /// What the detectors read: the CPU samples with their labellings, and the
 /// other streams the archive has.
@@ -166,39 +168,19 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
 /// The system-call stream: each call an event of its thread, labelled by
 /// its name and by "any call".
 fn syscall_steps(calls: &Calls, pid: u32, threads: &[u32]) -> Steps {
-    let names = calls.name_count();
-    let by_name: StackMap<usize> = (0..names).map(|i| (Some(i as u64), i)).collect();
-    let any: StackMap<usize> = (0..names).map(|i| (Some(i as u64), 0)).collect();
-    let labellings = [&by_name, &any];
     let threads: std::collections::HashSet<u32> = threads.iter().copied().collect();
-    let events: Vec<Sample> = calls
+    let events = calls
         .rows
         .iter()
         .filter(|c| threads.contains(&c.tid))
-        .map(|c| Sample {
-            time_ns: c.time_ns,
-            pid,
-            tid: c.tid,
-            cpu: 0,
-            stack_id: Some(u64::from(calls.name_index(c))),
-            event: 0,
-            period: 0,
-        })
-        .collect();
-    if events.len() < 64 {
-        return none("too few system calls to look for steps", 0.0);
-    }
-    wall::detect_in(&wall::Stream {
-        events: events.iter().collect(),
-        labellings: &labellings,
-        channels: &SYSCALL_CHANNELS,
-        measure: wall::Measure::Counts,
-        method: "system calls",
-        min_confidence: MIN_SYSCALL_CONFIDENCE,
-        // Beside a CPU hog, set-up's bursts of calls (imports, a DataLoader
-        // starting its workers) made "loops" of 7-12 steps of ~2 s.
-        min_periods: 8.0,
-    })
+        .map(|c| (c.time_ns, c.tid, u64::from(calls.name_index(c))));
+    event_steps(
+        events,
+        pid,
+        calls.name_count(),
+        "system calls",
+        "system calls",
+    )
 }
 
 /// The network stream: each packet an event, labelled by interface and
@@ -211,32 +193,49 @@ fn network_steps(packets: &crate::net::Packets) -> Steps {
         .map(|p| packets.interface_index(p) as usize + 1)
         .max()
         .unwrap_or(0);
-    let by_link: StackMap<usize> = (0..2 * interfaces).map(|i| (Some(i as u64), i)).collect();
-    let any: StackMap<usize> = (0..2 * interfaces).map(|i| (Some(i as u64), 0)).collect();
-    let labellings = [&by_link, &any];
-    let events: Vec<Sample> = packets
-        .rows
-        .iter()
-        .map(|p| Sample {
-            time_ns: p.time_ns,
-            pid: 0,
-            tid: 0,
+    let events = packets.rows.iter().map(|p| {
+        let link = 2 * u64::from(packets.interface_index(p)) + u64::from(p.tx);
+        (p.time_ns, 0, link)
+    });
+    event_steps(events, 0, 2 * interfaces, "network", "packets")
+}
+
+/// Steps in a stream of (time, thread, key) events whose keys are
+/// `0..keys`: each key a label, and all of them one ("any event"); counted
+/// per bin, not shared.
+fn event_steps(
+    events: impl Iterator<Item = (u64, u32, u64)>,
+    pid: u32,
+    keys: usize,
+    method: &'static str,
+    what: &str,
+) -> Steps {
+    let by_key: StackMap<usize> = (0..keys).map(|i| (Some(i as u64), i)).collect();
+    let any: StackMap<usize> = (0..keys).map(|i| (Some(i as u64), 0)).collect();
+    let labellings = [&by_key, &any];
+    let events: Vec<Sample> = events
+        .map(|(time_ns, tid, key)| Sample {
+            time_ns,
+            pid,
+            tid,
             cpu: 0,
-            stack_id: Some(2 * u64::from(packets.interface_index(p)) + u64::from(p.tx)),
+            stack_id: Some(key),
             event: 0,
             period: 0,
         })
         .collect();
     if events.len() < 64 {
-        return none("too few packets to look for steps", 0.0);
+        return none(&format!("too few {what} to look for steps"), 0.0);
     }
     wall::detect_in(&wall::Stream {
         events: events.iter().collect(),
         labellings: &labellings,
-        channels: &SYSCALL_CHANNELS,
+        channels: &EVENT_CHANNELS,
         measure: wall::Measure::Counts,
-        method: "network",
-        min_confidence: MIN_SYSCALL_CONFIDENCE,
+        method,
+        min_confidence: MIN_EVENT_CONFIDENCE,
+        // Beside a CPU hog, set-up's bursts of calls (imports, a DataLoader
+        // starting its workers) made "loops" of 7-12 steps of ~2 s.
         min_periods: 8.0,
     })
 }
