@@ -6,17 +6,8 @@
 
 mod common;
 
-use common::{analyze_json, assert_success, python, root, sofa};
+use common::{alone, analyze_json, assert_success, python, root, sofa};
 use std::path::Path;
-use std::sync::Mutex;
-
-static ALONE: Mutex<()> = Mutex::new(());
-
-fn alone() -> std::sync::MutexGuard<'static, ()> {
-    ALONE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// What the entry printed (steps, mean step ms) and what sofa found (steps,
 /// period ms, the steps JSON).

@@ -5,18 +5,8 @@
 
 mod common;
 
-use common::{analyze_json, assert_success, python, record_hotspots, root, sofa};
+use common::{alone, analyze_json, assert_success, python, record_hotspots, root, sofa};
 use serde_json::Value;
-use std::sync::Mutex;
-
-/// The recordings of this binary take turns: each has the two CPUs alone.
-static ALONE: Mutex<()> = Mutex::new(());
-
-fn alone() -> std::sync::MutexGuard<'static, ()> {
-    ALONE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// Per-step times (ms) the fixture printed on stderr.
 fn step_times(stderr: &[u8]) -> Vec<f64> {

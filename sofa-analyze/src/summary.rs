@@ -262,7 +262,7 @@ fn analyze_inner(
         .get(CollectorName::Syscalls.as_str())
         .is_some_and(|c| c.status == CollectorState::Ok);
     let main_pid = processes.first().map(|p| p.pid);
-    let main_threads: Vec<u32> = threads
+    let main_threads: std::collections::HashSet<u32> = threads
         .iter()
         .filter(|t| Some(t.pid) == main_pid)
         .map(|t| t.tid)

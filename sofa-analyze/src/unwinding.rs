@@ -62,7 +62,12 @@ pub fn summarize(
         incomplete_share: 0.0,
     };
     if unwound > 0 {
-        let complete = summary.count(StackEnd::Root) + summary.count(StackEnd::RootLate);
+        let complete: u64 = summary
+            .ends
+            .iter()
+            .filter(|(end, _)| StackEnd::parse(end).is_some_and(StackEnd::reached_root))
+            .map(|(_, n)| n)
+            .sum();
         summary.root_share = Some(complete as f64 / unwound as f64);
     }
     summary

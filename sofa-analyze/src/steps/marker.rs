@@ -11,13 +11,13 @@
 //! step. Evenly spaced events with nothing in between (a call once per
 //! step) each start one.
 
-use super::signal::mean_and_cv;
+use super::signal::{mean_and_cv, median_gap};
 use super::{Steps, none};
 use crate::fasthash::StackMap;
 use crate::functions::CallStacks;
 use crate::syscalls::Calls;
 use sofa_trace::tables::Sample;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Between-visit gaps must be this many times longer than within-visit ones
 /// (by their geometric means) for the gaps to be bimodal.
@@ -47,10 +47,9 @@ pub(crate) fn events(
     stacks: &CallStacks,
     calls: Option<&Calls>,
     pid: Option<u32>,
-    threads: &[u32],
+    threads: &HashSet<u32>,
 ) -> (Vec<(u32, u64)>, &'static str) {
     if let Some(calls) = calls {
-        let threads: std::collections::HashSet<u32> = threads.iter().copied().collect();
         let hits: Vec<(u32, u64)> = calls
             .rows
             .iter()
@@ -77,17 +76,8 @@ pub(crate) fn events(
     (hits, "function")
 }
 
-/// What the streams found, when they found steps: the loop's span and its
-/// period, ns.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Found {
-    pub(crate) from: u64,
-    pub(crate) to: u64,
-    pub(crate) period: u64,
-}
-
-/// Steps at the marker's `events`, (thread, time) in any order. With what
-/// the streams `found`, only events inside the loop (give or take half a
+/// Steps at the marker's `events`, (thread, time) in any order. With the
+/// steps the streams `found`, only events inside the loop (give or take half a
 /// step) count — a marker also called at set-up (a `read` of every imported
 /// module) would split the gaps wrongly — and visits less than a quarter
 /// of a step apart are one (a few samples of the function without Python
@@ -96,13 +86,17 @@ pub(crate) fn steps_at(
     marker: &str,
     events: &[(u32, u64)],
     kind: &str,
-    found: Option<Found>,
+    found: Option<&Steps>,
 ) -> Steps {
+    // The loop the streams found, give or take half a step, and its period.
+    let found = found.and_then(|f| {
+        let period = f.period_ns.unwrap_or(0);
+        let (&from, &to) = (f.boundaries_ns.first()?, f.boundaries_ns.last()?);
+        Some((from.saturating_sub(period / 2)..=to + period / 2, period))
+    });
     let mut per_thread: HashMap<u32, Vec<u64>> = HashMap::new();
     for &(tid, t) in events {
-        if found.is_none_or(|f| {
-            (f.from.saturating_sub(f.period / 2)..=f.to + f.period / 2).contains(&t)
-        }) {
+        if found.as_ref().is_none_or(|(inside, _)| inside.contains(&t)) {
             per_thread.entry(tid).or_default().push(t);
         }
     }
@@ -128,7 +122,7 @@ pub(crate) fn steps_at(
         );
     }
     let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
-    let floor = found.map_or(0, |f| f.period / 4);
+    let floor = found.map_or(0, |(_, period)| period / 4);
     let starts: Vec<u64> = match split(&gaps).map(|t| t.max(floor)) {
         Some(threshold) => std::iter::once(times[0])
             .chain(
@@ -139,9 +133,7 @@ pub(crate) fn steps_at(
             )
             .collect(),
         None => {
-            let mut sorted = gaps.clone();
-            sorted.sort_unstable();
-            if sorted[sorted.len() / 2] < MIN_STEP_NS {
+            if median_gap(&times) < MIN_STEP_NS {
                 return none(
                     &format!(
                         "step marker `{marker}` ({kind}) is seen throughout, not once per step: \
@@ -164,9 +156,7 @@ pub(crate) fn steps_at(
         );
     }
     let lengths: Vec<f64> = starts.windows(2).map(|w| (w[1] - w[0]) as f64).collect();
-    let mut sorted = lengths.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
+    let median = median_gap(&starts) as f64;
     // The last step: a typical length, or up to the marker's last event.
     let last_start = *starts.last().expect("three starts");
     let last_event = *times.last().expect("three events");
@@ -204,9 +194,7 @@ fn longest_regular_run(starts: &[u64]) -> Vec<u64> {
     if starts.len() < 3 {
         return starts.to_vec();
     }
-    let mut gaps: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
-    gaps.sort_unstable();
-    let limit = gaps[gaps.len() / 2].saturating_mul(BREAK);
+    let limit = median_gap(starts).saturating_mul(BREAK);
     let mut best = (0, 1);
     let mut from = 0;
     for i in 1..starts.len() {

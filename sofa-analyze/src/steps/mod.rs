@@ -26,6 +26,7 @@ use crate::fasthash::StackMap;
 use crate::syscalls::Calls;
 use serde::Serialize;
 use sofa_trace::tables::Sample;
+use std::collections::HashSet;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Steps {
@@ -77,6 +78,13 @@ pub(crate) fn none(note: &str, confidence: f64) -> Steps {
     }
 }
 
+/// The streams, in order of preference on a tie; each answer's place in
+/// [`fuse`]'s input is its stream.
+const STREAMS: [&str; 4] = ["sequence", "wall clock", "system calls", "network"];
+const SEQUENCE: usize = 0;
+const WALL_CLOCK: usize = 1;
+const SYSCALLS: usize = 2;
+
 /// A sequence result this confident beats a lone stream of another kind.
 const STRONG_SEQUENCE: f64 = 0.5;
 /// Two periods within this ratio of each other agree.
@@ -110,7 +118,7 @@ pub(crate) struct StepInputs<'a> {
     /// Packets the kernel saw (all processes), when they were recorded.
     pub packets: Option<&'a crate::net::Packets>,
     /// Threads of the main process (system calls carry only a thread id).
-    pub threads: &'a [u32],
+    pub threads: &'a HashSet<u32>,
     /// `--step-marker NAME` and the stacks to find a function of that name
     /// in: pins the steps to its visits; what the streams found stays as
     /// evidence.
@@ -119,7 +127,7 @@ pub(crate) struct StepInputs<'a> {
 
 /// Detects steps in every stream of the main process and fuses them.
 pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
-    // Every stream has its place (its index names it), recorded or not.
+    // Every stream has its place (see STREAMS), recorded or not.
     let answers = vec![
         sequence::detect(inputs.samples, inputs.self_of_stack, inputs.pid),
         wall::detect(inputs.samples, inputs.labellings, inputs.pid),
@@ -144,16 +152,9 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
         inputs.pid,
         inputs.threads,
     );
-    let found = match (fused.boundaries_ns.first(), fused.boundaries_ns.last()) {
-        (Some(&from), Some(&to)) if fused.count > 0 => Some(marker::Found {
-            from,
-            to,
-            period: fused.period_ns.unwrap_or(0),
-        }),
-        _ => None,
-    };
+    let found = (fused.count > 0).then_some(&fused);
     let mut pinned = marker::steps_at(name, &events, kind, found);
-    pinned.streams = fused.streams;
+    pinned.streams = fused.streams.clone();
     pinned.streams.push(StreamEvidence {
         stream: format!("marker {name}"),
         count: pinned.count,
@@ -167,8 +168,7 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
 
 /// The system-call stream: each call an event of its thread, labelled by
 /// its name and by "any call".
-fn syscall_steps(calls: &Calls, pid: u32, threads: &[u32]) -> Steps {
-    let threads: std::collections::HashSet<u32> = threads.iter().copied().collect();
+fn syscall_steps(calls: &Calls, pid: u32, threads: &HashSet<u32>) -> Steps {
     let events = calls
         .rows
         .iter()
@@ -265,10 +265,10 @@ fn fuse(answers: Vec<Steps>) -> Steps {
     // then any by confidence.
     let rank = |i: usize| -> (usize, f64) {
         let a = &answers[i];
-        let strong_sequence = i == 0 && a.confidence >= STRONG_SEQUENCE;
+        let strong_sequence = i == SEQUENCE && a.confidence >= STRONG_SEQUENCE;
         let tier = if strong_sequence {
             3
-        } else if i == 1 {
+        } else if i == WALL_CLOCK {
             2
         } else {
             1
@@ -289,7 +289,7 @@ fn fuse(answers: Vec<Steps>) -> Steps {
             .iter()
             .enumerate()
             .map(|(i, a)| StreamEvidence {
-                stream: stream_name(i, a),
+                stream: STREAMS[i].to_owned(),
                 count: a.count,
                 period_ns: a.period_ns,
                 confidence: a.confidence,
@@ -306,20 +306,20 @@ fn fuse(answers: Vec<Steps>) -> Steps {
     // stands: it was right in 3 of 3 data-parallel recordings whose CPU
     // streams found 1 (each rank's time slices blur them), and the loop-less
     // server's loopback traffic gave no period in 6 of 6.
-    let cpu_looked = answers.iter().take(2).any(|a| {
+    let cpu_looked = answers[..=WALL_CLOCK].iter().any(|a| {
         !a.note
             .as_deref()
             .is_some_and(|n| n.starts_with("too few") || n.starts_with("recording too short"))
     });
-    let lone_other = winner.filter(|&w| w == 2 && support(w) == 0 && cpu_looked);
+    let lone_other = winner.filter(|&w| w == SYSCALLS && support(w) == 0 && cpu_looked);
     let winner = if lone_other.is_some() { None } else { winner };
     let Some(w) = winner else {
         // Nothing found: the note of the CPU stream that came closest.
         let streams = evidence(None);
-        let best = if answers[0].confidence > answers[1].confidence {
-            0
+        let best = if answers[SEQUENCE].confidence > answers[WALL_CLOCK].confidence {
+            SEQUENCE
         } else {
-            1
+            WALL_CLOCK
         };
         let mut out = answers[best].clone();
         if let Some(lone) = lone_other {
@@ -327,7 +327,7 @@ fn fuse(answers: Vec<Steps>) -> Steps {
             out.note = Some(format!(
                 "{}; {} alone suggest {} steps of {:.1} ms (not reported: no CPU stream agrees)",
                 out.note.as_deref().unwrap_or("no periodic structure found"),
-                stream_name(lone, a),
+                STREAMS[lone],
                 a.count,
                 a.period_ns.unwrap_or(0) as f64 / 1e6
             ));
@@ -338,7 +338,8 @@ fn fuse(answers: Vec<Steps>) -> Steps {
     // Of the answers that agree with the winner, the most confident places
     // the steps, a CPU one unless another is clearly more confident: steps
     // placed on the work they do make the per-step CPU breakdown exact.
-    let weight = |i: usize| answers[i].confidence * if i < 2 { CPU_PLACEMENT } else { 1.0 };
+    let weight =
+        |i: usize| answers[i].confidence * if i <= WALL_CLOCK { CPU_PLACEMENT } else { 1.0 };
     let w = found
         .iter()
         .copied()
@@ -347,7 +348,7 @@ fn fuse(answers: Vec<Steps>) -> Steps {
         .unwrap_or(w);
     let streams = evidence(Some(w));
     let mut out = answers[w].clone();
-    let mut method: Vec<String> = vec![stream_name(w, &answers[w])];
+    let mut method: Vec<String> = vec![STREAMS[w].to_owned()];
     method.extend(
         streams
             .iter()
@@ -358,16 +359,6 @@ fn fuse(answers: Vec<Steps>) -> Steps {
     out.method = Some(method.join(" + "));
     out.streams = streams;
     out
-}
-
-fn stream_name(i: usize, a: &Steps) -> String {
-    match (i, &a.method) {
-        (_, Some(m)) => m.clone(),
-        (0, None) => "sequence".to_owned(),
-        (1, None) => "wall clock".to_owned(),
-        (2, None) => "system calls".to_owned(),
-        _ => "network".to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -387,7 +378,7 @@ pub(crate) mod tests {
             pid: Some(1),
             calls: None,
             packets: None,
-            threads: &[],
+            threads: &HashSet::new(),
             marker: None,
         })
     }
@@ -552,7 +543,7 @@ pub(crate) mod tests {
     fn system_calls_alone_find_a_loop_after_its_setup() {
         let lengths: Vec<u64> = (0..100).map(|i| 30 + i % 3).collect();
         let calls = Calls::from_rows(&syscall_rows(&lengths, 800));
-        let steps = syscall_steps(&calls, 1, &[1]);
+        let steps = syscall_steps(&calls, 1, &HashSet::from([1]));
         assert_eq!(steps.method.as_deref(), Some("system calls"));
         assert!(
             steps.count.abs_diff(100) <= 2,
@@ -576,13 +567,13 @@ pub(crate) mod tests {
             &steps.boundaries_ns[..3]
         );
         // Calls of other threads (another process's) are not looked at.
-        assert_eq!(syscall_steps(&calls, 1, &[2]).count, 0);
+        assert_eq!(syscall_steps(&calls, 1, &HashSet::from([2])).count, 0);
     }
 
     #[test]
     fn system_calls_at_random_times_are_not_steps() {
         let calls = Calls::from_rows(&syscall_rows(&[], 4000));
-        let steps = syscall_steps(&calls, 1, &[1]);
+        let steps = syscall_steps(&calls, 1, &HashSet::from([1]));
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
     }
 

@@ -148,6 +148,13 @@ pub(super) fn period_peak(
     peaks.into_iter().find(|p| p.1 >= 0.9 * top)
 }
 
+/// The median gap between consecutive `times` (sorted, at least two).
+pub(super) fn median_gap(times: &[u64]) -> u64 {
+    let mut gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort_unstable();
+    gaps[gaps.len() / 2]
+}
+
 /// Mean of step `lengths` and their coefficient of variation (from two on).
 pub(super) fn mean_and_cv(lengths: &[f64]) -> (f64, Option<f64>) {
     let n = lengths.len() as f64;

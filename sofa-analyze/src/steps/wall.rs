@@ -17,7 +17,7 @@
 //!    the marker is weak (start-up, shutdown, spurious splits) are dropped.
 
 use super::placement::{local_periods, place_starts, trim_unlike_ends};
-use super::signal::{Ties, autocorrelation, mean_and_cv, period_peak, refine_period};
+use super::signal::{Ties, autocorrelation, mean_and_cv, median_gap, period_peak, refine_period};
 use super::{Steps, none};
 use crate::fasthash::{FastMap, StackMap};
 use sofa_trace::tables::Sample;
@@ -88,8 +88,8 @@ pub(super) enum Measure {
 }
 
 /// An event stream as the detector sees it: its events are [`Sample`]s (a
-/// system call or a Python snapshot is one too: a time, a thread and a key
-/// in `stack_id` that the labellings map to labels).
+/// system call or a packet is one too: a time, a thread and a key in
+/// `stack_id` that the labellings map to labels).
 pub(super) struct Stream<'a> {
     /// The events of the process, in any order.
     pub(super) events: Vec<&'a Sample>,
@@ -291,12 +291,12 @@ fn windows(first: u64, span: u64) -> Vec<(u64, u64, usize, bool)> {
 pub(super) fn detect_in(stream: &Stream) -> Steps {
     let mine = &stream.events;
     let labellings = stream.labellings;
-    let (first, last) = mine.iter().fold((u64::MAX, 0), |(lo, hi), s| {
-        (lo.min(s.time_ns), hi.max(s.time_ns))
-    });
     if mine.is_empty() {
         return none("no events to look for steps in", 0.0);
     }
+    let (first, last) = mine.iter().fold((u64::MAX, 0), |(lo, hi), s| {
+        (lo.min(s.time_ns), hi.max(s.time_ns))
+    });
     let span = last - first + 1;
     if span < 16 * MIN_BIN_NS {
         return none("recording too short to look for steps", 0.0);
@@ -473,9 +473,7 @@ fn drop_detached_ends(starts: &mut Vec<u64>) {
     if starts.len() < 4 {
         return;
     }
-    let mut gaps: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
-    gaps.sort_unstable();
-    let limit = gaps[gaps.len() / 2] as f64 * MAX_GAP;
+    let limit = median_gap(starts) as f64 * MAX_GAP;
     while starts.len() >= 3 && (starts[1] - starts[0]) as f64 > limit {
         starts.remove(0);
     }

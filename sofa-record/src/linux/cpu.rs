@@ -316,8 +316,11 @@ fn unwind_summary(ends: &BTreeMap<StackEnd, u64>) -> Option<(String, Option<Stri
         .collect();
     let line = format!("user stacks unwound: {}", parts.join(", "));
     // A frame-pointer chain `auto` kept is as deep as it goes.
-    let complete =
-        share(StackEnd::Root) + share(StackEnd::RootLate) + share(StackEnd::FramePointers);
+    let complete: f64 = ends
+        .keys()
+        .filter(|e| e.reached_root() || **e == StackEnd::FramePointers)
+        .map(|&e| share(e))
+        .sum();
     let note = (complete < 90.0).then(|| {
         let hint = if share(StackEnd::StackCopy) >= 5.0 {
             " (a larger --stack-size copies more of each stack)"

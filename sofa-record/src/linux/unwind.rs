@@ -297,6 +297,15 @@ impl Unwinders {
             process
                 .unwinder
                 .iter_frames(user.ip, regs, &mut self.cache, &mut read_stack);
+        // Past a full copy: the copy was too small. Past a shorter one, the
+        // kernel stopped copying at a page never touched (a function that
+        // reserved a large frame, as OpenBLAS's 12 KiB ones) or at the
+        // stack's end.
+        let past_copy = if stack.len() >= self.stack_bytes as usize {
+            StackEnd::StackCopy
+        } else {
+            StackEnd::ShortCopy
+        };
         let mut ips = Vec::new();
         // Frames found before the first byte read late: all from the copy.
         let mut from_copy = None;
@@ -312,16 +321,8 @@ impl Unwinders {
                 Ok(Some(FrameAddress::InstructionPointer(ip))) => ips.push(ip),
                 Ok(Some(FrameAddress::ReturnAddress(ra))) => ips.push(ra.get()),
                 Ok(None) => break StackEnd::Root,
-                // Past a full copy: the copy was too small. Past a shorter
-                // one, the kernel stopped copying at a page never touched
-                // (a function that reserved a large frame, as OpenBLAS's
-                // 12 KiB ones) or at the stack's end.
                 Err(Error::CouldNotReadStack(address)) if address >= copied_end => {
-                    break if stack.len() >= self.stack_bytes as usize {
-                        StackEnd::StackCopy
-                    } else {
-                        StackEnd::ShortCopy
-                    };
+                    break past_copy;
                 }
                 Err(_) => break process.why_stopped(&ips),
             }
@@ -335,11 +336,7 @@ impl Unwinders {
             (end, None) => end,
             (_, Some(n)) => {
                 ips.truncate(n.max(1));
-                if stack.len() >= self.stack_bytes as usize {
-                    StackEnd::StackCopy
-                } else {
-                    StackEnd::ShortCopy
-                }
+                past_copy
             }
         };
         Unwound { ips, end }
