@@ -50,7 +50,12 @@ fn perf_self_percent(cmd: &[&str], dir: &Path) -> Vec<(String, f64)> {
 fn c_fixture_hot_functions_have_the_known_ratio_and_agree_with_perf() {
     let dir = tempfile::tempdir().unwrap();
     let bin = hotspots();
-    let cmd = [bin.to_str().unwrap(), "40", "50000"];
+    // 160 steps (~6 s, ~6,500 samples at 999 Hz): a share near 50 % from
+    // n samples wanders by sqrt(0.25 / n), so two recordings of 40 steps
+    // (~1,600 samples) differed by 1.8 points (one sigma) from chance alone
+    // and a 3-point bound failed about once in ten runs (CI, stop 21:
+    // 48.0 % vs 51.1 %); at 160 steps one sigma of the difference is 0.9.
+    let cmd = [bin.to_str().unwrap(), "160", "50000"];
     // perf record -g samples only, so sofa does too: tracing 2 million
     // syscalls would (rightly) change the profile of this read-heavy loop.
     let out = record_with(
