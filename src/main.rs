@@ -94,6 +94,10 @@ struct RecordArgs {
     /// Do not record system calls.
     #[arg(long)]
     no_syscalls: bool,
+    /// Do not record context switches (where threads wait off the CPU,
+    /// with their stacks then).
+    #[arg(long)]
+    no_off_cpu: bool,
     /// Do not record network packets.
     #[arg(long)]
     no_net: bool,
@@ -234,6 +238,7 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
             .collect(),
         progress: true,
         syscalls: !args.no_syscalls,
+        off_cpu: !args.no_off_cpu,
         system: !args.no_system,
         gpu: !args.no_gpu,
         net: !args.no_net,

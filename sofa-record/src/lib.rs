@@ -82,6 +82,9 @@ pub struct RecordConfig {
     pub debug_dirs: Vec<std::path::PathBuf>,
     /// Record system calls (`--no-syscalls` turns it off). Default on.
     pub syscalls: bool,
+    /// Record context switches with the stack at each switch-out
+    /// (`--no-off-cpu` turns it off). Default on.
+    pub off_cpu: bool,
     /// Record network packets (net tracepoints, system-wide). Default on.
     pub net: bool,
     /// Also capture packet headers (AF_PACKET) for flows. Default off.

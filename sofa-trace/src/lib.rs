@@ -30,7 +30,7 @@ pub use meta::{
 };
 pub use output::{FORMAT_MARKER, LOCK_FILE, PREVIOUS_DIR};
 pub use reader::{Archive, Warning};
-pub use vocab::{CollectorName, FrameKind, Metric, NetSource, StackEnd, SymbolSource};
+pub use vocab::{CollectorName, FrameKind, Metric, NetSource, StackEnd, SymbolSource, WaitReason};
 pub use writer::{ArchiveWriter, FlushPolicy, TableSummary, TableWriter};
 
 /// Re-exported so that downstream crates use the same polars as the archive.

@@ -333,6 +333,29 @@ table! {
 }
 
 table! {
+    /// Context switches of the traced tree's threads (since 1.5; off with
+    /// `--no-off-cpu`): one row when a thread leaves a CPU, with its stack
+    /// then, and one when it gets a CPU again. An `out` row followed by the
+    /// thread's next `in` row is one wait (off-CPU interval).
+    pub struct Switch in "switches" {
+        /// When it happened, ns.
+        pub time_ns: u64,
+        /// Process id.
+        pub pid: u32,
+        /// Thread id.
+        pub tid: u32,
+        /// CPU it left or got.
+        pub cpu: u32,
+        /// Whether the thread left the CPU (else it got one).
+        pub out: bool,
+        /// Whether it left still runnable (preempted: it waited for a CPU, not an event); `false` on `in` rows.
+        pub preempted: bool,
+        /// Innermost node of its call stack when it left (kernel and user frames, in `stacks`); null on `in` rows and when none was taken.
+        pub stack_id: Option<u64>,
+    }
+}
+
+table! {
     /// Lost or dropped events, as the kernel or a collector reported them.
     pub struct LostEvents in "lost" {
         /// When the loss was reported, ns.
@@ -381,6 +404,7 @@ pub fn all() -> Vec<TableSpec> {
         spec::<PySample>(),
         spec::<PyStackNode>(),
         spec::<PyFrame>(),
+        spec::<Switch>(),
         spec::<LostEvents>(),
     ]
 }

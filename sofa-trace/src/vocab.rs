@@ -71,6 +71,37 @@ vocabulary! {
         NetCapture = "net_capture",
         /// Python stacks read from CPython interpreters' memory.
         Python = "python",
+        /// Context switches with stacks (`switches`), riding on `cpu`.
+        OffCpu = "off_cpu",
+    }
+}
+
+vocabulary! {
+    /// Why a thread waited off the CPU, from the kernel and user frames of
+    /// its stack when it left, and the system call it was in.
+    WaitReason {
+        /// Still runnable: it waited for a CPU (other threads or processes ran).
+        Preempted = "preempted",
+        /// CPython's global interpreter lock (`take_gil`).
+        Gil = "gil",
+        /// A futex: a lock, condition variable or queue of user space.
+        Lock = "lock",
+        /// A read from a pipe, socket or queue (data-loader batches, messages).
+        Pipe = "pipe",
+        /// poll, select or epoll: an event loop or a multiplexed wait.
+        Poll = "poll",
+        /// Disk I/O: a read, write, sync or fault that waited for the block device.
+        Disk = "disk",
+        /// A page fault that waited (not for disk).
+        PageFault = "page-fault",
+        /// A timed sleep (nanosleep, clock_nanosleep).
+        Sleep = "sleep",
+        /// Waiting for a child process (wait4, waitid).
+        Child = "child",
+        /// The NVIDIA driver (ioctl on /dev/nvidia*), e.g. a CUDA synchronize.
+        GpuDriver = "gpu-driver",
+        /// None of the above could be told from the stack.
+        Other = "other",
     }
 }
 
@@ -216,6 +247,7 @@ mod tests {
         check(Metric::ALL, Metric::as_str, Metric::parse);
         check(SymbolSource::ALL, SymbolSource::as_str, SymbolSource::parse);
         check(StackEnd::ALL, StackEnd::as_str, StackEnd::parse);
+        check(WaitReason::ALL, WaitReason::as_str, WaitReason::parse);
         let stored = String::from("capture");
         assert!(stored == NetSource::Capture);
         assert!(*"recv" != NetSource::Xmit);

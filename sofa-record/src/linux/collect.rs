@@ -5,7 +5,7 @@ use super::events::{Context, Event, UserStack};
 use super::unwind::Unwinders;
 use crate::CallGraph;
 use perf_event_open::sample::record::Record;
-use sofa_trace::tables::{Frame, Mapping, Sample, StackEndRow, StackNode, TaskEvent};
+use sofa_trace::tables::{Frame, Mapping, Sample, StackEndRow, StackNode, Switch, TaskEvent};
 use sofa_trace::{ArchiveWriter, CollectorName, FrameKind, StackEnd, TableWriter, TraceError};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -50,6 +50,9 @@ pub(crate) fn is_pseudo(path: &str) -> bool {
     is_anonymous(path) || path.starts_with('[') || path.starts_with("/memfd:")
 }
 
+/// How far apart a switch-out sample and its switch record may be, ns.
+const LEAVING_NS: u64 = 1_000_000;
+
 /// Streaming state of the CPU collector.
 pub struct Streams {
     samples: TableWriter<Sample>,
@@ -84,6 +87,13 @@ pub struct Streams {
     ended: HashSet<u64>,
     /// Samples per way their user stack ended (`dwarf`, `auto`).
     pub ends: std::collections::BTreeMap<StackEnd, u64>,
+    /// Context switches, when recorded (`--no-off-cpu` turns them off).
+    switches: Option<TableWriter<Switch>>,
+    /// The stack of each thread's last switch-out sample, until its switch
+    /// record (which follows it in the same ring) takes it.
+    leaving: HashMap<u32, (u64, Option<u64>)>,
+    /// Off-CPU records the kernel lost (the rings ran full).
+    pub switches_lost: u64,
 }
 
 impl Streams {
@@ -91,8 +101,16 @@ impl Streams {
         archive: &ArchiveWriter,
         call_graph: CallGraph,
         stack_bytes: u32,
+        off_cpu: bool,
     ) -> Result<Streams, TraceError> {
         Ok(Streams {
+            switches: if off_cpu {
+                Some(archive.table()?)
+            } else {
+                None
+            },
+            leaving: HashMap::new(),
+            switches_lost: 0,
             call_graph,
             unwinders: (call_graph != CallGraph::Fp).then(|| Unwinders::new(stack_bytes)),
             stack_ends: archive.table()?,
@@ -200,8 +218,13 @@ impl Streams {
         Ok(node)
     }
 
-    /// Handles one event read from the ring buffer of `cpu`.
-    pub fn handle(&mut self, event: Event, cpu: u32) -> Result<(), TraceError> {
+    /// Handles one event read from the ring buffer tagged `tag`: its CPU,
+    /// with [`super::offcpu::TAG`] set for the off-CPU rings.
+    pub fn handle(&mut self, event: Event, tag: u32) -> Result<(), TraceError> {
+        if tag & super::offcpu::TAG != 0 {
+            return self.handle_off_cpu(event, tag & !super::offcpu::TAG);
+        }
+        let cpu = tag;
         match event {
             Event::Sample {
                 time_ns,
@@ -306,8 +329,63 @@ impl Streams {
             }
             Event::Lost { time_ns, count } => self.losses.add(cpu, count, time_ns),
             Event::Throttle => self.throttled += 1,
+            // Only the off-CPU rings ask for switch records.
+            Event::Switch { .. } => self.unknown_records += 1,
             Event::Ignored => {}
             Event::Unknown => self.unknown_records += 1,
+        }
+        Ok(())
+    }
+
+    /// A record of an off-CPU ring: a switch-out sample (its stack waits for
+    /// the switch record that follows it) or a switch record (a row).
+    fn handle_off_cpu(&mut self, event: Event, cpu: u32) -> Result<(), TraceError> {
+        match event {
+            Event::Sample {
+                time_ns,
+                pid,
+                tid,
+                chain,
+                ..
+            } => {
+                if pid != 0 && !self.spaces.knows(pid) && self.maps_read.insert(pid) {
+                    self.read_proc_maps(pid, time_ns)?;
+                }
+                let stack_id = match chain {
+                    Some(chain) => self.intern_chain(pid, &chain)?,
+                    None => None,
+                };
+                self.leaving.insert(tid, (time_ns, stack_id));
+            }
+            Event::Switch {
+                time_ns,
+                pid,
+                tid,
+                cpu: record_cpu,
+                out,
+                preempted,
+            } => {
+                // The sample comes first, at the same switch: within a
+                // few microseconds of it.
+                let stack_id = match self.leaving.remove(&tid) {
+                    Some((t, stack)) if out && time_ns.abs_diff(t) < LEAVING_NS => stack,
+                    _ => None,
+                };
+                if let Some(table) = &mut self.switches {
+                    table.push(Switch {
+                        time_ns,
+                        pid,
+                        tid,
+                        cpu: record_cpu.unwrap_or(cpu),
+                        out,
+                        preempted,
+                        stack_id,
+                    })?;
+                }
+            }
+            Event::Lost { count, .. } => self.switches_lost += count,
+            // Task and mapping records come through the CPU rings.
+            _ => {}
         }
         Ok(())
     }
@@ -404,6 +482,9 @@ impl Streams {
 
     /// Keeps quiet tables flowing to disk at least every second.
     pub fn flush_if_due(&mut self) -> Result<(), TraceError> {
+        if let Some(t) = &mut self.switches {
+            t.flush_if_due()?;
+        }
         self.samples.flush_if_due()?;
         self.stack_ends.flush_if_due()?;
         self.stacks.flush_if_due()?;
@@ -437,6 +518,9 @@ impl Streams {
 
     /// Finishes the streaming tables; frames and symbols are written afterwards.
     pub fn finish_streams(self) -> Result<Finished, TraceError> {
+        if let Some(t) = self.switches {
+            t.finish()?;
+        }
         self.samples.finish()?;
         self.stack_ends.finish()?;
         self.stacks.finish()?;
@@ -468,6 +552,7 @@ impl Streams {
             throttled: self.throttled,
             losses: self.losses,
             outlived,
+            switches_lost: self.switches_lost,
         })
     }
 }
@@ -484,6 +569,8 @@ pub struct Finished {
     /// Processes of the command's tree forked and not seen exiting (some
     /// may have exited unseen, when their exit record was lost).
     pub outlived: Vec<u32>,
+    /// Off-CPU records the kernel lost.
+    pub switches_lost: u64,
 }
 
 /// Executable mappings per process and the fork tree that shares them.
@@ -587,7 +674,7 @@ mod tests {
     fn run_with(events: Vec<Event>, call_graph: CallGraph) -> (Finished, Vec<Frame>, Vec<Sample>) {
         let dir = tempfile::tempdir().unwrap();
         let archive = ArchiveWriter::create(dir.path(), Meta::new(vec![])).unwrap();
-        let mut streams = Streams::new(&archive, call_graph, 4096).unwrap();
+        let mut streams = Streams::new(&archive, call_graph, 4096, true).unwrap();
         for event in events {
             streams.handle(event, 3).unwrap();
         }
@@ -597,6 +684,80 @@ mod tests {
         let frames = archive.read_table::<Frame>().unwrap();
         let samples = archive.read_table::<Sample>().unwrap();
         (finished, frames, samples)
+    }
+
+    #[test]
+    fn switch_outs_take_the_stack_of_their_sample_and_cpu_samples_stay_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = ArchiveWriter::create(dir.path(), Meta::new(vec![])).unwrap();
+        let mut streams = Streams::new(&archive, CallGraph::Fp, 4096, true).unwrap();
+        let off = super::super::offcpu::TAG | 1;
+        let switch = |time_ns, tid, out, preempted| Event::Switch {
+            time_ns,
+            pid: BIN,
+            tid,
+            cpu: None,
+            out,
+            preempted,
+        };
+        let events = [
+            (mmap(BIN, 0x1000, 0x1000, 0, "/bin/app"), 1),
+            (sample(BIN, vec![context(false, &[0x1100, 0x1200])]), off),
+            (switch(6, BIN, true, false), off),
+            (switch(9, BIN, false, false), off),
+            // No sample before it (lost): a row without a stack.
+            (switch(12, BIN + 1, true, true), off),
+            // An old sample is not this switch's.
+            (sample(BIN, vec![context(false, &[0x1300])]), off),
+            (switch(5 + 2 * LEAVING_NS, BIN, true, false), off),
+            (sample(BIN, vec![context(false, &[0x1100])]), 1),
+            (
+                Event::Lost {
+                    time_ns: None,
+                    count: 4,
+                },
+                off,
+            ),
+        ];
+        for (event, tag) in events {
+            streams.handle(event, tag).unwrap();
+        }
+        let finished = streams.finish_streams().unwrap();
+        archive.finish().unwrap();
+        assert_eq!(finished.switches_lost, 4);
+        assert_eq!(
+            finished.sample_count, 1,
+            "switch-out samples are not CPU samples"
+        );
+        assert_eq!(finished.losses.total, 0);
+        let archive = Archive::open(dir.path()).unwrap();
+        let rows = archive.read_table::<Switch>().unwrap();
+        let got: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.time_ns,
+                    r.tid,
+                    r.cpu,
+                    r.out,
+                    r.preempted,
+                    r.stack_id.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (6, BIN, 1, true, false, true),
+                (9, BIN, 1, false, false, false),
+                (12, BIN + 1, 1, true, true, false),
+                (5 + 2 * LEAVING_NS, BIN, 1, true, false, false),
+            ]
+        );
+        assert_eq!(archive.read_table::<Sample>().unwrap().len(), 1);
+        // The switch-out stack is in the shared stacks table.
+        let stacks = archive.read_table::<StackNode>().unwrap();
+        assert!(stacks.iter().any(|n| Some(n.stack_id) == rows[0].stack_id));
     }
 
     #[test]

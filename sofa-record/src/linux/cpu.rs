@@ -82,6 +82,7 @@ fn open(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
         stack_bytes: config.stack_bytes,
     };
     let mut opened = perf::open(setup.pid, frequency_hz, config.event.as_deref(), stacks)?;
+    let off_cpu = super::offcpu::open(setup, opened.kernel);
     opened.notes.extend(limited);
     setup.notes.extend(opened.notes.iter().cloned());
     if let Some(fallback) = &opened.chosen.fallback {
@@ -106,10 +107,18 @@ fn open(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
         );
     }
     let progress = config.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let streams = Streams::new(
+        setup.archive,
+        call_graph,
+        config.stack_bytes,
+        !off_cpu.is_empty(),
+    )?;
+    let mut samplers = opened.samplers;
+    samplers.extend(off_cpu);
     Ok(Box::new(Cpu {
-        samplers: opened.samplers,
+        samplers,
         open_notes: opened.notes,
-        streams: Some(Streams::new(setup.archive, call_graph, config.stack_bytes)?),
+        streams: Some(streams),
         progress: progress.then(|| config.output.clone()),
         debug_dirs: config.debug_dirs.clone(),
     }))
@@ -240,6 +249,13 @@ impl Collector for Cpu {
                 finished.throttled
             ));
         }
+        if finished.switches_lost > 0 {
+            gaps.push(format!(
+                "{} off-CPU records lost (context switches faster than sofa read them): \
+                 waits are missing there; --no-off-cpu turns them off",
+                finished.switches_lost
+            ));
+        }
         notes.extend(gaps.iter().cloned());
         let mut status_notes = self.open_notes;
         status_notes.extend(gaps);
@@ -287,7 +303,7 @@ impl super::drain::Sink for Forward {
     fn handle(&mut self, tag: u32, record: Record) -> Result<(), TraceError> {
         let event = Event::from(record);
         match &event {
-            Event::Sample { .. } => self.samples += 1,
+            Event::Sample { .. } if tag & super::offcpu::TAG == 0 => self.samples += 1,
             Event::Lost { count, .. } => self.lost += count,
             _ => {}
         }

@@ -2,6 +2,7 @@
 //! plain events here, so everything after (collect.rs) is tested on
 //! hand-made events, without root or a kernel.
 
+use perf_event_open::sample::record::ctx::Switch;
 use perf_event_open::sample::record::sample::CallChain;
 use perf_event_open::sample::record::{Record, RecordId};
 
@@ -72,6 +73,15 @@ pub enum Event {
     Lost {
         time_ns: Option<u64>,
         count: u64,
+    },
+    /// A thread left a CPU (`out`; `preempted` if still runnable) or got one.
+    Switch {
+        time_ns: u64,
+        pid: u32,
+        tid: u32,
+        cpu: Option<u32>,
+        out: bool,
+        preempted: bool,
     },
     /// The kernel stopped sampling for a while: too much time in sampling
     /// interrupts (kernel.perf_cpu_time_max_percent).
@@ -163,6 +173,24 @@ impl From<Record> for Event {
                 time_ns: time(&l.record_id),
                 count: l.lost_samples,
             },
+            Record::CtxSwitch(c) => {
+                let id = c.record_id.as_ref();
+                let (pid, tid) = id
+                    .and_then(|r| r.task.as_ref())
+                    .map_or((0, 0), |t| (t.pid, t.tid));
+                let (out, preempted) = match c.info {
+                    Switch::OutTo { preempt, .. } => (true, preempt),
+                    Switch::InFrom(_) => (false, false),
+                };
+                Event::Switch {
+                    time_ns: id.and_then(|r| r.time).unwrap_or(0),
+                    pid,
+                    tid,
+                    cpu: id.and_then(|r| r.cpu),
+                    out,
+                    preempted,
+                }
+            }
             Record::Throttle(_) => Event::Throttle,
             Record::Mmap(_) | Record::Unthrottle(_) => Event::Ignored,
             _ => Event::Unknown,

@@ -10,6 +10,7 @@ mod events;
 mod gpu;
 mod host;
 mod net;
+mod offcpu;
 mod perf;
 mod procmaps;
 mod python;

@@ -145,6 +145,8 @@ pub struct Opened {
     pub chosen: Chosen,
     /// Degradations worth telling the user (e.g. no kernel stacks).
     pub notes: Vec<String>,
+    /// Whether kernel call stacks are permitted.
+    pub kernel: bool,
 }
 
 /// Opens the counters for `pid` (which must not have exec'd yet). Without an
@@ -186,11 +188,13 @@ fn open_event(
         source,
     };
     let mut notes = Vec::new();
+    let mut kernel = true;
     let samplers = match open_all(pid, frequency_hz, &event, true, stacks) {
         Ok(samplers) => samplers,
         // perf_event_paranoid 2 forbids kernel stacks to unprivileged users; keep user ones.
         Err(e) if is_permission(&e) => match open_all(pid, frequency_hz, &event, false, stacks) {
             Ok(samplers) => {
+                kernel = false;
                 notes.push(
                     "kernel call stacks not permitted (kernel.perf_event_paranoid >= 2): \
                      user stacks only"
@@ -218,6 +222,7 @@ fn open_event(
             fallback,
         },
         notes,
+        kernel,
     })
 }
 

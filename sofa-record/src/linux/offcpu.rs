@@ -1,0 +1,103 @@
+//! Off-CPU: where the command's threads wait. One `context-switches`
+//! counter per CPU samples every switch-out with its call chain (kernel
+//! frames, and the user frames the frame pointers give: no user-stack copy,
+//! which at 10^5 switches a second would cost more than the waits tell),
+//! and asks the kernel for its switch records (out, with "still runnable",
+//! and in). The CPU collector drains these rings with its own, so the
+//! stacks share one table and one symbolization; rows go to `switches`.
+
+use super::collector::Setup;
+use super::perf::{CpuSampler, MAX_STACK};
+use perf_event_open::config::{
+    CallChain, Clock, Cpu, ExtraRecord, Inherit, OnExecve, Opts, Proc, RecordIdFormat,
+    SampleFormat, SampleOn,
+};
+use perf_event_open::count::Counter;
+use perf_event_open::event::sw::Software;
+use sofa_trace::{CollectorName, CollectorState, CollectorStatus};
+
+/// Set in the tag of an off-CPU ring (the CPU number is in the low bits),
+/// so the rows worker tells its records from the CPU samples'.
+pub const TAG: u32 = 1 << 31;
+
+/// What `off_cpu` says when off.
+const SWITCH: &str = "--no-off-cpu";
+const WHAT: &str = "off-CPU waits";
+
+/// 2^8 pages (1 MiB) per CPU: a sample with its chain (~300 bytes) and two
+/// switch records per switch, 10 ms of 10^5 switches a second between
+/// two drains.
+const RING_PAGES_EXP: u8 = 8;
+
+fn opts(kernel: bool) -> Opts {
+    let mut opts = Opts::default();
+    opts.exclude.kernel = !kernel;
+    opts.exclude.hv = true;
+    opts.inherit = Some(Inherit::NewChild);
+    opts.on_execve = Some(OnExecve::Enable);
+    opts.enable = false;
+    opts.sample_on = SampleOn::Count(1);
+    opts.sample_format = SampleFormat {
+        call_chain: Some(CallChain {
+            exclude_user: false,
+            exclude_kernel: !kernel,
+            defer_user: false,
+            max_stack_frames: MAX_STACK,
+        }),
+        ..Default::default()
+    };
+    opts.record_id_all = true;
+    opts.record_id_format = RecordIdFormat {
+        cpu: true,
+        task: true,
+        time: true,
+        ..Default::default()
+    };
+    opts.extra_record = ExtraRecord {
+        ctx_switch: true,
+        ..Default::default()
+    };
+    opts.timer = Some(Clock::Monotonic);
+    opts
+}
+
+fn open_all(pid: libc::pid_t, cpus: u32, kernel: bool) -> std::io::Result<Vec<CpuSampler>> {
+    let opts = opts(kernel);
+    (0..cpus)
+        .map(|cpu| {
+            let counter = Counter::new(Software::CtxSwitch, (Proc(pid as u32), Cpu(cpu)), &opts)?;
+            let sampler = counter.sampler(RING_PAGES_EXP)?;
+            Ok(CpuSampler {
+                cpu: cpu | TAG,
+                counter,
+                sampler,
+            })
+        })
+        .collect()
+}
+
+/// Opens the counters when the configuration asks for them and sets the
+/// `off_cpu` status; no counters (and a note) where the kernel refuses.
+pub fn open(setup: &mut Setup, kernel: bool) -> Vec<CpuSampler> {
+    if !setup.config.off_cpu {
+        setup.set_status(
+            CollectorName::OffCpu,
+            CollectorStatus::with(CollectorState::Disabled, SWITCH),
+        );
+        return Vec::new();
+    }
+    match open_all(setup.pid, setup.cpus, kernel) {
+        Ok(samplers) => {
+            setup.set_status(CollectorName::OffCpu, CollectorStatus::ok());
+            samplers
+        }
+        Err(e) => {
+            setup.unavailable(
+                CollectorName::OffCpu,
+                WHAT,
+                format!("context-switches: {e}"),
+            );
+            Vec::new()
+        }
+    }
+}
