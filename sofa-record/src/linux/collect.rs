@@ -346,11 +346,14 @@ impl Streams {
                 pid,
                 tid,
                 chain,
+                user,
                 ..
             } => {
                 if pid != 0 && !self.spaces.knows(pid) && self.maps_read.insert(pid) {
                     self.read_proc_maps(pid, time_ns)?;
                 }
+                // How it ended is not counted: the copy is small on purpose.
+                let (chain, _) = self.user_chain(pid, chain, user.as_ref());
                 let stack_id = match chain {
                     Some(chain) => self.intern_chain(pid, &chain)?,
                     None => None,

@@ -82,7 +82,7 @@ fn open(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
         stack_bytes: config.stack_bytes,
     };
     let mut opened = perf::open(setup.pid, frequency_hz, config.event.as_deref(), stacks)?;
-    let off_cpu = super::offcpu::open(setup, opened.kernel);
+    let off_cpu = super::offcpu::open(setup, opened.kernel, stacks);
     opened.notes.extend(limited);
     setup.notes.extend(opened.notes.iter().cloned());
     if let Some(fallback) = &opened.chosen.fallback {

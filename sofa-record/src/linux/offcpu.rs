@@ -1,16 +1,20 @@
 //! Off-CPU: where the command's threads wait. One `context-switches`
 //! counter per CPU samples every switch-out with its call chain (kernel
-//! frames, and the user frames the frame pointers give: no user-stack copy,
-//! which at 10^5 switches a second would cost more than the waits tell),
-//! and asks the kernel for its switch records (out, with "still runnable",
-//! and in). The CPU collector drains these rings with its own, so the
-//! stacks share one table and one symbolization; rows go to `switches`.
+//! frames and frame-pointer user frames) and, when stacks are unwound
+//! (`--call-graph auto|dwarf`), a small copy of the user stack: enough for
+//! the frames that say why a thread waits (`take_gil` above the futex
+//! wait), while a waiting thread's outer frames, which do not change
+//! while it waits, are read from the live process as the unwinder needs
+//! them. The kernel's switch records (out, with "still runnable", and in)
+//! give the intervals. The CPU collector drains these rings with its own,
+//! so the stacks share one table and one symbolization; rows go to
+//! `switches`.
 
 use super::collector::Setup;
-use super::perf::{CpuSampler, MAX_STACK};
+use super::perf::{CpuSampler, MAX_STACK, Stacks, USER_REGS};
 use perf_event_open::config::{
-    CallChain, Clock, Cpu, ExtraRecord, Inherit, OnExecve, Opts, Proc, RecordIdFormat,
-    SampleFormat, SampleOn,
+    CallChain, Clock, Cpu, ExtraRecord, Inherit, OnExecve, Opts, Proc, RecordIdFormat, RegsMask,
+    SampleFormat, SampleOn, Size,
 };
 use perf_event_open::count::Counter;
 use perf_event_open::event::sw::Software;
@@ -24,12 +28,16 @@ pub const TAG: u32 = 1 << 31;
 const SWITCH: &str = "--no-off-cpu";
 const WHAT: &str = "off-CPU waits";
 
-/// 2^8 pages (1 MiB) per CPU: a sample with its chain (~300 bytes) and two
-/// switch records per switch, 10 ms of 10^5 switches a second between
-/// two drains.
-const RING_PAGES_EXP: u8 = 8;
+/// 2^9 pages (2 MiB) per CPU: a sample with its chain and stack copy and
+/// two switch records per switch, 10 ms of 10^5 switches a second between
+/// two drains without the copy, a third of that with it.
+const RING_PAGES_EXP: u8 = 9;
 
-fn opts(kernel: bool) -> Opts {
+/// User stack bytes copied per switch-out (with `auto` and `dwarf`).
+pub const STACK_BYTES: u32 = 2048;
+
+fn opts(kernel: bool, stacks: Stacks) -> Opts {
+    let copy = stacks.copies_user_stack();
     let mut opts = Opts::default();
     opts.exclude.kernel = !kernel;
     opts.exclude.hv = true;
@@ -44,6 +52,8 @@ fn opts(kernel: bool) -> Opts {
             defer_user: false,
             max_stack_frames: MAX_STACK,
         }),
+        user_regs: copy.then_some(RegsMask(USER_REGS)),
+        user_stack: copy.then_some(Size(STACK_BYTES)),
         ..Default::default()
     };
     opts.record_id_all = true;
@@ -61,8 +71,13 @@ fn opts(kernel: bool) -> Opts {
     opts
 }
 
-fn open_all(pid: libc::pid_t, cpus: u32, kernel: bool) -> std::io::Result<Vec<CpuSampler>> {
-    let opts = opts(kernel);
+fn open_all(
+    pid: libc::pid_t,
+    cpus: u32,
+    kernel: bool,
+    stacks: Stacks,
+) -> std::io::Result<Vec<CpuSampler>> {
+    let opts = opts(kernel, stacks);
     (0..cpus)
         .map(|cpu| {
             let counter = Counter::new(Software::CtxSwitch, (Proc(pid as u32), Cpu(cpu)), &opts)?;
@@ -78,7 +93,7 @@ fn open_all(pid: libc::pid_t, cpus: u32, kernel: bool) -> std::io::Result<Vec<Cp
 
 /// Opens the counters when the configuration asks for them and sets the
 /// `off_cpu` status; no counters (and a note) where the kernel refuses.
-pub fn open(setup: &mut Setup, kernel: bool) -> Vec<CpuSampler> {
+pub fn open(setup: &mut Setup, kernel: bool, stacks: Stacks) -> Vec<CpuSampler> {
     if !setup.config.off_cpu {
         setup.set_status(
             CollectorName::OffCpu,
@@ -86,7 +101,7 @@ pub fn open(setup: &mut Setup, kernel: bool) -> Vec<CpuSampler> {
         );
         return Vec::new();
     }
-    match open_all(setup.pid, setup.cpus, kernel) {
+    match open_all(setup.pid, setup.cpus, kernel, stacks) {
         Ok(samplers) => {
             setup.set_status(CollectorName::OffCpu, CollectorStatus::ok());
             samplers

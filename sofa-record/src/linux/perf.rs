@@ -55,7 +55,7 @@ pub struct Stacks {
 }
 
 impl Stacks {
-    fn copies_user_stack(self) -> bool {
+    pub fn copies_user_stack(self) -> bool {
         self.call_graph != CallGraph::Fp && cfg!(target_arch = "x86_64")
     }
 }
