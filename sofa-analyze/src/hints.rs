@@ -525,6 +525,8 @@ mod tests {
             samples: 100,
             share: 0.25,
             gil_held,
+            wait_share: None,
+            top_wait: None,
         }
     }
 
@@ -650,6 +652,8 @@ mod tests {
             samples: 100,
             share,
             gil_held: None,
+            wait_share: None,
+            top_wait: None,
         };
         let mut a = quiet();
         a.syscalls = vec![syscall("futex", 6_000)];

@@ -21,6 +21,7 @@ mod system;
 mod tasks;
 mod unwinding;
 mod views;
+mod waits;
 
 /// A CPU sample of thread 1 of process 1 at `time_ns` in stack `stack`
 /// (1 ms period), for the unit tests.
@@ -59,6 +60,7 @@ pub use system::{DiskRow, InterfaceRow, SystemSummary, system_summary};
 pub use tasks::{ProcessRow, ThreadRow};
 pub use unwinding::StackSummary;
 pub use views::{CpuSeries, Folded, GpuSeries, Scatter, ScatterFunction, Series, Timeline, Views};
+pub use waits::{ReasonRow, ThreadWaits, Wait, WaitStackRow, WaitSummary};
 
 /// Errors of analysis; reading the archive is the only thing that can fail so far.
 #[derive(Debug, thiserror::Error)]

@@ -53,9 +53,13 @@ type PerThread = FastMap<(u32, u32), Timeline>;
 pub const PY_MODULE_PREFIX: &str = "py:";
 
 /// Rewrites `samples`' stack ids to merged stacks added to `stacks`.
+/// `also` (the stacks of threads leaving a CPU, each with the end of its
+/// wait) get Python frames the same way, without counting in the summary,
+/// from a snapshot taken while they waited, where there is one.
 pub(crate) fn merge(
     archive: &Archive,
     samples: &mut [Sample],
+    also: &mut [(Sample, u64)],
     stacks: &mut CallStacks,
 ) -> Result<Option<(PythonSummary, GilByThread)>, AnalyzeError> {
     let snapshots = archive.read_table::<PySample>()?;
@@ -78,7 +82,7 @@ pub(crate) fn merge(
         .into_iter()
         .map(|f| (f.frame_id, f))
         .collect();
-    let summary = merge_with(snapshots, &py_nodes, &py_frames, samples, stacks);
+    let summary = merge_with(snapshots, &py_nodes, &py_frames, samples, also, stacks);
     Ok(Some((summary, gil)))
 }
 
@@ -87,6 +91,7 @@ fn merge_with(
     py_nodes: &HashMap<u64, PyStackNode>,
     py_frames: &HashMap<u64, PyFrame>,
     samples: &mut [Sample],
+    also: &mut [(Sample, u64)],
     stacks: &mut CallStacks,
 ) -> PythonSummary {
     let mut summary = PythonSummary {
@@ -129,12 +134,29 @@ fn merge_with(
     type Pair = (Option<u64>, Option<u64>);
     let mut merged_of: FastMap<Pair, (Option<u64>, bool)> = FastMap::default();
 
-    for sample in samples.iter_mut() {
+    let mut counted = PythonSummary::default();
+    for (sample, wait_end) in samples
+        .iter_mut()
+        .map(|s| (s, None))
+        .chain(also.iter_mut().map(|(s, end)| (s, Some(*end))))
+    {
+        let summary = if wait_end.is_none() {
+            &mut counted
+        } else {
+            &mut PythonSummary::default()
+        };
         let Some(list) = per_thread.get(&(sample.pid, sample.tid)) else {
             continue;
         };
         summary.samples_of_python_threads += 1;
-        let Some(py_stack) = nearest(list, sample.time_ns, window) else {
+        // A wait takes only a snapshot of its own: the ones either side
+        // may show the code before and after it (a short sleep between
+        // two busy calls), so without one it keeps its native frames.
+        let py_stack = match wait_end {
+            Some(end) => during(list, sample.time_ns, end),
+            None => nearest(list, sample.time_ns, window),
+        };
+        let Some(py_stack) = py_stack else {
             summary.without_snapshot += 1;
             continue;
         };
@@ -156,7 +178,13 @@ fn merge_with(
         sample.stack_id = merged;
     }
     built.insert_into(stacks);
-    summary
+    PythonSummary {
+        samples_of_python_threads: counted.samples_of_python_threads,
+        merged: counted.merged,
+        trampolined: counted.trampolined,
+        without_snapshot: counted.without_snapshot,
+        ..summary
+    }
 }
 
 /// Stacks added to a call-stack tree, with ids after its own.
@@ -248,6 +276,12 @@ fn snapshot_period(per_thread: &PerThread) -> u64 {
     }
     let mid = gaps.len() / 2;
     *gaps.select_nth_unstable(mid).1
+}
+
+/// The Python stack of the first snapshot from `start` to `end`.
+fn during(list: &[(u64, Option<u64>)], start: u64, end: u64) -> Option<Option<u64>> {
+    let i = list.partition_point(|s| s.0 < start);
+    list.get(i).filter(|s| s.0 <= end).map(|s| s.1)
 }
 
 /// The Python stack of the snapshot nearest `time` within `window`.
@@ -491,6 +525,7 @@ mod tests {
             &nodes,
             &frames,
             &mut samples,
+            &mut [],
             &mut f.stacks,
         );
         assert_eq!(summary.merged, 1);
@@ -523,6 +558,7 @@ mod tests {
             &nodes,
             &frames,
             &mut samples,
+            &mut [],
             &mut f.stacks,
         );
         assert_eq!(
@@ -547,6 +583,7 @@ mod tests {
             &nodes,
             &frames,
             &mut samples,
+            &mut [],
             &mut f.stacks,
         );
         assert_eq!(
@@ -583,6 +620,7 @@ mod tests {
             &nodes,
             &frames,
             &mut samples,
+            &mut [],
             &mut f.stacks,
         );
         assert_eq!(summary.window_ns, 10_000_000);

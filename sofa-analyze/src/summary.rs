@@ -12,8 +12,9 @@ use crate::steps::{StepInputs, Steps, detect_steps};
 use crate::swarms::{Swarm, find_swarms};
 use crate::syscalls::{Calls, SyscallRow, syscall_table};
 use crate::system::SystemSummary;
-use crate::tasks::{ProcessRow, ThreadRow, processes_and_threads};
+use crate::tasks::{Names, ProcessRow, ThreadRow, processes_and_threads};
 use crate::views::Views;
+use crate::waits::{Switches, WaitSummary};
 use serde::Serialize;
 use sofa_trace::CollectorName;
 use sofa_trace::tables::{Binary, GpuCounter, Sample, StackEndRow, SystemCounter};
@@ -47,6 +48,9 @@ pub struct Analysis {
     pub python: Option<crate::PythonSummary>,
     /// How user call stacks were taken and, unwound, how they ended.
     pub stacks: crate::StackSummary,
+    /// Where threads waited off the CPU; null without context switches
+    /// (`--no-off-cpu`, archives before 1.5).
+    pub waits: Option<WaitSummary>,
     /// Likely bottlenecks, each with its evidence.
     pub hints: Vec<Hint>,
 }
@@ -111,22 +115,20 @@ pub struct Options {
 /// What merging Python frames found: its summary and the GIL per thread.
 type PythonMerge = (crate::PythonSummary, GilByThread);
 
+/// What analysis reads of the stacks: the samples and their stacks, Python
+/// frames merged in, the switch-outs (their stacks merged the same way),
+/// the Python merge, and how the stacks as recorded ended.
+struct Sampled {
+    samples: Vec<Sample>,
+    stacks: CallStacks,
+    switches: Option<Switches>,
+    python: Option<PythonMerge>,
+    ends: crate::StackSummary,
+}
+
 /// The CPU samples and their stacks, Python frames merged in (and, with
 /// `python_only`, native frames of Python stacks left out).
-/// The samples and stacks as analysed (Python frames merged), how the
-/// stacks as recorded ended, and the Python merge.
-fn samples_and_stacks(
-    archive: &Archive,
-    options: &Options,
-) -> Result<
-    (
-        Vec<Sample>,
-        CallStacks,
-        Option<PythonMerge>,
-        crate::StackSummary,
-    ),
-    AnalyzeError,
-> {
+fn samples_and_stacks(archive: &Archive, options: &Options) -> Result<Sampled, AnalyzeError> {
     let mut samples = archive.read_table::<Sample>()?;
     let sampling = archive.meta().sampling.as_ref();
     let ends = crate::unwinding::summarize(
@@ -136,11 +138,22 @@ fn samples_and_stacks(
         &archive.read_table::<StackEndRow>()?,
     );
     let mut stacks = CallStacks::read(archive)?;
-    let python = crate::python::merge(archive, &mut samples, &mut stacks)?;
+    let mut switches = Switches::read(archive)?;
+    let outs: &mut [(Sample, u64)] = match &mut switches {
+        Some(s) => &mut s.outs,
+        None => &mut [],
+    };
+    let python = crate::python::merge(archive, &mut samples, outs, &mut stacks)?;
     if options.python_only {
         crate::python::python_only(&mut samples, &mut stacks);
     }
-    Ok((samples, stacks, python, ends))
+    Ok(Sampled {
+        samples,
+        stacks,
+        switches,
+        python,
+        ends,
+    })
 }
 
 /// Every sampled stack as a folded line (frames root first, separated by
@@ -150,7 +163,9 @@ pub fn folded_stacks(
     archive: &Archive,
     options: &Options,
 ) -> Result<Vec<(String, u64)>, AnalyzeError> {
-    let (samples, stacks, _, _) = samples_and_stacks(archive, options)?;
+    let Sampled {
+        samples, stacks, ..
+    } = samples_and_stacks(archive, options)?;
     let mut per_stack: StackMap<u64> = StackMap::default();
     for s in &samples {
         *per_stack.entry(s.stack_id).or_default() += 1;
@@ -232,7 +247,13 @@ fn analyze_inner(
         tables,
         warnings: archive.warnings().iter().map(|w| w.to_string()).collect(),
     };
-    let (sample_rows, stacks, python, mut stack_summary) = samples_and_stacks(archive, options)?;
+    let Sampled {
+        samples: sample_rows,
+        stacks,
+        switches,
+        python,
+        ends: mut stack_summary,
+    } = samples_and_stacks(archive, options)?;
     stack_summary.incomplete_share = crate::views::incomplete_share(&stacks, &sample_rows);
     let Functions {
         rows: functions,
@@ -240,7 +261,30 @@ fn analyze_inner(
         user_chain_of_stack,
         python_of_stack,
     } = functions_of(&stacks, &sample_rows);
-    let (processes, mut threads) = processes_and_threads(archive, &sample_rows)?;
+    let names = Names::read(archive)?;
+    let (processes, mut threads) = processes_and_threads(&names, &sample_rows);
+    let waits = switches.as_ref().map(|sw| {
+        let waits = sw.waits(&stacks);
+        crate::waits::summarize(&waits, sw, &stacks, |tid| Some(names.of(tid)))
+    });
+    if let Some(w) = &waits {
+        for t in &mut threads {
+            if let Some(tw) = w
+                .threads
+                .iter()
+                .find(|tw| tw.tid == t.tid && tw.pid == t.pid)
+            {
+                t.wait_share = Some(tw.wait_share);
+                t.top_wait = tw
+                    .by_reason
+                    .iter()
+                    .max_by_key(|(_, ns)| **ns)
+                    .map(|(r, _)| r.clone());
+            } else {
+                t.wait_share = Some(0.0);
+            }
+        }
+    }
     let python = python.map(|(summary, gil)| {
         for t in &mut threads {
             if let Some(&(snapshots, held)) = gil.get(&(t.pid, t.tid)) {
@@ -326,6 +370,7 @@ fn analyze_inner(
         net,
         python,
         stacks: stack_summary,
+        waits,
         hints: Vec::new(),
     };
     analysis.hints = hints(&analysis);

@@ -25,16 +25,25 @@ pub struct ThreadRow {
     /// Share of the thread's Python snapshots in which it held the GIL;
     /// null for a thread with none (not Python, or `--no-python`).
     pub gil_held: Option<f64>,
+    /// Share of its time it waited off the CPU (first to last context
+    /// switch); null without context switches (`--no-off-cpu`, before 1.5).
+    pub wait_share: Option<f64>,
+    /// What it waited for most (a `waits` reason); null as `wait_share`.
+    pub top_wait: Option<String>,
 }
 
 /// Thread names: each thread's last comm; a thread that never set one has
 /// the name of the thread it was forked from.
-struct Names {
+pub(crate) struct Names {
     own: HashMap<u32, (u64, String)>,
     forked_from: HashMap<u32, u32>,
 }
 
 impl Names {
+    pub(crate) fn read(archive: &Archive) -> Result<Names, AnalyzeError> {
+        Ok(Names::new(archive.read_table::<TaskEvent>()?))
+    }
+
     fn new(events: Vec<TaskEvent>) -> Names {
         let mut own: HashMap<u32, (u64, String)> = HashMap::new();
         let mut forked_from = HashMap::new();
@@ -55,7 +64,7 @@ impl Names {
         Names { own, forked_from }
     }
 
-    fn of(&self, tid: u32) -> String {
+    pub(crate) fn of(&self, tid: u32) -> String {
         let mut current = tid;
         for _ in 0..64 {
             if let Some((_, comm)) = self.own.get(&current) {
@@ -70,11 +79,10 @@ impl Names {
     }
 }
 
-pub fn processes_and_threads(
-    archive: &Archive,
+pub(crate) fn processes_and_threads(
+    names: &Names,
     samples: &[Sample],
-) -> Result<(Vec<ProcessRow>, Vec<ThreadRow>), AnalyzeError> {
-    let names = Names::new(archive.read_table::<TaskEvent>()?);
+) -> (Vec<ProcessRow>, Vec<ThreadRow>) {
     let mut per_thread: FastMap<(u32, u32), u64> = FastMap::default();
     let total = samples.len() as u64;
     for s in samples {
@@ -110,8 +118,10 @@ pub fn processes_and_threads(
             samples,
             share: share(samples),
             gil_held: None,
+            wait_share: None,
+            top_wait: None,
         })
         .collect();
     threads.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.tid.cmp(&b.tid)));
-    Ok((processes, threads))
+    (processes, threads)
 }

@@ -1,0 +1,435 @@
+//! Where threads wait: off-CPU intervals from the `switches` table (a
+//! thread's switch-out to its next switch-in), each with a reason read
+//! from its stack when it left (kernel frames first say what it waits
+//! for; `take_gil` above a futex wait says the GIL), summed per thread,
+//! per reason and per stack.
+
+use crate::AnalyzeError;
+use crate::fasthash::FastMap;
+use crate::functions::CallStacks;
+use serde::Serialize;
+use sofa_trace::tables::{Sample, Switch};
+use sofa_trace::{Archive, Table, WaitReason};
+use std::collections::BTreeMap;
+
+/// One off-CPU interval of one thread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Wait {
+    pub pid: u32,
+    pub tid: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub reason: WaitReason,
+    /// Its stack when it left (Python frames merged in).
+    pub stack_id: Option<u64>,
+}
+
+impl Wait {
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns - self.start_ns
+    }
+}
+
+/// The context switches of a recording, and its waits before their
+/// reasons are known: each with its stack as a sample, so that Python
+/// frames merge into it like into the CPU samples', and the end of the wait.
+pub(crate) struct Switches {
+    pub rows: Vec<Switch>,
+    /// One per wait: the switch-out as a sample, and the switch-in time.
+    pub outs: Vec<(Sample, u64)>,
+    /// Whether each wait left its CPU still runnable.
+    preempted: Vec<bool>,
+}
+
+impl Switches {
+    /// `None` for an archive without the table (before 1.5, `--no-off-cpu`).
+    pub(crate) fn read(archive: &Archive) -> Result<Option<Switches>, AnalyzeError> {
+        if archive.table_rows(Switch::NAME).is_err() {
+            return Ok(None);
+        }
+        Ok(Some(Switches::pair(archive.read_table::<Switch>()?)))
+    }
+
+    /// Each thread's waits: an `out` row and the thread's next `in` row.
+    /// A last `out` with no `in` after it (the thread exited, or the
+    /// recording ended) is no wait.
+    pub(crate) fn pair(rows: Vec<Switch>) -> Switches {
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| (rows[i].tid, rows[i].time_ns, !rows[i].out));
+        let mut outs = Vec::new();
+        let mut preempted = Vec::new();
+        for pair in order.windows(2) {
+            let (out, back) = (&rows[pair[0]], &rows[pair[1]]);
+            if !out.out || back.out || out.tid != back.tid {
+                continue;
+            }
+            outs.push((
+                Sample {
+                    time_ns: out.time_ns,
+                    pid: out.pid,
+                    tid: out.tid,
+                    cpu: out.cpu,
+                    stack_id: out.stack_id,
+                    event: 0,
+                    period: 0,
+                },
+                back.time_ns,
+            ));
+            preempted.push(out.preempted);
+        }
+        Switches {
+            rows,
+            outs,
+            preempted,
+        }
+    }
+
+    /// The waits with their reasons, from their (merged) stacks.
+    pub(crate) fn waits(&self, stacks: &CallStacks) -> Vec<Wait> {
+        let mut reasons: FastMap<(Option<u64>, bool), WaitReason> = FastMap::default();
+        self.outs
+            .iter()
+            .zip(&self.preempted)
+            .map(|((out, end_ns), &preempted)| Wait {
+                pid: out.pid,
+                tid: out.tid,
+                start_ns: out.time_ns,
+                end_ns: *end_ns,
+                reason: *reasons
+                    .entry((out.stack_id, preempted))
+                    .or_insert_with(|| reason_of(stacks, out.stack_id, preempted)),
+                stack_id: out.stack_id,
+            })
+            .collect()
+    }
+}
+
+/// Functions whose presence on a stack says why it waits, checked in this
+/// order over the whole stack (the first rule any frame matches wins): a
+/// futex wait under `take_gil` is the GIL, a page fault that waited in
+/// `io_schedule` is disk I/O.
+const RULES: &[(WaitReason, &[&str])] = &[
+    (WaitReason::Gil, &["take_gil", "drop_gil"]),
+    (
+        WaitReason::GpuDriver,
+        &[
+            "nvidia_ioctl",
+            "nvidia_unlocked_ioctl",
+            "nvidia_frontend_unlocked_ioctl",
+        ],
+    ),
+    (
+        WaitReason::Disk,
+        &[
+            "io_schedule",
+            "io_schedule_timeout",
+            "blkdev_issue_flush",
+            "jbd2_log_wait_commit",
+        ],
+    ),
+    (
+        WaitReason::PageFault,
+        &["exc_page_fault", "asm_exc_page_fault", "handle_mm_fault"],
+    ),
+    (
+        WaitReason::Sleep,
+        &[
+            "do_nanosleep",
+            "hrtimer_nanosleep",
+            "__x64_sys_nanosleep",
+            "__x64_sys_clock_nanosleep",
+        ],
+    ),
+    (
+        WaitReason::Child,
+        &["do_wait", "kernel_wait4", "kernel_waitid", "__do_sys_wait4"],
+    ),
+    (
+        WaitReason::Poll,
+        &[
+            "do_sys_poll",
+            "do_poll",
+            "do_select",
+            "core_sys_select",
+            "ep_poll",
+            "do_epoll_wait",
+        ],
+    ),
+    (
+        WaitReason::Pipe,
+        &[
+            "pipe_read",
+            "anon_pipe_read",
+            "pipe_write",
+            "anon_pipe_write",
+            "unix_stream_read_generic",
+            "unix_stream_sendmsg",
+            "unix_dgram_recvmsg",
+            "sock_recvmsg",
+            "tcp_recvmsg",
+            "sk_wait_data",
+            "__skb_wait_for_more_packets",
+            "wait_for_completion_interruptible",
+        ],
+    ),
+    (
+        WaitReason::Lock,
+        &[
+            "futex_wait",
+            "futex_wait_queue",
+            "futex_do_wait",
+            "__futex_wait",
+            "do_futex",
+        ],
+    ),
+];
+
+/// Where the kernel hides its frames (kernel.kptr_restrict) or a stack
+/// has none: the C library's wrapper of the call it waits in.
+const USER_LEAVES: &[(WaitReason, &[&str])] = &[
+    (
+        WaitReason::Sleep,
+        &[
+            "clock_nanosleep",
+            "nanosleep",
+            "__clock_nanosleep",
+            "usleep",
+            "sleep",
+        ],
+    ),
+    (
+        WaitReason::Child,
+        &["wait4", "waitpid", "waitid", "__wait4"],
+    ),
+    (
+        WaitReason::Poll,
+        &[
+            "poll",
+            "__poll",
+            "ppoll",
+            "select",
+            "__select",
+            "pselect",
+            "epoll_wait",
+            "epoll_pwait",
+        ],
+    ),
+    (
+        WaitReason::Lock,
+        &[
+            "__futex_abstimed_wait_common",
+            "__lll_lock_wait",
+            "futex_wait",
+            "pthread_cond_wait",
+            "pthread_mutex_lock",
+            "sem_wait",
+        ],
+    ),
+];
+
+/// Why a thread that left its CPU with `stack` waited.
+pub(crate) fn reason_of(stacks: &CallStacks, stack: Option<u64>, preempted: bool) -> WaitReason {
+    if preempted {
+        return WaitReason::Preempted;
+    }
+    let names: Vec<&str> = stacks.names(stack).map(|(f, _)| f.as_str()).collect();
+    for (reason, functions) in RULES {
+        if names.iter().any(|n| functions.contains(n)) {
+            return *reason;
+        }
+    }
+    // The innermost user frames: the wrapper, maybe called through another.
+    let user: Vec<&str> = stacks
+        .names(stack)
+        .filter(|(_, module)| module != "[kernel]")
+        .take(3)
+        .map(|(f, _)| f.as_str())
+        .collect();
+    for (reason, functions) in USER_LEAVES {
+        if user.iter().any(|n| functions.contains(n)) {
+            return *reason;
+        }
+    }
+    if user
+        .iter()
+        .any(|n| ["read", "__libc_read", "recv", "recvmsg", "recvfrom"].contains(n))
+    {
+        return WaitReason::Pipe;
+    }
+    WaitReason::Other
+}
+
+/// Wait time of one reason.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReasonRow {
+    pub reason: String,
+    pub waits: u64,
+    pub wait_ns: u64,
+}
+
+/// One thread's time: observed span, off-CPU time by reason.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ThreadWaits {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    /// From its first to its last context switch, ns.
+    pub span_ns: u64,
+    /// Off-CPU time in that span, ns.
+    pub wait_ns: u64,
+    /// `wait_ns / span_ns`.
+    pub wait_share: f64,
+    /// Off-CPU time per reason, ns (reasons with none left out).
+    pub by_reason: BTreeMap<String, u64>,
+}
+
+/// Wait time of one stack, named by its innermost function that is not
+/// the kernel's or the C library's wait wrapper.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WaitStackRow {
+    pub reason: String,
+    /// The function it waited in (its innermost Python or user function).
+    pub function: String,
+    pub module: String,
+    pub waits: u64,
+    pub wait_ns: u64,
+}
+
+/// `sofa analyze`'s waits section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WaitSummary {
+    pub waits: u64,
+    pub wait_ns: u64,
+    /// Per reason, most time first.
+    pub by_reason: Vec<ReasonRow>,
+    /// Per thread, most wait time first.
+    pub threads: Vec<ThreadWaits>,
+    /// Stacks that waited longest (at most [`TOP_STACKS`]).
+    pub stacks: Vec<WaitStackRow>,
+}
+
+/// Rows of `WaitSummary::stacks`.
+pub const TOP_STACKS: usize = 20;
+
+/// The waits summed per reason, thread and stack. `comm` names threads.
+pub(crate) fn summarize(
+    waits: &[Wait],
+    switches: &Switches,
+    stacks: &CallStacks,
+    comm: impl Fn(u32) -> Option<String>,
+) -> WaitSummary {
+    let mut by_reason: BTreeMap<WaitReason, (u64, u64)> = BTreeMap::new();
+    let mut per_thread: FastMap<(u32, u32), (u64, BTreeMap<WaitReason, u64>)> = FastMap::default();
+    let mut per_stack: FastMap<(Option<u64>, WaitReason), (u64, u64)> = FastMap::default();
+    for w in waits {
+        let d = w.duration_ns();
+        let r = by_reason.entry(w.reason).or_default();
+        r.0 += 1;
+        r.1 += d;
+        let t = per_thread.entry((w.pid, w.tid)).or_default();
+        t.0 += d;
+        *t.1.entry(w.reason).or_default() += d;
+        let s = per_stack.entry((w.stack_id, w.reason)).or_default();
+        s.0 += 1;
+        s.1 += d;
+    }
+    // Each thread's span: its first to its last switch.
+    let mut spans: FastMap<(u32, u32), (u64, u64)> = FastMap::default();
+    for r in &switches.rows {
+        let s = spans
+            .entry((r.pid, r.tid))
+            .or_insert((r.time_ns, r.time_ns));
+        s.0 = s.0.min(r.time_ns);
+        s.1 = s.1.max(r.time_ns);
+    }
+    let mut threads: Vec<ThreadWaits> = per_thread
+        .into_iter()
+        .map(|((pid, tid), (wait_ns, reasons))| {
+            let span_ns = spans.get(&(pid, tid)).map_or(0, |s| s.1 - s.0);
+            ThreadWaits {
+                pid,
+                tid,
+                comm: comm(tid).unwrap_or_else(|| format!("[{tid}]")),
+                span_ns,
+                wait_ns,
+                wait_share: if span_ns == 0 {
+                    0.0
+                } else {
+                    wait_ns as f64 / span_ns as f64
+                },
+                by_reason: reasons
+                    .into_iter()
+                    .map(|(r, ns)| (r.as_str().to_owned(), ns))
+                    .collect(),
+            }
+        })
+        .collect();
+    threads.sort_by(|a, b| b.wait_ns.cmp(&a.wait_ns).then(a.tid.cmp(&b.tid)));
+    // Stacks that share their named function and reason are one row.
+    let mut named: BTreeMap<(String, String, WaitReason), (u64, u64)> = BTreeMap::new();
+    for ((stack, reason), (n, ns)) in per_stack {
+        let (function, module) = waited_in(stacks, stack);
+        let row = named.entry((function, module, reason)).or_default();
+        row.0 += n;
+        row.1 += ns;
+    }
+    let mut top: Vec<WaitStackRow> = named
+        .into_iter()
+        .map(
+            |((function, module, reason), (waits, wait_ns))| WaitStackRow {
+                reason: reason.as_str().to_owned(),
+                function,
+                module,
+                waits,
+                wait_ns,
+            },
+        )
+        .collect();
+    top.sort_by(|a, b| {
+        b.wait_ns
+            .cmp(&a.wait_ns)
+            .then_with(|| a.function.cmp(&b.function))
+    });
+    top.truncate(TOP_STACKS);
+    let mut reasons: Vec<ReasonRow> = by_reason
+        .into_iter()
+        .map(|(r, (waits, wait_ns))| ReasonRow {
+            reason: r.as_str().to_owned(),
+            waits,
+            wait_ns,
+        })
+        .collect();
+    reasons.sort_by(|a, b| b.wait_ns.cmp(&a.wait_ns).then(a.reason.cmp(&b.reason)));
+    WaitSummary {
+        waits: waits.len() as u64,
+        wait_ns: waits.iter().map(Wait::duration_ns).sum(),
+        by_reason: reasons,
+        threads,
+        stacks: top,
+    }
+}
+
+/// Modules of the C library and the kernel: where every wait ends, so
+/// they name none.
+fn is_wait_plumbing(module: &str) -> bool {
+    module == "[kernel]"
+        || module.starts_with("libc.so")
+        || module.starts_with("libc-")
+        || module.starts_with("libpthread")
+        || module.starts_with("ld-linux")
+}
+
+/// The innermost Python function of a stack, else its innermost function
+/// outside the kernel and the C library.
+fn waited_in(stacks: &CallStacks, stack: Option<u64>) -> (String, String) {
+    let names: Vec<&(String, String)> = stacks.names(stack).collect();
+    names
+        .iter()
+        .find(|(_, m)| m.starts_with(crate::PY_MODULE_PREFIX))
+        .or_else(|| names.iter().find(|(_, m)| !is_wait_plumbing(m)))
+        .or_else(|| names.last())
+        .map_or_else(
+            || ("[no stack]".to_owned(), String::new()),
+            |(f, m)| (f.clone(), m.clone()),
+        )
+}
