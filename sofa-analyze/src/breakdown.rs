@@ -1,7 +1,9 @@
 //! Per-step breakdown: what each training step spent its time on.
 
 use crate::labels::Labelled;
+use crate::waits::{Wait, overlap};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepBreakdown {
@@ -19,6 +21,9 @@ pub struct StepBreakdown {
     pub gpu_busy_share: Option<f64>,
     /// Bytes the kernel sent or received in the step (all interfaces, tracepoints).
     pub net_bytes: u64,
+    /// The main thread's time off the CPU in the step, per wait reason, ns;
+    /// null without context switches.
+    pub main_waits_ns: Option<BTreeMap<String, u64>>,
 }
 
 /// Index of the step holding `t`, if inside the loop.
@@ -27,8 +32,13 @@ fn step_of(boundaries: &[u64], t: u64) -> Option<usize> {
     (i > 0 && i < boundaries.len()).then(|| i - 1)
 }
 
-/// The breakdown of each step between `boundaries`.
-pub(crate) fn step_breakdown(i: &Labelled, boundaries: &[u64]) -> Vec<StepBreakdown> {
+/// The breakdown of each step between `boundaries`; `main_waits`: the
+/// main thread's waits, when context switches were recorded.
+pub(crate) fn step_breakdown(
+    i: &Labelled,
+    boundaries: &[u64],
+    main_waits: Option<&[Wait]>,
+) -> Vec<StepBreakdown> {
     let b = boundaries;
     if b.len() < 2 {
         return Vec::new();
@@ -46,8 +56,24 @@ pub(crate) fn step_breakdown(i: &Labelled, boundaries: &[u64]) -> Vec<StepBreakd
             io_ns: 0,
             gpu_busy_share: None,
             net_bytes: 0,
+            main_waits_ns: main_waits.map(|_| BTreeMap::new()),
         })
         .collect();
+    // A wait across a boundary counts in each step for its part there.
+    for w in main_waits.unwrap_or_default() {
+        let first = b.partition_point(|&t| t <= w.start_ns).saturating_sub(1);
+        for (row, win) in rows.iter_mut().zip(b.windows(2)).skip(first) {
+            if win[0] >= w.end_ns {
+                break;
+            }
+            let d = overlap(w, win[0], win[1]);
+            if d > 0
+                && let Some(by) = &mut row.main_waits_ns
+            {
+                *by.entry(w.reason.as_str().to_owned()).or_default() += d;
+            }
+        }
+    }
     for s in i.samples {
         if let (Some(step), Some(swarm)) = (step_of(b, s.time_ns), i.swarm_of(s.stack_id)) {
             rows[step].samples_by_swarm[swarm.0] += 1;

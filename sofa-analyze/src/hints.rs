@@ -5,7 +5,7 @@
 use crate::Analysis;
 use crate::syscalls::IO_CALLS;
 use serde::Serialize;
-use sofa_trace::{CollectorName, SymbolSource};
+use sofa_trace::{CollectorName, SymbolSource, WaitReason};
 
 /// How much a hint matters; serialized as `warning` / `info`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -51,7 +51,10 @@ const RULES: &[Rule] = &[
     gpu_idle,
     io_bound,
     serial_bottleneck,
+    input_bound,
     gil_bound,
+    waits_for_cpu,
+    waits_for_disk,
     iowait,
     kernel_heavy,
     unnamed_code,
@@ -213,10 +216,57 @@ fn serial_bottleneck(a: &Analysis) -> Vec<Hint> {
     )]
 }
 
-/// Two or more Python threads of one process each hold the GIL in at
-/// least 10 % of their snapshots, and together most of the time: they
-/// run Python one at a time.
+/// The main thread waits for input (pipe, queue and socket reads, poll,
+/// queue locks) at least 10 % of the loop: batches come too slowly.
+fn input_bound(a: &Analysis) -> Vec<Hint> {
+    let Some(m) = a.waits.as_ref().and_then(|w| w.main.as_ref()) else {
+        return Vec::new();
+    };
+    let span = m.to_ns.saturating_sub(m.from_ns);
+    if span == 0 || (m.input_ns as f64) < INPUT_SHARE * span as f64 {
+        return Vec::new();
+    }
+    let share = m.input_ns as f64 / span as f64;
+    let per_step = match a.steps.count {
+        n if m.in_steps && n > 0 => format!(
+            ", {:.1} ms of each {:.1} ms step on average",
+            m.input_ns as f64 / n as f64 / 1e6,
+            span as f64 / n as f64 / 1e6
+        ),
+        _ => String::new(),
+    };
+    let place = m
+        .input_in
+        .as_deref()
+        .map_or_else(String::new, |f| format!(", most in {f}"));
+    vec![hint(
+        Severity::Warning,
+        "input-bound: the training loop waits for its data",
+        format!(
+            "the main thread ({}) waited for input (pipe, queue or socket reads, poll) {:.0}% of {}{per_step}{place}; \
+             load batches faster: more DataLoader workers (num_workers), a larger prefetch_factor, \
+             pin_memory=True, or cheaper preprocessing",
+            m.tid,
+            100.0 * share,
+            if m.in_steps { "the loop" } else { "its time" },
+        ),
+    )]
+}
+
+/// Share of the loop waiting for input from which the hint fires.
+const INPUT_SHARE: f64 = 0.1;
+
+/// Share of a thread's time waiting for the GIL from which it counts.
+const GIL_WAIT_SHARE: f64 = 0.1;
+
+/// Python threads of one process wait for the GIL (off-CPU, `take_gil`)
+/// at least 10 % of their time each; without context switches, two or
+/// more hold it in at least 10 % of their snapshots, together most of
+/// the time. Either way they run Python one at a time.
 fn gil_bound(a: &Analysis) -> Vec<Hint> {
+    if let Some(w) = &a.waits {
+        return gil_waits(w);
+    }
     let mut by_process: std::collections::BTreeMap<u32, Vec<(u32, f64)>> = Default::default();
     for t in &a.threads {
         if let Some(held) = t.gil_held.filter(|&h| h >= 0.1) {
@@ -236,11 +286,9 @@ fn gil_bound(a: &Analysis) -> Vec<Hint> {
             .collect();
         out.push(hint(
             Severity::Warning,
-            "Python threads take turns on the GIL: they run Python one at a time",
+            GIL_TITLE,
             format!(
-                "{} threads of process {pid} held the GIL (thread {}), {:.0}% of the time together; \
-                 move CPU-bound Python work to processes (multiprocessing, DataLoader workers) or \
-                 into code that releases the GIL (numpy, torch operators)",
+                "{} threads of process {pid} held the GIL (thread {}), {:.0}% of the time together; {GIL_REMEDY}",
                 threads.len(),
                 each.join(", "),
                 100.0 * together.min(1.0)
@@ -248,6 +296,129 @@ fn gil_bound(a: &Analysis) -> Vec<Hint> {
         ));
     }
     out
+}
+
+const GIL_TITLE: &str = "Python threads take turns on the GIL: they run Python one at a time";
+const GIL_REMEDY: &str = "move CPU-bound Python work to processes (multiprocessing, DataLoader \
+     workers) or into code that releases the GIL (numpy, torch operators)";
+
+fn gil_waits(w: &crate::WaitSummary) -> Vec<Hint> {
+    let mut by_process: std::collections::BTreeMap<u32, Vec<(u32, f64, u64)>> = Default::default();
+    for t in &w.threads {
+        let gil = t
+            .by_reason
+            .get(WaitReason::Gil.as_str())
+            .copied()
+            .unwrap_or(0);
+        if t.span_ns > 0 && gil as f64 >= GIL_WAIT_SHARE * t.span_ns as f64 {
+            by_process
+                .entry(t.pid)
+                .or_default()
+                .push((t.tid, gil as f64 / t.span_ns as f64, gil));
+        }
+    }
+    by_process
+        .into_iter()
+        .map(|(pid, mut threads)| {
+            threads.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+            let each: Vec<String> = threads
+                .iter()
+                .map(|(tid, share, _)| format!("{tid} {:.0}%", 100.0 * share))
+                .collect();
+            hint(
+                Severity::Warning,
+                GIL_TITLE,
+                format!(
+                    "{} thread{} of process {pid} waited for the GIL (thread {} of its time), {:.2} s in all; {GIL_REMEDY}",
+                    threads.len(),
+                    if threads.len() == 1 { "" } else { "s" },
+                    each.join(", "),
+                    threads.iter().map(|t| t.2).sum::<u64>() as f64 / 1e9
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Runnable threads waited for a CPU (preempted) at least 10 % of their
+/// time, summed over threads: more busy threads than CPUs.
+fn waits_for_cpu(a: &Analysis) -> Vec<Hint> {
+    let Some(w) = &a.waits else {
+        return Vec::new();
+    };
+    let span: u64 = w.threads.iter().map(|t| t.span_ns).sum();
+    let reason = WaitReason::Preempted.as_str();
+    let waited: u64 = w
+        .threads
+        .iter()
+        .filter_map(|t| t.by_reason.get(reason))
+        .sum();
+    if span == 0 || (waited as f64) < 0.1 * span as f64 {
+        return Vec::new();
+    }
+    let mut worst: Vec<&crate::ThreadWaits> = w.threads.iter().collect();
+    worst.sort_by_key(|t| std::cmp::Reverse(t.by_reason.get(reason).copied().unwrap_or(0)));
+    let names: Vec<String> = worst
+        .iter()
+        .take(3)
+        .map(|t| format!("{} ({})", t.tid, t.comm))
+        .collect();
+    vec![hint(
+        Severity::Warning,
+        "threads wait for a CPU: more runnable threads than CPUs",
+        format!(
+            "runnable threads were preempted and waited for a CPU {:.0}% of their time ({:.2} s in all; most: {}); \
+             fewer threads (OMP_NUM_THREADS, torch.set_num_threads, fewer DataLoader workers) or \
+             fewer other processes on these CPUs",
+            100.0 * waited as f64 / span as f64,
+            waited as f64 / 1e9,
+            names.join(", ")
+        ),
+    )]
+}
+
+/// A thread waited for disk at least 10 % of its time.
+fn waits_for_disk(a: &Analysis) -> Vec<Hint> {
+    let Some(w) = &a.waits else {
+        return Vec::new();
+    };
+    let reason = WaitReason::Disk.as_str();
+    let slow: Vec<(&crate::ThreadWaits, u64)> = w
+        .threads
+        .iter()
+        .filter_map(|t| Some((t, *t.by_reason.get(reason)?)))
+        .filter(|(t, ns)| t.span_ns > 0 && *ns as f64 >= 0.1 * t.span_ns as f64)
+        .collect();
+    if slow.is_empty() {
+        return Vec::new();
+    }
+    let each: Vec<String> = slow
+        .iter()
+        .take(3)
+        .map(|(t, ns)| {
+            format!(
+                "{} ({}) {:.0}%",
+                t.tid,
+                t.comm,
+                100.0 * *ns as f64 / t.span_ns as f64
+            )
+        })
+        .collect();
+    let function = w
+        .stacks
+        .iter()
+        .find(|s| s.reason == reason)
+        .map_or_else(String::new, |s| format!(", most in {}", s.function));
+    vec![hint(
+        Severity::Warning,
+        "I/O-bound: threads wait for the disk",
+        format!(
+            "threads waited for disk reads or writes (thread {} of its time){function}; \
+             cache the data in memory or on faster storage, read ahead (more loader workers), \
+             or read larger blocks",
+            each.join(", ")
+        ),
+    )]
 }
 
 /// More than 20 % of CPU time in iowait.

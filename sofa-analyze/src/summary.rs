@@ -263,10 +263,11 @@ fn analyze_inner(
     } = functions_of(&stacks, &sample_rows);
     let names = Names::read(archive)?;
     let (processes, mut threads) = processes_and_threads(&names, &sample_rows);
-    let waits = switches.as_ref().map(|sw| {
-        let waits = sw.waits(&stacks);
-        crate::waits::summarize(&waits, sw, &stacks, |tid| Some(names.of(tid)))
-    });
+    let wait_rows = switches.as_ref().map(|sw| sw.waits(&stacks));
+    let mut waits = switches
+        .as_ref()
+        .zip(wait_rows.as_deref())
+        .map(|(sw, rows)| crate::waits::summarize(rows, sw, &stacks, |tid| Some(names.of(tid))));
     if let Some(w) = &waits {
         for t in &mut threads {
             if let Some(tw) = w
@@ -322,6 +323,16 @@ fn analyze_inner(
         marker: options.step_marker.as_deref().map(|name| (name, &stacks)),
     });
     steps.expected = options.expected_steps;
+    if let (Some(w), Some(rows), Some(pid)) = (&mut waits, &wait_rows, main_pid) {
+        let span = (steps.boundaries_ns.len() >= 2).then(|| {
+            (
+                steps.boundaries_ns[0],
+                steps.boundaries_ns[steps.boundaries_ns.len() - 1],
+            )
+        });
+        let exec_ns = names.last_exec.get(&pid).copied().unwrap_or(0);
+        w.main = crate::waits::loop_waits(rows, &stacks, (pid, pid), span, exec_ns);
+    }
     let (mut swarms, swarm_of_function) = find_swarms(
         &sample_rows,
         &self_of_stack,
@@ -348,7 +359,14 @@ fn analyze_inner(
         &gpu_rows,
         &packets,
     );
-    let step_breakdown = step_breakdown(&labelled, &steps.boundaries_ns);
+    let main_waits: Option<Vec<crate::Wait>> =
+        wait_rows.as_ref().zip(main_pid).map(|(rows, pid)| {
+            rows.iter()
+                .filter(|w| w.pid == pid && w.tid == pid)
+                .copied()
+                .collect()
+        });
+    let step_breakdown = step_breakdown(&labelled, &steps.boundaries_ns, main_waits.as_deref());
     add_overlaps(&mut swarms, &labelled);
     let syscalls = syscall_table(&calls, run.duration_ns);
     let system_rows = archive.read_table::<SystemCounter>()?;

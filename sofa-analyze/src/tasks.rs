@@ -37,6 +37,8 @@ pub struct ThreadRow {
 pub(crate) struct Names {
     own: HashMap<u32, (u64, String)>,
     forked_from: HashMap<u32, u32>,
+    /// Each process's last exec: what ran before it was another program.
+    pub(crate) last_exec: HashMap<u32, u64>,
 }
 
 impl Names {
@@ -47,7 +49,12 @@ impl Names {
     fn new(events: Vec<TaskEvent>) -> Names {
         let mut own: HashMap<u32, (u64, String)> = HashMap::new();
         let mut forked_from = HashMap::new();
+        let mut last_exec: HashMap<u32, u64> = HashMap::new();
         for e in events {
+            if e.kind == "exec" {
+                let t = last_exec.entry(e.pid).or_insert(e.time_ns);
+                *t = (*t).max(e.time_ns);
+            }
             match (e.kind.as_str(), e.comm, e.ptid) {
                 ("comm" | "exec", Some(comm), _) => {
                     let slot = own.entry(e.tid).or_insert((e.time_ns, comm.clone()));
@@ -61,7 +68,11 @@ impl Names {
                 _ => {}
             }
         }
-        Names { own, forked_from }
+        Names {
+            own,
+            forked_from,
+            last_exec,
+        }
     }
 
     pub(crate) fn of(&self, tid: u32) -> String {

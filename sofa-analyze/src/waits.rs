@@ -9,7 +9,7 @@ use crate::fasthash::FastMap;
 use crate::functions::CallStacks;
 use serde::Serialize;
 use sofa_trace::tables::{Sample, Switch};
-use sofa_trace::{Archive, Table, WaitReason};
+use sofa_trace::{Archive, CollectorName, CollectorState, Table, WaitReason};
 use std::collections::BTreeMap;
 
 /// One off-CPU interval of one thread.
@@ -42,9 +42,15 @@ pub(crate) struct Switches {
 }
 
 impl Switches {
-    /// `None` for an archive without the table (before 1.5, `--no-off-cpu`).
+    /// `None` when the archive has none (`--no-off-cpu`, not permitted,
+    /// archives before 1.5).
     pub(crate) fn read(archive: &Archive) -> Result<Option<Switches>, AnalyzeError> {
-        if archive.table_rows(Switch::NAME).is_err() {
+        let recorded = archive
+            .meta()
+            .collectors
+            .get(CollectorName::OffCpu.as_str())
+            .is_some_and(|c| c.status == CollectorState::Ok);
+        if !recorded || archive.table_rows(Switch::NAME).is_err() {
             return Ok(None);
         }
         Ok(Some(Switches::pair(archive.read_table::<Switch>()?)))
@@ -306,6 +312,105 @@ pub struct WaitSummary {
     pub threads: Vec<ThreadWaits>,
     /// Stacks that waited longest (at most [`TOP_STACKS`]).
     pub stacks: Vec<WaitStackRow>,
+    /// The main thread of the main process in the training loop (or in
+    /// its whole life when no steps were found).
+    pub main: Option<LoopWaits>,
+}
+
+/// The main thread's waits in the loop: what the input-bound hint reads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LoopWaits {
+    pub pid: u32,
+    pub tid: u32,
+    pub from_ns: u64,
+    pub to_ns: u64,
+    /// Whether `from_ns..to_ns` is the steps' loop (else the thread's span).
+    pub in_steps: bool,
+    /// Off-CPU time in the span, ns.
+    pub wait_ns: u64,
+    pub by_reason: BTreeMap<String, u64>,
+    /// Waits for input: pipe, queue and socket reads, poll, and lock
+    /// waits in data-loading code (a queue filled by another thread), ns.
+    pub input_ns: u64,
+    /// The function it waited for input in longest.
+    pub input_in: Option<String>,
+}
+
+/// Python modules and native functions of data loading: a lock wait under
+/// them waits for a batch.
+const INPUT_CODE: &[&str] = &[
+    "torch/utils/data/",
+    "multiprocessing/",
+    "queue.py",
+    "tensorflow/python/data/",
+    "concurrent/futures/",
+];
+
+/// Whether a wait for `reason` with `stack` waits for input.
+pub(crate) fn is_input(stacks: &CallStacks, stack: Option<u64>, reason: WaitReason) -> bool {
+    match reason {
+        WaitReason::Pipe | WaitReason::Poll => true,
+        WaitReason::Lock => stacks
+            .names(stack)
+            .any(|(_, module)| INPUT_CODE.iter().any(|c| module.contains(c))),
+        _ => false,
+    }
+}
+
+/// The part of `w` inside `from..to`, ns.
+pub(crate) fn overlap(w: &Wait, from: u64, to: u64) -> u64 {
+    w.end_ns.min(to).saturating_sub(w.start_ns.max(from))
+}
+
+/// The waits of thread `tid` of `pid` inside `span` (the loop), or when
+/// `span` is `None` in its whole life after `exec_ns` (its process's last
+/// exec: before it, another program ran, e.g. a `pyenv` shim).
+pub(crate) fn loop_waits(
+    waits: &[Wait],
+    stacks: &CallStacks,
+    (pid, tid): (u32, u32),
+    span: Option<(u64, u64)>,
+    exec_ns: u64,
+) -> Option<LoopWaits> {
+    let mine: Vec<&Wait> = waits
+        .iter()
+        .filter(|w| w.tid == tid && w.pid == pid && w.end_ns > exec_ns)
+        .collect();
+    let (from_ns, to_ns) = match span {
+        Some(span) => span,
+        None => (
+            mine.iter().map(|w| w.start_ns).min()?.max(exec_ns),
+            mine.iter().map(|w| w.end_ns).max()?,
+        ),
+    };
+    let mut out = LoopWaits {
+        pid,
+        tid,
+        from_ns,
+        to_ns,
+        in_steps: span.is_some(),
+        ..LoopWaits::default()
+    };
+    let mut input_in: BTreeMap<String, u64> = BTreeMap::new();
+    for w in mine {
+        let d = overlap(w, from_ns, to_ns);
+        if d == 0 {
+            continue;
+        }
+        out.wait_ns += d;
+        *out.by_reason
+            .entry(w.reason.as_str().to_owned())
+            .or_default() += d;
+        if is_input(stacks, w.stack_id, w.reason) {
+            out.input_ns += d;
+            *input_in.entry(waited_in(stacks, w.stack_id).0).or_default() += d;
+        }
+    }
+    out.input_in = input_in
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+        .map(|(f, _)| f);
+    Some(out)
 }
 
 /// Rows of `WaitSummary::stacks`.
@@ -406,6 +511,7 @@ pub(crate) fn summarize(
         by_reason: reasons,
         threads,
         stacks: top,
+        main: None,
     }
 }
 

@@ -21,6 +21,7 @@ const SECTIONS: &[Section] = &[
     step_breakdown,
     processes,
     threads,
+    waits,
     modules,
     gpus,
     network,
@@ -295,7 +296,7 @@ fn swarms(out: &mut String, analysis: &Analysis, limit: usize) {
 fn step_breakdown(out: &mut String, analysis: &Analysis, limit: usize) {
     section(
         out,
-        "steps (first ones): CPU samples per swarm, system call time, GPU, network",
+        "steps (first ones): CPU samples per swarm, system call time, GPU, network, waits",
         &[
             ("step", R),
             ("ms", R),
@@ -304,6 +305,7 @@ fn step_breakdown(out: &mut String, analysis: &Analysis, limit: usize) {
             ("io ms", R),
             ("gpu busy%", R),
             ("net KiB", R),
+            ("main thread waits ms", L),
         ],
         analysis.step_breakdown.iter().map(|b| {
             vec![
@@ -319,6 +321,18 @@ fn step_breakdown(out: &mut String, analysis: &Analysis, limit: usize) {
                 b.gpu_busy_share
                     .map_or_else(|| "-".to_owned(), |s| format!("{:.0}", 100.0 * s)),
                 format!("{:.1}", b.net_bytes as f64 / 1024.0),
+                b.main_waits_ns.as_ref().map_or_else(
+                    || "-".to_owned(),
+                    |by| {
+                        let mut by: Vec<(&String, &u64)> = by.iter().collect();
+                        by.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                        by.iter()
+                            .take(2)
+                            .map(|(r, ns)| format!("{r} {:.1}", **ns as f64 / 1e6))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                ),
             ]
         }),
         limit.min(10),
@@ -368,6 +382,65 @@ fn threads(out: &mut String, analysis: &Analysis, limit: usize) {
             limit,
         );
     }
+}
+
+/// Off-CPU time per thread and the stacks that waited longest.
+fn waits(out: &mut String, analysis: &Analysis, limit: usize) {
+    let Some(w) = &analysis.waits else {
+        return;
+    };
+    let ms = |ns: u64| format!("{:.1}", ns as f64 / 1e6);
+    section(
+        out,
+        "waits: time off the CPU per thread (share of its first to last switch), by reason",
+        &[
+            ("wait%", R),
+            ("wait ms", R),
+            ("pid", R),
+            ("tid", R),
+            ("comm", L),
+            ("reasons", L),
+        ],
+        w.threads.iter().map(|t| {
+            let mut reasons: Vec<(&String, &u64)> = t.by_reason.iter().collect();
+            reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let reasons: Vec<String> = reasons
+                .iter()
+                .take(3)
+                .map(|(r, ns)| format!("{r} {}", ms(**ns)))
+                .collect();
+            vec![
+                pct(t.wait_share),
+                ms(t.wait_ns),
+                t.pid.to_string(),
+                t.tid.to_string(),
+                t.comm.clone(),
+                reasons.join(", "),
+            ]
+        }),
+        limit,
+    );
+    section(
+        out,
+        "where threads waited (innermost Python or user function)",
+        &[
+            ("wait ms", R),
+            ("waits", R),
+            ("reason", L),
+            ("function", L),
+            ("module", L),
+        ],
+        w.stacks.iter().map(|s| {
+            vec![
+                ms(s.wait_ns),
+                s.waits.to_string(),
+                s.reason.clone(),
+                s.function.clone(),
+                s.module.clone(),
+            ]
+        }),
+        limit,
+    );
 }
 
 /// Self time per module.
