@@ -63,11 +63,11 @@ fn run(cmd: &mut Command) -> (f64, f64) {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     // The workloads' summary lines: `NAME: ..., T ms, ...`; the first field
-    // in ms is the elapsed time.
+    // in ms is the elapsed time. The training corpus says its loop's span.
     let own = stderr
         .lines()
         .filter(|l| {
-            ["hotspots: ", "train_numpy: ", "py_hot: "]
+            ["hotspots: ", "train_numpy: ", "py_hot: ", "pingpong: "]
                 .iter()
                 .any(|p| l.starts_with(p))
         })
@@ -75,6 +75,7 @@ fn run(cmd: &mut Command) -> (f64, f64) {
             l.split(", ")
                 .find_map(|f| f.strip_suffix(" ms")?.parse::<f64>().ok())
         })
+        .or_else(|| stderr.lines().find_map(corpus_loop_ms))
         .unwrap_or_else(|| panic!("no summary line from {cmd:?}: {stderr}"));
     (own, wall)
 }
@@ -83,6 +84,17 @@ struct Mode {
     name: &'static str,
     /// Program and arguments placed before the workload.
     prefix: Vec<String>,
+}
+
+/// The loop's span in a training-corpus script's truth line
+/// (`sofa-corpus steps=N ... from_ns=A to_ns=B`), ms.
+fn corpus_loop_ms(line: &str) -> Option<f64> {
+    let rest = line.strip_prefix("sofa-corpus ")?;
+    let field = |name: &str| -> Option<f64> {
+        rest.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+    };
+    Some((field("to_ns")? - field("from_ns")?) / 1e6)
 }
 
 fn tool_available(tool: &str) -> bool {
@@ -183,6 +195,85 @@ fn archive_size(mode: &Mode) -> Option<String> {
         "{:.1} MB/10^6 samples, {lost} lost of {samples}; {ends}",
         bytes as f64 * 1e6 / samples as f64 / 1e6
     ))
+}
+
+/// Off-CPU (context switches with stacks) against none and against `perf
+/// record -e sched:sched_switch -g`: two threads ping-ponging a byte over
+/// pipes on one CPU (`taskset -c 1`: a switch per message, ~3x10^5 a
+/// second here, with no idle CPU between them), and, when
+/// `SOFA_BENCH_TORCH_PYTHON` names a Python with torch, the corpus's CNN
+/// with two DataLoader workers (`SOFA_BENCH_ONLY=off-cpu`).
+fn off_cpu(sofa: &str, root: &Path, fixtures: &str, tmp: &Path) {
+    let out = |name: &str| tmp.join(name).display().to_string();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let pingpong = fixtures
+        .lines()
+        .map(PathBuf::from)
+        .find(|p| p.ends_with("pingpong"))
+        .expect("pingpong fixture");
+    let modes = |runner: &[String]| {
+        let mut modes = vec![
+            Mode {
+                name: "alone",
+                prefix: runner.to_vec(),
+            },
+            Mode {
+                name: "sofa record --no-syscalls --no-off-cpu",
+                prefix: [
+                    s(&[sofa, "record", "--no-syscalls", "--no-off-cpu", "-o"]),
+                    vec![out("sofa-out"), "--".into()],
+                    runner.to_vec(),
+                ]
+                .concat(),
+            },
+            Mode {
+                name: "sofa record --no-syscalls (off-CPU)",
+                prefix: [
+                    s(&[sofa, "record", "--no-syscalls", "-o"]),
+                    vec![out("sofa-out"), "--".into()],
+                    runner.to_vec(),
+                ]
+                .concat(),
+            },
+        ];
+        if tool_available("perf") {
+            modes.push(Mode {
+                name: "perf record -e sched:sched_switch -g",
+                prefix: [
+                    s(&[
+                        "perf",
+                        "record",
+                        "-q",
+                        "-e",
+                        "sched:sched_switch",
+                        "-g",
+                        "-o",
+                    ]),
+                    vec![out("perf.data"), "--".into()],
+                    runner.to_vec(),
+                ]
+                .concat(),
+            });
+        }
+        modes
+    };
+    let trips = env_or("SOFA_BENCH_TRIPS", 200_000).to_string();
+    scenario(
+        "off-cpu (ping-pong)",
+        &pingpong,
+        &[&trips],
+        &modes(&s(&["taskset", "-c", "1"])),
+        env_or("SOFA_BENCH_OFF_RUNS", 5),
+    );
+    if let Ok(python) = std::env::var("SOFA_BENCH_TORCH_PYTHON") {
+        scenario(
+            "off-cpu (PyTorch CNN, 2 DataLoader workers)",
+            &root.join("fixtures/training/torch_cnn.py"),
+            &["--workers", "2"],
+            &modes(&[python]),
+            env_or("SOFA_BENCH_OFF_RUNS", 5),
+        );
+    }
 }
 
 /// `sofa record --call-graph MODE` and perf's two call-graph modes on the
@@ -352,6 +443,8 @@ fn main() {
         &sys_modes,
         env_or("SOFA_BENCH_SYSCALL_RUNS", 3),
     );
+
+    off_cpu(&sofa, &root, &stdout, &tmp);
 
     let python = Command::new("python3")
         .args(["-c", "import sys; print(sys.executable)"])

@@ -5,10 +5,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/fixtures/workloads/build"
 mkdir -p "$out"
 cc=${CC:-cc}
-for name in hotspots jitloop signals recurse memwork; do
+for name in hotspots jitloop signals recurse memwork pingpong; do
   src="$root/fixtures/workloads/$name.c"
   if [ ! -x "$out/$name" ] || [ "$src" -nt "$out/$name" ]; then
-    "$cc" -O1 -g -fno-omit-frame-pointer -Wall -Wextra -o "$out/$name" "$src"
+    "$cc" -O1 -g -fno-omit-frame-pointer -pthread -Wall -Wextra -o "$out/$name" "$src"
   fi
 done
 # Without frame pointers, as most libraries are built (unwinding tests).
@@ -22,3 +22,4 @@ echo "$out/signals"
 echo "$out/recurse"
 echo "$out/memwork"
 echo "$out/nofp"
+echo "$out/pingpong"

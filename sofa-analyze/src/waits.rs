@@ -22,6 +22,9 @@ pub struct Wait {
     pub reason: WaitReason,
     /// Its stack when it left (Python frames merged in).
     pub stack_id: Option<u64>,
+    /// Whether the stack is its own (else its thread's nearest one: the
+    /// recorder took stacks at only some switch-outs).
+    pub own_stack: bool,
 }
 
 impl Wait {
@@ -90,21 +93,55 @@ impl Switches {
         }
     }
 
-    /// The waits with their reasons, from their (merged) stacks.
+    /// The waits with their reasons, from their (merged) stacks. Above
+    /// the recorder's stack rate only some switch-outs have a stack: a wait
+    /// without one takes the stack of its thread's nearest wait that has
+    /// one and left the CPU the same way (blocked or preempted), the one
+    /// before it where both are as near ([`Wait::own_stack`] says which).
     pub(crate) fn waits(&self, stacks: &CallStacks) -> Vec<Wait> {
         let mut reasons: FastMap<(Option<u64>, bool), WaitReason> = FastMap::default();
+        // Per thread and way of leaving: times of the waits with a stack.
+        let mut stacked: FastMap<(u32, bool), Vec<(u64, u64)>> = FastMap::default();
+        for ((out, _), &preempted) in self.outs.iter().zip(&self.preempted) {
+            if let Some(stack) = out.stack_id {
+                stacked
+                    .entry((out.tid, preempted))
+                    .or_default()
+                    .push((out.time_ns, stack));
+            }
+        }
+        for list in stacked.values_mut() {
+            list.sort_unstable();
+        }
+        let borrowed = |tid: u32, preempted: bool, t: u64| -> Option<u64> {
+            let list = stacked.get(&(tid, preempted))?;
+            let i = list.partition_point(|s| s.0 < t);
+            [i.checked_sub(1), Some(i)]
+                .into_iter()
+                .flatten()
+                .filter_map(|j| list.get(j))
+                .min_by_key(|s| s.0.abs_diff(t))
+                .map(|s| s.1)
+        };
         self.outs
             .iter()
             .zip(&self.preempted)
-            .map(|((out, end_ns), &preempted)| Wait {
-                pid: out.pid,
-                tid: out.tid,
-                start_ns: out.time_ns,
-                end_ns: *end_ns,
-                reason: *reasons
-                    .entry((out.stack_id, preempted))
-                    .or_insert_with(|| reason_of(stacks, out.stack_id, preempted)),
-                stack_id: out.stack_id,
+            .map(|((out, end_ns), &preempted)| {
+                let own_stack = out.stack_id.is_some();
+                let stack_id = out
+                    .stack_id
+                    .or_else(|| borrowed(out.tid, preempted, out.time_ns));
+                Wait {
+                    pid: out.pid,
+                    tid: out.tid,
+                    start_ns: out.time_ns,
+                    end_ns: *end_ns,
+                    reason: *reasons
+                        .entry((stack_id, preempted))
+                        .or_insert_with(|| reason_of(stacks, stack_id, preempted)),
+                    stack_id,
+                    own_stack,
+                }
             })
             .collect()
     }
@@ -306,6 +343,10 @@ pub struct WaitStackRow {
 pub struct WaitSummary {
     pub waits: u64,
     pub wait_ns: u64,
+    /// Share of `wait_ns` in waits with a stack of their own; the others
+    /// took their thread's nearest one (switches faster than the recorder
+    /// took stacks, `sofa record` says how many).
+    pub own_stack_share: f64,
     /// Per reason, most time first.
     pub by_reason: Vec<ReasonRow>,
     /// Per thread, most wait time first.
@@ -505,9 +546,20 @@ pub(crate) fn summarize(
         })
         .collect();
     reasons.sort_by(|a, b| b.wait_ns.cmp(&a.wait_ns).then(a.reason.cmp(&b.reason)));
+    let wait_ns: u64 = waits.iter().map(Wait::duration_ns).sum();
+    let own: u64 = waits
+        .iter()
+        .filter(|w| w.own_stack)
+        .map(Wait::duration_ns)
+        .sum();
     WaitSummary {
         waits: waits.len() as u64,
-        wait_ns: waits.iter().map(Wait::duration_ns).sum(),
+        wait_ns,
+        own_stack_share: if wait_ns == 0 {
+            1.0
+        } else {
+            own as f64 / wait_ns as f64
+        },
         by_reason: reasons,
         threads,
         stacks: top,

@@ -390,6 +390,14 @@ fn waits(out: &mut String, analysis: &Analysis, limit: usize) {
         return;
     };
     let ms = |ns: u64| format!("{:.1}", ns as f64 / 1e6);
+    if w.own_stack_share < 0.99 {
+        let _ = writeln!(
+            out,
+            "waits      {:.1}% of wait time had a stack of its own: threads switched faster than \
+             stacks were taken, the others took their thread's nearest",
+            100.0 * w.own_stack_share
+        );
+    }
     section(
         out,
         "waits: time off the CPU per thread (share of its first to last switch), by reason",

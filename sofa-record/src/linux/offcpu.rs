@@ -1,14 +1,18 @@
-//! Off-CPU: where the command's threads wait. One `context-switches`
-//! counter per CPU samples every switch-out with its call chain (kernel
-//! frames and frame-pointer user frames) and, when stacks are unwound
-//! (`--call-graph auto|dwarf`), a small copy of the user stack: enough for
-//! the frames that say why a thread waits (`take_gil` above the futex
-//! wait), while a waiting thread's outer frames, which do not change
-//! while it waits, are read from the live process as the unwinder needs
-//! them. The kernel's switch records (out, with "still runnable", and in)
-//! give the intervals. The CPU collector drains these rings with its own,
-//! so the stacks share one table and one symbolization; rows go to
-//! `switches`.
+//! Off-CPU: where the command's threads wait. The kernel's switch records
+//! (out, with "still runnable", and in) for every context switch of the
+//! command's threads give the intervals, exactly. A `context-switches`
+//! counter per CPU takes the stack at switch-outs, every one up to
+//! [`STACK_HZ`] a second per CPU and a sample of them above (the kernel
+//! adjusts the period): a stack at each of 3x10^5 switches a second made
+//! a ping-pong of two threads 3.2x slower (perf's `sched:sched_switch -g`
+//! 2.5x), a stack at 10^4 of them 1.5x (docs/performance.md). A stack is
+//! kernel frames and frame-pointer user frames and, when stacks are
+//! unwound (`--call-graph auto|dwarf`), a small copy of the user stack:
+//! enough for the frames that say why a thread waits (`take_gil` above
+//! the futex wait), while a waiting thread's outer frames, which do not
+//! change while it waits, are read from the live process as the unwinder
+//! needs them. The CPU collector drains these rings with its own, so the
+//! stacks share one table and one symbolization; rows go to `switches`.
 
 use super::collector::Setup;
 use super::perf::{CpuSampler, MAX_STACK, Stacks, USER_REGS};
@@ -28,13 +32,16 @@ pub const TAG: u32 = 1 << 31;
 const SWITCH: &str = "--no-off-cpu";
 const WHAT: &str = "off-CPU waits";
 
-/// 2^9 pages (2 MiB) per CPU: a sample with its chain and stack copy and
-/// two switch records per switch, 10 ms of 10^5 switches a second between
-/// two drains without the copy, a third of that with it.
+/// 2^9 pages (2 MiB) per CPU: between two drains (10 ms), the switch
+/// records of 3x10^5 switches a second (~50 bytes, two per switch) and
+/// [`STACK_HZ`] stacks (~2.4 KiB with the copy), twice over.
 const RING_PAGES_EXP: u8 = 9;
 
 /// User stack bytes copied per switch-out (with `auto` and `dwarf`).
 pub const STACK_BYTES: u32 = 2048;
+
+/// Switch-outs a second per CPU that get a stack, at most.
+pub const STACK_HZ: u64 = 10_000;
 
 fn opts(kernel: bool, stacks: Stacks) -> Opts {
     let copy = stacks.copies_user_stack();
@@ -44,7 +51,7 @@ fn opts(kernel: bool, stacks: Stacks) -> Opts {
     opts.inherit = Some(Inherit::NewChild);
     opts.on_execve = Some(OnExecve::Enable);
     opts.enable = false;
-    opts.sample_on = SampleOn::Count(1);
+    opts.sample_on = SampleOn::Freq(STACK_HZ);
     opts.sample_format = SampleFormat {
         call_chain: Some(CallChain {
             exclude_user: false,
