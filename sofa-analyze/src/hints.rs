@@ -151,11 +151,16 @@ fn gpu_idle(a: &Analysis) -> Vec<Hint> {
     out
 }
 
-/// More than 30 % of wall time inside I/O system calls.
+/// More than 30 % of wall time inside I/O system calls. With context
+/// switches the waits tell more (a blocking pipe read waits for input, not
+/// for I/O): the input-bound and disk rules speak instead.
 fn io_bound(a: &Analysis) -> Vec<Hint> {
     let Some(wall) = wall_ns(a) else {
         return Vec::new();
     };
+    if a.waits.is_some() {
+        return Vec::new();
+    }
     let io = || {
         a.syscalls
             .iter()
@@ -188,11 +193,16 @@ fn io_bound(a: &Analysis) -> Vec<Hint> {
 }
 
 /// One thread has most CPU samples while threads wait in futex more than
-/// half the wall time (summed over threads).
+/// half the wall time (summed over threads). Not with context switches:
+/// they name what the futex waits were (the GIL, a queue of batches, idle
+/// pool threads), and a futex total would blame idle pools.
 fn serial_bottleneck(a: &Analysis) -> Vec<Hint> {
     let Some(wall) = wall_ns(a) else {
         return Vec::new();
     };
+    if a.waits.is_some() {
+        return Vec::new();
+    }
     let Some(futex) = a.syscalls.iter().find(|s| s.name == "futex") else {
         return Vec::new();
     };
@@ -812,6 +822,136 @@ mod tests {
         );
         a.run.duration_ns = None;
         assert!(io_bound(&a).is_empty(), "no wall time, no share");
+    }
+
+    fn waits_of(threads: Vec<crate::ThreadWaits>) -> crate::WaitSummary {
+        crate::WaitSummary {
+            threads,
+            ..Default::default()
+        }
+    }
+
+    fn thread_waits(tid: u32, span_ms: u64, reasons: &[(&str, u64)]) -> crate::ThreadWaits {
+        let by_reason: std::collections::BTreeMap<String, u64> = reasons
+            .iter()
+            .map(|(r, ms)| (r.to_string(), ms * 1_000_000))
+            .collect();
+        let wait_ns: u64 = by_reason.values().sum();
+        crate::ThreadWaits {
+            pid: 7,
+            tid,
+            comm: "python3".into(),
+            span_ns: span_ms * 1_000_000,
+            wait_ns,
+            wait_share: wait_ns as f64 / (span_ms * 1_000_000) as f64,
+            by_reason,
+        }
+    }
+
+    #[test]
+    fn input_bound_fires_when_the_loop_waits_for_batches() {
+        let mut a = quiet();
+        assert!(input_bound(&a).is_empty(), "no switches, no rule");
+        let mut w = waits_of(vec![]);
+        w.main = Some(crate::LoopWaits {
+            pid: 7,
+            tid: 7,
+            from_ns: 0,
+            to_ns: 1_000_000_000,
+            in_steps: true,
+            input_ns: 99_000_000,
+            input_in: Some("Queue.get".into()),
+            ..Default::default()
+        });
+        a.waits = Some(w.clone());
+        assert!(input_bound(&a).is_empty(), "9.9 %: quiet");
+        w.main.as_mut().unwrap().input_ns = 400_000_000;
+        a.waits = Some(w);
+        let h = input_bound(&a);
+        assert_eq!(h.len(), 1);
+        assert!(
+            h[0].evidence.contains("40% of the loop"),
+            "{}",
+            h[0].evidence
+        );
+        assert!(
+            h[0].evidence.contains("4.0 ms of each 10.0 ms step"),
+            "{}",
+            h[0].evidence
+        );
+        assert!(h[0].evidence.contains("most in Queue.get"));
+        assert!(h[0].evidence.contains("num_workers"));
+    }
+
+    #[test]
+    fn gil_waits_name_each_thread_that_waits() {
+        let mut a = quiet();
+        a.waits = Some(waits_of(vec![
+            thread_waits(1, 1000, &[("gil", 500)]),
+            thread_waits(2, 1000, &[("gil", 490), ("preempted", 20)]),
+            thread_waits(3, 1000, &[("gil", 90)]),
+        ]));
+        let h = gil_bound(&a);
+        assert_eq!(h.len(), 1);
+        assert!(
+            h[0].evidence.contains("2 threads of process 7"),
+            "{}",
+            h[0].evidence
+        );
+        assert!(h[0].evidence.contains("1 50%, 2 49%"), "{}", h[0].evidence);
+        a.waits = Some(waits_of(vec![thread_waits(
+            1,
+            1000,
+            &[("gil", 99), ("lock", 800)],
+        )]));
+        assert!(gil_bound(&a).is_empty());
+    }
+
+    #[test]
+    fn waiting_for_a_cpu_over_a_tenth_of_the_threads_time() {
+        let mut a = quiet();
+        a.waits = Some(waits_of(vec![
+            thread_waits(1, 1000, &[("preempted", 150), ("sleep", 500)]),
+            thread_waits(2, 1000, &[("preempted", 60)]),
+        ]));
+        let h = waits_for_cpu(&a);
+        assert_eq!(h.len(), 1);
+        assert!(
+            h[0].evidence.contains("10% of their time"),
+            "{}",
+            h[0].evidence
+        );
+        assert!(h[0].evidence.starts_with("runnable threads"));
+        a.waits = Some(waits_of(vec![thread_waits(1, 1000, &[("preempted", 99)])]));
+        assert!(waits_for_cpu(&a).is_empty());
+    }
+
+    #[test]
+    fn waiting_for_disk_over_a_tenth_of_a_threads_time() {
+        let mut a = quiet();
+        a.waits = Some(waits_of(vec![thread_waits(1, 1000, &[("disk", 99)])]));
+        assert!(waits_for_disk(&a).is_empty());
+        a.waits = Some(waits_of(vec![thread_waits(1, 1000, &[("disk", 300)])]));
+        let h = waits_for_disk(&a);
+        assert_eq!(h.len(), 1);
+        assert!(
+            h[0].evidence.contains("1 (python3) 30%"),
+            "{}",
+            h[0].evidence
+        );
+    }
+
+    #[test]
+    fn syscall_time_rules_yield_to_waits() {
+        let mut a = quiet();
+        a.syscalls = vec![syscall("read", 6_000), syscall("futex", 6_000)];
+        a.threads = vec![python_thread(7, None)];
+        a.threads[0].share = 0.9;
+        assert_eq!(io_bound(&a).len(), 1);
+        assert_eq!(serial_bottleneck(&a).len(), 1);
+        a.waits = Some(waits_of(vec![]));
+        assert!(io_bound(&a).is_empty());
+        assert!(serial_bottleneck(&a).is_empty());
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub use system::{DiskRow, InterfaceRow, SystemSummary, system_summary};
 pub use tasks::{ProcessRow, ThreadRow};
 pub use unwinding::StackSummary;
 pub use views::{CpuSeries, Folded, GpuSeries, Scatter, ScatterFunction, Series, Timeline, Views};
-pub use waits::{ReasonRow, ThreadWaits, Wait, WaitStackRow, WaitSummary};
+pub use waits::{LoopWaits, ReasonRow, ThreadWaits, Wait, WaitStackRow, WaitSummary};
 
 /// Errors of analysis; reading the archive is the only thing that can fail so far.
 #[derive(Debug, thiserror::Error)]

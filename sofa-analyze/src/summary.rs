@@ -406,6 +406,9 @@ fn analyze_inner(
                 system: &system_rows,
                 stacks: &stacks,
                 duration_ns: analysis.run.duration_ns,
+                waits: wait_rows.as_deref(),
+                period_ns: 1_000_000_000 / analysis.run.frequency_hz.unwrap_or(999).max(1),
+                thread_name: &|tid| names.of(tid),
             },
         )
     });

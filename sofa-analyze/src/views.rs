@@ -9,6 +9,7 @@ use crate::labels::{FunctionId, Labelled};
 use serde::Serialize;
 use sofa_trace::Archive;
 use sofa_trace::Metric;
+use sofa_trace::WaitReason;
 use sofa_trace::tables::{GpuCounter, Sample, SystemCounter};
 use std::collections::{BTreeMap, HashMap};
 
@@ -29,7 +30,9 @@ pub struct Views {
     pub timeline: Timeline,
     pub scatter: Scatter,
     /// Whole run first, then one per swarm (in swarm id order), then, when
-    /// the run has Python frames, the whole run with Python frames only.
+    /// the run has Python frames, the whole run with Python frames only;
+    /// with context switches, the off-CPU waits and the wall clock (CPU
+    /// samples and waits: one sample per sampling interval waited).
     pub flamegraphs: Vec<Folded>,
 }
 
@@ -53,7 +56,25 @@ pub struct Timeline {
     /// Memory used (bytes) from /proc/meminfo.
     pub mem_used: Option<Series>,
     pub gpus: Vec<GpuSeries>,
+    /// What the busiest threads did per bin; empty without context switches.
+    pub thread_states: Vec<ThreadLane>,
+    /// Names of the states in `ThreadLane::states`: `running`, then the
+    /// wait reasons.
+    pub state_names: Vec<String>,
 }
+
+/// One thread's state per timeline bin: the index in `state_names` of
+/// what it did most in the bin (255: not alive then).
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadLane {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub states: Vec<u8>,
+}
+
+/// Thread lanes drawn, at most: the threads that waited or ran longest.
+const LANES: usize = 12;
 
 /// Points of one counter (columnar: `t_ns[i]` goes with `value[i]`).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -121,6 +142,13 @@ pub(crate) struct Inputs<'a> {
     pub system: &'a [SystemCounter],
     pub stacks: &'a CallStacks,
     pub duration_ns: Option<u64>,
+    /// Off-CPU waits, when context switches were recorded.
+    pub waits: Option<&'a [crate::Wait]>,
+    /// One sampling interval, ns: the weight of one sample, in which waits
+    /// are counted too.
+    pub period_ns: u64,
+    /// Thread names.
+    pub thread_name: &'a dyn Fn(u32) -> String,
 }
 
 struct Axis {
@@ -343,6 +371,80 @@ fn folded(title: String, counts: HashMap<&str, u64>) -> Folded {
     }
 }
 
+/// The threads that waited or ran longest, each with its dominant state
+/// per bin: running between its waits, else the reason it waited for most.
+fn thread_lanes(
+    waits: &[crate::Wait],
+    axis: &Axis,
+    name: &dyn Fn(u32) -> String,
+) -> (Vec<String>, Vec<ThreadLane>) {
+    let mut names = vec!["running".to_owned()];
+    names.extend(WaitReason::ALL.iter().map(|r| r.as_str().to_owned()));
+    let mut per_thread: BTreeMap<(u32, u32), Vec<&crate::Wait>> = BTreeMap::new();
+    for w in waits {
+        per_thread.entry((w.pid, w.tid)).or_default().push(w);
+    }
+    let mut threads: Vec<((u32, u32), Vec<&crate::Wait>)> = per_thread.into_iter().collect();
+    // Longest observed first.
+    let span = |ws: &[&crate::Wait]| {
+        ws.iter().map(|w| w.end_ns).max().unwrap_or(0)
+            - ws.iter().map(|w| w.start_ns).min().unwrap_or(0)
+    };
+    threads.sort_by(|a, b| span(&b.1).cmp(&span(&a.1)).then(a.0.cmp(&b.0)));
+    threads.truncate(LANES);
+    let lanes = threads
+        .into_iter()
+        .map(|((pid, tid), mut ws)| {
+            ws.sort_by_key(|w| w.start_ns);
+            let first = ws.first().map_or(0, |w| w.start_ns);
+            let last = ws.last().map_or(0, |w| w.end_ns);
+            // Time per state per bin; running fills what waits leave.
+            let mut time = vec![[0u64; 16]; axis.bins];
+            for w in &ws {
+                let state = 1 + WaitReason::ALL
+                    .iter()
+                    .position(|r| *r == w.reason)
+                    .unwrap_or(0);
+                let mut t = w.start_ns;
+                while t < w.end_ns {
+                    let Some(b) = axis.bin(t) else { break };
+                    let bin_end = axis.start + (b as u64 + 1) * axis.bin_ns;
+                    let until = bin_end.min(w.end_ns);
+                    time[b][state] += until - t;
+                    t = until;
+                }
+            }
+            let states = time
+                .iter()
+                .enumerate()
+                .map(|(b, per)| {
+                    let from = axis.start + b as u64 * axis.bin_ns;
+                    let to = from + axis.bin_ns;
+                    let alive = to.min(last).saturating_sub(from.max(first));
+                    if alive == 0 {
+                        return u8::MAX;
+                    }
+                    let waited: u64 = per.iter().sum();
+                    let running = alive.saturating_sub(waited);
+                    let (state, most) = per
+                        .iter()
+                        .enumerate()
+                        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0)))
+                        .map_or((0, 0), |(s, t)| (s, *t));
+                    if running >= most { 0 } else { state as u8 }
+                })
+                .collect();
+            ThreadLane {
+                pid,
+                tid,
+                comm: name(tid),
+                states,
+            }
+        })
+        .collect();
+    (names, lanes)
+}
+
 pub(crate) fn build(archive: &Archive, l: &Labelled, i: &Inputs) -> Views {
     let (first, last) = l.samples.iter().fold((u64::MAX, 0), |(lo, hi), s| {
         (lo.min(s.time_ns), hi.max(s.time_ns))
@@ -418,7 +520,13 @@ pub(crate) fn build(archive: &Archive, l: &Labelled, i: &Inputs) -> Views {
         points.sort_by_key(|p| p.0);
         (!points.is_empty()).then(|| downsample(points))
     };
+    let (state_names, thread_states) = match i.waits {
+        Some(waits) => thread_lanes(waits, &axis, i.thread_name),
+        None => (Vec::new(), Vec::new()),
+    };
     let timeline = Timeline {
+        thread_states,
+        state_names,
         start_ns: start,
         end_ns: end,
         bin_ns: axis.bin_ns,
@@ -462,6 +570,38 @@ pub(crate) fn build(archive: &Archive, l: &Labelled, i: &Inputs) -> Views {
             *counts.entry(line.as_str()).or_default() += n;
         }
         flamegraphs.push(folded("whole run, Python frames only".to_owned(), counts));
+    }
+
+    // Off-CPU waits, and the wall clock: waits in units of one sampling
+    // interval, each stack with a last frame naming the reason.
+    if let Some(waits) = i.waits.filter(|w| !w.is_empty()) {
+        let mut wait_ids: Vec<Option<u64>> = waits.iter().map(|w| w.stack_id).collect();
+        wait_ids.sort();
+        wait_ids.dedup();
+        let wait_lines = fold_stacks(i.stacks, wait_ids.into_iter());
+        let period = i.period_ns.max(1);
+        let mut off: HashMap<String, u64> = HashMap::new();
+        for w in waits {
+            let n = (w.duration_ns() + period / 2) / period;
+            if n == 0 {
+                continue;
+            }
+            let line = format!("{};[off-CPU: {}]", wait_lines[&w.stack_id], w.reason);
+            *off.entry(line).or_default() += n;
+        }
+        let off_counts: HashMap<&str, u64> = off.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        flamegraphs.push(folded(
+            "off-CPU waits (1 sample = 1 sampling interval waited)".to_owned(),
+            off_counts.clone(),
+        ));
+        let mut wall = off_counts;
+        for (stack, n) in &per_stack {
+            *wall.entry(lines[stack].as_str()).or_default() += n;
+        }
+        flamegraphs.push(folded(
+            "wall clock: CPU samples and off-CPU waits".to_owned(),
+            wall,
+        ));
     }
 
     // Scatter: the lowest address each function was sampled at (as self).

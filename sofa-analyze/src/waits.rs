@@ -591,3 +591,233 @@ fn waited_in(stacks: &CallStacks, stack: Option<u64>) -> (String, String) {
             |(f, m)| (f.clone(), m.clone()),
         )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::functions::Resolved;
+    use sofa_trace::tables::StackNode;
+    use std::collections::HashMap;
+
+    /// Stacks from chains of `function@module`, leaf first; chain `i` has
+    /// its leaf at stack id `100 * (i + 1)`.
+    fn stacks(chains: &[&[&str]]) -> CallStacks {
+        let mut stacks = CallStacks {
+            nodes: HashMap::new(),
+            frames: HashMap::new(),
+        };
+        let mut frame_ids: HashMap<&str, u64> = HashMap::new();
+        for (i, chain) in chains.iter().enumerate() {
+            let base = 100 * (i as u64 + 1);
+            for (depth, name) in chain.iter().enumerate() {
+                let next = frame_ids.len() as u64;
+                let frame = *frame_ids.entry(name).or_insert(next);
+                let (function, module) = name.split_once('@').unwrap();
+                stacks.frames.insert(
+                    frame,
+                    Resolved {
+                        names: vec![(function.to_owned(), module.to_owned())],
+                        address: 0,
+                    },
+                );
+                let id = base + depth as u64;
+                stacks.nodes.insert(
+                    id,
+                    StackNode {
+                        stack_id: id,
+                        parent_id: (depth + 1 < chain.len()).then_some(id + 1),
+                        frame_id: frame,
+                    },
+                );
+            }
+        }
+        stacks
+    }
+
+    fn row(time_ns: u64, tid: u32, out: bool, preempted: bool, stack: Option<u64>) -> Switch {
+        Switch {
+            time_ns,
+            pid: 1,
+            tid,
+            cpu: 0,
+            out,
+            preempted,
+            stack_id: stack,
+        }
+    }
+
+    const FUTEX: &[&str] = &[
+        "schedule@[kernel]",
+        "futex_wait@[kernel]",
+        "do_syscall_64@[kernel]",
+        "__futex_abstimed_wait_common@libc.so.6",
+    ];
+
+    fn with(prefix: &[&'static str], rest: &[&'static str]) -> Vec<&'static str> {
+        prefix.iter().chain(rest).copied().collect()
+    }
+
+    #[test]
+    fn reasons_come_from_the_first_rule_any_frame_matches() {
+        let gil = with(
+            FUTEX,
+            &[
+                "pthread_cond_timedwait@libc.so.6",
+                "take_gil@libpython3.12.so",
+            ],
+        );
+        let queue = with(
+            FUTEX,
+            &["Condition.wait@py:threading.py", "Queue.get@py:queue.py"],
+        );
+        let s = stacks(&[
+            &gil,
+            FUTEX,
+            &[
+                "schedule@[kernel]",
+                "io_schedule@[kernel]",
+                "filemap_fault@[kernel]",
+                "exc_page_fault@[kernel]",
+            ],
+            &["schedule@[kernel]", "exc_page_fault@[kernel]"],
+            &[
+                "schedule@[kernel]",
+                "do_nanosleep@[kernel]",
+                "clock_nanosleep@libc.so.6",
+            ],
+            &[
+                "schedule@[kernel]",
+                "anon_pipe_read@[kernel]",
+                "read@libc.so.6",
+            ],
+            &["schedule@[kernel]", "do_sys_poll@[kernel]"],
+            &["schedule@[kernel]", "do_wait@[kernel]"],
+            &["schedule@[kernel]", "nvidia_unlocked_ioctl@[kernel]"],
+            // Kernel frames hidden: the C library's wrapper says it.
+            &[
+                "__lll_lock_wait@libc.so.6",
+                "pthread_mutex_lock@libc.so.6",
+                "work@app",
+            ],
+            &["read@libc.so.6", "main@app"],
+            &["schedule@[kernel]", "worker_thread@[kernel]"],
+            &queue,
+        ]);
+        let reason = |chain: u64| reason_of(&s, Some(100 * chain), false);
+        assert_eq!(reason(1), WaitReason::Gil);
+        assert_eq!(reason(2), WaitReason::Lock);
+        assert_eq!(
+            reason(3),
+            WaitReason::Disk,
+            "a fault that waited for the device"
+        );
+        assert_eq!(reason(4), WaitReason::PageFault);
+        assert_eq!(reason(5), WaitReason::Sleep);
+        assert_eq!(reason(6), WaitReason::Pipe);
+        assert_eq!(reason(7), WaitReason::Poll);
+        assert_eq!(reason(8), WaitReason::Child);
+        assert_eq!(reason(9), WaitReason::GpuDriver);
+        assert_eq!(reason(10), WaitReason::Lock);
+        assert_eq!(reason(11), WaitReason::Pipe);
+        assert_eq!(reason(12), WaitReason::Other);
+        assert_eq!(reason_of(&s, None, false), WaitReason::Other);
+        // Preempted wins over any stack.
+        assert_eq!(reason_of(&s, Some(100), true), WaitReason::Preempted);
+        // A lock wait under a queue waits for input; one elsewhere does not.
+        assert!(is_input(&s, Some(1300), WaitReason::Lock));
+        assert!(!is_input(&s, Some(200), WaitReason::Lock));
+        assert!(is_input(&s, Some(600), WaitReason::Pipe));
+        assert_eq!(waited_in(&s, Some(1300)).0, "Condition.wait");
+        assert_eq!(waited_in(&s, Some(1000)).0, "work", "past libc");
+    }
+
+    #[test]
+    fn an_out_and_the_threads_next_in_make_a_wait() {
+        let s = stacks(&[FUTEX]);
+        let switches = Switches::pair(vec![
+            row(10, 7, true, false, Some(100)),
+            row(12, 8, true, true, None),
+            row(15, 8, false, false, None),
+            row(30, 7, false, false, None),
+            row(40, 7, true, false, Some(100)),
+            // Thread 7's last switch-out has no switch-in: no wait. An in
+            // with no out before it neither.
+            row(5, 9, false, false, None),
+        ]);
+        let waits = switches.waits(&s);
+        let got: Vec<(u32, u64, u64, WaitReason)> = waits
+            .iter()
+            .map(|w| (w.tid, w.start_ns, w.end_ns, w.reason))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (7, 10, 30, WaitReason::Lock),
+                (8, 12, 15, WaitReason::Preempted)
+            ]
+        );
+        assert!(waits[0].own_stack);
+        let summary = summarize(&waits, &switches, &s, |_| Some("t".into()));
+        assert_eq!(summary.wait_ns, 23);
+        assert_eq!(summary.by_reason[0].reason, "lock");
+        let t7 = summary.threads.iter().find(|t| t.tid == 7).unwrap();
+        assert_eq!(t7.span_ns, 30, "first to last switch");
+        assert!((t7.wait_share - 20.0 / 30.0).abs() < 1e-9);
+        assert_eq!(summary.stacks[0].function, "__futex_abstimed_wait_common");
+    }
+
+    #[test]
+    fn a_wait_without_a_stack_takes_its_threads_nearest_of_the_same_kind() {
+        let s = stacks(&[FUTEX, &["schedule@[kernel]", "do_nanosleep@[kernel]"]]);
+        let switches = Switches::pair(vec![
+            row(0, 7, true, false, Some(100)),
+            row(1, 7, false, false, None),
+            row(100, 7, true, false, Some(200)),
+            row(101, 7, false, false, None),
+            // Unsampled: nearer the sleep than the futex wait.
+            row(90, 7, true, false, None),
+            row(91, 7, false, false, None),
+            // Preempted: only a preempted stack may lend (none here).
+            row(95, 7, true, true, None),
+            row(96, 7, false, false, None),
+        ]);
+        let waits = switches.waits(&s);
+        let by_start: HashMap<u64, &Wait> = waits.iter().map(|w| (w.start_ns, w)).collect();
+        assert_eq!(by_start[&90].reason, WaitReason::Sleep);
+        assert!(!by_start[&90].own_stack);
+        assert_eq!(by_start[&95].stack_id, None);
+        assert_eq!(by_start[&95].reason, WaitReason::Preempted);
+        let summary = summarize(&waits, &switches, &s, |_| None);
+        assert!((summary.own_stack_share - 2.0 / 4.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_loop_clips_waits_and_starts_after_the_last_exec() {
+        let queue = with(FUTEX, &["Queue.get@py:queue.py"]);
+        let s = stacks(&[&queue, FUTEX]);
+        let w = |start_ns, end_ns, stack, reason| Wait {
+            pid: 1,
+            tid: 1,
+            start_ns,
+            end_ns,
+            reason,
+            stack_id: Some(stack),
+            own_stack: true,
+        };
+        let waits = [
+            w(0, 50, 200, WaitReason::Pipe), // before the exec
+            w(90, 110, 100, WaitReason::Lock),
+            w(150, 160, 200, WaitReason::Lock),
+            w(190, 230, 100, WaitReason::Lock),
+        ];
+        let m = loop_waits(&waits, &s, (1, 1), Some((100, 200)), 60).unwrap();
+        assert_eq!((m.from_ns, m.to_ns, m.in_steps), (100, 200, true));
+        assert_eq!(m.wait_ns, 10 + 10 + 10);
+        assert_eq!(m.input_ns, 20, "the queue's lock waits, clipped");
+        assert_eq!(m.input_in.as_deref(), Some("Queue.get"));
+        let whole = loop_waits(&waits, &s, (1, 1), None, 60).unwrap();
+        assert_eq!((whole.from_ns, whole.to_ns), (90, 230));
+        assert_eq!(whole.by_reason.get("pipe"), None, "another program's wait");
+        assert!(loop_waits(&waits, &s, (2, 2), None, 0).is_none());
+    }
+}

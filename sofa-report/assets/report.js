@@ -496,6 +496,37 @@
         return parts.length ? parts.join(", ") + " samples per " + fmtNs(T.bin_ns) : "idle";
       }
     });
+    // Thread state lanes: running, or waiting off the CPU (colour per reason).
+    var lanes = T.thread_states || [];
+    var stateColors = {
+      "running": "#59a14f", "preempted": "#f28e2b", "gil": "#b07aa1", "lock": "#e15759",
+      "pipe": "#4e79a7", "poll": "#76b7b2", "disk": "#9c755f", "page-fault": "#ff9da7",
+      "sleep": "#bab0ac", "child": "#d4d4d4", "gpu-driver": "#edc948", "other": "#7f7f7f"
+    };
+    addTrack(tracks, {
+      id: "threads", title: "Threads: running (green) or waiting off the CPU, coloured by reason (hover: which)",
+      height: Math.max(24, 12 * lanes.length + 4),
+      missing: lanes.length ? null : collectorNote("off_cpu", "no context switches"),
+      draw: function (ctx, w, h) {
+        var per = (view.t1 - view.t0) / w;
+        lanes.forEach(function (lane, k) {
+          for (var px = 0; px < w; px++) {
+            var b = Math.floor((view.t0 + px * per) / T.bin_ns);
+            var st = b >= 0 && b < lane.states.length ? lane.states[b] : 255;
+            if (st === 255) continue;
+            ctx.fillStyle = stateColors[T.state_names[st]] || "#7f7f7f";
+            ctx.fillRect(px, 2 + 12 * k, 1, 10);
+          }
+        });
+      },
+      read: function (t) {
+        var b = Math.floor(t / T.bin_ns);
+        return lanes.map(function (lane) {
+          var st = b >= 0 && b < lane.states.length ? lane.states[b] : 255;
+          return lane.tid + " " + lane.comm + ": " + (st === 255 ? "–" : T.state_names[st]);
+        }).join("; ");
+      }
+    });
     addTrack(tracks, {
       id: "cpu", title: "CPU utilisation, all CPUs (user, system, iowait)", height: 56,
       missing: T.cpu ? null : collectorNote("system", "fewer than two /proc/stat reads"),
@@ -714,6 +745,9 @@
       row.io_ns = r.io_ns;
       row.gpu_busy_share = r.gpu_busy_share;
       row.net_bytes = r.net_bytes;
+      if (r.main_waits_ns) {
+        Object.keys(r.main_waits_ns).forEach(function (k) { row["main_wait_" + k + "_ns"] = r.main_waits_ns[k]; });
+      }
       return row;
     });
     b.appendChild(dataTable("Steps", breakdown,
@@ -721,6 +755,19 @@
       D.omitted.step_breakdown > 0 ? fmtNum(D.omitted.step_breakdown) + " later steps not listed" : null));
     b.appendChild(dataTable("Processes", A.processes, "no samples"));
     b.appendChild(dataTable("Threads", A.threads, "no samples"));
+    var w = A.waits;
+    var waitThreads = w ? w.threads.map(function (t) {
+      var row = { pid: t.pid, tid: t.tid, comm: t.comm, span_ns: t.span_ns, wait_ns: t.wait_ns, wait_share: t.wait_share };
+      Object.keys(t.by_reason).forEach(function (k) { row[k + "_ns"] = t.by_reason[k]; });
+      return row;
+    }) : [];
+    var waitColumns = [];
+    waitThreads.forEach(function (r) {
+      Object.keys(r).forEach(function (k) { if (waitColumns.indexOf(k) < 0) waitColumns.push(k); });
+    });
+    b.appendChild(dataTable("Waits per thread (off the CPU)", waitThreads, collectorNote("off_cpu", "no waits"),
+      "span: the thread's first to last context switch", waitColumns.length ? waitColumns : null));
+    b.appendChild(dataTable("Where threads waited", w ? w.stacks : [], collectorNote("off_cpu", "no waits")));
     b.appendChild(dataTable("System calls", A.syscalls, collectorNote("syscalls", "no system calls")));
     b.appendChild(dataTable("GPU", A.gpu, collectorNote("gpu", "no GPU was sampled")));
     var net = A.net;

@@ -294,21 +294,33 @@ fn swarms(out: &mut String, analysis: &Analysis, limit: usize) {
 
 /// What the first steps spent their time on.
 fn step_breakdown(out: &mut String, analysis: &Analysis, limit: usize) {
+    // The main thread's waits, where context switches were recorded.
+    let waits = analysis
+        .step_breakdown
+        .iter()
+        .any(|b| b.main_waits_ns.is_some());
+    let mut columns = vec![
+        ("step", R),
+        ("ms", R),
+        ("samples by swarm", L),
+        ("syscall ms", R),
+        ("io ms", R),
+        ("gpu busy%", R),
+        ("net KiB", R),
+    ];
+    if waits {
+        columns.push(("main thread waits ms", L));
+    }
     section(
         out,
-        "steps (first ones): CPU samples per swarm, system call time, GPU, network, waits",
-        &[
-            ("step", R),
-            ("ms", R),
-            ("samples by swarm", L),
-            ("syscall ms", R),
-            ("io ms", R),
-            ("gpu busy%", R),
-            ("net KiB", R),
-            ("main thread waits ms", L),
-        ],
+        if waits {
+            "steps (first ones): CPU samples per swarm, system call time, GPU, network, waits"
+        } else {
+            "steps (first ones): CPU samples per swarm, system call time, GPU, network"
+        },
+        &columns,
         analysis.step_breakdown.iter().map(|b| {
-            vec![
+            let mut row = vec![
                 b.step.to_string(),
                 format!("{:.3}", b.duration_ns as f64 / 1e6),
                 b.samples_by_swarm
@@ -321,7 +333,9 @@ fn step_breakdown(out: &mut String, analysis: &Analysis, limit: usize) {
                 b.gpu_busy_share
                     .map_or_else(|| "-".to_owned(), |s| format!("{:.0}", 100.0 * s)),
                 format!("{:.1}", b.net_bytes as f64 / 1024.0),
-                b.main_waits_ns.as_ref().map_or_else(
+            ];
+            if waits {
+                row.push(b.main_waits_ns.as_ref().map_or_else(
                     || "-".to_owned(),
                     |by| {
                         let mut by: Vec<(&String, &u64)> = by.iter().collect();
@@ -332,8 +346,9 @@ fn step_breakdown(out: &mut String, analysis: &Analysis, limit: usize) {
                             .collect::<Vec<_>>()
                             .join(", ")
                     },
-                ),
-            ]
+                ));
+            }
+            row
         }),
         limit.min(10),
     );
