@@ -267,3 +267,33 @@ fn report_of_a_python_job_names_python_frames_and_offers_a_python_only_graph() {
     // Python functions in the tables, with their files as modules.
     assert!(page.dom.contains("py:py_hot.py"));
 }
+
+#[test]
+fn report_of_a_job_that_waits_draws_thread_states_and_off_cpu_graphs() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("waits");
+    let script = common::root().join("fixtures/workloads/waits.py");
+    let py = common::python();
+    let out = record(
+        &archive,
+        &[py.as_str(), script.to_str().unwrap(), "sleep", "60"],
+    );
+    common::assert_success(&out);
+    let out = sofa().arg("report").arg(&archive).output().unwrap();
+    common::assert_success(&out);
+    let html = archive.join("report.html");
+    let text = std::fs::read_to_string(&html).unwrap();
+    // The sleep's stacks end in a frame naming the reason.
+    assert!(text.contains("[off-CPU: sleep]"));
+    let page = load(&html, dir.path());
+    assert_clean(&page);
+    let dom = &page.dom;
+    assert!(dom.contains("off-CPU waits (1 sample = 1 sampling interval waited)"));
+    assert!(dom.contains("wall clock: CPU samples and off-CPU waits"));
+    assert!(
+        dom.contains("data-track=\"threads\" data-drawn=\"true\""),
+        "thread state lanes not drawn"
+    );
+    assert!(dom.contains("Waits per thread (off the CPU)"));
+    assert!(dom.contains("time_sleep") || dom.contains("pysleep") || dom.contains("main"));
+}

@@ -9,8 +9,8 @@
 //! 20 Hz busy outside phase 0, and 64 KiB sent and received in phase 4.
 
 use crate::tables::{
-    Frame, GpuCounter, Mapping, NetEvent, Sample, StackNode, Symbol, Syscall, SystemCounter,
-    TaskEvent,
+    Frame, GpuCounter, Mapping, NetEvent, Sample, StackNode, Switch, Symbol, Syscall,
+    SystemCounter, TaskEvent,
 };
 use crate::{
     ArchiveWriter, ClockInfo, CollectorState, CollectorStatus, ExitInfo, FlushPolicy, GpuInfo,
@@ -66,7 +66,7 @@ impl Synthetic {
         });
         meta.collectors.insert("cpu".into(), CollectorStatus::ok());
         if self.collectors {
-            for name in ["syscalls", "system", "net", "gpu"] {
+            for name in ["syscalls", "system", "net", "gpu", "off_cpu"] {
                 meta.collectors.insert(name.into(), CollectorStatus::ok());
             }
             meta.gpus.push(GpuInfo {
@@ -200,6 +200,33 @@ fn write_collectors(w: &ArchiveWriter, end: u64, syscalls: Option<u64>) -> Resul
             arg1: 0,
             arg2: 4096,
         })?;
+        time += every;
+    }
+    t.finish()?;
+    // The main thread leaves its CPU in each long read (waiting for input),
+    // the other thread every 10 ms, preempted for 1 ms.
+    let mut t = w.table::<Switch>()?;
+    let mut time = START_NS;
+    while time < end {
+        let (tid, wait, preempted) = if step_phase(time) == 0 {
+            (100, 400_000, false)
+        } else if (time - START_NS).is_multiple_of(10_000_000) {
+            (101, 1_000_000, true)
+        } else {
+            time += every;
+            continue;
+        };
+        for (at, out) in [(time, true), (time + wait, false)] {
+            t.push(Switch {
+                time_ns: at,
+                pid: 100,
+                tid,
+                cpu: 0,
+                out,
+                preempted: out && preempted,
+                stack_id: out.then_some(0),
+            })?;
+        }
         time += every;
     }
     t.finish()?;
