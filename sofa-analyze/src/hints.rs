@@ -312,9 +312,17 @@ const GIL_TITLE: &str = "Python threads take turns on the GIL: they run Python o
 const GIL_REMEDY: &str = "move CPU-bound Python work to processes (multiprocessing, DataLoader \
      workers) or into code that releases the GIL (numpy, torch operators)";
 
+/// The GIL waits of a process's threads together, against its longest
+/// thread's span, from which the waits hint fires: one helper thread that
+/// waits for the GIL now and then does not make a process GIL-bound.
+const GIL_PROCESS_SHARE: f64 = 0.2;
+
 fn gil_waits(w: &crate::WaitSummary) -> Vec<Hint> {
     let mut by_process: std::collections::BTreeMap<u32, Vec<(u32, f64, u64)>> = Default::default();
+    let mut longest: std::collections::BTreeMap<u32, u64> = Default::default();
     for t in &w.threads {
+        let span = longest.entry(t.pid).or_default();
+        *span = (*span).max(t.span_ns);
         let gil = t
             .by_reason
             .get(WaitReason::Gil.as_str())
@@ -329,6 +337,10 @@ fn gil_waits(w: &crate::WaitSummary) -> Vec<Hint> {
     }
     by_process
         .into_iter()
+        .filter(|(pid, threads)| {
+            let together: u64 = threads.iter().map(|t| t.2).sum();
+            together as f64 >= GIL_PROCESS_SHARE * longest[pid] as f64
+        })
         .map(|(pid, mut threads)| {
             threads.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
             let each: Vec<String> = threads
@@ -904,6 +916,13 @@ mod tests {
             1000,
             &[("gil", 99), ("lock", 800)],
         )]));
+        assert!(gil_bound(&a).is_empty());
+        // A helper thread that waits 14 % of its time, in a process whose
+        // main thread runs a second: under a fifth of the process's time.
+        a.waits = Some(waits_of(vec![
+            thread_waits(1, 1000, &[("pipe", 450)]),
+            thread_waits(2, 900, &[("gil", 130)]),
+        ]));
         assert!(gil_bound(&a).is_empty());
     }
 
