@@ -17,4 +17,12 @@ chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
   --virtual-time-budget=20000 \
   --hide-scrollbars --window-size=1280,2300 --screenshot="$PWD/docs/report.png" \
   "file://$out/run/report.html" 2>/dev/null
-echo docs/report.png
+# Where threads wait: the input-bound fixture, its off-CPU flamegraph open.
+target/release/sofa record -o "$out/waits" -- "$python" fixtures/workloads/waits.py input
+target/release/sofa report "$out/waits" >/dev/null
+chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+  --disable-features=site-per-process,IsolateOrigins --run-all-compositor-stages-before-draw \
+  --virtual-time-budget=20000 \
+  --hide-scrollbars --window-size=1280,1500 --screenshot="$PWD/docs/report-waits.png" \
+  "file://$out/waits/report.html?flame=off-CPU" 2>/dev/null
+echo docs/report.png docs/report-waits.png

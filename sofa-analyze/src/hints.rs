@@ -237,8 +237,10 @@ fn input_bound(a: &Analysis) -> Vec<Hint> {
         return Vec::new();
     }
     let share = m.input_ns as f64 / span as f64;
+    // Per step only for steps found with some confidence: a doubtful
+    // period would make up the figure.
     let per_step = match a.steps.count {
-        n if m.in_steps && n > 0 => format!(
+        n if m.in_steps && n > 0 && a.steps.confidence >= STEP_CONFIDENCE => format!(
             ", {:.1} ms of each {:.1} ms step on average",
             m.input_ns as f64 / n as f64 / 1e6,
             span as f64 / n as f64 / 1e6
@@ -265,6 +267,9 @@ fn input_bound(a: &Analysis) -> Vec<Hint> {
 
 /// Share of the loop waiting for input from which the hint fires.
 const INPUT_SHARE: f64 = 0.1;
+
+/// Step confidence from which the input hint speaks per step.
+const STEP_CONFIDENCE: f64 = 0.3;
 
 /// Share of a thread's time waiting for the GIL from which it counts.
 const GIL_WAIT_SHARE: f64 = 0.1;
@@ -879,6 +884,14 @@ mod tests {
         assert!(input_bound(&a).is_empty(), "9.9 %: quiet");
         w.main.as_mut().unwrap().input_ns = 400_000_000;
         a.waits = Some(w);
+        a.steps.confidence = 0.1;
+        let h = input_bound(&a);
+        assert!(
+            !h[0].evidence.contains("step"),
+            "a doubtful period: {}",
+            h[0].evidence
+        );
+        a.steps.confidence = 0.6;
         let h = input_bound(&a);
         assert_eq!(h.len(), 1);
         assert!(

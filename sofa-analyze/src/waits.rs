@@ -42,6 +42,8 @@ pub(crate) struct Switches {
     pub outs: Vec<(Sample, u64)>,
     /// Whether each wait left its CPU still runnable.
     preempted: Vec<bool>,
+    /// Whether each wait's stack is its own (else borrowed).
+    own: Vec<bool>,
 }
 
 impl Switches {
@@ -67,6 +69,8 @@ impl Switches {
         order.sort_by_key(|&i| (rows[i].tid, rows[i].time_ns, !rows[i].out));
         let mut outs = Vec::new();
         let mut preempted = Vec::new();
+        let borrow = Borrow::new(&rows);
+        let mut own = Vec::new();
         for pair in order.windows(2) {
             let (out, back) = (&rows[pair[0]], &rows[pair[1]]);
             if !out.out || back.out || out.tid != back.tid {
@@ -78,72 +82,82 @@ impl Switches {
                     pid: out.pid,
                     tid: out.tid,
                     cpu: out.cpu,
-                    stack_id: out.stack_id,
+                    stack_id: out
+                        .stack_id
+                        .or_else(|| borrow.nearest(out.tid, out.preempted, out.time_ns)),
                     event: 0,
                     period: 0,
                 },
                 back.time_ns,
             ));
             preempted.push(out.preempted);
+            own.push(out.stack_id.is_some());
         }
         Switches {
             rows,
             outs,
             preempted,
+            own,
         }
     }
 
-    /// The waits with their reasons, from their (merged) stacks. Above
-    /// the recorder's stack rate only some switch-outs have a stack: a wait
-    /// without one takes the stack of its thread's nearest wait that has
-    /// one and left the CPU the same way (blocked or preempted), the one
-    /// before it where both are as near ([`Wait::own_stack`] says which).
+    /// The waits with their reasons, from their (merged) stacks.
     pub(crate) fn waits(&self, stacks: &CallStacks) -> Vec<Wait> {
         let mut reasons: FastMap<(Option<u64>, bool), WaitReason> = FastMap::default();
-        // Per thread and way of leaving: times of the waits with a stack.
+        self.outs
+            .iter()
+            .zip(&self.preempted)
+            .zip(&self.own)
+            .map(|(((out, end_ns), &preempted), &own_stack)| Wait {
+                pid: out.pid,
+                tid: out.tid,
+                start_ns: out.time_ns,
+                end_ns: *end_ns,
+                reason: *reasons
+                    .entry((out.stack_id, preempted))
+                    .or_insert_with(|| reason_of(stacks, out.stack_id, preempted)),
+                stack_id: out.stack_id,
+                own_stack,
+            })
+            .collect()
+    }
+}
+
+/// Above the recorder's stack rate only some switch-outs have a stack: a
+/// wait without one takes the native stack of its thread's nearest
+/// switch-out that has one and left the CPU the same way (blocked or
+/// preempted), the one before it where both are as near; its Python
+/// frames still come from its own snapshot ([`Wait::own_stack`] says which).
+struct Borrow {
+    stacked: FastMap<(u32, bool), Vec<(u64, u64)>>,
+}
+
+impl Borrow {
+    fn new(rows: &[Switch]) -> Borrow {
         let mut stacked: FastMap<(u32, bool), Vec<(u64, u64)>> = FastMap::default();
-        for ((out, _), &preempted) in self.outs.iter().zip(&self.preempted) {
-            if let Some(stack) = out.stack_id {
+        for r in rows.iter().filter(|r| r.out) {
+            if let Some(stack) = r.stack_id {
                 stacked
-                    .entry((out.tid, preempted))
+                    .entry((r.tid, r.preempted))
                     .or_default()
-                    .push((out.time_ns, stack));
+                    .push((r.time_ns, stack));
             }
         }
         for list in stacked.values_mut() {
             list.sort_unstable();
         }
-        let borrowed = |tid: u32, preempted: bool, t: u64| -> Option<u64> {
-            let list = stacked.get(&(tid, preempted))?;
-            let i = list.partition_point(|s| s.0 < t);
-            [i.checked_sub(1), Some(i)]
-                .into_iter()
-                .flatten()
-                .filter_map(|j| list.get(j))
-                .min_by_key(|s| s.0.abs_diff(t))
-                .map(|s| s.1)
-        };
-        self.outs
-            .iter()
-            .zip(&self.preempted)
-            .map(|((out, end_ns), &preempted)| {
-                let own_stack = out.stack_id.is_some();
-                let stack_id = out
-                    .stack_id
-                    .or_else(|| borrowed(out.tid, preempted, out.time_ns));
-                Wait {
-                    pid: out.pid,
-                    tid: out.tid,
-                    start_ns: out.time_ns,
-                    end_ns: *end_ns,
-                    reason: *reasons
-                        .entry((stack_id, preempted))
-                        .or_insert_with(|| reason_of(stacks, stack_id, preempted)),
-                    stack_id,
-                    own_stack,
-                }
-            })
-            .collect()
+        Borrow { stacked }
+    }
+
+    fn nearest(&self, tid: u32, preempted: bool, t: u64) -> Option<u64> {
+        let list = self.stacked.get(&(tid, preempted))?;
+        let i = list.partition_point(|s| s.0 < t);
+        [i.checked_sub(1), Some(i)]
+            .into_iter()
+            .flatten()
+            .filter_map(|j| list.get(j))
+            .min_by_key(|s| s.0.abs_diff(t))
+            .map(|s| s.1)
     }
 }
 

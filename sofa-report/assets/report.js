@@ -271,7 +271,14 @@
     b.appendChild(el("div", { class: "flame-bar" }, select, info));
     b.appendChild(frame);
     b.setAttribute("data-flamegraphs", String(available.length));
-    show(available[0]);
+    // `report.html?flame=off-CPU` opens the first graph whose title starts so.
+    var wanted = new URLSearchParams(window.location.search).get("flame");
+    var first = available.filter(function (i) {
+      return wanted && D.flamegraphs[i].title.indexOf(wanted) === 0;
+    })[0];
+    if (first === undefined) first = available[0];
+    select.value = String(first);
+    show(first);
   }
 
   // ---------- timeline ----------
