@@ -263,11 +263,19 @@ fn analyze_inner(
     } = functions_of(&stacks, &sample_rows);
     let names = Names::read(archive)?;
     let (processes, mut threads) = processes_and_threads(&names, &sample_rows);
-    let wait_rows = switches.as_ref().map(|sw| sw.waits(&stacks));
+    let mut impossible = 0;
+    let wait_rows = switches.as_ref().map(|sw| {
+        let mut rows = sw.waits(&stacks);
+        impossible = crate::waits::drop_impossible(&mut rows, &sample_rows);
+        rows
+    });
     let mut waits = switches
         .as_ref()
         .zip(wait_rows.as_deref())
         .map(|(sw, rows)| crate::waits::summarize(rows, sw, &stacks, |tid| Some(names.of(tid))));
+    if let Some(w) = &mut waits {
+        w.impossible = impossible;
+    }
     if let Some(w) = &waits {
         for t in &mut threads {
             if let Some(tw) = w

@@ -161,6 +161,35 @@ impl Borrow {
     }
 }
 
+/// How far inside a wait a CPU sample of its thread must be to prove the
+/// wait wrong (timestamps of one clock, but taken at different points of
+/// the switch path).
+const SAMPLE_MARGIN_NS: u64 = 20_000;
+
+/// Drops the waits during which their thread was sampled running: a lost
+/// switch-in record paired a switch-out with a later switch-in. Returns
+/// how many.
+pub(crate) fn drop_impossible(waits: &mut Vec<Wait>, samples: &[Sample]) -> u64 {
+    let mut times: FastMap<u32, Vec<u64>> = FastMap::default();
+    for s in samples {
+        times.entry(s.tid).or_default().push(s.time_ns);
+    }
+    for v in times.values_mut() {
+        v.sort_unstable();
+    }
+    let before = waits.len();
+    waits.retain(|w| {
+        let Some(ts) = times.get(&w.tid) else {
+            return true;
+        };
+        let from = w.start_ns + SAMPLE_MARGIN_NS;
+        let i = ts.partition_point(|&t| t <= from);
+        !ts.get(i)
+            .is_some_and(|&t| t.saturating_add(SAMPLE_MARGIN_NS) < w.end_ns)
+    });
+    (before - waits.len()) as u64
+}
+
 /// Functions whose presence on a stack says why it waits, checked in this
 /// order over the whole stack (the first rule any frame matches wins): a
 /// futex wait under `take_gil` is the GIL, a page fault that waited in
@@ -361,6 +390,9 @@ pub struct WaitSummary {
     /// took their thread's nearest one (switches faster than the recorder
     /// took stacks, `sofa record` says how many).
     pub own_stack_share: f64,
+    /// Waits left out because their thread was sampled running during
+    /// them (a switch record was lost).
+    pub impossible: u64,
     /// Per reason, most time first.
     pub by_reason: Vec<ReasonRow>,
     /// Per thread, most wait time first.
@@ -578,6 +610,7 @@ pub(crate) fn summarize(
         threads,
         stacks: top,
         main: None,
+        impossible: 0,
     }
 }
 
@@ -803,6 +836,44 @@ mod tests {
         assert_eq!(by_start[&95].reason, WaitReason::Preempted);
         let summary = summarize(&waits, &switches, &s, |_| None);
         assert!((summary.own_stack_share - 2.0 / 4.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_wait_in_which_its_thread_was_sampled_running_is_dropped() {
+        let w = |tid, start_ns, end_ns| Wait {
+            pid: 1,
+            tid,
+            start_ns,
+            end_ns,
+            reason: WaitReason::Lock,
+            stack_id: None,
+            own_stack: false,
+        };
+        let sample = |tid, time_ns| Sample {
+            time_ns,
+            pid: 1,
+            tid,
+            cpu: 0,
+            stack_id: None,
+            event: 0,
+            period: 1,
+        };
+        let mut waits = vec![
+            w(1, 0, 1_000_000),
+            w(1, 2_000_000, 9_000_000),
+            w(2, 0, 9_000_000),
+        ];
+        let samples = [
+            // At the edges of thread 1's first wait: not inside it.
+            sample(1, 5_000),
+            sample(1, 990_000),
+            // Inside its second: an `in` record was lost.
+            sample(1, 5_000_000),
+            sample(3, 5_000_000),
+        ];
+        assert_eq!(drop_impossible(&mut waits, &samples), 1);
+        assert_eq!(waits.len(), 2);
+        assert_eq!((waits[0].start_ns, waits[1].tid), (0, 2));
     }
 
     #[test]

@@ -203,18 +203,19 @@ fn write_collectors(w: &ArchiveWriter, end: u64, syscalls: Option<u64>) -> Resul
         time += every;
     }
     t.finish()?;
-    // The main thread leaves its CPU in each long read (waiting for input),
-    // the other thread every 10 ms, preempted for 1 ms.
+    // The main thread (samples at even indices) leaves its CPU for 0.4 ms
+    // after each of its samples in a step's input phase, the other (odd
+    // indices) after every fifth of its samples, preempted for 0.9 ms:
+    // between two samples of the thread, as a thread sampled running
+    // cannot be waiting.
     let mut t = w.table::<Switch>()?;
-    let mut time = START_NS;
-    while time < end {
-        let (tid, wait, preempted) = if step_phase(time) == 0 {
-            (100, 400_000, false)
-        } else if (time - START_NS).is_multiple_of(10_000_000) {
-            (101, 1_000_000, true)
-        } else {
-            time += every;
-            continue;
+    let samples = (end - START_NS) / SAMPLE_NS;
+    for i in 0..samples {
+        let time = START_NS + i * SAMPLE_NS + 50_000;
+        let (tid, wait, preempted) = match i % 2 {
+            0 if step_phase(time) == 0 => (100, 400_000, false),
+            1 if i % 10 == 1 => (101, 900_000, true),
+            _ => continue,
         };
         for (at, out) in [(time, true), (time + wait, false)] {
             t.push(Switch {
@@ -227,7 +228,6 @@ fn write_collectors(w: &ArchiveWriter, end: u64, syscalls: Option<u64>) -> Resul
                 stack_id: out.then_some(0),
             })?;
         }
-        time += every;
     }
     t.finish()?;
     let mut t = w.table::<SystemCounter>()?;

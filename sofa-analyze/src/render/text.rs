@@ -405,6 +405,13 @@ fn waits(out: &mut String, analysis: &Analysis, limit: usize) {
         return;
     };
     let ms = |ns: u64| format!("{:.1}", ns as f64 / 1e6);
+    if w.impossible > 0 {
+        let _ = writeln!(
+            out,
+            "waits      {} left out: their thread was sampled running during them (a context-switch record was lost)",
+            w.impossible
+        );
+    }
     if w.own_stack_share < 0.99 {
         let _ = writeln!(
             out,
