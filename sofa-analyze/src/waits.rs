@@ -184,8 +184,8 @@ pub(crate) fn drop_impossible(waits: &mut Vec<Wait>, samples: &[Sample]) -> u64 
         };
         let from = w.start_ns + SAMPLE_MARGIN_NS;
         let i = ts.partition_point(|&t| t <= from);
-        !ts.get(i)
-            .is_some_and(|&t| t.saturating_add(SAMPLE_MARGIN_NS) < w.end_ns)
+        ts.get(i)
+            .is_none_or(|&t| t.saturating_add(SAMPLE_MARGIN_NS) >= w.end_ns)
     });
     (before - waits.len()) as u64
 }
