@@ -10,19 +10,18 @@ trap 'rm -rf "$out"' EXIT
 python=$(python3 -c 'import sys; print(sys.executable)')
 target/release/sofa record -o "$out/run" -- "$python" fixtures/workloads/train_numpy.py --steps 60
 target/release/sofa report "$out/run" >/dev/null
-# The flamegraph is an iframe the page fills from a blob: without the
-# same-process frames and the time budget, it is captured before it paints.
-chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
-  --disable-features=site-per-process,IsolateOrigins --run-all-compositor-stages-before-draw \
-  --virtual-time-budget=20000 \
-  --hide-scrollbars --window-size=1280,2300 --screenshot="$PWD/docs/report.png" \
-  "file://$out/run/report.html" 2>/dev/null
+# shoot URL HEIGHT PNG. The flamegraph is an iframe the page fills from a
+# blob: without the same-process frames and the time budget, it is
+# captured before it paints.
+shoot() {
+  chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+    --disable-features=site-per-process,IsolateOrigins --run-all-compositor-stages-before-draw \
+    --virtual-time-budget=20000 \
+    --hide-scrollbars --window-size=1280,"$2" --screenshot="$PWD/$3" "$1" 2>/dev/null
+}
+shoot "file://$out/run/report.html" 2300 docs/report.png
 # Where threads wait: the input-bound fixture, its off-CPU flamegraph open.
 target/release/sofa record -o "$out/waits" -- "$python" fixtures/workloads/waits.py input
 target/release/sofa report "$out/waits" >/dev/null
-chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
-  --disable-features=site-per-process,IsolateOrigins --run-all-compositor-stages-before-draw \
-  --virtual-time-budget=20000 \
-  --hide-scrollbars --window-size=1280,1500 --screenshot="$PWD/docs/report-waits.png" \
-  "file://$out/waits/report.html?flame=off-CPU" 2>/dev/null
+shoot "file://$out/waits/report.html?flame=off-CPU" 1500 docs/report-waits.png
 echo docs/report.png docs/report-waits.png

@@ -15,11 +15,8 @@
 //! stacks share one table and one symbolization; rows go to `switches`.
 
 use super::collector::Setup;
-use super::perf::{CpuSampler, MAX_STACK, Stacks, USER_REGS};
-use perf_event_open::config::{
-    CallChain, Clock, Cpu, ExtraRecord, Inherit, OnExecve, Opts, Proc, RecordIdFormat, RegsMask,
-    SampleFormat, SampleOn, Size,
-};
+use super::perf::{CpuSampler, Stacks};
+use perf_event_open::config::{Cpu, ExtraRecord, Opts, Proc, SampleOn};
 use perf_event_open::count::Counter;
 use perf_event_open::event::sw::Software;
 use sofa_trace::{CollectorName, CollectorState, CollectorStatus};
@@ -44,37 +41,12 @@ pub const STACK_BYTES: u32 = 2048;
 pub const STACK_HZ: u64 = 10_000;
 
 fn opts(kernel: bool, stacks: Stacks) -> Opts {
-    let copy = stacks.copies_user_stack();
-    let mut opts = Opts::default();
-    opts.exclude.kernel = !kernel;
-    opts.exclude.hv = true;
-    opts.inherit = Some(Inherit::NewChild);
-    opts.on_execve = Some(OnExecve::Enable);
-    opts.enable = false;
-    opts.sample_on = SampleOn::Freq(STACK_HZ);
-    opts.sample_format = SampleFormat {
-        call_chain: Some(CallChain {
-            exclude_user: false,
-            exclude_kernel: !kernel,
-            defer_user: false,
-            max_stack_frames: MAX_STACK,
-        }),
-        user_regs: copy.then_some(RegsMask(USER_REGS)),
-        user_stack: copy.then_some(Size(STACK_BYTES)),
-        ..Default::default()
-    };
-    opts.record_id_all = true;
-    opts.record_id_format = RecordIdFormat {
-        cpu: true,
-        task: true,
-        time: true,
-        ..Default::default()
-    };
+    let mut opts = super::perf::base_opts(kernel, SampleOn::Freq(STACK_HZ), false);
+    super::perf::with_stack_copy(&mut opts, stacks.copies_user_stack().then_some(STACK_BYTES));
     opts.extra_record = ExtraRecord {
         ctx_switch: true,
         ..Default::default()
     };
-    opts.timer = Some(Clock::Monotonic);
     opts
 }
 

@@ -89,28 +89,26 @@ impl Kind {
     }
 }
 
-fn opts(frequency_hz: u64, kernel: bool, stacks: Stacks) -> Opts {
+/// What every counter on the command shares: inherited by what it starts,
+/// enabled by the kernel at its exec, kernel frames where permitted,
+/// records stamped with CPU, task and CLOCK_MONOTONIC time (the archive's
+/// clock), and a call chain of kernel and user frames (`exclude_user`: the
+/// user part comes from a stack copy instead).
+pub fn base_opts(kernel: bool, sample_on: SampleOn, exclude_user: bool) -> Opts {
     let mut opts = Opts::default();
     opts.exclude.kernel = !kernel;
     opts.exclude.hv = true;
     opts.inherit = Some(Inherit::NewChild);
     opts.on_execve = Some(OnExecve::Enable);
     opts.enable = false;
-    opts.sample_on = SampleOn::Freq(frequency_hz);
+    opts.sample_on = sample_on;
     opts.sample_format = SampleFormat {
-        period: true,
         call_chain: Some(CallChain {
-            // With `dwarf` the user part comes from the stack copy.
-            exclude_user: stacks.call_graph == CallGraph::Dwarf && stacks.copies_user_stack(),
+            exclude_user,
             exclude_kernel: !kernel,
             defer_user: false,
             max_stack_frames: MAX_STACK,
         }),
-        user_regs: stacks.copies_user_stack().then_some(RegsMask(USER_REGS)),
-        // The kernel rounds the size down to a multiple of 8.
-        user_stack: stacks
-            .copies_user_stack()
-            .then_some(Size(stacks.stack_bytes & !7)),
         ..Default::default()
     };
     opts.record_id_all = true;
@@ -120,6 +118,27 @@ fn opts(frequency_hz: u64, kernel: bool, stacks: Stacks) -> Opts {
         time: true,
         ..Default::default()
     };
+    opts.timer = Some(Clock::Monotonic);
+    opts
+}
+
+/// User registers and `bytes` of user stack copied per sample, for
+/// unwinding; `None` for frame-pointer chains only.
+pub fn with_stack_copy(opts: &mut Opts, bytes: Option<u32>) {
+    // The kernel rounds the size down to a multiple of 8.
+    opts.sample_format.user_regs = bytes.map(|_| RegsMask(USER_REGS));
+    opts.sample_format.user_stack = bytes.map(|b| Size(b & !7));
+}
+
+fn opts(frequency_hz: u64, kernel: bool, stacks: Stacks) -> Opts {
+    // With `dwarf` the user part comes from the stack copy.
+    let exclude_user = stacks.call_graph == CallGraph::Dwarf && stacks.copies_user_stack();
+    let mut opts = base_opts(kernel, SampleOn::Freq(frequency_hz), exclude_user);
+    opts.sample_format.period = true;
+    with_stack_copy(
+        &mut opts,
+        stacks.copies_user_stack().then_some(stacks.stack_bytes),
+    );
     opts.extra_record = ExtraRecord {
         task: true,
         comm: true,
@@ -130,8 +149,6 @@ fn opts(frequency_hz: u64, kernel: bool, stacks: Stacks) -> Opts {
         },
         ..Default::default()
     };
-    // Sample times on CLOCK_MONOTONIC, the archive's clock.
-    opts.timer = Some(Clock::Monotonic);
     opts
 }
 
