@@ -160,5 +160,9 @@ pub fn export(analysis: &Analysis, dir: &Path) -> Result<Vec<&'static str>, Expo
     put!("net_interfaces", &net.interfaces);
     put!("net_flows", &net.flows);
     put!("hints", &analysis.hints);
+    let waits = analysis.waits.clone().unwrap_or_default();
+    put!("wait_reasons", &waits.by_reason);
+    put!("wait_threads", &waits.threads);
+    put!("wait_stacks", &waits.stacks);
     Ok(written)
 }
