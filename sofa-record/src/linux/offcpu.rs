@@ -1,9 +1,11 @@
 //! Off-CPU: where the command's threads wait. The kernel's switch records
 //! (out, with "still runnable", and in) for every context switch of the
 //! command's threads give the intervals, exactly. A `context-switches`
-//! counter per CPU takes the stack at switch-outs, every one up to
-//! [`STACK_HZ`] a second per CPU and a sample of them above (the kernel
-//! adjusts the period): a stack at each of 3x10^5 switches a second made
+//! counter per CPU takes the stack at switch-outs, about [`STACK_HZ`] a
+//! second per CPU (frequency mode: the kernel adjusts the period to the
+//! rate, and to bursts, so some switch-outs go without a stack even at
+//! lower rates; analysis lends them their thread's nearest one). A stack
+//! at each of 3x10^5 switches a second made
 //! a ping-pong of two threads 3.2x slower (perf's `sched:sched_switch -g`
 //! 2.5x), a stack at 10^4 of them 1.5x (docs/performance.md). A stack is
 //! kernel frames and frame-pointer user frames and, when stacks are
@@ -37,7 +39,7 @@ const RING_PAGES_EXP: u8 = 9;
 /// User stack bytes copied per switch-out (with `auto` and `dwarf`).
 pub const STACK_BYTES: u32 = 2048;
 
-/// Switch-outs a second per CPU that get a stack, at most.
+/// Switch-outs a second per CPU that get a stack (the kernel's target).
 pub const STACK_HZ: u64 = 10_000;
 
 fn opts(kernel: bool, stacks: Stacks) -> Opts {
