@@ -478,7 +478,8 @@ pub(crate) fn loop_waits(
         in_steps: span.is_some(),
         ..LoopWaits::default()
     };
-    let mut input_in: BTreeMap<String, u64> = BTreeMap::new();
+    // Per function: time, and whether it is Python code.
+    let mut input_in: BTreeMap<String, (u64, bool)> = BTreeMap::new();
     for w in mine {
         let d = overlap(w, from_ns, to_ns);
         if d == 0 {
@@ -490,14 +491,27 @@ pub(crate) fn loop_waits(
             .or_default() += d;
         if is_input(stacks, w.stack_id, w.reason) {
             out.input_ns += d;
-            *input_in.entry(waited_in(stacks, w.stack_id).0).or_default() += d;
+            let (function, module) = waited_in(stacks, w.stack_id);
+            let slot = input_in.entry(function).or_default();
+            slot.0 += d;
+            slot.1 = module.starts_with(crate::PY_MODULE_PREFIX);
         }
     }
-    out.input_in = input_in
-        .into_iter()
-        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
-        .map(|(f, _)| f);
+    out.input_in = input_function(input_in, out.input_ns);
     Some(out)
+}
+
+/// The function the loop waited for input in longest: a Python one where
+/// Python functions hold a quarter of the input time or more (short waits
+/// without a snapshot of their own name only the interpreter's read,
+/// `_Py_read`, and would outweigh the loader's code that the others name).
+fn input_function(per: BTreeMap<String, (u64, bool)>, input_ns: u64) -> Option<String> {
+    let python: u64 = per.values().filter(|v| v.1).map(|v| v.0).sum();
+    let prefer_python = 4 * python >= input_ns && python > 0;
+    per.into_iter()
+        .filter(|(_, (_, is_python))| !prefer_python || *is_python)
+        .max_by(|a, b| a.1.0.cmp(&b.1.0).then(b.0.cmp(&a.0)))
+        .map(|(f, _)| f)
 }
 
 /// Rows of `WaitSummary::stacks`.
@@ -874,6 +888,27 @@ mod tests {
         assert_eq!(drop_impossible(&mut waits, &samples), 1);
         assert_eq!(waits.len(), 2);
         assert_eq!((waits[0].start_ns, waits[1].tid), (0, 2));
+    }
+
+    #[test]
+    fn the_input_function_is_python_code_where_it_holds_a_quarter() {
+        let per = |entries: &[(&str, u64, bool)]| -> BTreeMap<String, (u64, bool)> {
+            entries
+                .iter()
+                .map(|(f, ns, py)| (f.to_string(), (*ns, *py)))
+                .collect()
+        };
+        let native_most = per(&[("_Py_read", 60, false), ("Connection._recv", 30, true)]);
+        assert_eq!(
+            input_function(native_most, 90).as_deref(),
+            Some("Connection._recv")
+        );
+        let little_python = per(&[("_Py_read", 80, false), ("Connection._recv", 10, true)]);
+        assert_eq!(
+            input_function(little_python, 90).as_deref(),
+            Some("_Py_read")
+        );
+        assert_eq!(input_function(BTreeMap::new(), 0), None);
     }
 
     #[test]
