@@ -82,9 +82,11 @@ impl Switches {
                     pid: out.pid,
                     tid: out.tid,
                     cpu: out.cpu,
-                    stack_id: out
-                        .stack_id
-                        .or_else(|| borrow.nearest(out.tid, out.preempted, out.time_ns)),
+                    stack_id: out.stack_id.or_else(|| {
+                        (back.time_ns - out.time_ns <= BORROW_MAX_NS)
+                            .then(|| borrow.nearest(out.tid, out.preempted, out.time_ns))
+                            .flatten()
+                    }),
                     event: 0,
                     period: 0,
                 },
@@ -124,10 +126,19 @@ impl Switches {
 }
 
 /// Above the recorder's stack rate only some switch-outs have a stack: a
-/// wait without one takes the native stack of its thread's nearest
-/// switch-out that has one and left the CPU the same way (blocked or
-/// preempted), the one before it where both are as near; its Python
-/// frames still come from its own snapshot ([`Wait::own_stack`] says which).
+/// wait without one, up to [`BORROW_MAX_NS`] long, takes the native stack
+/// of its thread's nearest switch-out that has one and left the CPU the
+/// same way (blocked or preempted), the one before it where both are as
+/// near; its Python frames still come from its own snapshot
+/// ([`Wait::own_stack`] says which).
+/// The longest wait that borrows a stack. Borrowing is right for a thread
+/// that waits the same way many times a second (a ping-pong, GIL
+/// handoffs); a long wait is rare and its own: a `join` of 1.5 s that
+/// borrowed the GIL wait of the thread start just before it made the main
+/// thread "wait for the GIL" 93 % of its life. Longer waits without their
+/// own stack keep none (reason `other`).
+const BORROW_MAX_NS: u64 = 10_000_000;
+
 struct Borrow {
     stacked: FastMap<(u32, bool), Vec<(u64, u64)>>,
 }
@@ -841,6 +852,9 @@ mod tests {
             // Preempted: only a preempted stack may lend (none here).
             row(95, 7, true, true, None),
             row(96, 7, false, false, None),
+            // A long wait keeps no stack rather than a neighbour's.
+            row(200, 7, true, false, None),
+            row(200 + BORROW_MAX_NS + 1, 7, false, false, None),
         ]);
         let waits = switches.waits(&s);
         let by_start: HashMap<u64, &Wait> = waits.iter().map(|w| (w.start_ns, w)).collect();
@@ -848,8 +862,11 @@ mod tests {
         assert!(!by_start[&90].own_stack);
         assert_eq!(by_start[&95].stack_id, None);
         assert_eq!(by_start[&95].reason, WaitReason::Preempted);
+        assert_eq!(by_start[&200].stack_id, None);
+        assert_eq!(by_start[&200].reason, WaitReason::Other);
         let summary = summarize(&waits, &switches, &s, |_| None);
-        assert!((summary.own_stack_share - 2.0 / 4.0).abs() < 1e-9);
+        let all = 4.0 + (BORROW_MAX_NS + 1) as f64;
+        assert!((summary.own_stack_share - 2.0 / all).abs() < 1e-9);
     }
 
     #[test]
