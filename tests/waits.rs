@@ -164,13 +164,18 @@ fn a_cpu_bound_loop_shows_no_waits() {
     let (truth, json) = run("cpu", &[]);
     assert_eq!(truth.share, 0.0);
     // Blocked, that is: a runnable thread preempted by others (sofa's own
-    // threads share the two CPUs) waits for a CPU, which the CPU hint
-    // weighs, and is not asserted away here.
+    // threads share the two CPUs: a debug build's recorder preempted this
+    // loop 3-12 % of its time in CI) waits for a CPU, which the CPU hint
+    // rightly reports, and is not asserted away here.
     let main = &json["waits"]["main"];
     let waited = main["wait_ns"].as_u64().unwrap() - main_reason_ns(&json, "preempted") as u64;
     let span = (main["to_ns"].as_u64().unwrap() - main["from_ns"].as_u64().unwrap()) as f64;
     assert!(waited as f64 / span < 0.02, "{main}");
-    assert!(wait_hints(&json).is_empty(), "{:?}", titles(&json));
+    let blocking: Vec<String> = wait_hints(&json)
+        .into_iter()
+        .filter(|t| !t.contains("wait for a CPU"))
+        .collect();
+    assert!(blocking.is_empty(), "{:?}", titles(&json));
 }
 
 #[test]
