@@ -89,11 +89,9 @@ fn assert_close(what: &str, got: f64, truth: f64) {
 #[test]
 fn a_thread_that_sleeps_a_known_share() {
     let (truth, json) = run("sleep", &[]);
-    assert!(
-        truth.share > 0.2,
-        "the fixture sleeps ~30%: {}",
-        truth.share
-    );
+    // ~30 % on a quiet machine; less when other work stretches the
+    // fixture's CPU-time-bound work (the comparison is with its own truth).
+    assert!(truth.share > 0.1, "the fixture sleeps: {}", truth.share);
     let got = main_reason_ns(&json, "sleep") / truth.loop_ns();
     assert_close("sleep share", got, truth.share);
     let main = &json["threads"][0];
@@ -129,7 +127,7 @@ fn two_python_threads_wait_half_the_time_each_for_the_gil() {
 #[test]
 fn a_loop_fed_by_a_slow_worker_process_is_input_bound() {
     let (truth, json) = run("input", &[]);
-    assert!(truth.share > 0.2, "{}", truth.share);
+    assert!(truth.share > 0.1, "the loop waits: {}", truth.share);
     let main = &json["waits"]["main"];
     let got = main["input_ns"].as_u64().unwrap() as f64 / truth.loop_ns();
     assert_close("input wait share", got, truth.share);
@@ -151,10 +149,13 @@ fn reads_past_the_page_cache_wait_for_the_disk() {
     assert!(truth.share > 0.05, "the reads must wait: {}", truth.share);
     let got = main_reason_ns(&json, "disk") / truth.loop_ns();
     assert_close("disk wait share", got, truth.share);
+    // Named by the Python function when a snapshot fell inside the read,
+    // else by the interpreter's readv.
     let stacks = json["waits"]["stacks"].as_array().unwrap();
     let top_disk = stacks.iter().find(|s| s["reason"] == "disk").unwrap();
+    let function = top_disk["function"].as_str().unwrap();
     assert!(
-        top_disk["function"].as_str().unwrap().contains("readv"),
+        function.contains("readv") || (function == "main" && top_disk["module"] == "py:waits.py"),
         "{top_disk}"
     );
 }
