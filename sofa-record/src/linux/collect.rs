@@ -235,9 +235,7 @@ impl Streams {
                 period,
                 user,
             } => {
-                if pid != 0 && !self.spaces.knows(pid) && self.maps_read.insert(pid) {
-                    self.read_proc_maps(pid, time_ns)?;
-                }
+                self.know_mappings(pid, time_ns)?;
                 let (chain, end) = self.user_chain(pid, chain, user.as_ref());
                 let stack_id = match &chain {
                     Some(chain) => {
@@ -349,9 +347,7 @@ impl Streams {
                 user,
                 ..
             } => {
-                if pid != 0 && !self.spaces.knows(pid) && self.maps_read.insert(pid) {
-                    self.read_proc_maps(pid, time_ns)?;
-                }
+                self.know_mappings(pid, time_ns)?;
                 // How it ended is not counted: the copy is small on purpose.
                 let (chain, _) = self.user_chain(pid, chain, user.as_ref());
                 let stack_id = match chain {
@@ -494,6 +490,15 @@ impl Streams {
         self.frames_out.flush_if_due()?;
         self.tasks.flush_if_due()?;
         self.mappings_out.flush_if_due()
+    }
+
+    /// Makes sure the mappings of a sampled process are known: for one
+    /// seen first in a sample, read from /proc once.
+    fn know_mappings(&mut self, pid: u32, time_ns: u64) -> Result<(), TraceError> {
+        if pid != 0 && !self.spaces.knows(pid) && self.maps_read.insert(pid) {
+            self.read_proc_maps(pid, time_ns)?;
+        }
+        Ok(())
     }
 
     /// Mappings that existed before the kernel started reporting them (a
