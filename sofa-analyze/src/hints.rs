@@ -603,7 +603,15 @@ fn no_steps_evidence(a: &Analysis) -> String {
         .streams
         .iter()
         .filter_map(|s| {
-            let said = s.note.as_deref().unwrap_or("found none");
+            let said = match (&s.note, s.period_ns) {
+                (Some(n), _) => n.clone(),
+                (None, Some(p)) => format!(
+                    "{} steps of {:.1} ms, not reported",
+                    s.count,
+                    p as f64 / 1e6
+                ),
+                (None, None) => "found none".to_owned(),
+            };
             (said != note).then(|| format!("{}: {said}", s.stream))
         })
         .collect();

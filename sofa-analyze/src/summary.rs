@@ -328,6 +328,7 @@ fn analyze_inner(
         calls: (!calls.is_empty()).then_some(&calls),
         packets: (!packets.is_empty()).then_some(&packets),
         threads: &main_threads,
+        waits: wait_rows.as_deref(),
         marker: options.step_marker.as_deref().map(|name| (name, &stacks)),
     });
     steps.expected = options.expected_steps;

@@ -22,7 +22,7 @@ mod sequence;
 mod signal;
 mod wall;
 
-use crate::fasthash::StackMap;
+use crate::fasthash::{FastMap, StackMap};
 use crate::syscalls::Calls;
 use serde::Serialize;
 use sofa_trace::tables::Sample;
@@ -68,7 +68,61 @@ pub struct StreamEvidence {
     pub note: Option<String>,
     /// Whether its period is the one reported (it decided or agreed).
     pub agrees: bool,
+    /// For an event stream's answer: the CPU samples' autocorrelation over
+    /// its loop at half, one and two of its periods. A lone event-stream
+    /// answer stands when the CPU samples repeat with its period (see
+    /// [`cpu_backs`]) though their own search found no clear peak.
+    pub cpu_support: Option<[f64; 3]>,
+    /// Whether its period was doubled: it found half-steps (a PyTorch
+    /// MLP's system calls come twice per step) and the CPU samples are out
+    /// of step at its period and in step at twice it (`cpu_support` is
+    /// then at half, one and two of the doubled period).
+    pub doubled: bool,
 }
+
+/// What the CPU samples say of an event stream's answer.
+#[derive(Debug, Clone, Copy, Default)]
+struct Backing {
+    /// Their autocorrelation at half, one and two periods.
+    curve: Option<[f64; 3]>,
+    /// Whether the answer's period was doubled to match them.
+    doubled: bool,
+}
+
+/// Every other step start of `a`: steps twice as long (a trailing half
+/// step is dropped).
+fn doubled(a: &Steps) -> Steps {
+    let boundaries: Vec<u64> = a.boundaries_ns.iter().copied().step_by(2).collect();
+    let lengths: Vec<f64> = boundaries
+        .windows(2)
+        .map(|w| (w[1] - w[0]) as f64)
+        .collect();
+    let (mean, period_cv) = signal::mean_and_cv(&lengths);
+    Steps {
+        count: lengths.len() as u64,
+        period_ns: Some(mean.round() as u64),
+        period_cv,
+        boundaries_ns: boundaries,
+        ..a.clone()
+    }
+}
+
+/// The CPU samples back a period another stream found when they repeat
+/// with it: autocorrelation at the period at least [`MIN_BACKING`], above
+/// the one at two periods (else the step is longer), and at half a period
+/// at most a quarter of it (a loop's phases are out of step half a period
+/// apart; a higher value says the step is shorter, or the curve only
+/// decays). On the corpus the right lone system-call answers (PyTorch CNN,
+/// 5 recordings) had [-0.06..-0.09, 0.06..0.10, 0.01..0.06]; the wrong ones
+/// (half or multiples of the step, set-up included) had a curve at the
+/// period below 0 or 0.05, or at half of it 0.05-0.35.
+fn cpu_backs([half, at, double]: [f64; 3]) -> bool {
+    at >= MIN_BACKING && at > double && half <= at / 4.0
+}
+
+/// Least CPU autocorrelation at a proposed period that backs it: one lag
+/// is tested, not searched for (the CPU streams' own searches need 0.12).
+const MIN_BACKING: f64 = 0.05;
 
 pub(crate) fn none(note: &str, confidence: f64) -> Steps {
     Steps {
@@ -80,10 +134,11 @@ pub(crate) fn none(note: &str, confidence: f64) -> Steps {
 
 /// The streams, in order of preference on a tie; each answer's place in
 /// [`fuse`]'s input is its stream.
-const STREAMS: [&str; 4] = ["sequence", "wall clock", "system calls", "network"];
+const STREAMS: [&str; 5] = ["sequence", "wall clock", "system calls", "network", "waits"];
 const SEQUENCE: usize = 0;
 const WALL_CLOCK: usize = 1;
 const SYSCALLS: usize = 2;
+const WAITS: usize = 4;
 
 /// A sequence result this confident beats a lone stream of another kind.
 const STRONG_SEQUENCE: f64 = 0.5;
@@ -100,6 +155,8 @@ const MIN_EVENT_CONFIDENCE: f64 = 0.3;
 /// An event stream's most frequent labels used in its first pass, then
 /// "any event".
 const EVENT_CHANNELS: [usize; 2] = [8, 1];
+/// The off-CPU stream's: places, reasons, any wait.
+const WAIT_CHANNELS: [usize; 3] = [8, 4, 1];
 
 /// What the detectors read: the CPU samples with their labellings, and the
 /// other streams the archive has.
@@ -119,6 +176,8 @@ pub(crate) struct StepInputs<'a> {
     pub packets: Option<&'a crate::net::Packets>,
     /// Threads of the main process (system calls carry only a thread id).
     pub threads: &'a HashSet<u32>,
+    /// Off-CPU intervals of every thread, when they were recorded.
+    pub waits: Option<&'a [crate::waits::Wait]>,
     /// `--step-marker NAME` and the stacks to find a function of that name
     /// in: pins the steps to its visits; what the streams found stays as
     /// evidence.
@@ -139,8 +198,56 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
             Some(packets) => network_steps(packets),
             None => none("no packets recorded", 0.0),
         },
+        match inputs.waits {
+            Some(waits) => wait_steps(waits, inputs.pid),
+            None => none("no off-CPU waits recorded", 0.0),
+        },
     ];
-    let fused = fuse(answers);
+    // How the CPU samples repeat at each event stream's period, over its
+    // loop; an answer at half the period the CPU samples repeat with is
+    // doubled.
+    let mut answers = answers;
+    let backing: Vec<Backing> = answers
+        .iter_mut()
+        .enumerate()
+        .map(|(i, a)| {
+            let b = &a.boundaries_ns;
+            if i <= WALL_CLOCK || a.count == 0 || b.len() < 2 {
+                return Backing::default();
+            }
+            let Some(curve) = a.period_ns.and_then(|period| {
+                wall::support(
+                    inputs.samples,
+                    inputs.labellings,
+                    inputs.pid,
+                    (b[0], b[b.len() - 1]),
+                    period,
+                    &[0.5, 1.0, 2.0, 4.0],
+                )
+            }) else {
+                return Backing::default();
+            };
+            let [Some(half), Some(at), Some(double)] = [curve[0], curve[1], curve[2]] else {
+                return Backing::default();
+            };
+            if let Some(quad) = curve[3]
+                && !cpu_backs([half, at, double])
+                && cpu_backs([at, double, quad])
+                && a.count >= 6
+            {
+                *a = doubled(a);
+                return Backing {
+                    curve: Some([at, double, quad]),
+                    doubled: true,
+                };
+            }
+            Backing {
+                curve: Some([half, at, double]),
+                doubled: false,
+            }
+        })
+        .collect();
+    let fused = fuse_with(answers, &backing);
     let Some((name, stacks)) = inputs.marker else {
         return fused;
     };
@@ -162,6 +269,8 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
         confidence: pinned.confidence,
         note: pinned.note.clone(),
         agrees: pinned.count > 0,
+        cpu_support: None,
+        doubled: false,
     });
     pinned
 }
@@ -198,6 +307,54 @@ fn network_steps(packets: &crate::net::Packets) -> Steps {
         (p.time_ns, 0, link)
     });
     event_steps(events, 0, 2 * interfaces, "network", "packets")
+}
+
+/// The off-CPU stream: each blocking wait of the main process's threads an
+/// event at its start, labelled by where it waited (its stack and reason),
+/// by reason alone, and by "any wait". A loop blocks in the same places
+/// every step: the main thread's read of the next batch from DataLoader
+/// workers, a thread pool's workers parking on a futex after each parallel
+/// region. Preemptions are left out: they follow the scheduler's time
+/// slices, not the program.
+fn wait_steps(waits: &[crate::waits::Wait], pid: Option<u32>) -> Steps {
+    let mut keys: FastMap<(Option<u64>, sofa_trace::WaitReason), u64> = FastMap::default();
+    let mut reasons: FastMap<u64, usize> = FastMap::default();
+    let events: Vec<Sample> = waits
+        .iter()
+        .filter(|w| pid.is_none_or(|p| w.pid == p))
+        .filter(|w| w.reason != sofa_trace::WaitReason::Preempted)
+        .map(|w| {
+            let next = keys.len() as u64;
+            let key = *keys.entry((w.stack_id, w.reason)).or_insert(next);
+            reasons.insert(key, w.reason as usize);
+            Sample {
+                time_ns: w.start_ns,
+                pid: w.pid,
+                tid: w.tid,
+                cpu: 0,
+                stack_id: Some(key),
+                event: 0,
+                period: 0,
+            }
+        })
+        .collect();
+    if events.len() < 64 {
+        return none("too few off-CPU waits to look for steps", 0.0);
+    }
+    let by_place: StackMap<usize> = (0..keys.len() as u64)
+        .map(|k| (Some(k), k as usize))
+        .collect();
+    let by_reason: StackMap<usize> = reasons.iter().map(|(&k, &r)| (Some(k), r)).collect();
+    let any: StackMap<usize> = (0..keys.len() as u64).map(|k| (Some(k), 0)).collect();
+    wall::detect_in(&wall::Stream {
+        events: events.iter().collect(),
+        labellings: &[&by_place, &by_reason, &any],
+        channels: &WAIT_CHANNELS,
+        measure: wall::Measure::Counts,
+        method: "waits",
+        min_confidence: MIN_EVENT_CONFIDENCE,
+        min_periods: 8.0,
+    })
 }
 
 /// Steps in a stream of (time, thread, key) events whose keys are
@@ -253,7 +410,7 @@ fn agree(a: &Steps, b: &Steps) -> bool {
 /// the most confident. The most confident of the winner and those agreeing
 /// with it (CPU streams favoured) places the steps; the method names it
 /// first, then the others.
-fn fuse(answers: Vec<Steps>) -> Steps {
+fn fuse_with(answers: Vec<Steps>, backing: &[Backing]) -> Steps {
     let support = |i: usize| {
         answers
             .iter()
@@ -261,14 +418,15 @@ fn fuse(answers: Vec<Steps>) -> Steps {
             .filter(|&(j, other)| j != i && other.count > 0 && agree(&answers[i], other))
             .count()
     };
-    // Rank among lone answers: a strong sequence answer, the wall clock's,
-    // then any by confidence.
+    let backed = |i: usize| backing.get(i).and_then(|b| b.curve).is_some_and(cpu_backs);
+    // Rank among lone answers: a strong sequence answer, the wall clock's
+    // or one the CPU samples back, then any by confidence.
     let rank = |i: usize| -> (usize, f64) {
         let a = &answers[i];
         let strong_sequence = i == SEQUENCE && a.confidence >= STRONG_SEQUENCE;
         let tier = if strong_sequence {
             3
-        } else if i == WALL_CLOCK {
+        } else if i == WALL_CLOCK || backed(i) {
             2
         } else {
             1
@@ -295,6 +453,8 @@ fn fuse(answers: Vec<Steps>) -> Steps {
                 confidence: a.confidence,
                 note: a.note.clone(),
                 agrees: chosen.is_some_and(|w| a.count > 0 && (i == w || agree(&answers[w], a))),
+                cpu_support: backing.get(i).and_then(|b| b.curve),
+                doubled: backing.get(i).is_some_and(|b| b.doubled),
             })
             .collect()
     };
@@ -311,7 +471,8 @@ fn fuse(answers: Vec<Steps>) -> Steps {
             .as_deref()
             .is_some_and(|n| n.starts_with("too few") || n.starts_with("recording too short"))
     });
-    let lone_other = winner.filter(|&w| w == SYSCALLS && support(w) == 0 && cpu_looked);
+    let lone_other = winner
+        .filter(|&w| (w == SYSCALLS || w == WAITS) && support(w) == 0 && cpu_looked && !backed(w));
     let winner = if lone_other.is_some() { None } else { winner };
     let Some(w) = winner else {
         // Nothing found: the note of the CPU stream that came closest.
@@ -325,7 +486,8 @@ fn fuse(answers: Vec<Steps>) -> Steps {
         if let Some(lone) = lone_other {
             let a = &answers[lone];
             out.note = Some(format!(
-                "{}; {} alone suggest {} steps of {:.1} ms (not reported: no CPU stream agrees)",
+                "{}; {} alone suggest {} steps of {:.1} ms (not reported: no other stream \
+                 agrees and the CPU samples do not repeat with that period)",
                 out.note.as_deref().unwrap_or("no periodic structure found"),
                 STREAMS[lone],
                 a.count,
@@ -379,6 +541,7 @@ pub(crate) mod tests {
             calls: None,
             packets: None,
             threads: &HashSet::new(),
+            waits: None,
             marker: None,
         })
     }
@@ -393,6 +556,10 @@ pub(crate) mod tests {
             .collect();
         let map = (0..8).map(|i| (Some(i), i as usize)).collect();
         (rows, map)
+    }
+
+    fn fuse(answers: Vec<Steps>) -> Steps {
+        fuse_with(answers, &[])
     }
 
     #[test]
@@ -577,6 +744,163 @@ pub(crate) mod tests {
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
     }
 
+    /// Waits of a loop of `lengths` ms steps after `setup` ms of random
+    /// sleeps: the main thread (tid 1) blocks for its next batch at each
+    /// step's start, two pool threads (2, 3) park on a futex after the
+    /// parallel region two thirds in, all jittered by up to a millisecond;
+    /// and preemptions every 4-6 ms on every thread (time slices beside a
+    /// busy neighbour), which are not the program's rhythm.
+    fn wait_rows(lengths: &[u64], setup: u64) -> Vec<crate::waits::Wait> {
+        use sofa_trace::WaitReason;
+        let mut y = 0x9e3779b97f4a7c15u64;
+        let mut next = move || {
+            y ^= y << 13;
+            y ^= y >> 7;
+            y ^= y << 17;
+            y
+        };
+        let ms = 1_000_000u64;
+        let base = 1_000_000_000u64;
+        let wait =
+            |tid: u32, start: u64, len: u64, reason: WaitReason, stack: u64| crate::waits::Wait {
+                pid: 1,
+                tid,
+                start_ns: base + start,
+                end_ns: base + start + len,
+                reason,
+                stack_id: Some(stack),
+                own_stack: true,
+            };
+        let mut rows = Vec::new();
+        let mut t = 0;
+        while t < setup * ms {
+            t += 1 + next() % (9 * ms);
+            rows.push(wait(1, t, 200_000, WaitReason::Sleep, 10 + next() % 3));
+        }
+        let mut start = setup * ms;
+        for &len in lengths {
+            rows.push(wait(1, start + next() % ms, 2 * ms, WaitReason::Pipe, 1));
+            for tid in [2, 3] {
+                let at = start + len * ms * 2 / 3 + next() % ms;
+                rows.push(wait(tid, at, len * ms / 3, WaitReason::Lock, 2));
+            }
+            start += len * ms;
+        }
+        let mut t = 0;
+        while t < start {
+            t += 4 * ms + next() % (2 * ms);
+            let tid = 1 + (next() % 3) as u32;
+            rows.push(wait(tid, t, 300_000, WaitReason::Preempted, 3));
+        }
+        rows
+    }
+
+    #[test]
+    fn waits_alone_find_a_loop_after_its_setup() {
+        // Steps of 40-44 ms in no order (a cycle of lengths would be a
+        // longer period of its own).
+        let mut y = 0x2545f4914f6cdd1du64;
+        let lengths: Vec<u64> = (0..100)
+            .map(|_| {
+                y ^= y << 13;
+                y ^= y >> 7;
+                y ^= y << 17;
+                40 + y % 5
+            })
+            .collect();
+        let rows = wait_rows(&lengths, 900);
+        let steps = wait_steps(&rows, Some(1));
+        assert_eq!(steps.method.as_deref(), Some("waits"));
+        assert!(
+            steps.count.abs_diff(100) <= 2,
+            "{} {:?} {:?}",
+            steps.count,
+            steps.note,
+            steps.period_ns
+        );
+        let period = steps.period_ns.unwrap() as f64 / 1e6;
+        assert!((period - 42.0).abs() < 1.0, "{period}");
+        let loop_start = 1_000_000_000 + 900 * 1_000_000;
+        assert!(
+            steps.boundaries_ns[0] + 42_000_000 >= loop_start,
+            "{:?}",
+            &steps.boundaries_ns[..3]
+        );
+        // Another process's waits are not looked at.
+        assert_eq!(wait_steps(&rows, Some(2)).count, 0);
+    }
+
+    #[test]
+    fn preemptions_and_random_sleeps_are_not_steps() {
+        let rows = wait_rows(&[], 5000);
+        let steps = wait_steps(&rows, Some(1));
+        assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
+        // Time slices alone: a rhythm of the scheduler, left out.
+        let slices: Vec<crate::waits::Wait> = wait_rows(&[40; 100], 0)
+            .into_iter()
+            .filter(|w| w.reason == sofa_trace::WaitReason::Preempted)
+            .collect();
+        assert!(slices.len() > 600);
+        let steps = wait_steps(&slices, Some(1));
+        assert_eq!(steps.count, 0, "{:?}", steps.note);
+    }
+
+    #[test]
+    fn a_lone_answer_stands_where_the_cpu_samples_repeat_with_its_period() {
+        let looked = || none("no periodic structure found", 0.1);
+        let answers = || vec![looked(), looked(), answer(35, 0.5, "system calls")];
+        // A PyTorch CNN's: out of step at half, in step at one period.
+        let backed = |curve| {
+            [
+                Backing::default(),
+                Backing::default(),
+                Backing {
+                    curve: Some(curve),
+                    doubled: false,
+                },
+            ]
+        };
+        let fused = fuse_with(answers(), &backed([-0.07, 0.09, 0.04]));
+        assert_eq!(fused.method.as_deref(), Some("system calls"));
+        assert_eq!(fused.streams[2].cpu_support, Some([-0.07, 0.09, 0.04]));
+        // Half the step (the CPU samples are out of step at its period),
+        // a multiple of it (as much in step at half), a decaying curve, a
+        // faint one: not backed.
+        for backing in [
+            [0.07, -0.12, 0.10],
+            [0.09, 0.08, 0.05],
+            [0.17, 0.15, 0.14],
+            [-0.03, 0.02, 0.01],
+        ] {
+            let fused = fuse_with(answers(), &backed(backing));
+            assert_eq!(fused.count, 0, "{backing:?}");
+        }
+    }
+
+    #[test]
+    fn waits_that_agree_make_a_system_call_answer_stand() {
+        // Alone, neither stands against CPU streams that looked; together
+        // they are two streams that agree.
+        let looked = || none("no periodic structure found", 0.1);
+        let fused = fuse(vec![
+            looked(),
+            looked(),
+            answer(42, 0.4, "system calls"),
+            none("no packets recorded", 0.0),
+            answer(43, 0.5, "waits"),
+        ]);
+        assert_eq!(fused.method.as_deref(), Some("waits + system calls"));
+        let fused = fuse(vec![
+            looked(),
+            looked(),
+            none("no periodic structure found", 0.1),
+            none("no packets recorded", 0.0),
+            answer(43, 0.5, "waits"),
+        ]);
+        assert_eq!(fused.count, 0);
+        assert!(fused.note.unwrap().contains("waits alone suggest"));
+    }
+
     fn answer(period_ms: u64, confidence: f64, method: &str) -> Steps {
         let period_ns = period_ms * 1_000_000;
         Steps {
@@ -629,7 +953,8 @@ pub(crate) mod tests {
             fused.note.as_deref(),
             Some(
                 "no periodic structure found; system calls alone suggest 42 steps of 70.0 ms \
-                 (not reported: no CPU stream agrees)"
+                 (not reported: no other stream agrees and the CPU samples do not repeat with \
+                 that period)"
             )
         );
         let fused = fuse(vec![

@@ -114,6 +114,14 @@ pub(super) struct Channel {
     pub(super) function: usize,
 }
 
+/// The first pass's autocorrelation of the events in `n` bins of `bin_ns`
+/// from `start` (index: lag in bins), with its channels and their series.
+struct Curve {
+    curve: Vec<f64>,
+    channels: Vec<Channel>,
+    series: Vec<Vec<f64>>,
+}
+
 /// First pass over the samples of `[start, end)` in bins of `bin_ns`: the
 /// period (ns) and its confidence, plus how strictly each channel repeats.
 fn period_in(
@@ -122,6 +130,80 @@ fn period_in(
     bin_ns: u64,
     n: usize,
 ) -> Option<(f64, f64, HashMap<Channel, f64>)> {
+    let Curve {
+        curve,
+        channels,
+        series,
+    } = curve_in(stream, start, bin_ns, n)?;
+    let (period, score) = find_period(&curve)?;
+    // How strictly each channel repeats with the period.
+    let lag = period.round() as usize;
+    let strictness = channels
+        .into_iter()
+        .zip(&series)
+        .map(|(channel, s)| {
+            let mean = s.iter().sum::<f64>() / n as f64;
+            let (mut same, mut energy) = (0.0, 0.0);
+            for i in 0..n {
+                let d = s[i] - mean;
+                energy += d * d;
+                if i + lag < n {
+                    same += d * (s[i + lag] - mean);
+                }
+            }
+            (channel, if energy > 0.0 { same / energy } else { 0.0 })
+        })
+        .collect();
+    Some((period * bin_ns as f64, score.clamp(0.0, 1.0), strictness))
+}
+
+/// How the CPU samples of `[start, end)` repeat at a period another stream
+/// proposes: their autocorrelation at each of `multiples` of the period
+/// (the highest within 4 % of the lag; `None` past the stretch). `None`
+/// where the stretch holds too few samples.
+pub(super) fn support(
+    samples: &[Sample],
+    labellings: &[&StackMap<usize>],
+    pid: Option<u32>,
+    (start, end): (u64, u64),
+    period_ns: u64,
+    multiples: &[f64],
+) -> Option<Vec<Option<f64>>> {
+    let stream = Stream {
+        events: samples
+            .iter()
+            .filter(|s| pid.is_none_or(|p| s.pid == p) && s.time_ns >= start && s.time_ns < end)
+            .collect(),
+        labellings,
+        channels: &CPU_CHANNELS,
+        measure: Measure::Shares,
+        method: "wall clock",
+        min_confidence: MIN_CONFIDENCE,
+        min_periods: 3.0,
+    };
+    if stream.events.len() < 64 {
+        return None;
+    }
+    let span = end.checked_sub(start)?;
+    let bin_ns = span.div_ceil(MAX_BINS as u64).max(MIN_BIN_NS);
+    let n = span.div_ceil(bin_ns) as usize;
+    let curve = curve_in(&stream, start, bin_ns, n)?.curve;
+    let at = |lag_ns: f64| -> Option<f64> {
+        let lag = lag_ns / bin_ns as f64;
+        let (lo, hi) = ((lag * 0.96).floor() as usize, (lag * 1.04).ceil() as usize);
+        (lo >= 1 && hi < curve.len()).then(|| {
+            curve[lo..=hi]
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max)
+        })
+    };
+    Some(multiples.iter().map(|m| at(m * period_ns as f64)).collect())
+}
+
+/// The autocorrelation of the stream's busiest channels over `n` bins of
+/// `bin_ns` from `start`.
+fn curve_in(stream: &Stream, start: u64, bin_ns: u64, n: usize) -> Option<Curve> {
     let labellings = stream.labellings;
     let inside: Vec<&Sample> = stream
         .events
@@ -207,26 +289,11 @@ fn period_in(
         }
     }
     let curve = autocorrelation(&shares, n);
-    let (period, score) = find_period(&curve)?;
-    // How strictly each channel repeats with the period.
-    let lag = period.round() as usize;
-    let strictness = channels
-        .into_iter()
-        .zip(&series)
-        .map(|(channel, s)| {
-            let mean = s.iter().sum::<f64>() / n as f64;
-            let (mut same, mut energy) = (0.0, 0.0);
-            for i in 0..n {
-                let d = s[i] - mean;
-                energy += d * d;
-                if i + lag < n {
-                    same += d * (s[i + lag] - mean);
-                }
-            }
-            (channel, if energy > 0.0 { same / energy } else { 0.0 })
-        })
-        .collect();
-    Some((period * bin_ns as f64, score.clamp(0.0, 1.0), strictness))
+    Some(Curve {
+        curve,
+        channels,
+        series,
+    })
 }
 
 /// The wall-clock detector on the CPU samples of `pid` (all when `None`).
