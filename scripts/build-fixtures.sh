@@ -15,6 +15,10 @@ done
 if [ ! -x "$out/nofp" ] || [ "$root/fixtures/workloads/nofp.c" -nt "$out/nofp" ]; then
   "$cc" -O2 -g -fomit-frame-pointer -Wall -Wextra -o "$out/nofp" "$root/fixtures/workloads/nofp.c"
 fi
+# OpenMP (gcc's libgomp): thread-pool spin-waits and oversubscription.
+if [ ! -x "$out/ompspin" ] || [ "$root/fixtures/workloads/ompspin.c" -nt "$out/ompspin" ]; then
+  "$cc" -O1 -g -fno-omit-frame-pointer -fopenmp -Wall -Wextra -o "$out/ompspin" "$root/fixtures/workloads/ompspin.c"
+fi
 # The first line is the main fixture (tests and benches read it).
 echo "$out/hotspots"
 echo "$out/jitloop"
@@ -23,3 +27,4 @@ echo "$out/recurse"
 echo "$out/memwork"
 echo "$out/nofp"
 echo "$out/pingpong"
+echo "$out/ompspin"

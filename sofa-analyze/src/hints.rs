@@ -53,6 +53,8 @@ const RULES: &[Rule] = &[
     serial_bottleneck,
     input_bound,
     gil_bound,
+    pool_spin,
+    oversubscribed,
     waits_for_cpu,
     waits_for_disk,
     iowait,
@@ -380,7 +382,7 @@ fn waits_for_cpu(a: &Analysis) -> Vec<Hint> {
         .iter()
         .filter_map(|t| t.by_reason.get(reason))
         .sum();
-    if span == 0 || (waited as f64) < 0.1 * span as f64 {
+    if span == 0 || (waited as f64) < 0.1 * span as f64 || !oversubscribed(a).is_empty() {
         return Vec::new();
     }
     let mut worst: Vec<&crate::ThreadWaits> = w.threads.iter().collect();
@@ -400,6 +402,87 @@ fn waits_for_cpu(a: &Analysis) -> Vec<Hint> {
             100.0 * waited as f64 / span as f64,
             waited as f64 / 1e9,
             names.join(", ")
+        ),
+    )]
+}
+
+/// Share of CPU samples in pools' spin loops from which [`pool_spin`] fires.
+const SPIN_SHARE: f64 = 0.1;
+
+/// Thread pools busy-wait for at least a tenth of the CPU samples.
+fn pool_spin(a: &Analysis) -> Vec<Hint> {
+    let s = &a.spin;
+    if s.share < SPIN_SHARE {
+        return Vec::new();
+    }
+    let pools: Vec<String> = s
+        .pools
+        .iter()
+        .filter(|p| p.share >= 0.01)
+        .map(|p| {
+            let functions: Vec<&str> = p.functions.iter().take(2).map(|f| f.0.as_str()).collect();
+            let threads: Vec<String> = p
+                .threads
+                .iter()
+                .take(3)
+                .map(|t| format!("{} {:.0}%", t.tid, 100.0 * t.share))
+                .collect();
+            format!(
+                "{} {:.1}% in {} on {} thread{} (spinning share of each: {}{}): {}",
+                p.name,
+                100.0 * p.share,
+                functions.join(", "),
+                p.threads.len(),
+                if p.threads.len() == 1 { "" } else { "s" },
+                threads.join(", "),
+                if p.threads.len() > 3 { ", …" } else { "" },
+                p.pool.remedy()
+            )
+        })
+        .collect();
+    vec![hint(
+        Severity::Warning,
+        "thread pools busy-wait between parallel regions",
+        format!(
+            "{:.1}% of CPU samples are idle pool threads spinning for their next task, not \
+             working; {}. The spinning costs the job only where its threads outnumber the \
+             CPUs or other work could run there",
+            100.0 * s.share,
+            pools.join("; ")
+        ),
+    )]
+}
+
+/// Share of the job's busy time from which [`oversubscribed`] fires.
+const OVERSUBSCRIBED_SHARE: f64 = 0.2;
+
+/// More of the job's threads runnable than CPUs for a fifth of its time.
+fn oversubscribed(a: &Analysis) -> Vec<Hint> {
+    let Some(o) = &a.oversubscription else {
+        return Vec::new();
+    };
+    if o.share < OVERSUBSCRIBED_SHARE || o.bins < 10 {
+        return Vec::new();
+    }
+    let processes = a.processes.len();
+    vec![hint(
+        Severity::Warning,
+        "oversubscribed: more of the job's threads runnable than CPUs",
+        format!(
+            "for {:.0}% of the job's busy time ({} of {} 10 ms intervals) its threads wanted \
+             {:.1} CPUs on average and the machine has {} ({} threads in {} process{} \
+             sampled); they take turns and each parallel region waits for its slowest \
+             thread: threads per process × processes ≤ CPUs (torch.set_num_threads, \
+             OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS; DataLoader workers and \
+             ranks count too)",
+            100.0 * o.share,
+            o.over_bins,
+            o.bins,
+            o.runnable,
+            o.cpus,
+            a.threads.len(),
+            processes,
+            if processes == 1 { "" } else { "es" },
         ),
     )]
 }

@@ -13,6 +13,7 @@ mod overlap;
 mod python;
 mod render;
 mod silhouette;
+mod spin;
 mod steps;
 mod summary;
 mod swarms;
@@ -49,6 +50,7 @@ pub use net::{Flow, HostPair, InterfaceTraffic, NetSummary, Packet, Packets, net
 pub use python::{PY_MODULE_PREFIX, PythonSummary};
 pub use render::{ExportError, export, render_json, render_multi_text, render_text};
 pub use silhouette::{distance, silhouette, weighted_silhouette};
+pub use spin::{Oversubscription, Pool, PoolSpin, SpinSummary, SpinThread};
 pub use steps::{Steps, StreamEvidence};
 pub use summary::{
     Analysis, CollectorJson, Options, RunSummary, analyze, analyze_with, analyze_with_views,

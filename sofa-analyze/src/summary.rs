@@ -51,6 +51,11 @@ pub struct Analysis {
     /// Where threads waited off the CPU; null without context switches
     /// (`--no-off-cpu`, archives before 1.5).
     pub waits: Option<WaitSummary>,
+    /// Thread pools busy-waiting (samples in their spin loops).
+    pub spin: crate::SpinSummary,
+    /// More of the job's threads runnable than CPUs; null without context
+    /// switches.
+    pub oversubscription: Option<crate::Oversubscription>,
     /// Likely bottlenecks, each with its evidence.
     pub hints: Vec<Hint>,
 }
@@ -398,6 +403,12 @@ fn analyze_inner(
         python,
         stacks: stack_summary,
         waits,
+        spin: crate::spin::spin_summary(&sample_rows, &stacks),
+        oversubscription: crate::spin::oversubscription(
+            &sample_rows,
+            wait_rows.as_deref(),
+            meta.host.cpus,
+        ),
         hints: Vec::new(),
     };
     analysis.hints = hints(&analysis);
