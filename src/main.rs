@@ -69,6 +69,12 @@ struct RecordArgs {
     /// frame-pointer chains; set only with --call-graph fp).
     #[arg(long)]
     no_python_perf: bool,
+    /// Do not ask this JIT runtime for a perf map of its code (`onednn`, or `all`); by
+    /// default sofa sets ONEDNN_JIT_PROFILE=2 (oneDNN's perf map only) in the command's
+    /// environment unless it is already set, and removes the /tmp/perf-PID.map files it
+    /// caused once copied into the archive.
+    #[arg(long = "no-jit-map", value_name = "NAME", value_parser = ["onednn", "all"])]
+    no_jit_map: Vec<String>,
     /// Do not read Python stacks from CPython interpreters of the recorded tree.
     #[arg(long)]
     no_python: bool,
@@ -223,6 +229,7 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         frequency_hz: args.frequency,
         event: args.event,
         python_perf: !args.no_python_perf,
+        no_jit_maps: args.no_jit_map,
         python: !args.no_python,
         py_hz: args.py_hz,
         call_graph: match args.call_graph {

@@ -32,7 +32,56 @@ fn jit_code_is_named_from_the_perf_map_and_the_map_is_archived() {
     let copied = dir.path().join(format!("a/jitmaps/perf-{pid}.map"));
     let text = std::fs::read_to_string(&copied).expect("perf map copied into the archive");
     assert!(text.contains("jit_spin_loop"));
-    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    // The program wrote its map itself, not at sofa's request: it stays.
+    let map = format!("/tmp/perf-{pid}.map");
+    assert!(std::path::Path::new(&map).exists());
+    let _ = std::fs::remove_file(map);
+}
+
+#[test]
+fn jit_runtimes_are_asked_for_perf_maps_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("env");
+    let script = format!(
+        "echo \"${{ONEDNN_JIT_PROFILE:-unset}} ${{DNNL_JIT_PROFILE:-unset}}\" > {}",
+        file.display()
+    );
+    let seen = |name: &str, args: &[&str]| {
+        let args = [args, &["--", "sh", "-c", &script]].concat();
+        let out = record_with(&dir.path().join(name), &args);
+        assert!(out.status.success());
+        let meta: Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join(name).join("meta.json")).unwrap(),
+        )
+        .unwrap();
+        (
+            std::fs::read_to_string(&file).unwrap().trim().to_owned(),
+            meta["command_env"].clone(),
+        )
+    };
+    // oneDNN's perf map only (2; 6 would add jitdump files in ~/.debug).
+    let (env, meta) = seen("a", &[]);
+    assert_eq!(env, "2 2");
+    assert_eq!(meta["ONEDNN_JIT_PROFILE"], "2", "{meta}");
+    let (env, meta) = seen("b", &["--no-jit-map", "onednn"]);
+    assert_eq!(env, "unset unset");
+    assert!(meta.is_null(), "{meta}");
+    assert_eq!(seen("c", &["--no-jit-map", "all"]).0, "unset unset");
+    // A value the user set is theirs.
+    let out = sofa()
+        .env("ONEDNN_JIT_PROFILE", "1")
+        .args(["record", "-o"])
+        .arg(dir.path().join("d"))
+        .args(["--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), "1 2");
+    let out = record_with(
+        &dir.path().join("e"),
+        &["--no-jit-map", "tvm", "--", "true"],
+    );
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

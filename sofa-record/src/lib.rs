@@ -67,6 +67,10 @@ pub struct RecordConfig {
     /// Set `PYTHONPERFSUPPORT=1` in the child so CPython 3.12+ writes perf
     /// maps, when stacks are frame-pointer chains (`--call-graph fp`). Default on.
     pub python_perf: bool,
+    /// JIT runtimes whose perf-map switch is *not* set in the command's
+    /// environment (names of [`JIT_SWITCHES`], or `all`). Default none: each
+    /// is set unless the user's environment already has it.
+    pub no_jit_maps: Vec<String>,
     /// Read Python stacks of the CPython interpreters in the recorded tree
     /// (`--no-python` turns it off). Default on.
     pub python: bool,
@@ -102,6 +106,47 @@ pub struct RecordConfig {
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
+
+/// A JIT runtime's documented switch that makes it write
+/// `/tmp/perf-PID.map` for the code it generates (nothing else).
+pub struct JitSwitch {
+    /// What `--no-jit-map NAME` calls it.
+    pub name: &'static str,
+    /// Variables set in the command's environment.
+    pub vars: &'static [(&'static str, &'static str)],
+    /// What it names.
+    pub what: &'static str,
+    /// Libraries that hold the runtime (parts of their file names): only
+    /// the maps of processes that ran code in one are removed as sofa's.
+    pub libraries: &'static [&'static str],
+}
+
+/// The JIT runtimes sofa asks for perf maps by default.
+pub const JIT_SWITCHES: &[JitSwitch] = &[JitSwitch {
+    name: "onednn",
+    // 2: "basic Linux perf integration", the perf map only (6 and 14 add
+    // jitdump files under ~/.debug/jit); DNNL_ is the name before oneDNN 2.x.
+    vars: &[("ONEDNN_JIT_PROFILE", "2"), ("DNNL_JIT_PROFILE", "2")],
+    what: "oneDNN's JIT kernels (PyTorch and TensorFlow on CPU: convolutions, matmuls)",
+    libraries: &[
+        "libtorch_cpu",
+        "libdnnl",
+        "libmkldnn",
+        "libonednn",
+        "tensorflow",
+    ],
+}];
+
+/// `PYTHONPERFSUPPORT`'s libraries, as [`JitSwitch::libraries`].
+pub const PYTHON_PERF_LIBRARIES: &[&str] = &["python3"];
+
+/// Variables that make a runtime write perf maps: when the user set one,
+/// the maps of the recording are the user's, not sofa's to remove.
+pub const PERF_MAP_VARS: &[&str] = &[
+    "PYTHONPERFSUPPORT",
+    "ONEDNN_JIT_PROFILE",
+    "DNNL_JIT_PROFILE",
+];
 
 /// How the recording went; printed by the binary as its one-line summary.
 #[derive(Debug, Clone)]

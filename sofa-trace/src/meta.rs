@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 pub const FORMAT_VERSION: u32 = 1;
 /// Additive revisions (new tables, new columns, new meta fields) within a
 /// major version. Older readers ignore what they do not know.
-pub const FORMAT_MINOR: u32 = 5;
+pub const FORMAT_MINOR: u32 = 6;
 
 /// Whether the recorder finished writing the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +65,10 @@ pub struct Meta {
     /// Rows and files of every table, filled in when the archive is complete.
     #[serde(default)]
     pub tables: BTreeMap<String, TableInfo>,
+    /// Variables sofa set in the command's environment (perf-map switches
+    /// of JIT runtimes, `PYTHONPERFSUPPORT`); absent before 1.6.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub command_env: BTreeMap<String, String>,
 }
 
 impl Meta {
@@ -87,6 +91,7 @@ impl Meta {
             gpus: Vec::new(),
             lost: BTreeMap::new(),
             tables: BTreeMap::new(),
+            command_env: BTreeMap::new(),
         }
     }
 

@@ -38,6 +38,10 @@ struct Cpu {
     progress: Option<PathBuf>,
     /// Where detached debug files are looked for.
     debug_dirs: Vec<PathBuf>,
+    /// When the recording began and the libraries of the JIT runtimes sofa
+    /// asked for perf maps (their maps are removed once copied into the
+    /// archive); no libraries where the user asked for maps too.
+    own_perf_maps: (std::time::SystemTime, Vec<&'static str>),
 }
 
 /// Where the kernel's sampling rate limit is; it lowers it itself when
@@ -121,6 +125,10 @@ fn open(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
         streams: Some(streams),
         progress: progress.then(|| config.output.clone()),
         debug_dirs: config.debug_dirs.clone(),
+        own_perf_maps: (
+            std::time::SystemTime::now(),
+            super::own_perf_map_libraries(config, |var| std::env::var_os(var).is_some()),
+        ),
     }))
 }
 
@@ -200,6 +208,23 @@ impl Collector for Cpu {
             .finish_streams()?;
         let sym = symbols::write(archive, &finished, &self.debug_dirs)?;
         let mut notes = Vec::new();
+        let (since, libraries) = &self.own_perf_maps;
+        if !libraries.is_empty() {
+            // Processes that ran code of a runtime sofa asked for maps.
+            let pids: std::collections::BTreeSet<u32> = finished
+                .frames
+                .iter()
+                .filter(|f| {
+                    f.file
+                        .as_ref()
+                        .is_some_and(|(path, _)| libraries.iter().any(|l| path.contains(l)))
+                })
+                .map(|f| f.key.pid)
+                .collect();
+            if let Err(e) = symbols::remove_own_perf_maps(archive.dir(), pids, *since) {
+                notes.push(format!("perf maps sofa caused were not all removed: {e}"));
+            }
+        }
         // Daemons and orphans the command left behind: the counters close
         // with the command, so what they do from now on is not recorded.
         let alive: Vec<u32> = finished

@@ -54,12 +54,12 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
     // tables: unwinding stops at the first Python call. They name Python
     // frames only for frame-pointer chains; unwound stacks get Python
     // frames from the interpreters' memory instead.
-    let extra_env: &[(&str, &str)] = if config.python_perf && !config.unwinds() {
-        &[("PYTHONPERFSUPPORT", "1")]
-    } else {
-        &[]
-    };
-    let mut child = Child::spawn_stopped(&program, &config.command, extra_env)?;
+    let extra_env = command_env(config, &|var| std::env::var_os(var).is_some());
+    archive.meta_mut().command_env = extra_env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut child = Child::spawn_stopped(&program, &config.command, &extra_env)?;
     let mut notes = Vec::new();
     let opened = collector::open_all(&mut Setup {
         config,
@@ -203,4 +203,115 @@ pub(crate) fn dir_size(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// What sofa sets in the command's environment: `PYTHONPERFSUPPORT=1` for
+/// frame-pointer stacks (CPython 3.12's trampolines keep no frame pointer
+/// and have no unwind tables: unwinding stops at the first Python call;
+/// unwound stacks get Python frames from the interpreters' memory
+/// instead), and each JIT runtime's perf-map switch not turned off — none
+/// that the user's environment (`is_set`) already has.
+pub(crate) fn command_env(
+    config: &RecordConfig,
+    is_set: &impl Fn(&str) -> bool,
+) -> Vec<(&'static str, &'static str)> {
+    let mut env = Vec::new();
+    if config.python_perf && !config.unwinds() {
+        env.push(("PYTHONPERFSUPPORT", "1"));
+    }
+    let off = |name: &str| config.no_jit_maps.iter().any(|n| n == name || n == "all");
+    for switch in crate::JIT_SWITCHES.iter().filter(|s| !off(s.name)) {
+        env.extend(switch.vars.iter().copied());
+    }
+    env.retain(|(var, _)| !is_set(var));
+    env
+}
+
+/// The libraries of the runtimes sofa asked for perf maps, when the maps
+/// of this recording are sofa's doing alone: the user's environment has no
+/// perf-map switch and the command line no `-X perf` (CPython's own).
+pub(crate) fn own_perf_map_libraries(
+    config: &RecordConfig,
+    is_set: impl Fn(&str) -> bool,
+) -> Vec<&'static str> {
+    let asked_by_user = crate::PERF_MAP_VARS.iter().any(|var| is_set(var))
+        || config
+            .command
+            .windows(2)
+            .any(|w| w[0] == "-X" && w[1].to_string_lossy().starts_with("perf"))
+        || config
+            .command
+            .iter()
+            .any(|a| a.to_string_lossy().starts_with("-Xperf"));
+    if asked_by_user {
+        return Vec::new();
+    }
+    let set = command_env(config, &is_set);
+    let mut libraries: Vec<&'static str> = crate::JIT_SWITCHES
+        .iter()
+        .filter(|s| s.vars.iter().any(|v| set.contains(v)))
+        .flat_map(|s| s.libraries.iter().copied())
+        .collect();
+    if set.iter().any(|(var, _)| *var == "PYTHONPERFSUPPORT") {
+        libraries.extend(crate::PYTHON_PERF_LIBRARIES);
+    }
+    libraries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(command: &[&str]) -> RecordConfig {
+        RecordConfig {
+            output: "sofa-out".into(),
+            frequency_hz: 999,
+            event: None,
+            python_perf: true,
+            no_jit_maps: Vec::new(),
+            python: true,
+            py_hz: 100,
+            call_graph: crate::CallGraph::Auto,
+            stack_bytes: crate::DEFAULT_STACK_BYTES,
+            debug_dirs: Vec::new(),
+            syscalls: true,
+            off_cpu: true,
+            net: true,
+            net_capture: false,
+            gpu: true,
+            gpu_hz: 20,
+            system: true,
+            proc_hz: 10,
+            progress: false,
+            command: command.iter().map(Into::into).collect(),
+        }
+    }
+
+    #[test]
+    fn perf_map_switches_in_the_command_environment() {
+        let unset = |_: &str| false;
+        let c = config(&["python3", "train.py"]);
+        assert_eq!(
+            command_env(&c, &unset),
+            [("ONEDNN_JIT_PROFILE", "2"), ("DNNL_JIT_PROFILE", "2")]
+        );
+        assert_eq!(own_perf_map_libraries(&c, unset)[0], "libtorch_cpu");
+        // The user's own value stays, and their maps are theirs.
+        let user = |v: &str| v == "ONEDNN_JIT_PROFILE";
+        assert_eq!(command_env(&c, &user), [("DNNL_JIT_PROFILE", "2")]);
+        assert!(own_perf_map_libraries(&c, user).is_empty());
+        let xperf = config(&["python3.12", "-X", "perf", "train.py"]);
+        assert!(own_perf_map_libraries(&xperf, unset).is_empty());
+        // Turned off, by name or all.
+        let mut off = config(&["python3"]);
+        off.no_jit_maps = vec!["onednn".into()];
+        assert!(command_env(&off, &unset).is_empty());
+        assert!(own_perf_map_libraries(&off, unset).is_empty());
+        // Frame-pointer stacks get CPython's perf support too.
+        let mut fp = config(&["python3"]);
+        fp.call_graph = crate::CallGraph::Fp;
+        fp.no_jit_maps = vec!["all".into()];
+        assert_eq!(command_env(&fp, &unset), [("PYTHONPERFSUPPORT", "1")]);
+        assert_eq!(own_perf_map_libraries(&fp, unset), ["python3"]);
+    }
 }

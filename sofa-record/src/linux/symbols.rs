@@ -235,6 +235,34 @@ fn load_perf_map(archive_dir: &Path, pid: u32, stats: &mut SymbolStats) -> Range
     perfmap::parse(&bytes)
 }
 
+/// Removes the `/tmp/perf-PID.map` files of `pids` written since `since`
+/// (JIT runtimes wrote them because sofa asked), each once a copy is in
+/// the archive's `jitmaps/` (made now if symbolization did not need it).
+pub fn remove_own_perf_maps(
+    archive_dir: &Path,
+    pids: impl IntoIterator<Item = u32>,
+    since: std::time::SystemTime,
+) -> std::io::Result<()> {
+    let dir = archive_dir.join(JIT_MAPS_DIR);
+    for pid in pids {
+        let map = PathBuf::from(format!("/tmp/perf-{pid}.map"));
+        let Ok(modified) = std::fs::metadata(&map).and_then(|m| m.modified()) else {
+            continue;
+        };
+        if modified < since {
+            // An older process's map under a reused pid: not ours.
+            continue;
+        }
+        let copy = dir.join(format!("perf-{pid}.map"));
+        if !copy.exists() {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::copy(&map, &copy)?;
+        }
+        std::fs::remove_file(&map)?;
+    }
+    Ok(())
+}
+
 /// Writes `symbols` for the frames the recording streamed.
 pub fn write(
     archive: &ArchiveWriter,
@@ -296,4 +324,33 @@ pub fn write(
     binaries_out.finish()?;
     stats.unreadable.sort();
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_perf_maps_are_moved_into_the_archive_older_ones_stay() {
+        // Pids above the kernel's pid_max limit (2^22): no process has them.
+        let (new, old) = (4_194_401u32, 4_194_402u32);
+        let map = |pid: u32| PathBuf::from(format!("/tmp/perf-{pid}.map"));
+        std::fs::write(map(old), "1000 10 older\n").unwrap();
+        let since = std::time::SystemTime::now() + std::time::Duration::from_millis(1);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(map(new), "2000 10 jit_kernel\n").unwrap();
+        let archive = tempfile::tempdir().unwrap();
+        remove_own_perf_maps(archive.path(), [new, old, 4_194_403], since).unwrap();
+        assert!(!map(new).exists());
+        let copy = archive
+            .path()
+            .join(JIT_MAPS_DIR)
+            .join(format!("perf-{new}.map"));
+        assert_eq!(
+            std::fs::read_to_string(copy).unwrap(),
+            "2000 10 jit_kernel\n"
+        );
+        assert!(map(old).exists());
+        std::fs::remove_file(map(old)).unwrap();
+    }
 }
