@@ -35,6 +35,23 @@ fn module_name(path: &str) -> String {
     path.rsplit('/').next().unwrap_or(path).to_owned()
 }
 
+/// A JIT kernel's name without the instance counter its runtime appends
+/// (oneDNN: `jit_avx512_common_conv_fwd_kernel_f32.3`, `….11`): instances
+/// of one kernel are one function. Other names are kept as they are.
+fn jit_name(function: String, module: &str) -> String {
+    if module != "[jit]" {
+        return function;
+    }
+    match function.rsplit_once('.') {
+        Some((base, n))
+            if !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            base.to_owned()
+        }
+        _ => function,
+    }
+}
+
 fn resolve_frames(archive: &Archive) -> Result<HashMap<u64, Resolved>, AnalyzeError> {
     let mappings: HashMap<u64, String> = archive
         .read_table::<Mapping>()?
@@ -50,7 +67,9 @@ fn resolve_frames(archive: &Archive) -> Result<HashMap<u64, Resolved>, AnalyzeEr
         let names = match symbols.remove(&frame.frame_id) {
             Some(mut syms) => {
                 syms.sort_by_key(|s| std::cmp::Reverse(s.inline_depth));
-                syms.into_iter().map(|s| (s.function, s.module)).collect()
+                syms.into_iter()
+                    .map(|s| (jit_name(s.function, &s.module), s.module))
+                    .collect()
             }
             None => {
                 let module = match (FrameKind::parse(&frame.kind), frame.mapping_id) {
@@ -304,4 +323,29 @@ pub fn modules(functions: &[FunctionRow], binaries: &[Binary]) -> Vec<ModuleRow>
             .then_with(|| a.module.cmp(&b.module))
     });
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jit_instance_counters_are_one_function() {
+        let name = |f: &str, m: &str| jit_name(f.to_owned(), m);
+        assert_eq!(
+            name("jit_avx512_common_conv_fwd_kernel_vmm_t.3", "[jit]"),
+            "jit_avx512_common_conv_fwd_kernel_vmm_t"
+        );
+        assert_eq!(
+            name("jit_single_blk_kernel.11", "[jit]"),
+            "jit_single_blk_kernel"
+        );
+        // Only a counter, only JIT code.
+        assert_eq!(
+            name("py::train:/x/train.py", "[jit]"),
+            "py::train:/x/train.py"
+        );
+        assert_eq!(name("memcpy.5", "libc.so.6"), "memcpy.5");
+        assert_eq!(name(".7", "[jit]"), ".7");
+    }
 }
