@@ -5,21 +5,14 @@
 
 mod common;
 
-use common::{alone, analyze_json, assert_success, hotspots, python, record_with, root};
+use common::{
+    alone, analyze_json, assert_success, hint_titles as titles, hotspots, python, record_with, root,
+};
 use serde_json::Value;
 use std::path::PathBuf;
 
 fn ompspin() -> PathBuf {
     hotspots().parent().unwrap().join("ompspin")
-}
-
-fn titles(json: &Value) -> Vec<String> {
-    json["hints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["title"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 fn evidence<'a>(json: &'a Value, title: &str) -> &'a str {

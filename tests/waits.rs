@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{alone, analyze_json, assert_success, python, record_with, root};
+use common::{
+    alone, analyze_json, assert_success, hint_titles as titles, python, record_with, root,
+};
 use serde_json::Value;
 
 /// What the fixture says of itself.
@@ -49,15 +51,6 @@ fn run(mode: &str, extra: &[&str]) -> (Truth, Value) {
         to_ns: field("to_ns").parse().unwrap(),
     };
     (truth, analyze_json(&archive))
-}
-
-fn titles(json: &Value) -> Vec<String> {
-    json["hints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["title"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// The hints that come from waits.

@@ -113,3 +113,13 @@ pub fn function<'a>(json: &'a serde_json::Value, name: &str) -> &'a serde_json::
 pub fn self_share(json: &serde_json::Value, name: &str) -> f64 {
     function(json, name)["self_share"].as_f64().unwrap()
 }
+
+/// The titles of `sofa analyze --json`'s hints.
+pub fn hint_titles(json: &serde_json::Value) -> Vec<String> {
+    json["hints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["title"].as_str().unwrap().to_owned())
+        .collect()
+}

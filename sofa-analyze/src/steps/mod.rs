@@ -649,19 +649,23 @@ pub(crate) mod tests {
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
     }
 
+    /// A deterministic pseudo-random sequence (xorshift64).
+    fn xorshift(mut y: u64) -> impl FnMut() -> u64 {
+        move || {
+            y ^= y << 13;
+            y ^= y >> 7;
+            y ^= y << 17;
+            y
+        }
+    }
+
     /// A step of `length` ms each: 5 reads at its start, a burst of futex
     /// wake-ups a third of the way in (two like bursts exactly half a step
     /// apart would make the marker as periodic at 1.5 steps as at one), all jittered by up to a millisecond,
     /// after `setup` ms of file opens and stats at random times; a random
     /// stray call now and then.
     fn syscall_rows(lengths: &[u64], setup: u64) -> Vec<sofa_trace::tables::Syscall> {
-        let mut y = 0x2545f4914f6cdd1du64;
-        let mut next = move || {
-            y ^= y << 13;
-            y ^= y >> 7;
-            y ^= y << 17;
-            y
-        };
+        let mut next = xorshift(0x2545f4914f6cdd1d);
         let ms = 1_000_000u64;
         let mut calls: Vec<(u64, &str)> = Vec::new();
         let mut t = 0;
@@ -669,7 +673,7 @@ pub(crate) mod tests {
             t += next() % (4 * ms);
             calls.push((
                 t,
-                if next() % 2 == 0 {
+                if next().is_multiple_of(2) {
                     "openat"
                 } else {
                     "newfstatat"
@@ -684,7 +688,7 @@ pub(crate) mod tests {
             for k in 0..4 {
                 calls.push((start + len * ms / 3 + k * 100_000 + next() % ms, "futex"));
             }
-            if next() % 4 == 0 {
+            if next().is_multiple_of(4) {
                 calls.push((start + next() % (len * ms), "mmap"));
             }
             start += len * ms;
@@ -752,13 +756,7 @@ pub(crate) mod tests {
     /// busy neighbour), which are not the program's rhythm.
     fn wait_rows(lengths: &[u64], setup: u64) -> Vec<crate::waits::Wait> {
         use sofa_trace::WaitReason;
-        let mut y = 0x9e3779b97f4a7c15u64;
-        let mut next = move || {
-            y ^= y << 13;
-            y ^= y >> 7;
-            y ^= y << 17;
-            y
-        };
+        let mut next = xorshift(0x9e3779b97f4a7c15);
         let ms = 1_000_000u64;
         let base = 1_000_000_000u64;
         let wait =
@@ -799,15 +797,8 @@ pub(crate) mod tests {
     fn waits_alone_find_a_loop_after_its_setup() {
         // Steps of 40-44 ms in no order (a cycle of lengths would be a
         // longer period of its own).
-        let mut y = 0x2545f4914f6cdd1du64;
-        let lengths: Vec<u64> = (0..100)
-            .map(|_| {
-                y ^= y << 13;
-                y ^= y >> 7;
-                y ^= y << 17;
-                40 + y % 5
-            })
-            .collect();
+        let mut next = xorshift(0x2545f4914f6cdd1d);
+        let lengths: Vec<u64> = (0..100).map(|_| 40 + next() % 5).collect();
         let rows = wait_rows(&lengths, 900);
         let steps = wait_steps(&rows, Some(1));
         assert_eq!(steps.method.as_deref(), Some("waits"));

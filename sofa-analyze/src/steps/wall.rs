@@ -169,18 +169,7 @@ pub(super) fn support(
     period_ns: u64,
     multiples: &[f64],
 ) -> Option<Vec<Option<f64>>> {
-    let stream = Stream {
-        events: samples
-            .iter()
-            .filter(|s| pid.is_none_or(|p| s.pid == p) && s.time_ns >= start && s.time_ns < end)
-            .collect(),
-        labellings,
-        channels: &CPU_CHANNELS,
-        measure: Measure::Shares,
-        method: "wall clock",
-        min_confidence: MIN_CONFIDENCE,
-        min_periods: 3.0,
-    };
+    let stream = cpu_stream(samples, labellings, pid, (start, end));
     if stream.events.len() < 64 {
         return None;
     }
@@ -296,16 +285,18 @@ fn curve_in(stream: &Stream, start: u64, bin_ns: u64, n: usize) -> Option<Curve>
     })
 }
 
-/// The wall-clock detector on the CPU samples of `pid` (all when `None`).
-pub(super) fn detect(
-    samples: &[Sample],
-    labellings: &[&StackMap<usize>],
+/// The CPU samples of `pid` (all when `None`) in `[start, end)` as the
+/// wall-clock detector reads them.
+fn cpu_stream<'a>(
+    samples: &'a [Sample],
+    labellings: &'a [&'a StackMap<usize>],
     pid: Option<u32>,
-) -> Steps {
-    let stream = Stream {
+    (start, end): (u64, u64),
+) -> Stream<'a> {
+    Stream {
         events: samples
             .iter()
-            .filter(|s| pid.is_none_or(|p| s.pid == p))
+            .filter(|s| pid.is_none_or(|p| s.pid == p) && s.time_ns >= start && s.time_ns < end)
             .collect(),
         labellings,
         channels: &CPU_CHANNELS,
@@ -313,7 +304,16 @@ pub(super) fn detect(
         method: "wall clock",
         min_confidence: MIN_CONFIDENCE,
         min_periods: 3.0,
-    };
+    }
+}
+
+/// The wall-clock detector on the CPU samples of `pid` (all when `None`).
+pub(super) fn detect(
+    samples: &[Sample],
+    labellings: &[&StackMap<usize>],
+    pid: Option<u32>,
+) -> Steps {
+    let stream = cpu_stream(samples, labellings, pid, (0, u64::MAX));
     if stream.events.len() < 64 {
         return none("too few samples to look for steps", 0.0);
     }
