@@ -51,6 +51,10 @@ pub struct Analysis {
     /// Where threads waited off the CPU; null without context switches
     /// (`--no-off-cpu`, archives before 1.5).
     pub waits: Option<WaitSummary>,
+    /// CPU samples of the main process per framework phase (forward,
+    /// backward, optimizer, data loading, communication, other); empty
+    /// phases when no frame of a known framework was sampled.
+    pub phases: crate::PhaseSummary,
     /// Thread pools busy-waiting (samples in their spin loops).
     pub spin: crate::SpinSummary,
     /// More of the job's threads runnable than CPUs; null without context
@@ -387,6 +391,17 @@ fn analyze_inner(
     let system = crate::system::summarize(&system_rows);
     let gpu = gpu_table(&gpu_rows, &archive.meta().gpus);
     let net = net_summary(&packets, run.duration_ns);
+    let phases = crate::phases::phase_summary(
+        &sample_rows,
+        &stacks,
+        main_pid,
+        (steps.boundaries_ns.len() >= 2).then(|| {
+            (
+                steps.boundaries_ns[0],
+                steps.boundaries_ns[steps.boundaries_ns.len() - 1],
+            )
+        }),
+    );
     let mut analysis = Analysis {
         run,
         modules: modules(&functions, &archive.read_table::<Binary>()?),
@@ -403,6 +418,7 @@ fn analyze_inner(
         python,
         stacks: stack_summary,
         waits,
+        phases,
         spin: crate::spin::spin_summary(&sample_rows, &stacks),
         oversubscription: crate::spin::oversubscription(
             &sample_rows,

@@ -118,6 +118,25 @@ fn header(out: &mut String, analysis: &Analysis, _limit: usize) {
         }
         out.push('\n');
     }
+    if !analysis.phases.phases.is_empty() {
+        let rows: Vec<String> = analysis
+            .phases
+            .phases
+            .iter()
+            .map(|p| format!("{} {:.1}%", p.name, 100.0 * p.share))
+            .collect();
+        let _ = writeln!(
+            out,
+            "phases     {} (of the main process's {} samples {})",
+            rows.join(", "),
+            analysis.phases.samples,
+            if analysis.phases.in_loop {
+                "in the steps"
+            } else {
+                "in the run"
+            }
+        );
+    }
     if let Some(py) = &analysis.python {
         let share = 100.0 * py.merged as f64 / py.samples_of_python_threads.max(1) as f64;
         let _ = write!(
