@@ -155,6 +155,44 @@ impl CallStacks {
     }
 }
 
+/// Call stacks from (function, module) lists, innermost first, one frame
+/// per node: list i is stack i + 1 (for the unit tests).
+#[cfg(test)]
+pub(crate) fn test_stacks(list: &[&[(&str, &str)]]) -> CallStacks {
+    let mut nodes = HashMap::new();
+    let mut frames = HashMap::new();
+    let mut next = 1000u64;
+    for (i, list) in list.iter().enumerate() {
+        let mut parent = None;
+        for (k, (function, module)) in list.iter().rev().enumerate() {
+            next += 1;
+            frames.insert(
+                next,
+                Resolved {
+                    names: vec![(function.to_string(), module.to_string())],
+                    address: 0,
+                },
+            );
+            // The innermost node is the stack's id; the others are apart.
+            let id = if k + 1 == list.len() {
+                i as u64 + 1
+            } else {
+                next + 500_000
+            };
+            nodes.insert(
+                id,
+                StackNode {
+                    stack_id: id,
+                    parent_id: parent,
+                    frame_id: next,
+                },
+            );
+            parent = Some(id);
+        }
+    }
+    CallStacks { nodes, frames }
+}
+
 /// Self and total samples per function, most self samples first. Work is per
 /// distinct stack, not per sample: samples are counted by stack first.
 pub fn top_functions(archive: &Archive, samples: &[Sample]) -> Result<Functions, AnalyzeError> {

@@ -162,40 +162,7 @@ pub(crate) fn phase_summary(
 mod tests {
     use super::*;
 
-    /// One-frame-per-node stacks, innermost first; stack i+1.
-    fn stacks(list: &[&[(&str, &str)]]) -> CallStacks {
-        let mut nodes = std::collections::HashMap::new();
-        let mut frames = std::collections::HashMap::new();
-        let mut next = 1000u64;
-        for (i, list) in list.iter().enumerate() {
-            let mut parent = None;
-            for (k, (function, module)) in list.iter().rev().enumerate() {
-                next += 1;
-                frames.insert(
-                    next,
-                    crate::functions::Resolved {
-                        names: vec![(function.to_string(), module.to_string())],
-                        address: 0,
-                    },
-                );
-                let id = if k + 1 == list.len() {
-                    i as u64 + 1
-                } else {
-                    next + 500_000
-                };
-                nodes.insert(
-                    id,
-                    sofa_trace::tables::StackNode {
-                        stack_id: id,
-                        parent_id: parent,
-                        frame_id: next,
-                    },
-                );
-                parent = Some(id);
-            }
-        }
-        CallStacks { nodes, frames }
-    }
+    use crate::functions::test_stacks as stacks;
 
     #[test]
     fn phases_of_a_step_add_up_and_imports_are_none() {

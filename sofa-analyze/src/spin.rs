@@ -328,45 +328,8 @@ pub(crate) fn oversubscription(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sofa_trace::tables::StackNode;
 
-    /// Stacks from (function, module) lists, innermost first; stack i+1.
-    fn stacks(list: &[&[(&str, &str)]]) -> CallStacks {
-        let mut nodes = std::collections::HashMap::new();
-        let mut frames = std::collections::HashMap::new();
-        let mut next = 1000u64;
-        for (i, frames_of) in list.iter().enumerate() {
-            // Outermost first, each a node whose parent is the one before.
-            let mut parent = None;
-            for (k, (function, module)) in frames_of.iter().rev().enumerate() {
-                let frame_id = next;
-                next += 1;
-                frames.insert(
-                    frame_id,
-                    crate::functions::Resolved {
-                        names: vec![(function.to_string(), module.to_string())],
-                        address: 0,
-                    },
-                );
-                let id = if k == frames_of.len() - 1 {
-                    i as u64 + 1
-                } else {
-                    next += 1;
-                    next
-                };
-                nodes.insert(
-                    id,
-                    StackNode {
-                        stack_id: id,
-                        parent_id: parent,
-                        frame_id,
-                    },
-                );
-                parent = Some(id);
-            }
-        }
-        CallStacks { nodes, frames }
-    }
+    use crate::functions::test_stacks as stacks;
 
     const BLAS: &str = "libscipy_openblas64_-32a4b2a6.so";
 

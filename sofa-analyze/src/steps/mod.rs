@@ -327,15 +327,7 @@ fn wait_steps(waits: &[crate::waits::Wait], pid: Option<u32>) -> Steps {
             let next = keys.len() as u64;
             let key = *keys.entry((w.stack_id, w.reason)).or_insert(next);
             reasons.insert(key, w.reason as usize);
-            Sample {
-                time_ns: w.start_ns,
-                pid: w.pid,
-                tid: w.tid,
-                cpu: 0,
-                stack_id: Some(key),
-                event: 0,
-                period: 0,
-            }
+            event(w.start_ns, w.pid, w.tid, key)
         })
         .collect();
     if events.len() < 64 {
@@ -357,6 +349,20 @@ fn wait_steps(waits: &[crate::waits::Wait], pid: Option<u32>) -> Steps {
     })
 }
 
+/// An event of a stream as the detectors read it: a sample whose stack id
+/// is the event's key.
+fn event(time_ns: u64, pid: u32, tid: u32, key: u64) -> Sample {
+    Sample {
+        time_ns,
+        pid,
+        tid,
+        cpu: 0,
+        stack_id: Some(key),
+        event: 0,
+        period: 0,
+    }
+}
+
 /// Steps in a stream of (time, thread, key) events whose keys are
 /// `0..keys`: each key a label, and all of them one ("any event"); counted
 /// per bin, not shared.
@@ -371,15 +377,7 @@ fn event_steps(
     let any: StackMap<usize> = (0..keys).map(|i| (Some(i as u64), 0)).collect();
     let labellings = [&by_key, &any];
     let events: Vec<Sample> = events
-        .map(|(time_ns, tid, key)| Sample {
-            time_ns,
-            pid,
-            tid,
-            cpu: 0,
-            stack_id: Some(key),
-            event: 0,
-            period: 0,
-        })
+        .map(|(time_ns, tid, key)| event(time_ns, pid, tid, key))
         .collect();
     if events.len() < 64 {
         return none(&format!("too few {what} to look for steps"), 0.0);
