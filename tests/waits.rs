@@ -142,14 +142,26 @@ fn reads_past_the_page_cache_wait_for_the_disk() {
     assert!(truth.share > 0.05, "the reads must wait: {}", truth.share);
     let got = main_reason_ns(&json, "disk") / truth.loop_ns();
     assert_close("disk wait share", got, truth.share);
-    // Named by the Python function when a snapshot fell inside the read,
-    // else by the interpreter's readv.
+    // The reads' waits are named by the Python function when a snapshot
+    // fell inside the read, else by the interpreter's readv; they hold
+    // most of the loop's disk time. (The fixture's set-up writes the file
+    // first: its write-back is a disk wait too, sometimes a longer one —
+    // 150 ms in one CI run — but outside the loop, under write_file.)
     let stacks = json["waits"]["stacks"].as_array().unwrap();
-    let top_disk = stacks.iter().find(|s| s["reason"] == "disk").unwrap();
-    let function = top_disk["function"].as_str().unwrap();
+    let reads: f64 = stacks
+        .iter()
+        .filter(|s| s["reason"] == "disk")
+        .filter(|s| {
+            let function = s["function"].as_str().unwrap();
+            function.contains("readv") || (function == "main" && s["module"] == "py:waits.py")
+        })
+        .map(|s| s["wait_ns"].as_f64().unwrap())
+        .sum();
+    let in_loop = main_reason_ns(&json, "disk");
     assert!(
-        function.contains("readv") || (function == "main" && top_disk["module"] == "py:waits.py"),
-        "{top_disk}"
+        reads >= 0.5 * in_loop,
+        "reads {reads} of the loop's {in_loop} ns: {:#}",
+        json["waits"]["stacks"]
     );
 }
 
