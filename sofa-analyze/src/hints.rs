@@ -382,7 +382,7 @@ fn waits_for_cpu(a: &Analysis) -> Vec<Hint> {
         .iter()
         .filter_map(|t| t.by_reason.get(reason))
         .sum();
-    if span == 0 || (waited as f64) < 0.1 * span as f64 || !oversubscribed(a).is_empty() {
+    if span == 0 || (waited as f64) < 0.1 * span as f64 || is_oversubscribed(a) {
         return Vec::new();
     }
     let mut worst: Vec<&crate::ThreadWaits> = w.threads.iter().collect();
@@ -456,14 +456,18 @@ fn pool_spin(a: &Analysis) -> Vec<Hint> {
 /// Share of the job's busy time from which [`oversubscribed`] fires.
 const OVERSUBSCRIBED_SHARE: f64 = 0.2;
 
+/// Whether [`oversubscribed`] fires (the CPU-wait hint then yields to it).
+fn is_oversubscribed(a: &Analysis) -> bool {
+    a.oversubscription
+        .as_ref()
+        .is_some_and(|o| o.share >= OVERSUBSCRIBED_SHARE && o.bins >= 10)
+}
+
 /// More of the job's threads runnable than CPUs for a fifth of its time.
 fn oversubscribed(a: &Analysis) -> Vec<Hint> {
-    let Some(o) = &a.oversubscription else {
+    let Some(o) = a.oversubscription.as_ref().filter(|_| is_oversubscribed(a)) else {
         return Vec::new();
     };
-    if o.share < OVERSUBSCRIBED_SHARE || o.bins < 10 {
-        return Vec::new();
-    }
     let processes = a.processes.len();
     vec![hint(
         Severity::Warning,

@@ -342,12 +342,7 @@ fn analyze_inner(
     });
     steps.expected = options.expected_steps;
     if let (Some(w), Some(rows), Some(pid)) = (&mut waits, &wait_rows, main_pid) {
-        let span = (steps.boundaries_ns.len() >= 2).then(|| {
-            (
-                steps.boundaries_ns[0],
-                steps.boundaries_ns[steps.boundaries_ns.len() - 1],
-            )
-        });
+        let span = steps.span();
         let exec_ns = names.last_exec.get(&pid).copied().unwrap_or(0);
         w.main = crate::waits::loop_waits(rows, &stacks, (pid, pid), span, exec_ns);
     }
@@ -391,17 +386,7 @@ fn analyze_inner(
     let system = crate::system::summarize(&system_rows);
     let gpu = gpu_table(&gpu_rows, &archive.meta().gpus);
     let net = net_summary(&packets, run.duration_ns);
-    let phases = crate::phases::phase_summary(
-        &sample_rows,
-        &stacks,
-        main_pid,
-        (steps.boundaries_ns.len() >= 2).then(|| {
-            (
-                steps.boundaries_ns[0],
-                steps.boundaries_ns[steps.boundaries_ns.len() - 1],
-            )
-        }),
-    );
+    let phases = crate::phases::phase_summary(&sample_rows, &stacks, main_pid, steps.span());
     let mut analysis = Analysis {
         run,
         modules: modules(&functions, &archive.read_table::<Binary>()?),

@@ -114,20 +114,18 @@ pub struct JitSwitch {
     pub name: &'static str,
     /// Variables set in the command's environment.
     pub vars: &'static [(&'static str, &'static str)],
-    /// What it names.
-    pub what: &'static str,
     /// Libraries that hold the runtime (parts of their file names): only
     /// the maps of processes that ran code in one are removed as sofa's.
     pub libraries: &'static [&'static str],
 }
 
-/// The JIT runtimes sofa asks for perf maps by default.
+/// The JIT runtimes sofa asks for perf maps by default: oneDNN's JIT
+/// kernels (PyTorch and TensorFlow on CPU: convolutions, matmuls).
 pub const JIT_SWITCHES: &[JitSwitch] = &[JitSwitch {
     name: "onednn",
     // 2: "basic Linux perf integration", the perf map only (6 and 14 add
     // jitdump files under ~/.debug/jit); DNNL_ is the name before oneDNN 2.x.
     vars: &[("ONEDNN_JIT_PROFILE", "2"), ("DNNL_JIT_PROFILE", "2")],
-    what: "oneDNN's JIT kernels (PyTorch and TensorFlow on CPU: convolutions, matmuls)",
     libraries: &[
         "libtorch_cpu",
         "libdnnl",
@@ -139,14 +137,6 @@ pub const JIT_SWITCHES: &[JitSwitch] = &[JitSwitch {
 
 /// `PYTHONPERFSUPPORT`'s libraries, as [`JitSwitch::libraries`].
 pub const PYTHON_PERF_LIBRARIES: &[&str] = &["python3"];
-
-/// Variables that make a runtime write perf maps: when the user set one,
-/// the maps of the recording are the user's, not sofa's to remove.
-pub const PERF_MAP_VARS: &[&str] = &[
-    "PYTHONPERFSUPPORT",
-    "ONEDNN_JIT_PROFILE",
-    "DNNL_JIT_PROFILE",
-];
 
 /// How the recording went; printed by the binary as its one-line summary.
 #[derive(Debug, Clone)]

@@ -124,6 +124,14 @@ fn cpu_backs([half, at, double]: [f64; 3]) -> bool {
 /// is tested, not searched for (the CPU streams' own searches need 0.12).
 const MIN_BACKING: f64 = 0.05;
 
+impl Steps {
+    /// From the first step's start to the last one's end, when steps were found.
+    pub(crate) fn span(&self) -> Option<(u64, u64)> {
+        let b = &self.boundaries_ns;
+        (b.len() >= 2).then(|| (b[0], b[b.len() - 1]))
+    }
+}
+
 pub(crate) fn none(note: &str, confidence: f64) -> Steps {
     Steps {
         note: Some(note.to_owned()),
@@ -187,7 +195,7 @@ pub(crate) struct StepInputs<'a> {
 /// Detects steps in every stream of the main process and fuses them.
 pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
     // Every stream has its place (see STREAMS), recorded or not.
-    let answers = vec![
+    let mut answers = vec![
         sequence::detect(inputs.samples, inputs.self_of_stack, inputs.pid),
         wall::detect(inputs.samples, inputs.labellings, inputs.pid),
         match inputs.calls {
@@ -206,21 +214,19 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
     // How the CPU samples repeat at each event stream's period, over its
     // loop; an answer at half the period the CPU samples repeat with is
     // doubled.
-    let mut answers = answers;
     let backing: Vec<Backing> = answers
         .iter_mut()
         .enumerate()
         .map(|(i, a)| {
-            let b = &a.boundaries_ns;
-            if i <= WALL_CLOCK || a.count == 0 || b.len() < 2 {
+            if i <= WALL_CLOCK || a.count == 0 {
                 return Backing::default();
             }
-            let Some(curve) = a.period_ns.and_then(|period| {
+            let Some(curve) = a.span().zip(a.period_ns).and_then(|(span, period)| {
                 wall::support(
                     inputs.samples,
                     inputs.labellings,
                     inputs.pid,
-                    (b[0], b[b.len() - 1]),
+                    span,
                     period,
                     &[0.5, 1.0, 2.0, 4.0],
                 )
@@ -318,7 +324,6 @@ fn network_steps(packets: &crate::net::Packets) -> Steps {
 /// slices, not the program.
 fn wait_steps(waits: &[crate::waits::Wait], pid: Option<u32>) -> Steps {
     let mut keys: FastMap<(Option<u64>, sofa_trace::WaitReason), u64> = FastMap::default();
-    let mut reasons: FastMap<u64, usize> = FastMap::default();
     let events: Vec<Sample> = waits
         .iter()
         .filter(|w| pid.is_none_or(|p| w.pid == p))
@@ -326,7 +331,6 @@ fn wait_steps(waits: &[crate::waits::Wait], pid: Option<u32>) -> Steps {
         .map(|w| {
             let next = keys.len() as u64;
             let key = *keys.entry((w.stack_id, w.reason)).or_insert(next);
-            reasons.insert(key, w.reason as usize);
             event(w.start_ns, w.pid, w.tid, key)
         })
         .collect();
@@ -336,7 +340,10 @@ fn wait_steps(waits: &[crate::waits::Wait], pid: Option<u32>) -> Steps {
     let by_place: StackMap<usize> = (0..keys.len() as u64)
         .map(|k| (Some(k), k as usize))
         .collect();
-    let by_reason: StackMap<usize> = reasons.iter().map(|(&k, &r)| (Some(k), r)).collect();
+    let by_reason: StackMap<usize> = keys
+        .iter()
+        .map(|(&(_, reason), &k)| (Some(k), reason as usize))
+        .collect();
     let any: StackMap<usize> = (0..keys.len() as u64).map(|k| (Some(k), 0)).collect();
     wall::detect_in(&wall::Stream {
         events: events.iter().collect(),

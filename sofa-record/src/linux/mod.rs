@@ -234,7 +234,12 @@ pub(crate) fn own_perf_map_libraries(
     config: &RecordConfig,
     is_set: impl Fn(&str) -> bool,
 ) -> Vec<&'static str> {
-    let asked_by_user = crate::PERF_MAP_VARS.iter().any(|var| is_set(var))
+    // Every variable that makes a runtime write perf maps.
+    let perf_map_vars = crate::JIT_SWITCHES
+        .iter()
+        .flat_map(|s| s.vars.iter().map(|(var, _)| *var))
+        .chain(["PYTHONPERFSUPPORT"]);
+    let asked_by_user = perf_map_vars.into_iter().any(&is_set)
         || config
             .command
             .windows(2)
