@@ -17,6 +17,7 @@
 use crate::AnalyzeError;
 use crate::fasthash::FastMap;
 use crate::functions::{CallStacks, Resolved};
+use crate::steps::pyloop::MainThreads;
 use serde::Serialize;
 use sofa_trace::Archive;
 use sofa_trace::tables::{PyFrame, PySample, PyStackNode, Sample, StackNode};
@@ -61,7 +62,7 @@ pub(crate) fn merge(
     samples: &mut [Sample],
     also: &mut [(Sample, u64)],
     stacks: &mut CallStacks,
-) -> Result<Option<(PythonSummary, GilByThread)>, AnalyzeError> {
+) -> Result<Option<(PythonSummary, GilByThread, MainThreads)>, AnalyzeError> {
     let snapshots = archive.read_table::<PySample>()?;
     if snapshots.is_empty() {
         return Ok(None);
@@ -82,8 +83,9 @@ pub(crate) fn merge(
         .into_iter()
         .map(|f| (f.frame_id, f))
         .collect();
+    let main_threads = crate::steps::pyloop::main_threads(&snapshots, &py_nodes, &py_frames);
     let summary = merge_with(snapshots, &py_nodes, &py_frames, samples, also, stacks);
-    Ok(Some((summary, gil)))
+    Ok(Some((summary, gil, main_threads)))
 }
 
 fn merge_with(

@@ -122,7 +122,11 @@ pub struct Options {
 }
 
 /// What merging Python frames found: its summary and the GIL per thread.
-type PythonMerge = (crate::PythonSummary, GilByThread);
+type PythonMerge = (
+    crate::PythonSummary,
+    GilByThread,
+    crate::steps::pyloop::MainThreads,
+);
 
 /// What analysis reads of the stacks: the samples and their stacks, Python
 /// frames merged in, the switch-outs (their stacks merged the same way),
@@ -303,6 +307,10 @@ fn analyze_inner(
             }
         }
     }
+    let (python, py_main_threads) = match python {
+        Some((summary, gil, snapshots)) => (Some((summary, gil)), Some(snapshots)),
+        None => (None, None),
+    };
     let python = python.map(|(summary, gil)| {
         for t in &mut threads {
             if let Some(&(snapshots, held)) = gil.get(&(t.pid, t.tid)) {
@@ -338,6 +346,11 @@ fn analyze_inner(
         packets: (!packets.is_empty()).then_some(&packets),
         threads: &main_threads,
         waits: wait_rows.as_deref(),
+        py_loop: py_main_threads
+            .as_ref()
+            .zip(main_pid)
+            .and_then(|(m, pid)| m.get(&pid))
+            .map(Vec::as_slice),
         marker: options.step_marker.as_deref().map(|name| (name, &stacks)),
     });
     steps.expected = options.expected_steps;
