@@ -207,6 +207,10 @@ pub(crate) struct StepInputs<'a> {
 
 /// Detects steps in every stream of the main process and fuses them.
 pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
+    let (py_loop, loop_snapshots) = match (inputs.py_loop, inputs.pid) {
+        (Some(snapshots), Some(pid)) => pyloop::detect(snapshots, inputs.samples, pid),
+        _ => (none("no Python snapshots of the main thread", 0.0), 0.0),
+    };
     // Every stream has its place (see STREAMS), recorded or not.
     let mut answers = vec![
         sequence::detect(inputs.samples, inputs.self_of_stack, inputs.pid),
@@ -223,10 +227,7 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
             Some(waits) => wait_steps(waits, inputs.pid),
             None => none("no off-CPU waits recorded", 0.0),
         },
-        match (inputs.py_loop, inputs.pid) {
-            (Some(snapshots), Some(pid)) => pyloop::detect(snapshots, inputs.samples, pid),
-            _ => none("no Python snapshots of the main thread", 0.0),
-        },
+        py_loop,
     ];
     // How the CPU samples repeat at each event stream's period, over its
     // loop; an answer at half the period the CPU samples repeat with is
@@ -270,7 +271,7 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
             }
         })
         .collect();
-    let fused = fuse_with(answers, &backing);
+    let fused = fuse_with(answers, &backing, loop_snapshots);
     let Some((name, stacks)) = inputs.marker else {
         return fused;
     };
@@ -427,6 +428,9 @@ fn within(a: u64, b: u64, slack: f64) -> bool {
 /// How far another stream's step count may be from the Python loop's for
 /// its placement to be used.
 const PLACEMENT_SLACK: f64 = 0.05;
+/// Snapshots per iteration (median) from which the Python loop's count is
+/// trusted over a placement that makes more steps.
+const SURE_SNAPSHOTS: f64 = 4.0;
 
 fn agree(a: &Steps, b: &Steps) -> bool {
     match (a.period_ns, b.period_ns) {
@@ -441,7 +445,7 @@ fn agree(a: &Steps, b: &Steps) -> bool {
 /// the most confident. The most confident of the winner and those agreeing
 /// with it (CPU streams favoured) places the steps; the method names it
 /// first, then the others.
-fn fuse_with(answers: Vec<Steps>, backing: &[Backing]) -> Steps {
+fn fuse_with(answers: Vec<Steps>, backing: &[Backing], loop_snapshots: f64) -> Steps {
     let support = |i: usize| {
         answers
             .iter()
@@ -550,18 +554,18 @@ fn fuse_with(answers: Vec<Steps>, backing: &[Backing]) -> Steps {
         .filter(|&i| i == w || agree(&answers[w], &answers[i]))
         .max_by(|&a, &b| weight(a).total_cmp(&weight(b)).then(b.cmp(&a)))
         .unwrap_or(w);
-    // A placement that makes more than 1 in 20 steps more or fewer than the
-    // Python loop's iterations is not believed: beside a CPU hog, the wall
-    // clock's and system calls' placements agreed with its period but made
-    // 74 and 86 steps of a loop of 80. (Kept archives: 4 more hits of 80
-    // quiet recordings, 1 fewer; trusting the loop only from 4 snapshots
-    // per step instead of 3 made it 2 fewer.)
-    let w = if w == PY_LOOP
-        && !within(
-            answers[placer].count,
-            answers[PY_LOOP].count,
-            PLACEMENT_SLACK,
-        ) {
+    // A placement that makes more than 1 in 20 steps fewer than the Python
+    // loop's iterations is not believed (wraps are missed, not invented),
+    // nor one that makes more than 1 in 20 more where each iteration was
+    // seen by several snapshots: beside a CPU hog, the wall clock's and
+    // system calls' placements agreed with the loop's period but made 74
+    // and 86 steps of a loop of 80 (5 snapshots per step). With 3 per step
+    // the loop missed wraps: 56 of 60, where the wall clock's 60 were right.
+    let distrusted = |placed: u64, iterations: u64| {
+        !within(placed, iterations, PLACEMENT_SLACK)
+            && (placed < iterations || loop_snapshots >= SURE_SNAPSHOTS)
+    };
+    let w = if w == PY_LOOP && distrusted(answers[placer].count, answers[PY_LOOP].count) {
         PY_LOOP
     } else {
         placer
@@ -618,7 +622,7 @@ pub(crate) mod tests {
     }
 
     fn fuse(answers: Vec<Steps>) -> Steps {
-        fuse_with(answers, &[])
+        fuse_with(answers, &[], SURE_SNAPSHOTS)
     }
 
     #[test]
@@ -910,7 +914,7 @@ pub(crate) mod tests {
                 },
             ]
         };
-        let fused = fuse_with(answers(), &backed([-0.07, 0.09, 0.04]));
+        let fused = fuse_with(answers(), &backed([-0.07, 0.09, 0.04]), 0.0);
         assert_eq!(fused.method.as_deref(), Some("system calls"));
         assert_eq!(fused.streams[2].cpu_support, Some([-0.07, 0.09, 0.04]));
         // Half the step (the CPU samples are out of step at its period),
@@ -922,7 +926,7 @@ pub(crate) mod tests {
             [0.17, 0.15, 0.14],
             [-0.03, 0.02, 0.01],
         ] {
-            let fused = fuse_with(answers(), &backed(backing));
+            let fused = fuse_with(answers(), &backed(backing), 0.0);
             assert_eq!(fused.count, 0, "{backing:?}");
         }
     }
@@ -1004,6 +1008,21 @@ pub(crate) mod tests {
         ]);
         assert_eq!(fused.count, 60);
         assert_eq!(fused.method.as_deref(), Some("python loop + wall clock"));
+        // With three snapshots per iteration the loop may have missed
+        // wraps: a placement with more steps stands, one with fewer does not.
+        let with = |wall_ms| {
+            let answers = vec![
+                nothing(),
+                answer(wall_ms, 0.3, "wall clock"),
+                nothing(),
+                nothing(),
+                nothing(),
+                answer(50, 0.9, "python loop"),
+            ];
+            fuse_with(answers, &[], 3.0).count
+        };
+        assert_eq!(with(46), 65);
+        assert_eq!(with(54), 60);
     }
 
     #[test]

@@ -131,8 +131,16 @@ fn wrap_between(a: &Snapshot, b: &Snapshot) -> Option<Wrap> {
 }
 
 /// The loop's steps in the main thread's snapshots, their work compared by
-/// the CPU samples of `pid` in each.
-pub(super) fn detect(snapshots: &[Snapshot], samples: &[Sample], pid: u32) -> Steps {
+/// the CPU samples of `pid` in each, and the median number of snapshots
+/// per step (how surely each wrap was seen; 0 when none was found).
+pub(super) fn detect(snapshots: &[Snapshot], samples: &[Sample], pid: u32) -> (Steps, f64) {
+    let mut seen = 0.0;
+    let steps = find(snapshots, samples, pid, &mut seen);
+    let seen = if steps.count > 0 { seen } else { 0.0 };
+    (steps, seen)
+}
+
+fn find(snapshots: &[Snapshot], samples: &[Sample], pid: u32, per_step_seen: &mut f64) -> Steps {
     let wraps: Vec<Wrap> = snapshots
         .windows(2)
         .filter_map(|w| wrap_between(&w[0], &w[1]))
@@ -222,6 +230,7 @@ pub(super) fn detect(snapshots: &[Snapshot], samples: &[Sample], pid: u32) -> St
         counts
     };
     let seen = per_step(&mut snapshots.iter().map(|s| s.time_ns));
+    *per_step_seen = median_f(&seen);
     let mut lines: FastMap<u32, usize> = FastMap::default();
     for s in snapshots
         .iter()
@@ -241,11 +250,11 @@ pub(super) fn detect(snapshots: &[Snapshot], samples: &[Sample], pid: u32) -> St
             0.0,
         );
     }
-    if median_f(&seen) < MIN_SNAPSHOTS_PER_STEP as f64 {
+    if *per_step_seen < MIN_SNAPSHOTS_PER_STEP as f64 {
         return none(
             &format!(
                 "the main thread's loop wrapped {} times, too few Python snapshots per \
-                 iteration to count them (raise --py-hz)",
+                 iteration to count them (more with sofa record --py-hz 250)",
                 members.len()
             ),
             0.0,
@@ -369,7 +378,7 @@ mod tests {
         // Steps of 40-160 ms (a CPU hog beside the job), the same work.
         let mut rng = xorshift(7);
         let (snapshots, samples, starts) = run(30, 80, |_| (40 + rng() % 120, 40));
-        let steps = detect(&snapshots, &samples, 1);
+        let (steps, _) = detect(&snapshots, &samples, 1);
         assert!(
             steps.count.abs_diff(80) <= 2,
             "{} {:?}",
@@ -397,7 +406,7 @@ mod tests {
             let ms = 30 + (-u.ln() * 100.0) as u64;
             (ms, ms)
         });
-        let steps = detect(&snapshots, &samples, 1);
+        let (steps, _) = detect(&snapshots, &samples, 1);
         assert_eq!(steps.count, 0);
         assert!(
             steps.note.as_deref().unwrap().contains("work varies"),
@@ -410,7 +419,7 @@ mod tests {
     fn too_few_snapshots_per_step_count_nothing() {
         // Steps of 20 ms, two snapshots each: wraps are missed.
         let (snapshots, samples, _) = run(0, 100, |_| (20, 20));
-        let steps = detect(&snapshots, &samples, 1);
+        let (steps, _) = detect(&snapshots, &samples, 1);
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
         assert!(steps.note.unwrap().contains("too few Python snapshots"));
     }
@@ -424,7 +433,7 @@ mod tests {
                 s.frames[1].1 = 12;
             }
         }
-        let steps = detect(&snapshots, &samples, 1);
+        let (steps, _) = detect(&snapshots, &samples, 1);
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
     }
 }
