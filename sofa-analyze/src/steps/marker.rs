@@ -11,7 +11,7 @@
 //! step. Evenly spaced events with nothing in between (a call once per
 //! step) each start one.
 
-use super::signal::{mean_and_cv, median_gap};
+use super::signal::median_gap;
 use super::{Steps, none};
 use crate::fasthash::StackMap;
 use crate::functions::CallStacks;
@@ -163,28 +163,13 @@ pub(crate) fn steps_at(
     let end = (last_start + median.round() as u64).max(last_event.min(last_start + 1));
     let mut boundaries = starts;
     boundaries.push(end);
-    let all: Vec<f64> = boundaries
-        .windows(2)
-        .map(|w| (w[1] - w[0]) as f64)
-        .collect();
-    let (mean, period_cv) = mean_and_cv(&all);
     // Confidence: the share of steps within a fifth of the typical length.
     let even = lengths
         .iter()
         .filter(|&&l| (l - median).abs() <= 0.2 * median)
         .count() as f64
         / lengths.len() as f64;
-    Steps {
-        count: boundaries.len() as u64 - 1,
-        period_ns: Some(mean.round() as u64),
-        period_cv,
-        confidence: even,
-        boundaries_ns: boundaries,
-        note: None,
-        expected: None,
-        method: Some("marker".to_owned()),
-        streams: Vec::new(),
-    }
+    Steps::between(boundaries, even, "marker")
 }
 
 /// The longest run of consecutive starts without a gap over `BREAK` times

@@ -96,17 +96,9 @@ struct Backing {
 /// step is dropped).
 fn doubled(a: &Steps) -> Steps {
     let boundaries: Vec<u64> = a.boundaries_ns.iter().copied().step_by(2).collect();
-    let lengths: Vec<f64> = boundaries
-        .windows(2)
-        .map(|w| (w[1] - w[0]) as f64)
-        .collect();
-    let (mean, period_cv) = signal::mean_and_cv(&lengths);
     Steps {
-        count: lengths.len() as u64,
-        period_ns: Some(mean.round() as u64),
-        period_cv,
-        boundaries_ns: boundaries,
-        ..a.clone()
+        method: a.method.clone(),
+        ..Steps::between(boundaries, a.confidence, "")
     }
 }
 
@@ -128,6 +120,28 @@ fn cpu_backs([half, at, double]: [f64; 3]) -> bool {
 const MIN_BACKING: f64 = 0.05;
 
 impl Steps {
+    /// The steps between consecutive `boundaries` (each start, then the
+    /// last one's end; at least two): their count, mean length and its
+    /// variation.
+    pub(crate) fn between(boundaries: Vec<u64>, confidence: f64, method: &str) -> Steps {
+        let lengths: Vec<f64> = boundaries
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as f64)
+            .collect();
+        let (mean, period_cv) = signal::mean_and_cv(&lengths);
+        Steps {
+            count: lengths.len() as u64,
+            period_ns: Some(mean.round() as u64),
+            period_cv,
+            confidence,
+            boundaries_ns: boundaries,
+            note: None,
+            expected: None,
+            method: Some(method.to_owned()),
+            streams: Vec::new(),
+        }
+    }
+
     /// From the first step's start to the last one's end, when steps were found.
     pub(crate) fn span(&self) -> Option<(u64, u64)> {
         let b = &self.boundaries_ns;

@@ -20,7 +20,7 @@
 //! same work: the CPU samples per iteration vary little. The confidence is
 //! 1 − their interquartile range over their median.
 
-use super::{Steps, none, signal::mean_and_cv};
+use super::{Steps, none};
 use crate::fasthash::FastMap;
 use sofa_trace::tables::{PyFrame, PySample, PyStackNode, Sample};
 use std::collections::HashMap;
@@ -279,22 +279,7 @@ fn find(snapshots: &[Snapshot], samples: &[Sample], pid: u32, per_step_seen: &mu
             confidence,
         );
     }
-    let lengths: Vec<f64> = boundaries
-        .windows(2)
-        .map(|w| (w[1] - w[0]) as f64)
-        .collect();
-    let (mean, period_cv) = mean_and_cv(&lengths);
-    Steps {
-        count: steps as u64,
-        period_ns: Some(mean.round() as u64),
-        period_cv,
-        confidence,
-        boundaries_ns: boundaries,
-        note: None,
-        expected: None,
-        method: Some("python loop".to_owned()),
-        streams: Vec::new(),
-    }
+    Steps::between(boundaries, confidence, "python loop")
 }
 
 fn midpoint(a: u64, b: u64) -> u64 {

@@ -521,16 +521,12 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
     // The last step ends a typical step after it starts, or with the samples.
     let last_start = *boundaries.last().expect("three starts");
     boundaries.push((last_start + mean.round() as u64).min(last.max(last_start + 1)));
+    // The period and its variation are the starts' (the last step's end is
+    // an estimate).
     Steps {
-        count: boundaries.len() as u64 - 1,
         period_ns: Some(mean.round() as u64),
         period_cv,
-        confidence,
-        boundaries_ns: boundaries,
-        note: None,
-        expected: None,
-        method: Some(stream.method.to_owned()),
-        streams: Vec::new(),
+        ..Steps::between(boundaries, confidence, stream.method)
     }
 }
 
