@@ -24,6 +24,10 @@ pub struct StepBreakdown {
     /// The main thread's time off the CPU in the step, per wait reason, ns;
     /// null without context switches.
     pub main_waits_ns: Option<BTreeMap<String, u64>>,
+    /// The main process's CPU samples in the step per framework phase
+    /// (forward, backward, optimizer, data loading, communication, other);
+    /// null when no sample has a framework phase (`phases`).
+    pub samples_by_phase: Option<BTreeMap<String, u64>>,
 }
 
 /// Index of the step holding `t`, if inside the loop.
@@ -57,6 +61,7 @@ pub(crate) fn step_breakdown(
             gpu_busy_share: None,
             net_bytes: 0,
             main_waits_ns: main_waits.map(|_| BTreeMap::new()),
+            samples_by_phase: None,
         })
         .collect();
     // A wait across a boundary counts in each step for its part there.

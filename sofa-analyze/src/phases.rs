@@ -10,6 +10,7 @@ use crate::fasthash::{FastMap, StackMap};
 use crate::functions::CallStacks;
 use serde::Serialize;
 use sofa_trace::tables::Sample;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -158,6 +159,34 @@ pub(crate) fn phase_summary(
     }
 }
 
+/// The main process's samples (all when `pid` is `None`) of each step
+/// between `boundaries`, per phase name.
+pub(crate) fn per_step(
+    samples: &[Sample],
+    stacks: &CallStacks,
+    pid: Option<u32>,
+    boundaries: &[u64],
+) -> Vec<BTreeMap<String, u64>> {
+    let steps = boundaries.len().saturating_sub(1);
+    let mut out = vec![BTreeMap::new(); steps];
+    if steps == 0 {
+        return out;
+    }
+    let mut phase_of: StackMap<Phase> = StackMap::default();
+    for s in samples.iter().filter(|s| {
+        pid.is_none_or(|p| s.pid == p)
+            && s.time_ns >= boundaries[0]
+            && s.time_ns < boundaries[steps]
+    }) {
+        let step = boundaries.partition_point(|&b| b <= s.time_ns) - 1;
+        let phase = *phase_of
+            .entry(s.stack_id)
+            .or_insert_with(|| stack_phase(stacks, s.stack_id));
+        *out[step].entry(phase.name().to_owned()).or_default() += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +247,24 @@ mod tests {
             phase_summary(&samples[6..], &s, Some(1), None)
                 .phases
                 .is_empty()
+        );
+        // Per step: samples at 0..8 ms in steps [0, 3) and [3, 7) ms; the
+        // last sample is after the loop.
+        let steps = per_step(&samples, &s, Some(1), &[0, 3_000_000, 7_000_000]);
+        let names = |m: &BTreeMap<String, u64>| -> Vec<(String, u64)> {
+            m.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        };
+        assert_eq!(
+            names(&steps[0]),
+            [("backward".to_owned(), 1), ("forward".to_owned(), 2)]
+        );
+        assert_eq!(
+            names(&steps[1]),
+            [
+                ("backward".to_owned(), 2),
+                ("optimizer".to_owned(), 1),
+                ("other".to_owned(), 1)
+            ]
         );
     }
 

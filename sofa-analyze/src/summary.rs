@@ -392,7 +392,7 @@ fn analyze_inner(
                 .copied()
                 .collect()
         });
-    let step_breakdown = step_breakdown(&labelled, &steps.boundaries_ns, main_waits.as_deref());
+    let mut step_breakdown = step_breakdown(&labelled, &steps.boundaries_ns, main_waits.as_deref());
     add_overlaps(&mut swarms, &labelled);
     let syscalls = syscall_table(&calls, run.duration_ns);
     let system_rows = archive.read_table::<SystemCounter>()?;
@@ -400,6 +400,13 @@ fn analyze_inner(
     let gpu = gpu_table(&gpu_rows, &archive.meta().gpus);
     let net = net_summary(&packets, run.duration_ns);
     let phases = crate::phases::phase_summary(&sample_rows, &stacks, main_pid, steps.span());
+    if !phases.phases.is_empty() {
+        let per_step =
+            crate::phases::per_step(&sample_rows, &stacks, main_pid, &steps.boundaries_ns);
+        for (row, by) in step_breakdown.iter_mut().zip(per_step) {
+            row.samples_by_phase = Some(by);
+        }
+    }
     let mut analysis = Analysis {
         run,
         modules: modules(&functions, &archive.read_table::<Binary>()?),

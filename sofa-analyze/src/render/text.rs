@@ -330,6 +330,14 @@ fn step_breakdown(out: &mut String, analysis: &Analysis, limit: usize) {
     if waits {
         columns.push(("main thread waits ms", L));
     }
+    // Framework phases, where the loop's samples have any.
+    let phases = analysis
+        .step_breakdown
+        .iter()
+        .any(|b| b.samples_by_phase.is_some());
+    if phases {
+        columns.push(("samples by phase", L));
+    }
     section(
         out,
         if waits {
@@ -362,6 +370,18 @@ fn step_breakdown(out: &mut String, analysis: &Analysis, limit: usize) {
                         by.iter()
                             .take(2)
                             .map(|(r, ns)| format!("{r} {:.1}", **ns as f64 / 1e6))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                ));
+            }
+            if phases {
+                row.push(b.samples_by_phase.as_ref().map_or_else(
+                    || "-".to_owned(),
+                    |by| {
+                        by.iter()
+                            .filter(|(_, n)| **n > 0)
+                            .map(|(phase, n)| format!("{phase} {n}"))
                             .collect::<Vec<_>>()
                             .join(", ")
                     },
