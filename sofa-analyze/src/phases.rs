@@ -187,6 +187,36 @@ pub(crate) fn per_step(
     out
 }
 
+/// Each of `swarms` swarms' phase of most of the main process's samples
+/// (all when `pid` is `None`) in it, with their share.
+pub(crate) fn per_swarm(
+    samples: &[Sample],
+    stacks: &CallStacks,
+    pid: Option<u32>,
+    swarm_of: impl Fn(Option<u64>) -> Option<usize>,
+    swarms: usize,
+) -> Vec<Option<(Phase, f64)>> {
+    let mut per_stack: StackMap<u64> = StackMap::default();
+    for s in samples.iter().filter(|s| pid.is_none_or(|p| s.pid == p)) {
+        *per_stack.entry(s.stack_id).or_default() += 1;
+    }
+    let mut counts: Vec<FastMap<Phase, u64>> = vec![FastMap::default(); swarms];
+    for (&stack, &n) in &per_stack {
+        if let Some(swarm) = swarm_of(stack).filter(|&w| w < swarms) {
+            *counts[swarm].entry(stack_phase(stacks, stack)).or_default() += n;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|by| {
+            let total: u64 = by.values().sum();
+            by.into_iter()
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+                .map(|(phase, n)| (phase, n as f64 / total as f64))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +288,11 @@ mod tests {
             names(&steps[0]),
             [("backward".to_owned(), 1), ("forward".to_owned(), 2)]
         );
+        // Per swarm (stacks 1-3 one swarm, 4-5 another): the phase of most
+        // of its samples, with their share.
+        let swarms = per_swarm(&samples, &s, Some(1), |k| k.map(|k| usize::from(k > 3)), 2);
+        assert_eq!(swarms[0], Some((Phase::Backward, 0.5)));
+        assert_eq!(swarms[1], Some((Phase::Other, 1.0)));
         assert_eq!(
             names(&steps[1]),
             [

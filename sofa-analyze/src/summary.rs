@@ -401,6 +401,17 @@ fn analyze_inner(
     let net = net_summary(&packets, run.duration_ns);
     let phases = crate::phases::phase_summary(&sample_rows, &stacks, main_pid, steps.span());
     if !phases.phases.is_empty() {
+        let per_swarm = crate::phases::per_swarm(
+            &sample_rows,
+            &stacks,
+            main_pid,
+            |stack| labelled.swarm_of(stack).map(|s| s.0),
+            swarms.len(),
+        );
+        for (swarm, phase) in swarms.iter_mut().zip(per_swarm) {
+            swarm.phase = phase.map(|(p, _)| p.name().to_owned());
+            swarm.phase_share = phase.map(|(_, share)| share);
+        }
         let per_step =
             crate::phases::per_step(&sample_rows, &stacks, main_pid, &steps.boundaries_ns);
         for (row, by) in step_breakdown.iter_mut().zip(per_step) {

@@ -48,6 +48,11 @@ pub struct Swarm {
     pub gpu_util_mean: Option<f64>,
     /// Network bytes sent or received while the swarm ran on the busiest thread.
     pub net_bytes: u64,
+    /// The framework phase (forward, backward, …, other) of most of the
+    /// main process's samples in the swarm, and their share; null for jobs
+    /// without framework phases.
+    pub phase: Option<String>,
+    pub phase_share: Option<f64>,
 }
 
 /// Names each swarm's Python function: the innermost Python function of
@@ -362,6 +367,8 @@ pub fn find_swarms(
                 syscall_ns: 0,
                 gpu_util_mean: None,
                 net_bytes: 0,
+                phase: None,
+                phase_share: None,
             }
         })
         .collect();

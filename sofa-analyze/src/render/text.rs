@@ -282,30 +282,41 @@ fn system(out: &mut String, analysis: &Analysis, limit: usize) {
 
 /// Functions that run together.
 fn swarms(out: &mut String, analysis: &Analysis, limit: usize) {
+    // Framework phases, where the job has any.
+    let phases = analysis.swarms.iter().any(|s| s.phase.is_some());
+    let mut columns = vec![
+        ("id", R),
+        ("share%", R),
+        ("samples", R),
+        ("span s", R),
+        ("syscalls", R),
+        ("syscall ms", R),
+    ];
+    if phases {
+        columns.push(("phase", L));
+    }
+    columns.extend([("swarm", L), ("modules", L)]);
     section(
         out,
         "swarms (functions that run together)",
-        &[
-            ("id", R),
-            ("share%", R),
-            ("samples", R),
-            ("span s", R),
-            ("syscalls", R),
-            ("syscall ms", R),
-            ("swarm", L),
-            ("modules", L),
-        ],
+        &columns,
         analysis.swarms.iter().map(|s| {
-            vec![
+            let mut row = vec![
                 s.id.to_string(),
                 pct(s.share),
                 s.samples.to_string(),
                 format!("{:.3}", s.end_ns.saturating_sub(s.start_ns) as f64 / 1e9),
                 s.syscalls.to_string(),
                 format!("{:.3}", s.syscall_ns as f64 / 1e6),
-                s.caption.clone(),
-                s.modules.join(", "),
-            ]
+            ];
+            if phases {
+                row.push(match (&s.phase, s.phase_share) {
+                    (Some(p), Some(share)) => format!("{p} {:.0}%", 100.0 * share),
+                    _ => "-".to_owned(),
+                });
+            }
+            row.extend([s.caption.clone(), s.modules.join(", ")]);
+            row
         }),
         limit,
     );
