@@ -92,6 +92,27 @@ fn stack_phase(stacks: &CallStacks, stack: Option<u64>) -> Phase {
     found.unwrap_or(Phase::Other)
 }
 
+/// The phase of every stack the main process's samples (all when `pid`
+/// is `None`) were taken in, worked out once for the summary, the steps
+/// and the swarms.
+pub(crate) fn phase_map(
+    samples: &[Sample],
+    stacks: &CallStacks,
+    pid: Option<u32>,
+) -> StackMap<Phase> {
+    let mut out: StackMap<Phase> = StackMap::default();
+    for s in samples.iter().filter(|s| pid.is_none_or(|p| s.pid == p)) {
+        out.entry(s.stack_id)
+            .or_insert_with(|| stack_phase(stacks, s.stack_id));
+    }
+    out
+}
+
+/// A stack's phase in `phases` (`other` when it is not there).
+fn phase_in(phases: &StackMap<Phase>, stack: Option<u64>) -> Phase {
+    phases.get(&stack).copied().unwrap_or(Phase::Other)
+}
+
 /// CPU samples per phase.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PhaseSummary {
@@ -118,7 +139,7 @@ pub struct PhaseRow {
 /// `None`) in the loop's `span` when there is one.
 pub(crate) fn phase_summary(
     samples: &[Sample],
-    stacks: &CallStacks,
+    phases_of: &StackMap<Phase>,
     pid: Option<u32>,
     span: Option<(u64, u64)>,
 ) -> PhaseSummary {
@@ -132,7 +153,7 @@ pub(crate) fn phase_summary(
     }
     let mut per_phase: FastMap<Phase, u64> = FastMap::default();
     for (&stack, &n) in &per_stack {
-        *per_phase.entry(stack_phase(stacks, stack)).or_default() += n;
+        *per_phase.entry(phase_in(phases_of, stack)).or_default() += n;
     }
     let total: u64 = per_stack.values().sum();
     if per_phase.keys().all(|p| *p == Phase::Other) {
@@ -163,7 +184,7 @@ pub(crate) fn phase_summary(
 /// between `boundaries`, per phase name.
 pub(crate) fn per_step(
     samples: &[Sample],
-    stacks: &CallStacks,
+    phases_of: &StackMap<Phase>,
     pid: Option<u32>,
     boundaries: &[u64],
 ) -> Vec<BTreeMap<String, u64>> {
@@ -172,16 +193,13 @@ pub(crate) fn per_step(
     if steps == 0 {
         return out;
     }
-    let mut phase_of: StackMap<Phase> = StackMap::default();
     for s in samples.iter().filter(|s| {
         pid.is_none_or(|p| s.pid == p)
             && s.time_ns >= boundaries[0]
             && s.time_ns < boundaries[steps]
     }) {
         let step = boundaries.partition_point(|&b| b <= s.time_ns) - 1;
-        let phase = *phase_of
-            .entry(s.stack_id)
-            .or_insert_with(|| stack_phase(stacks, s.stack_id));
+        let phase = phase_in(phases_of, s.stack_id);
         *out[step].entry(phase.name().to_owned()).or_default() += 1;
     }
     out
@@ -191,7 +209,7 @@ pub(crate) fn per_step(
 /// (all when `pid` is `None`) in it, with their share.
 pub(crate) fn per_swarm(
     samples: &[Sample],
-    stacks: &CallStacks,
+    phases_of: &StackMap<Phase>,
     pid: Option<u32>,
     swarm_of: impl Fn(Option<u64>) -> Option<usize>,
     swarms: usize,
@@ -203,7 +221,7 @@ pub(crate) fn per_swarm(
     let mut counts: Vec<FastMap<Phase, u64>> = vec![FastMap::default(); swarms];
     for (&stack, &n) in &per_stack {
         if let Some(swarm) = swarm_of(stack).filter(|&w| w < swarms) {
-            *counts[swarm].entry(stack_phase(stacks, stack)).or_default() += n;
+            *counts[swarm].entry(phase_in(phases_of, stack)).or_default() += n;
         }
     }
     counts
@@ -256,7 +274,8 @@ mod tests {
             .enumerate()
             .map(|(i, &stack)| crate::test_sample(i as u64 * 1_000_000, stack))
             .collect();
-        let sum = phase_summary(&samples, &s, Some(1), None);
+        let phases_of = phase_map(&samples, &s, Some(1));
+        let sum = phase_summary(&samples, &phases_of, Some(1), None);
         let shares: Vec<(Phase, u64)> = sum.phases.iter().map(|p| (p.phase, p.samples)).collect();
         assert_eq!(
             shares,
@@ -270,17 +289,17 @@ mod tests {
         assert!((sum.phases.iter().map(|p| p.share).sum::<f64>() - 1.0).abs() < 1e-9);
         // The loop's span only; a job of no known framework has none.
         assert_eq!(
-            phase_summary(&samples, &s, Some(1), Some((0, 2_000_000))).samples,
+            phase_summary(&samples, &phases_of, Some(1), Some((0, 2_000_000))).samples,
             2
         );
         assert!(
-            phase_summary(&samples[6..], &s, Some(1), None)
+            phase_summary(&samples[6..], &phases_of, Some(1), None)
                 .phases
                 .is_empty()
         );
         // Per step: samples at 0..8 ms in steps [0, 3) and [3, 7) ms; the
         // last sample is after the loop.
-        let steps = per_step(&samples, &s, Some(1), &[0, 3_000_000, 7_000_000]);
+        let steps = per_step(&samples, &phases_of, Some(1), &[0, 3_000_000, 7_000_000]);
         let names = |m: &BTreeMap<String, u64>| -> Vec<(String, u64)> {
             m.iter().map(|(k, v)| (k.clone(), *v)).collect()
         };
@@ -290,7 +309,13 @@ mod tests {
         );
         // Per swarm (stacks 1-3 one swarm, 4-5 another): the phase of most
         // of its samples, with their share.
-        let swarms = per_swarm(&samples, &s, Some(1), |k| k.map(|k| usize::from(k > 3)), 2);
+        let swarms = per_swarm(
+            &samples,
+            &phases_of,
+            Some(1),
+            |k| k.map(|k| usize::from(k > 3)),
+            2,
+        );
         assert_eq!(swarms[0], Some((Phase::Backward, 0.5)));
         assert_eq!(swarms[1], Some((Phase::Other, 1.0)));
         assert_eq!(

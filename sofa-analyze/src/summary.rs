@@ -399,11 +399,12 @@ fn analyze_inner(
     let system = crate::system::summarize(&system_rows);
     let gpu = gpu_table(&gpu_rows, &archive.meta().gpus);
     let net = net_summary(&packets, run.duration_ns);
-    let phases = crate::phases::phase_summary(&sample_rows, &stacks, main_pid, steps.span());
+    let phases_of = crate::phases::phase_map(&sample_rows, &stacks, main_pid);
+    let phases = crate::phases::phase_summary(&sample_rows, &phases_of, main_pid, steps.span());
     if !phases.phases.is_empty() {
         let per_swarm = crate::phases::per_swarm(
             &sample_rows,
-            &stacks,
+            &phases_of,
             main_pid,
             |stack| labelled.swarm_of(stack).map(|s| s.0),
             swarms.len(),
@@ -413,7 +414,7 @@ fn analyze_inner(
             swarm.phase_share = phase.map(|(_, share)| share);
         }
         let per_step =
-            crate::phases::per_step(&sample_rows, &stacks, main_pid, &steps.boundaries_ns);
+            crate::phases::per_step(&sample_rows, &phases_of, main_pid, &steps.boundaries_ns);
         for (row, by) in step_breakdown.iter_mut().zip(per_step) {
             row.samples_by_phase = Some(by);
         }
