@@ -24,4 +24,11 @@ shoot "file://$out/run/report.html" 2300 docs/report.png
 target/release/sofa record -o "$out/waits" -- "$python" fixtures/workloads/waits.py input
 target/release/sofa report "$out/waits" >/dev/null
 shoot "file://$out/waits/report.html?flame=off-CPU" 1500 docs/report-waits.png
-echo docs/report.png docs/report-waits.png
+# Framework phases: the PyTorch CNN corpus loop, when a training venv with
+# torch is given (TORCH_PYTHON=$(scripts/training-venv.sh | tail -1)).
+if [ -n "${TORCH_PYTHON:-}" ]; then
+  target/release/sofa record -o "$out/cnn" -- "$TORCH_PYTHON" fixtures/training/torch_cnn.py --workers 2
+  target/release/sofa report "$out/cnn" >/dev/null
+  shoot "file://$out/cnn/report.html" 2600 docs/report-phases.png
+fi
+echo docs/report.png docs/report-waits.png ${TORCH_PYTHON:+docs/report-phases.png}

@@ -5,6 +5,12 @@
 //! `Conv2d.forward` is forward; under `ConvolutionBackward0::apply`,
 //! backward). A sample with no such frame is `other`: unknown stays
 //! unknown, never guessed.
+//!
+//! The main process's thread-pool workers (OpenMP, OpenBLAS, TBB, the
+//! frameworks' own pools) run the main thread's parallel regions and have
+//! no frames of their own to tell the phase: their samples take the main
+//! thread's phase at the time, from its nearest sample within
+//! `LEND_WINDOW_NS` (`other` when it has none that near).
 
 use crate::fasthash::{FastMap, StackMap};
 use crate::functions::CallStacks;
@@ -92,25 +98,142 @@ fn stack_phase(stacks: &CallStacks, stack: Option<u64>) -> Phase {
     found.unwrap_or(Phase::Other)
 }
 
-/// The phase of every stack the main process's samples (all when `pid`
-/// is `None`) were taken in, worked out once for the summary, the steps
-/// and the swarms.
-pub(crate) fn phase_map(
-    samples: &[Sample],
-    stacks: &CallStacks,
-    pid: Option<u32>,
-) -> StackMap<Phase> {
-    let mut out: StackMap<Phase> = StackMap::default();
-    for s in samples.iter().filter(|s| pid.is_none_or(|p| s.pid == p)) {
-        out.entry(s.stack_id)
-            .or_insert_with(|| stack_phase(stacks, s.stack_id));
-    }
-    out
+/// How far (either way) the main thread's nearest sample may be from a
+/// pool worker's sample to lend it its phase: a few sampling intervals at
+/// the default rate; further, the main thread was not running (waiting for
+/// a batch, say) and what the pool did then is not known.
+const LEND_WINDOW_NS: u64 = 5_000_000;
+
+/// Outermost frames searched for a thread pool's thread function.
+const POOL_ROOT_FRAMES: usize = 6;
+
+/// Whether a stack's thread was started by a thread pool: one of its
+/// outermost frames is a pool's thread function (libgomp's
+/// `gomp_thread_start`, OpenBLAS's `blas_thread_server`, Intel/LLVM
+/// OpenMP, TBB, PyTorch's `c10::ThreadPool`, XLA's Eigen pool).
+fn pool_rooted(stacks: &CallStacks, stack: Option<u64>) -> bool {
+    let names: Vec<&(String, String)> = stacks.names(stack).collect();
+    names
+        .iter()
+        .rev()
+        .take(POOL_ROOT_FRAMES)
+        .any(|(function, module)| {
+            let module = module.to_ascii_lowercase();
+            module.contains("libgomp")
+                || module.starts_with("libiomp")
+                || module.starts_with("libomp")
+                || module.starts_with("libtbb")
+                || function == "blas_thread_server"
+                || function.contains("EigenEnvironment")
+                // LLVM's pool compiles (JAX's first step), it runs no
+                // step's work.
+                || (function.contains("ThreadPool") && !function.starts_with("llvm::"))
+        })
 }
 
-/// A stack's phase in `phases` (`other` when it is not there).
-fn phase_in(phases: &StackMap<Phase>, stack: Option<u64>) -> Phase {
-    phases.get(&stack).copied().unwrap_or(Phase::Other)
+/// Each sample's phase, by its index in the samples the map was made
+/// for; `other` for samples of other processes.
+pub(crate) struct SamplePhases(Vec<Phase>);
+
+impl SamplePhases {
+    fn of(&self, i: usize) -> Phase {
+        self.0.get(i).copied().unwrap_or(Phase::Other)
+    }
+}
+
+/// The phase of every sample of the main process (all processes when
+/// `pid` is `None`), worked out once for the summary, the steps and the
+/// swarms: its stack's, or for a pool worker's sample without one, the
+/// main thread's at the time.
+pub(crate) fn phase_map(samples: &[Sample], stacks: &CallStacks, pid: Option<u32>) -> SamplePhases {
+    let mine = |s: &Sample| pid.is_none_or(|p| s.pid == p);
+    let mut by_stack: StackMap<Phase> = StackMap::default();
+    for s in samples.iter().filter(|s| mine(s)) {
+        by_stack
+            .entry(s.stack_id)
+            .or_insert_with(|| stack_phase(stacks, s.stack_id));
+    }
+    let mut out: Vec<Phase> = samples
+        .iter()
+        .map(|s| match mine(s) {
+            true => by_stack.get(&s.stack_id).copied().unwrap_or(Phase::Other),
+            false => Phase::Other,
+        })
+        .collect();
+    let Some(pid) = pid else {
+        return SamplePhases(out);
+    };
+    // Pool workers: threads of the process (not its main thread) started
+    // by a pool, with no Python frame in any of their stacks.
+    let mut seen: StackMap<(bool, bool)> = StackMap::default();
+    let mut threads: FastMap<u32, (bool, bool)> = FastMap::default();
+    for s in samples.iter().filter(|s| s.pid == pid && s.tid != pid) {
+        let (pool, python) = *seen.entry(s.stack_id).or_insert_with(|| {
+            (
+                pool_rooted(stacks, s.stack_id),
+                stacks.names(s.stack_id).any(|(_, m)| m.starts_with("py:")),
+            )
+        });
+        let t = threads.entry(s.tid).or_default();
+        t.0 |= pool;
+        t.1 |= python;
+    }
+    let workers: rustc_hash::FxHashSet<u32> = threads
+        .into_iter()
+        .filter(|(_, (pool, python))| *pool && !python)
+        .map(|(tid, _)| tid)
+        .collect();
+    if workers.is_empty() {
+        return SamplePhases(out);
+    }
+    let mut main: Vec<(u64, Phase)> = samples
+        .iter()
+        .zip(&out)
+        .filter(|(s, _)| s.pid == pid && s.tid == pid)
+        .map(|(s, &phase)| (s.time_ns, phase))
+        .collect();
+    main.sort_unstable_by_key(|&(t, _)| t);
+    for (s, phase) in samples.iter().zip(out.iter_mut()) {
+        if s.pid != pid || *phase != Phase::Other || !workers.contains(&s.tid) {
+            continue;
+        }
+        let at = main.partition_point(|&(t, _)| t < s.time_ns);
+        let near = [at.checked_sub(1), Some(at)]
+            .into_iter()
+            .flatten()
+            .filter_map(|i| main.get(i))
+            .map(|&(t, p)| (t.abs_diff(s.time_ns), p))
+            .filter(|&(d, _)| d <= LEND_WINDOW_NS)
+            .min_by_key(|&(d, _)| d);
+        if let Some((_, p)) = near {
+            *phase = p;
+        }
+    }
+    SamplePhases(out)
+}
+
+/// The main process's samples (all when `pid` is `None`) per phase and
+/// timeline bin (`bin_of` a time's bin, `None` outside): phases with any,
+/// in the enum's order.
+pub(crate) fn per_bin(
+    samples: &[Sample],
+    phases_of: &SamplePhases,
+    pid: Option<u32>,
+    bin_of: impl Fn(u64) -> Option<usize>,
+    bins: usize,
+) -> Vec<(Phase, Vec<u32>)> {
+    let mut rows: BTreeMap<Phase, Vec<u32>> = BTreeMap::new();
+    for (i, s) in samples
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| pid.is_none_or(|p| s.pid == p))
+    {
+        if let Some(b) = bin_of(s.time_ns).filter(|&b| b < bins) {
+            let row = rows.entry(phases_of.of(i)).or_insert_with(|| vec![0; bins]);
+            row[b] = row[b].saturating_add(1);
+        }
+    }
+    rows.into_iter().collect()
 }
 
 /// CPU samples per phase.
@@ -139,23 +262,20 @@ pub struct PhaseRow {
 /// `None`) in the loop's `span` when there is one.
 pub(crate) fn phase_summary(
     samples: &[Sample],
-    phases_of: &StackMap<Phase>,
+    phases_of: &SamplePhases,
     pid: Option<u32>,
     span: Option<(u64, u64)>,
 ) -> PhaseSummary {
-    let mut per_stack: StackMap<u64> = StackMap::default();
     let inside = |t: u64| span.is_none_or(|(a, b)| t >= a && t < b);
-    for s in samples
-        .iter()
-        .filter(|s| pid.is_none_or(|p| s.pid == p) && inside(s.time_ns))
-    {
-        *per_stack.entry(s.stack_id).or_default() += 1;
-    }
     let mut per_phase: FastMap<Phase, u64> = FastMap::default();
-    for (&stack, &n) in &per_stack {
-        *per_phase.entry(phase_in(phases_of, stack)).or_default() += n;
+    for (i, _) in samples
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| pid.is_none_or(|p| s.pid == p) && inside(s.time_ns))
+    {
+        *per_phase.entry(phases_of.of(i)).or_default() += 1;
     }
-    let total: u64 = per_stack.values().sum();
+    let total: u64 = per_phase.values().sum();
     if per_phase.keys().all(|p| *p == Phase::Other) {
         return PhaseSummary {
             samples: total,
@@ -184,7 +304,7 @@ pub(crate) fn phase_summary(
 /// between `boundaries`, per phase name.
 pub(crate) fn per_step(
     samples: &[Sample],
-    phases_of: &StackMap<Phase>,
+    phases_of: &SamplePhases,
     pid: Option<u32>,
     boundaries: &[u64],
 ) -> Vec<BTreeMap<String, u64>> {
@@ -193,13 +313,13 @@ pub(crate) fn per_step(
     if steps == 0 {
         return out;
     }
-    for s in samples.iter().filter(|s| {
+    for (i, s) in samples.iter().enumerate().filter(|(_, s)| {
         pid.is_none_or(|p| s.pid == p)
             && s.time_ns >= boundaries[0]
             && s.time_ns < boundaries[steps]
     }) {
         let step = boundaries.partition_point(|&b| b <= s.time_ns) - 1;
-        let phase = phase_in(phases_of, s.stack_id);
+        let phase = phases_of.of(i);
         *out[step].entry(phase.name().to_owned()).or_default() += 1;
     }
     out
@@ -209,19 +329,23 @@ pub(crate) fn per_step(
 /// (all when `pid` is `None`) in it, with their share.
 pub(crate) fn per_swarm(
     samples: &[Sample],
-    phases_of: &StackMap<Phase>,
+    phases_of: &SamplePhases,
     pid: Option<u32>,
     swarm_of: impl Fn(Option<u64>) -> Option<usize>,
     swarms: usize,
 ) -> Vec<Option<(Phase, f64)>> {
-    let mut per_stack: StackMap<u64> = StackMap::default();
-    for s in samples.iter().filter(|s| pid.is_none_or(|p| s.pid == p)) {
-        *per_stack.entry(s.stack_id).or_default() += 1;
+    let mut per_stack: FastMap<(Option<u64>, Phase), u64> = FastMap::default();
+    for (i, s) in samples
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| pid.is_none_or(|p| s.pid == p))
+    {
+        *per_stack.entry((s.stack_id, phases_of.of(i))).or_default() += 1;
     }
     let mut counts: Vec<FastMap<Phase, u64>> = vec![FastMap::default(); swarms];
-    for (&stack, &n) in &per_stack {
+    for (&(stack, phase), &n) in &per_stack {
         if let Some(swarm) = swarm_of(stack).filter(|&w| w < swarms) {
-            *counts[swarm].entry(phase_in(phases_of, stack)).or_default() += n;
+            *counts[swarm].entry(phase).or_default() += n;
         }
     }
     counts
@@ -293,9 +417,14 @@ mod tests {
             2
         );
         assert!(
-            phase_summary(&samples[6..], &phases_of, Some(1), None)
-                .phases
-                .is_empty()
+            phase_summary(
+                &samples[6..],
+                &phase_map(&samples[6..], &s, Some(1)),
+                Some(1),
+                None
+            )
+            .phases
+            .is_empty()
         );
         // Per step: samples at 0..8 ms in steps [0, 3) and [3, 7) ms; the
         // last sample is after the loop.
@@ -326,6 +455,66 @@ mod tests {
                 ("other".to_owned(), 1)
             ]
         );
+    }
+
+    #[test]
+    fn pool_workers_take_the_main_threads_phase_at_the_time() {
+        let s = stacks(&[
+            // 1: the main thread in the forward pass.
+            &[
+                ("GOMP_parallel", "libgomp-a34b3233.so.1"),
+                ("Linear.forward", "py:torch/nn/modules/linear.py"),
+            ],
+            // 2: the main thread in the optimizer.
+            &[("_single_tensor_sgd", "py:torch/optim/sgd.py")],
+            // 3: an OpenMP worker running a kernel.
+            &[
+                ("mkl_blas_sgemm_omp_driver_v1._omp_fn.0", "libtorch_cpu.so"),
+                ("gomp_thread_start", "libgomp-a34b3233.so.1"),
+                ("start_thread", "libc.so.6"),
+                ("clone3", "libc.so.6"),
+            ],
+            // 4: the same worker, its stack cut short.
+            &[("mkl_blas_def_sgemm_kernel_0_zen", "libtorch_cpu.so")],
+            // 5: a thread of the program's own, not a pool's.
+            &[
+                ("write", "libc.so.6"),
+                ("start_thread", "libc.so.6"),
+                ("clone3", "libc.so.6"),
+            ],
+        ]);
+        let at = |ms: u64, tid: u32, stack: u64| Sample {
+            tid,
+            ..crate::test_sample(ms * 1_000_000, stack)
+        };
+        let samples = vec![
+            at(10, 1, 1), // 0: main, forward
+            at(11, 7, 3), // 1: worker, 1 ms after forward
+            at(13, 7, 4), // 2: worker, cut short
+            at(20, 1, 2), // 3: main, optimizer
+            at(22, 7, 4), // 4: worker, 2 ms after the optimizer
+            at(40, 7, 3), // 5: worker, 20 ms from the main thread
+            at(21, 9, 5), // 6: own thread
+            Sample {
+                pid: 2,
+                ..at(12, 2, 3)
+            }, // 7: another process
+        ];
+        let phases = phase_map(&samples, &s, Some(1));
+        let got: Vec<Phase> = (0..samples.len()).map(|i| phases.of(i)).collect();
+        use Phase::*;
+        assert_eq!(
+            got,
+            [
+                Forward, Forward, Forward, Optimizer, Optimizer, Other, Other, Other
+            ]
+        );
+        // A thread with Python frames of its own is no pool worker.
+        let mut python = samples.clone();
+        python.push(at(30, 7, 2));
+        let phases = phase_map(&python, &s, Some(1));
+        assert_eq!(phases.of(1), Other);
+        assert_eq!(phases.of(8), Optimizer);
     }
 
     #[test]

@@ -462,6 +462,7 @@ fn analyze_inner(
                 waits: wait_rows.as_deref(),
                 period_ns: 1_000_000_000 / analysis.run.frequency_hz.unwrap_or(999).max(1),
                 thread_name: &|tid| names.of(tid),
+                phases: (!analysis.phases.phases.is_empty()).then_some((&phases_of, main_pid)),
             },
         )
     });

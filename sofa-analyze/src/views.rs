@@ -61,6 +61,17 @@ pub struct Timeline {
     /// Names of the states in `ThreadLane::states`: `running`, then the
     /// wait reasons.
     pub state_names: Vec<String>,
+    /// The main process's CPU samples per bin, one row per framework phase
+    /// it has (`other` last); empty when the run has no phases.
+    pub phase_samples: Vec<PhaseBins>,
+}
+
+/// One framework phase's samples per timeline bin.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseBins {
+    /// `Phase::name`: forward, backward, optimizer, …, other.
+    pub phase: String,
+    pub samples: Vec<u32>,
 }
 
 /// One thread's state per timeline bin: the index in `state_names` of
@@ -149,6 +160,9 @@ pub(crate) struct Inputs<'a> {
     pub period_ns: u64,
     /// Thread names.
     pub thread_name: &'a dyn Fn(u32) -> String,
+    /// Each sample's framework phase and the process they are of, when
+    /// the run has phases.
+    pub phases: Option<(&'a crate::phases::SamplePhases, Option<u32>)>,
 }
 
 struct Axis {
@@ -524,7 +538,20 @@ pub(crate) fn build(archive: &Archive, l: &Labelled, i: &Inputs) -> Views {
         Some(waits) => thread_lanes(waits, &axis, i.thread_name),
         None => (Vec::new(), Vec::new()),
     };
+    let phase_samples = i
+        .phases
+        .map(|(of, pid)| {
+            crate::phases::per_bin(l.samples, of, pid, |t| axis.bin(t), axis.bins)
+                .into_iter()
+                .map(|(phase, samples)| PhaseBins {
+                    phase: phase.name().to_owned(),
+                    samples,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let timeline = Timeline {
+        phase_samples,
         thread_states,
         state_names,
         start_ns: start,

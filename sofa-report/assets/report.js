@@ -197,6 +197,11 @@
       ? steps.count + " steps of " + fmtNs(steps.period_ns) + " (jitter " + fmtPct(steps.period_cv) +
         ", confidence " + fmtPct(steps.confidence) + ")"
       : "none: " + (steps.note || "no periodic structure found"));
+    var ph = A.phases;
+    if (ph && ph.phases.length) {
+      row("Phases", ph.phases.map(function (p) { return p.name + " " + fmtPct(p.share); }).join(", ") +
+        " (of the main process's " + fmtNum(ph.samples) + " samples " + (ph.in_loop ? "in the steps)" : "in the run)"));
+    }
     if (r.truncated) row("Archive state", "cut short: the recording did not finish", "bad");
     r.warnings.forEach(function (w) { row("Warning", w, "warn"); });
     var b = body("summary");
@@ -503,6 +508,23 @@
         return parts.length ? parts.join(", ") + " samples per " + fmtNs(T.bin_ns) : "idle";
       }
     });
+    // Framework phases (forward, backward, ...) of the main process's samples.
+    var phaseRows = T.phase_samples || [];
+    if (phaseRows.length) {
+      addTrack(tracks, {
+        id: "phases", title: "The main process's CPU samples by framework phase (legend below)", height: 56,
+        draw: stackedBins(phaseRows.map(function (r) { return r.samples; }),
+          phaseRows.map(function (r) { return phaseColor(r.phase); })),
+        read: function (t) {
+          var parts = [];
+          phaseRows.forEach(function (r) {
+            var v = binAt(r.samples, t);
+            if (v) parts.push(r.phase + " " + v);
+          });
+          return parts.length ? parts.join(", ") + " samples per " + fmtNs(T.bin_ns) : "idle";
+        }
+      });
+    }
     // Thread state lanes: running, or waiting off the CPU (colour per reason).
     var lanes = T.thread_states || [];
     var stateColors = {
@@ -632,10 +654,25 @@
     var legend = el("div", { class: "legend" });
     A.swarms.forEach(function (s) {
       legend.appendChild(el("span", null, el("span", { class: "chip", style: "background:" + swarmColor(s.id) }),
-        "swarm " + s.id + ": " + s.caption + " (" + fmtPct(s.share) + ")"));
+        "swarm " + s.id + ": " + s.caption + " (" + fmtPct(s.share) + (s.phase ? ", " + s.phase : "") + ")"));
     });
     b.appendChild(legend);
+    if (phaseRows.length) {
+      var phases = el("div", { class: "legend phases" });
+      phases.appendChild(el("span", { text: "Phases" + (A.phases.in_loop ? " (share of the steps)" : "") + ":" }));
+      A.phases.phases.forEach(function (p) {
+        phases.appendChild(el("span", null, el("span", { class: "chip", style: "background:" + phaseColor(p.name) }),
+          p.name + " " + fmtPct(p.share)));
+      });
+      b.appendChild(phases);
+    }
   }
+
+  var PHASE_COLORS = {
+    "forward": "#4e79a7", "backward": "#e15759", "optimizer": "#59a14f",
+    "data loading": "#edc948", "communication": "#b07aa1", "other": "#bab0ac"
+  };
+  function phaseColor(name) { return PHASE_COLORS[name] || "#7f7f7f"; }
 
   // ---------- scatter ----------
   function renderScatter() {
@@ -748,6 +785,9 @@
     var breakdown = A.step_breakdown.map(function (r) {
       var row = { step: r.step, start_ns: r.start_ns - T.start_ns, duration_ns: r.duration_ns };
       r.samples_by_swarm.forEach(function (n, i) { row["swarm_" + i + "_samples"] = n; });
+      (A.phases.phases || []).forEach(function (p) {
+        if (r.samples_by_phase) row[p.name.replace(" ", "_") + "_samples"] = r.samples_by_phase[p.name] || 0;
+      });
       row.syscall_ns = r.syscall_ns;
       row.io_ns = r.io_ns;
       row.gpu_busy_share = r.gpu_busy_share;
