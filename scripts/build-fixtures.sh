@@ -5,7 +5,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/fixtures/workloads/build"
 mkdir -p "$out"
 cc=${CC:-cc}
-for name in hotspots jitloop signals recurse memwork pingpong; do
+for name in hotspots jitloop signals recurse memwork pingpong convoy; do
   src="$root/fixtures/workloads/$name.c"
   if [ ! -x "$out/$name" ] || [ "$src" -nt "$out/$name" ]; then
     "$cc" -O1 -g -fno-omit-frame-pointer -pthread -Wall -Wextra -o "$out/$name" "$src"
@@ -28,3 +28,4 @@ echo "$out/memwork"
 echo "$out/nofp"
 echo "$out/pingpong"
 echo "$out/ompspin"
+echo "$out/convoy"

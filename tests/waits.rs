@@ -54,7 +54,13 @@ fn run(mode: &str, extra: &[&str]) -> (Truth, Value) {
 }
 
 /// The hints that come from waits.
-const WAIT_HINTS: &[&str] = &["input-bound", "GIL", "wait for a CPU", "wait for the disk"];
+const WAIT_HINTS: &[&str] = &[
+    "input-bound",
+    "GIL",
+    "wait for a CPU",
+    "wait for the disk",
+    "lock convoy",
+];
 
 fn wait_hints(json: &Value) -> Vec<String> {
     titles(json)
@@ -190,4 +196,52 @@ fn no_off_cpu_records_no_switches() {
     assert!(json["waits"].is_null());
     assert_eq!(json["run"]["collectors"]["off_cpu"]["status"], "disabled");
     assert!(json["threads"][0]["wait_share"].is_null());
+}
+
+/// `convoy THREADS`: threads take turns on one mutex (500 us held, 100 us
+/// apart); the fixture times its threads' off-CPU time in the lock call.
+fn convoy(threads: &str) -> (f64, Value) {
+    let _alone = alone();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a");
+    let exe = common::hotspots().parent().unwrap().join("convoy");
+    let out = record_with(&archive, &["--", exe.to_str().unwrap(), threads]);
+    assert_success(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let share = stderr
+        .lines()
+        .find(|l| l.starts_with("convoy: "))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|kv| kv.strip_prefix("lock_wait_share="))
+        })
+        .unwrap_or_else(|| panic!("no truth line: {stderr}"))
+        .parse()
+        .unwrap();
+    (share, analyze_json(&archive))
+}
+
+#[test]
+fn four_threads_queueing_on_one_mutex_are_a_lock_convoy() {
+    let (truth, json) = convoy("4");
+    let lock = &json["waits"]["locks"][0];
+    assert_eq!(lock["tids"].as_array().unwrap().len(), 4, "{lock}");
+    assert_eq!(lock["function"], "worker", "{lock}");
+    assert_close("lock wait share", lock["share"].as_f64().unwrap(), truth);
+    let hints = wait_hints(&json);
+    assert!(
+        hints.iter().any(|t| t.contains("lock convoy")),
+        "{:?}",
+        titles(&json)
+    );
+    // Two threads on a lock are listed but are no convoy.
+    let (truth, json) = convoy("2");
+    let lock = &json["waits"]["locks"][0];
+    assert_eq!(lock["tids"].as_array().unwrap().len(), 2, "{lock}");
+    assert_close("lock wait share", lock["share"].as_f64().unwrap(), truth);
+    assert!(
+        !wait_hints(&json).iter().any(|t| t.contains("lock convoy")),
+        "{:?}",
+        titles(&json)
+    );
 }

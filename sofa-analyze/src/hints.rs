@@ -53,6 +53,7 @@ const RULES: &[Rule] = &[
     serial_bottleneck,
     input_bound,
     gil_bound,
+    lock_convoy,
     pool_spin,
     oversubscribed,
     waits_for_cpu,
@@ -363,6 +364,47 @@ fn gil_waits(w: &crate::WaitSummary) -> Vec<Hint> {
                     if threads.len() == 1 { "" } else { "s" },
                     each.join(", "),
                     threads.iter().map(|t| t.2).sum::<u64>() as f64 / 1e9
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Threads on one lock from which it is a convoy: with two, a lock
+/// handed back and forth is a producer and its consumer as often as it is
+/// contention.
+const CONVOY_THREADS: usize = 3;
+
+/// Share of its threads' time queued on the lock from which the convoy
+/// hint fires.
+const CONVOY_SHARE: f64 = 0.2;
+
+/// Three or more threads sleep on the same lock (futex word) for a fifth
+/// of their time or more: they queue on it and run one at a time.
+fn lock_convoy(a: &Analysis) -> Vec<Hint> {
+    let Some(w) = &a.waits else {
+        return Vec::new();
+    };
+    w.locks
+        .iter()
+        .filter(|l| l.tids.len() >= CONVOY_THREADS && l.share >= CONVOY_SHARE)
+        .map(|l| {
+            let tids: Vec<String> = l.tids.iter().map(u32::to_string).collect();
+            hint(
+                Severity::Warning,
+                "lock convoy: threads queue on one lock and run one at a time",
+                format!(
+                    "{} threads of process {} ({}) slept on the lock at {} for {:.0}% of their time, \
+                     {:.2} s in {} waits, most in {}; hold it for less (move work out of the critical \
+                     section), split it (per thread or per shard), or use fewer threads",
+                    l.tids.len(),
+                    l.pid,
+                    tids.join(", "),
+                    l.address,
+                    100.0 * l.share,
+                    l.wait_ns as f64 / 1e9,
+                    l.waits,
+                    l.function
                 ),
             )
         })

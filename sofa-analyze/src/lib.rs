@@ -59,14 +59,14 @@ pub use summary::{
     folded_stacks,
 };
 pub use swarms::{Swarm, find_swarms};
-pub use syscalls::{Call, Calls, SyscallRow, syscall_table};
+pub use syscalls::{Call, Calls, FutexWait, SyscallRow, syscall_table};
 pub use system::{DiskRow, InterfaceRow, SystemSummary, system_summary};
 pub use tasks::{ProcessRow, ThreadRow};
 pub use unwinding::StackSummary;
 pub use views::{
     CpuSeries, Folded, GpuSeries, PhaseBins, Scatter, ScatterFunction, Series, Timeline, Views,
 };
-pub use waits::{LoopWaits, ReasonRow, ThreadWaits, Wait, WaitStackRow, WaitSummary};
+pub use waits::{LockRow, LoopWaits, ReasonRow, ThreadWaits, Wait, WaitStackRow, WaitSummary};
 
 /// Errors of analysis; reading the archive is the only thing that can fail so far.
 #[derive(Debug, thiserror::Error)]

@@ -354,6 +354,9 @@ fn analyze_inner(
         marker: options.step_marker.as_deref().map(|name| (name, &stacks)),
     });
     steps.expected = options.expected_steps;
+    if let (Some(w), Some(rows)) = (&mut waits, &wait_rows) {
+        w.locks = crate::waits::lock_rows(rows, &calls.futex_waits, &w.threads, &stacks);
+    }
     if let (Some(w), Some(rows), Some(pid)) = (&mut waits, &wait_rows, main_pid) {
         let span = steps.span();
         let exec_ns = names.last_exec.get(&pid).copied().unwrap_or(0);

@@ -32,11 +32,37 @@ impl Call {
     }
 }
 
+/// A `futex` call that waited (`FUTEX_WAIT`, `FUTEX_WAIT_BITSET`,
+/// `FUTEX_LOCK_PI`, …): a thread sleeping on a lock, condition or
+/// semaphore word at `address`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FutexWait {
+    pub time_ns: u64,
+    /// Its end; `None` when the exit was not seen.
+    pub end_ns: Option<u64>,
+    pub pid: u32,
+    pub tid: u32,
+    pub address: u64,
+}
+
+/// Whether futex operation `op` (the call's second argument, its flags
+/// included) sleeps: WAIT 0, LOCK_PI 6, WAIT_BITSET 9, WAIT_REQUEUE_PI 11,
+/// LOCK_PI2 13 (`linux/futex.h`).
+fn futex_op_waits(op: u64) -> bool {
+    const PRIVATE: u64 = 128;
+    const CLOCK_REALTIME: u64 = 256;
+    matches!(op & !(PRIVATE | CLOCK_REALTIME), 0 | 6 | 9 | 11 | 13)
+}
+
 /// The `syscalls` table, compact: the columns the analysis uses, names
 /// interned.
 #[derive(Debug, Default)]
 pub struct Calls {
     pub rows: Vec<Call>,
+    /// The futex waits among `rows`, with their address (what a lock
+    /// convoy's threads share); few next to all calls, so the address is
+    /// kept for these only.
+    pub futex_waits: Vec<FutexWait>,
     names: Vec<String>,
     /// Per name: one of [`IO_CALLS`].
     io: Vec<bool>,
@@ -79,6 +105,15 @@ impl Calls {
                 id
             }
         };
+        if name == "futex" && futex_op_waits(row.arg1) {
+            self.futex_waits.push(FutexWait {
+                time_ns: row.time_ns,
+                end_ns: row.duration_ns.map(|d| row.time_ns + d),
+                pid: row.pid,
+                tid: row.tid,
+                address: row.arg0,
+            });
+        }
         let failed = row.ret.is_some_and(|r| (-4095..0).contains(&r));
         self.rows.push(Call {
             time_ns: row.time_ns,
@@ -212,6 +247,33 @@ mod tests {
             arg1: 0,
             arg2: 0,
         }
+    }
+
+    #[test]
+    fn futex_waits_keep_their_address_and_wakes_are_left_out() {
+        let futex = |t: u64, op: u64, address: u64| Syscall {
+            name: "futex".into(),
+            arg0: address,
+            arg1: op,
+            ..row(t, "futex", Some(5), Some(0))
+        };
+        // WAIT|PRIVATE, WAKE|PRIVATE, WAIT_BITSET|CLOCK_REALTIME, LOCK_PI.
+        let calls = Calls::from_rows(&[
+            futex(1, 128, 0x10),
+            futex(2, 129, 0x10),
+            futex(3, 265, 0x20),
+            futex(4, 6, 0x30),
+            row(5, "read", Some(1), Some(1)),
+        ]);
+        let kept: Vec<(u64, Option<u64>, u64)> = calls
+            .futex_waits
+            .iter()
+            .map(|f| (f.time_ns, f.end_ns, f.address))
+            .collect();
+        assert_eq!(
+            kept,
+            [(1, Some(6), 0x10), (3, Some(8), 0x20), (4, Some(9), 0x30)]
+        );
     }
 
     #[test]

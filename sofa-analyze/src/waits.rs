@@ -413,6 +413,111 @@ pub struct WaitSummary {
     /// The main thread of the main process in the training loop (or in
     /// its whole life when no steps were found).
     pub main: Option<LoopWaits>,
+    /// Locks that two or more threads waited on, most wait time first (at
+    /// most [`TOP_LOCKS`]); empty without system calls (the lock's address
+    /// is the futex call's).
+    pub locks: Vec<LockRow>,
+}
+
+/// One lock (a futex word) and the threads that slept on it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LockRow {
+    pub pid: u32,
+    /// The futex word's address in the process, `0x…`.
+    pub address: String,
+    /// Threads that waited on it, most wait first.
+    pub tids: Vec<u32>,
+    pub waits: u64,
+    pub wait_ns: u64,
+    /// `wait_ns` over those threads' spans together: the share of their
+    /// time they queued on this lock.
+    pub share: f64,
+    /// Where most of the waiting was (innermost Python or user function).
+    pub function: String,
+    pub module: String,
+}
+
+/// Locks listed in [`WaitSummary::locks`].
+pub const TOP_LOCKS: usize = 5;
+
+/// Locks the lock waits (reason `lock`) slept on: each wait is matched to
+/// the futex wait call its thread was in when it left the CPU.
+pub(crate) fn lock_rows(
+    waits: &[Wait],
+    futex: &[crate::syscalls::FutexWait],
+    threads: &[ThreadWaits],
+    stacks: &CallStacks,
+) -> Vec<LockRow> {
+    let mut calls: FastMap<u32, Vec<&crate::syscalls::FutexWait>> = FastMap::default();
+    for f in futex {
+        calls.entry(f.tid).or_default().push(f);
+    }
+    for v in calls.values_mut() {
+        v.sort_by_key(|f| f.time_ns);
+    }
+    // Per (pid, address): per thread wait time, waits, per stack time.
+    type Lock = (FastMap<u32, u64>, u64, FastMap<Option<u64>, u64>);
+    let mut locks: FastMap<(u32, u64), Lock> = FastMap::default();
+    for w in waits.iter().filter(|w| w.reason == WaitReason::Lock) {
+        let Some(list) = calls.get(&w.tid) else {
+            continue;
+        };
+        let at = list.partition_point(|f| f.time_ns <= w.start_ns);
+        let Some(call) = at.checked_sub(1).map(|i| list[i]) else {
+            continue;
+        };
+        if call.pid != w.pid || call.end_ns.is_some_and(|end| end < w.start_ns) {
+            continue;
+        }
+        let lock = locks.entry((w.pid, call.address)).or_default();
+        *lock.0.entry(w.tid).or_default() += w.duration_ns();
+        lock.1 += 1;
+        *lock.2.entry(w.stack_id).or_default() += w.duration_ns();
+    }
+    let span: FastMap<(u32, u32), u64> = threads
+        .iter()
+        .map(|t| ((t.pid, t.tid), t.span_ns))
+        .collect();
+    let mut rows: Vec<LockRow> = locks
+        .into_iter()
+        .filter(|(_, (tids, _, _))| tids.len() >= 2)
+        .map(|((pid, address), (tids, waits, by_stack))| {
+            let wait_ns: u64 = tids.values().sum();
+            let spans: u64 = tids
+                .keys()
+                .map(|&tid| span.get(&(pid, tid)).copied().unwrap_or(0))
+                .sum();
+            let mut tids: Vec<(u32, u64)> = tids.into_iter().collect();
+            tids.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let top = by_stack
+                .into_iter()
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+                .and_then(|(stack, _)| stack);
+            let (function, module) = waited_in(stacks, top);
+            LockRow {
+                pid,
+                address: format!("{address:#x}"),
+                tids: tids.into_iter().map(|(tid, _)| tid).collect(),
+                waits,
+                wait_ns,
+                share: if spans > 0 {
+                    (wait_ns as f64 / spans as f64).min(1.0)
+                } else {
+                    0.0
+                },
+                function,
+                module,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.wait_ns
+            .cmp(&a.wait_ns)
+            .then(a.pid.cmp(&b.pid))
+            .then(a.address.cmp(&b.address))
+    });
+    rows.truncate(TOP_LOCKS);
+    rows
 }
 
 /// The main thread's waits in the loop: what the input-bound hint reads.
@@ -635,6 +740,7 @@ pub(crate) fn summarize(
         threads,
         stacks: top,
         main: None,
+        locks: Vec::new(),
         impossible: 0,
     }
 }
@@ -801,6 +907,60 @@ mod tests {
         assert!(is_input(&s, Some(600), WaitReason::Pipe));
         assert_eq!(waited_in(&s, Some(1300)).0, "Condition.wait");
         assert_eq!(waited_in(&s, Some(1000)).0, "work", "past libc");
+    }
+
+    #[test]
+    fn lock_waits_group_by_the_futex_word_their_thread_slept_on() {
+        let s = stacks(&[&["futex_wait@[kernel]", "worker@convoy"]]);
+        let wait = |tid: u32, start_ms: u64, end_ms: u64, reason: WaitReason| Wait {
+            pid: 1,
+            tid,
+            start_ns: start_ms * 1_000_000,
+            end_ns: end_ms * 1_000_000,
+            reason,
+            stack_id: Some(100),
+            own_stack: true,
+        };
+        let futex =
+            |tid: u32, from_ms: u64, to_ms: Option<u64>, address: u64| crate::syscalls::FutexWait {
+                time_ns: from_ms * 1_000_000,
+                end_ns: to_ms.map(|t| t * 1_000_000),
+                pid: 1,
+                tid,
+                address,
+            };
+        let waits = [
+            wait(2, 10, 20, WaitReason::Lock),  // in call 0xa
+            wait(3, 12, 30, WaitReason::Lock),  // in call 0xa
+            wait(4, 40, 50, WaitReason::Lock),  // in 0xa, its exit not seen
+            wait(2, 60, 70, WaitReason::Lock),  // in 0xb: one thread only
+            wait(3, 80, 90, WaitReason::Lock),  // after its call ended
+            wait(4, 41, 45, WaitReason::Sleep), // not a lock wait
+        ];
+        let calls = [
+            futex(2, 9, Some(21), 0xa),
+            futex(3, 11, Some(31), 0xa),
+            futex(4, 39, None, 0xa),
+            futex(2, 59, Some(71), 0xb),
+            futex(3, 75, Some(79), 0xa),
+        ];
+        let thread = |tid: u32| ThreadWaits {
+            pid: 1,
+            tid,
+            comm: String::new(),
+            span_ns: 100_000_000,
+            wait_ns: 0,
+            wait_share: 0.0,
+            by_reason: BTreeMap::new(),
+        };
+        let rows = lock_rows(&waits, &calls, &[thread(2), thread(3), thread(4)], &s);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let l = &rows[0];
+        assert_eq!(l.address, "0xa");
+        assert_eq!(l.tids, [3, 2, 4]);
+        assert_eq!((l.waits, l.wait_ns), (3, 38_000_000));
+        assert!((l.share - 38.0 / 300.0).abs() < 1e-9, "{}", l.share);
+        assert_eq!(l.function, "worker");
     }
 
     #[test]

@@ -815,6 +815,12 @@
     b.appendChild(dataTable("Waits per thread (off the CPU)", waitThreads, collectorNote("off_cpu", "no waits"),
       "span: the thread's first to last context switch", waitColumns.length ? waitColumns : null));
     b.appendChild(dataTable("Where threads waited", w ? w.stacks : [], collectorNote("off_cpu", "no waits")));
+    if (w && w.locks && w.locks.length) {
+      b.appendChild(dataTable("Locks threads slept on", w.locks.map(function (l) {
+        return { pid: l.pid, lock: l.address, threads: l.tids.join(" "), waits: l.waits, wait_ns: l.wait_ns,
+          share: l.share, "function": l["function"], module: l.module };
+      }), "none"));
+    }
     b.appendChild(dataTable("System calls", A.syscalls, collectorNote("syscalls", "no system calls")));
     b.appendChild(dataTable("GPU", A.gpu, collectorNote("gpu", "no GPU was sampled")));
     var net = A.net;

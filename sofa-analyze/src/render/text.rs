@@ -521,6 +521,32 @@ fn waits(out: &mut String, analysis: &Analysis, limit: usize) {
         }),
         limit,
     );
+    section(
+        out,
+        "locks threads slept on (futex words waited on by two or more threads)",
+        &[
+            ("wait%", R),
+            ("wait ms", R),
+            ("waits", R),
+            ("pid", R),
+            ("lock", L),
+            ("threads", L),
+            ("function", L),
+        ],
+        w.locks.iter().map(|l| {
+            let tids: Vec<String> = l.tids.iter().map(u32::to_string).collect();
+            vec![
+                pct(l.share),
+                ms(l.wait_ns),
+                l.waits.to_string(),
+                l.pid.to_string(),
+                l.address.clone(),
+                tids.join(" "),
+                l.function.clone(),
+            ]
+        }),
+        limit,
+    );
 }
 
 /// Self time per module.
