@@ -42,6 +42,9 @@ ENTRIES = [
     ("torch-mlp-1-thread", "torch_mlp.py", ["--threads", "1"], "torch"),
     ("torch-cnn-0-workers", "torch_cnn.py", ["--workers", "0"], "torch"),
     ("torch-cnn-2-workers", "torch_cnn.py", ["--workers", "2"], "torch"),
+    # Batches slower than the steps: the workers take turns, so every other
+    # batch comes down the same pipe (a rhythm of two steps).
+    ("torch-cnn-slow-data", "torch_cnn.py", ["--workers", "2", "--slow-data", "100"], "torch"),
     ("torch-transformer", "torch_transformer.py", [], "torch"),
     ("sklearn-mlp-partial-fit", "sklearn_mlp.py", [], "sklearn"),
     ("jax-mlp", "jax_mlp.py", [], "jax"),

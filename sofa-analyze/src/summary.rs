@@ -277,9 +277,13 @@ fn analyze_inner(
     let names = Names::read(archive)?;
     let (processes, mut threads) = processes_and_threads(&names, &sample_rows);
     let mut impossible = 0;
+    // Each table is read once and serves the waits, steps, its summary
+    // and the step breakdown.
+    let calls = Calls::read(archive)?;
     let wait_rows = switches.as_ref().map(|sw| {
         let mut rows = sw.waits(&stacks);
         impossible = crate::waits::drop_impossible(&mut rows, &sample_rows);
+        crate::waits::reasons_from_calls(&mut rows, &calls);
         rows
     });
     let mut waits = switches
@@ -323,9 +327,6 @@ fn analyze_inner(
         .iter()
         .chain(std::iter::once(&python_of_stack))
         .collect();
-    // Each table is read once and serves steps, its summary and the step
-    // breakdown.
-    let calls = Calls::read(archive)?;
     let packets = Packets::read(archive)?;
     let syscalls_ok = meta
         .collectors

@@ -172,6 +172,62 @@ impl Borrow {
     }
 }
 
+/// The reason a blocking system call gives a wait, for waits whose stack
+/// says nothing (no stack of their own, too long to borrow one): the call
+/// their thread was in when it left. `read` is left out: a pipe and a disk
+/// read are the same call.
+fn call_reason(name: &str) -> Option<WaitReason> {
+    Some(match name {
+        "poll" | "ppoll" | "select" | "pselect6" | "epoll_wait" | "epoll_pwait"
+        | "epoll_pwait2" => WaitReason::Poll,
+        "futex" => WaitReason::Lock,
+        "nanosleep" | "clock_nanosleep" => WaitReason::Sleep,
+        "wait4" | "waitid" => WaitReason::Child,
+        "recvfrom" | "recvmsg" | "recvmmsg" => WaitReason::Pipe,
+        _ => return None,
+    })
+}
+
+/// Gives waits of reason `other` without a stack of their own the reason
+/// of the system call their thread was in when it left the CPU (a call
+/// that began before the wait and had not ended); returns how many.
+pub(crate) fn reasons_from_calls(waits: &mut [Wait], calls: &crate::Calls) -> u64 {
+    let unknown = |w: &Wait| !w.own_stack && w.reason == WaitReason::Other;
+    let tids: rustc_hash::FxHashSet<u32> =
+        waits.iter().filter(|w| unknown(w)).map(|w| w.tid).collect();
+    if tids.is_empty() {
+        return 0;
+    }
+    let mut by_tid: FastMap<u32, Vec<&crate::Call>> = FastMap::default();
+    for c in calls.rows.iter().filter(|c| tids.contains(&c.tid)) {
+        by_tid.entry(c.tid).or_default().push(c);
+    }
+    for list in by_tid.values_mut() {
+        list.sort_by_key(|c| c.time_ns);
+    }
+    let mut given = 0;
+    for w in waits.iter_mut().filter(|w| unknown(w)) {
+        let Some(list) = by_tid.get(&w.tid) else {
+            continue;
+        };
+        let at = list.partition_point(|c| c.time_ns <= w.start_ns);
+        let Some(call) = at.checked_sub(1).map(|i| list[i]) else {
+            continue;
+        };
+        if call
+            .duration_ns()
+            .is_some_and(|d| call.time_ns + d < w.start_ns)
+        {
+            continue;
+        }
+        if let Some(reason) = call_reason(calls.name(call)) {
+            w.reason = reason;
+            given += 1;
+        }
+    }
+    given
+}
+
 /// How far inside a wait a CPU sample of its thread must be to prove the
 /// wait wrong (timestamps of one clock, but taken at different points of
 /// the switch path).
@@ -907,6 +963,50 @@ mod tests {
         assert!(is_input(&s, Some(600), WaitReason::Pipe));
         assert_eq!(waited_in(&s, Some(1300)).0, "Condition.wait");
         assert_eq!(waited_in(&s, Some(1000)).0, "work", "past libc");
+    }
+
+    #[test]
+    fn waits_without_a_stack_take_the_reason_of_the_call_they_were_in() {
+        let call =
+            |t_ms: u64, tid: u32, name: &str, d_ms: Option<u64>| sofa_trace::tables::Syscall {
+                time_ns: t_ms * 1_000_000,
+                duration_ns: d_ms.map(|d| d * 1_000_000),
+                pid: 1,
+                tid,
+                nr: 0,
+                name: name.to_owned(),
+                ret: Some(0),
+                arg0: 0,
+                arg1: 0,
+                arg2: 0,
+            };
+        let calls = crate::Calls::from_rows(&[
+            call(10, 2, "poll", Some(30)),
+            call(50, 2, "read", Some(20)),
+            call(80, 2, "futex", None),
+            call(100, 3, "clock_nanosleep", Some(5)),
+        ]);
+        let wait = |tid: u32, start_ms: u64, own_stack: bool, reason: WaitReason| Wait {
+            pid: 1,
+            tid,
+            start_ns: start_ms * 1_000_000,
+            end_ns: (start_ms + 15) * 1_000_000,
+            reason,
+            stack_id: None,
+            own_stack,
+        };
+        let mut waits = [
+            wait(2, 11, false, WaitReason::Other),  // in the poll
+            wait(2, 51, false, WaitReason::Other),  // in a read: pipe or disk
+            wait(2, 81, false, WaitReason::Other),  // in a futex, exit unseen
+            wait(3, 110, false, WaitReason::Other), // after its sleep ended
+            wait(2, 12, true, WaitReason::Other),   // its own stack said other
+            wait(2, 13, false, WaitReason::Sleep),  // its borrowed stack said
+        ];
+        assert_eq!(reasons_from_calls(&mut waits, &calls), 2);
+        let got: Vec<WaitReason> = waits.iter().map(|w| w.reason).collect();
+        use WaitReason::*;
+        assert_eq!(got, [Poll, Other, Lock, Other, Other, Sleep]);
     }
 
     #[test]

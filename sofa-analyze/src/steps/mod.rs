@@ -446,6 +446,22 @@ const PLACEMENT_SLACK: f64 = 0.05;
 /// trusted over a placement that makes more steps.
 const SURE_SNAPSHOTS: f64 = 4.0;
 
+/// The largest multiple of the Python loop's iteration that other streams'
+/// period is taken for.
+const MAX_MULTIPLE: u64 = 4;
+
+/// Whether `a`'s steps are `k` of `lp`'s each: its period `k` times theirs
+/// (within [`AGREEMENT`]) and its count a `k`th of theirs (within 10 %).
+fn multiple_of(a: &Steps, lp: &Steps, k: u64) -> bool {
+    match (a.period_ns, lp.period_ns) {
+        (Some(x), Some(y)) => {
+            let ky = (k * y) as f64;
+            (x as f64 - ky).abs() <= AGREEMENT * ky && within(a.count * k, lp.count, 0.1)
+        }
+        _ => false,
+    }
+}
+
 fn agree(a: &Steps, b: &Steps) -> bool {
     match (a.period_ns, b.period_ns) {
         (Some(x), Some(y)) => (x as f64 - y as f64).abs() <= AGREEMENT * x.max(y) as f64,
@@ -528,6 +544,21 @@ fn fuse_with(answers: Vec<Steps>, backing: &[Backing], loop_snapshots: f64) -> S
     let lone_other = winner
         .filter(|&w| (w == SYSCALLS || w == WAITS) && support(w) == 0 && cpu_looked && !backed(w));
     let winner = if lone_other.is_some() { None } else { winner };
+    // Streams that agree on k = 2-4 of the loop's iterations lose to the
+    // loop where each iteration was seen by several snapshots: a rhythm
+    // that repeats every k steps is the step's multiple, as with two
+    // DataLoader workers taking turns (every other batch comes down the
+    // same pipe): with slow batches, system calls, waits and the wall
+    // clock agreed on 64 steps of 120 ms in a loop of 120 of 60 ms that
+    // the Python loop counted 121.
+    let winner = winner.map(|w| {
+        let multiple = answers.get(PY_LOOP).is_some_and(|lp| {
+            lp.count > 0
+                && loop_snapshots >= SURE_SNAPSHOTS
+                && (2..=MAX_MULTIPLE).any(|k| multiple_of(&answers[w], lp, k))
+        });
+        if w != PY_LOOP && multiple { PY_LOOP } else { w }
+    });
     let Some(w) = winner else {
         // Nothing found: the note of the CPU stream that came closest.
         let streams = evidence(None);
@@ -1037,6 +1068,28 @@ pub(crate) mod tests {
         };
         assert_eq!(with(46), 65);
         assert_eq!(with(54), 60);
+        // Three streams that agree on twice the loop's iteration (two
+        // DataLoader workers taking turns) lose to a loop seen by four
+        // snapshots an iteration; not to one seen by three, nor where
+        // theirs is no multiple of it.
+        let twice = |loop_ms: u64, snapshots: f64| {
+            let answers = vec![
+                nothing(),
+                answer(100, 0.2, "wall clock"),
+                answer(100, 0.7, "system calls"),
+                nothing(),
+                answer(102, 0.5, "waits"),
+                answer(loop_ms, 0.7, "python loop"),
+            ];
+            fuse_with(answers, &[], snapshots)
+        };
+        let fused = twice(50, 4.0);
+        assert_eq!(
+            (fused.count, fused.method.as_deref()),
+            (60, Some("python loop"))
+        );
+        assert_eq!(twice(50, 3.0).count, 30);
+        assert_eq!(twice(40, 4.0).count, 30);
     }
 
     #[test]
