@@ -157,6 +157,56 @@ impl CallStacks {
 
 /// Call stacks from (function, module) lists, innermost first, one frame
 /// per node: list i is stack i + 1 (for the unit tests).
+/// Names longer than this are shortened in captions.
+const SHORT_NAME: usize = 60;
+
+/// A long C++ name for a caption: template arguments and parameter lists
+/// collapsed to `<…>` and `(…)` (`void at::internal::invoke_parallel<…>(…)
+/// [clone ._omp_fn.0]` instead of 1,500 characters); `(anonymous
+/// namespace)` is kept. Short names, and names whose brackets do not pair
+/// (`operator<`), are returned whole.
+pub(crate) fn short_name(name: &str) -> String {
+    if name.chars().count() <= SHORT_NAME {
+        return name.to_owned();
+    }
+    const ANON: &str = "(anonymous namespace)";
+    let mut out = String::with_capacity(SHORT_NAME);
+    let mut depth: Vec<char> = Vec::new();
+    let mut rest = name;
+    while let Some(c) = rest.chars().next() {
+        if depth.is_empty() && rest.starts_with(ANON) {
+            out.push_str(ANON);
+            rest = &rest[ANON.len()..];
+            continue;
+        }
+        rest = &rest[c.len_utf8()..];
+        match c {
+            '<' | '(' => {
+                if depth.is_empty() {
+                    out.push(c);
+                    out.push('…');
+                }
+                depth.push(if c == '<' { '>' } else { ')' });
+            }
+            '>' | ')' => {
+                if depth.pop() != Some(c) {
+                    return name.to_owned();
+                }
+                if depth.is_empty() {
+                    out.push(c);
+                }
+            }
+            _ if depth.is_empty() => out.push(c),
+            _ => {}
+        }
+    }
+    if depth.is_empty() {
+        out
+    } else {
+        name.to_owned()
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn test_stacks(list: &[&[(&str, &str)]]) -> CallStacks {
     let mut nodes = HashMap::new();
@@ -366,6 +416,25 @@ pub fn modules(functions: &[FunctionRow], binaries: &[Binary]) -> Vec<ModuleRow>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_cpp_names_are_shortened_for_captions() {
+        let long = "void at::internal::invoke_parallel<void at::parallel_for<void at::native::\
+                    (anonymous namespace)::cpu_max_pool<float, false>(at::Tensor const&)::\
+                    {lambda(long, long)#1}>(long, long, long)>(long, long, long) [clone ._omp_fn.0]";
+        assert_eq!(
+            short_name(long),
+            "void at::internal::invoke_parallel<…>(…) [clone ._omp_fn.0]"
+        );
+        let anon = "at::native::(anonymous namespace)::cpu_max_pool_kernel_impl_with_a_long_name<float>(at::Tensor&)";
+        assert_eq!(
+            short_name(anon),
+            "at::native::(anonymous namespace)::cpu_max_pool_kernel_impl_with_a_long_name<…>(…)"
+        );
+        assert_eq!(short_name("Linear.forward"), "Linear.forward");
+        let unpaired = format!("bool operator<({})", "x".repeat(70));
+        assert_eq!(short_name(&unpaired), unpaired);
+    }
 
     #[test]
     fn jit_instance_counters_are_one_function() {

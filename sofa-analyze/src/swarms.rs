@@ -354,7 +354,12 @@ pub fn find_swarms(
             threads.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
             Swarm {
                 id: 0,
-                caption: top.iter().take(2).cloned().collect::<Vec<_>>().join(" + "),
+                caption: top
+                    .iter()
+                    .take(2)
+                    .map(|name| crate::functions::short_name(name))
+                    .collect::<Vec<_>>()
+                    .join(" + "),
                 python_function: None,
                 samples: a.samples,
                 share: a.samples as f64 / all,
