@@ -40,6 +40,28 @@ pub(crate) fn test_sample(time_ns: u64, stack: u64) -> sofa_trace::tables::Sampl
     }
 }
 
+/// A system call of thread `tid` of process 1 at `time_ns`, for tests.
+#[cfg(test)]
+pub(crate) fn test_syscall(
+    time_ns: u64,
+    tid: u32,
+    name: &str,
+    duration_ns: Option<u64>,
+) -> sofa_trace::tables::Syscall {
+    sofa_trace::tables::Syscall {
+        time_ns,
+        duration_ns,
+        pid: 1,
+        tid,
+        nr: 0,
+        name: name.to_owned(),
+        ret: Some(0),
+        arg0: 0,
+        arg1: 0,
+        arg2: 0,
+    }
+}
+
 pub use breakdown::StepBreakdown;
 pub use fasthash::StackMap;
 pub use functions::{FunctionRow, Functions, ModuleRow, modules, top_functions};

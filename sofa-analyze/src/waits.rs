@@ -967,19 +967,9 @@ mod tests {
 
     #[test]
     fn waits_without_a_stack_take_the_reason_of_the_call_they_were_in() {
-        let call =
-            |t_ms: u64, tid: u32, name: &str, d_ms: Option<u64>| sofa_trace::tables::Syscall {
-                time_ns: t_ms * 1_000_000,
-                duration_ns: d_ms.map(|d| d * 1_000_000),
-                pid: 1,
-                tid,
-                nr: 0,
-                name: name.to_owned(),
-                ret: Some(0),
-                arg0: 0,
-                arg1: 0,
-                arg2: 0,
-            };
+        let call = |t_ms: u64, tid: u32, name: &str, d_ms: Option<u64>| {
+            crate::test_syscall(t_ms * 1_000_000, tid, name, d_ms.map(|d| d * 1_000_000))
+        };
         let calls = crate::Calls::from_rows(&[
             call(10, 2, "poll", Some(30)),
             call(50, 2, "read", Some(20)),

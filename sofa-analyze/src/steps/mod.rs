@@ -805,17 +805,8 @@ pub(crate) mod tests {
         }
         calls
             .into_iter()
-            .map(|(time_ns, name)| sofa_trace::tables::Syscall {
-                time_ns: 1_000_000_000 + time_ns,
-                duration_ns: Some(2_000),
-                pid: 1,
-                tid: 1,
-                nr: 0,
-                name: name.to_owned(),
-                ret: Some(0),
-                arg0: 0,
-                arg1: 0,
-                arg2: 0,
+            .map(|(time_ns, name)| {
+                crate::test_syscall(1_000_000_000 + time_ns, 1, name, Some(2_000))
             })
             .collect()
     }
