@@ -28,6 +28,11 @@ pub fn svg(folded: &Folded) -> Result<Option<String>, std::io::Error> {
     // Same colours for the same function in every run and every graph.
     options.hash = true;
     options.deterministic = true;
+    // Frames under 0.05 % of the graph's samples (half a pixel of its
+    // 1,200) are left out: a PyTorch job's deep stacks of long C++ names
+    // made 40,000 frames, 9.5 MB per graph and a 30 MB report at inferno's
+    // 0.01 %; 7 MB in all at 0.05 %.
+    options.min_width = 0.05;
     if folded.dropped_samples > 0 {
         options.subtitle = Some(format!(
             "{} samples of the rarest stacks not drawn",
