@@ -108,9 +108,10 @@ const LEND_WINDOW_NS: u64 = 5_000_000;
 const POOL_ROOT_FRAMES: usize = 6;
 
 /// Whether a stack's thread was started by a thread pool: one of its
-/// outermost frames is a pool's thread function (libgomp's
-/// `gomp_thread_start`, OpenBLAS's `blas_thread_server`, Intel/LLVM
-/// OpenMP, TBB, PyTorch's `c10::ThreadPool`, XLA's Eigen pool).
+/// outermost frames is a pool's thread function — in a pool library whose
+/// spinning `spin` knows (libgomp's `gomp_thread_start`, OpenBLAS's
+/// `blas_thread_server`, Intel/LLVM OpenMP, TBB), PyTorch's
+/// `c10::ThreadPool` or XLA's Eigen pool.
 fn pool_rooted(stacks: &CallStacks, stack: Option<u64>) -> bool {
     let names: Vec<&(String, String)> = stacks.names(stack).collect();
     names
@@ -118,11 +119,10 @@ fn pool_rooted(stacks: &CallStacks, stack: Option<u64>) -> bool {
         .rev()
         .take(POOL_ROOT_FRAMES)
         .any(|(function, module)| {
-            let module = module.to_ascii_lowercase();
-            module.contains("libgomp")
-                || module.starts_with("libiomp")
-                || module.starts_with("libomp")
-                || module.starts_with("libtbb")
+            // OpenBLAS's library also runs on its callers' threads: its
+            // pool's thread function is `blas_thread_server`.
+            let library = crate::spin::pool_library(&module.to_ascii_lowercase());
+            library.is_some_and(|p| p != crate::spin::Pool::Openblas)
                 || function == "blas_thread_server"
                 || function.contains("EigenEnvironment")
                 // LLVM's pool compiles (JAX's first step), it runs no
@@ -132,12 +132,25 @@ fn pool_rooted(stacks: &CallStacks, stack: Option<u64>) -> bool {
 }
 
 /// Each sample's phase, by its index in the samples the map was made
-/// for; `other` for samples of other processes.
-pub(crate) struct SamplePhases(Vec<Phase>);
+/// for, and the process it was made for (all when `None`).
+pub(crate) struct SamplePhases {
+    phases: Vec<Phase>,
+    pid: Option<u32>,
+}
 
 impl SamplePhases {
     fn of(&self, i: usize) -> Phase {
-        self.0.get(i).copied().unwrap_or(Phase::Other)
+        self.phases.get(i).copied().unwrap_or(Phase::Other)
+    }
+
+    /// The samples of its process among `samples` (those the map was made
+    /// for), with their phase.
+    fn samples<'a>(&'a self, samples: &'a [Sample]) -> impl Iterator<Item = (&'a Sample, Phase)> {
+        samples
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| self.pid.is_none_or(|p| s.pid == p))
+            .map(|(i, s)| (s, self.of(i)))
     }
 }
 
@@ -160,9 +173,15 @@ pub(crate) fn phase_map(samples: &[Sample], stacks: &CallStacks, pid: Option<u32
             false => Phase::Other,
         })
         .collect();
-    let Some(pid) = pid else {
-        return SamplePhases(out);
-    };
+    if let Some(pid) = pid {
+        lend_to_pool_workers(samples, stacks, pid, &mut out);
+    }
+    SamplePhases { phases: out, pid }
+}
+
+/// Gives the samples of process `pid`'s pool workers that have no phase
+/// of their own (`phases`, by sample) the main thread's phase at the time.
+fn lend_to_pool_workers(samples: &[Sample], stacks: &CallStacks, pid: u32, phases: &mut [Phase]) {
     // Pool workers: threads of the process (not its main thread) started
     // by a pool, with no Python frame in any of their stacks.
     let mut seen: StackMap<(bool, bool)> = StackMap::default();
@@ -171,7 +190,9 @@ pub(crate) fn phase_map(samples: &[Sample], stacks: &CallStacks, pid: Option<u32
         let (pool, python) = *seen.entry(s.stack_id).or_insert_with(|| {
             (
                 pool_rooted(stacks, s.stack_id),
-                stacks.names(s.stack_id).any(|(_, m)| m.starts_with("py:")),
+                stacks
+                    .names(s.stack_id)
+                    .any(|(_, m)| m.starts_with(crate::PY_MODULE_PREFIX)),
             )
         });
         let t = threads.entry(s.tid).or_default();
@@ -184,16 +205,16 @@ pub(crate) fn phase_map(samples: &[Sample], stacks: &CallStacks, pid: Option<u32
         .map(|(tid, _)| tid)
         .collect();
     if workers.is_empty() {
-        return SamplePhases(out);
+        return;
     }
     let mut main: Vec<(u64, Phase)> = samples
         .iter()
-        .zip(&out)
+        .zip(phases.iter())
         .filter(|(s, _)| s.pid == pid && s.tid == pid)
         .map(|(s, &phase)| (s.time_ns, phase))
         .collect();
     main.sort_unstable_by_key(|&(t, _)| t);
-    for (s, phase) in samples.iter().zip(out.iter_mut()) {
+    for (s, phase) in samples.iter().zip(phases.iter_mut()) {
         if s.pid != pid || *phase != Phase::Other || !workers.contains(&s.tid) {
             continue;
         }
@@ -209,27 +230,20 @@ pub(crate) fn phase_map(samples: &[Sample], stacks: &CallStacks, pid: Option<u32
             *phase = p;
         }
     }
-    SamplePhases(out)
 }
 
-/// The main process's samples (all when `pid` is `None`) per phase and
-/// timeline bin (`bin_of` a time's bin, `None` outside): phases with any,
-/// in the enum's order.
+/// The map's process's samples per phase and timeline bin (`bin_of` a
+/// time's bin, `None` outside): phases with any, in the enum's order.
 pub(crate) fn per_bin(
     samples: &[Sample],
     phases_of: &SamplePhases,
-    pid: Option<u32>,
     bin_of: impl Fn(u64) -> Option<usize>,
     bins: usize,
 ) -> Vec<(Phase, Vec<u32>)> {
     let mut rows: BTreeMap<Phase, Vec<u32>> = BTreeMap::new();
-    for (i, s) in samples
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| pid.is_none_or(|p| s.pid == p))
-    {
+    for (s, phase) in phases_of.samples(samples) {
         if let Some(b) = bin_of(s.time_ns).filter(|&b| b < bins) {
-            let row = rows.entry(phases_of.of(i)).or_insert_with(|| vec![0; bins]);
+            let row = rows.entry(phase).or_insert_with(|| vec![0; bins]);
             row[b] = row[b].saturating_add(1);
         }
     }
@@ -258,22 +272,20 @@ pub struct PhaseRow {
     pub share: f64,
 }
 
-/// Phases of the main process's samples (all samples when `pid` is
-/// `None`) in the loop's `span` when there is one.
+/// Phases of the map's process's samples in the loop's `span` when there
+/// is one.
 pub(crate) fn phase_summary(
     samples: &[Sample],
     phases_of: &SamplePhases,
-    pid: Option<u32>,
     span: Option<(u64, u64)>,
 ) -> PhaseSummary {
     let inside = |t: u64| span.is_none_or(|(a, b)| t >= a && t < b);
     let mut per_phase: FastMap<Phase, u64> = FastMap::default();
-    for (i, _) in samples
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| pid.is_none_or(|p| s.pid == p) && inside(s.time_ns))
+    for (_, phase) in phases_of
+        .samples(samples)
+        .filter(|(s, _)| inside(s.time_ns))
     {
-        *per_phase.entry(phases_of.of(i)).or_default() += 1;
+        *per_phase.entry(phase).or_default() += 1;
     }
     let total: u64 = per_phase.values().sum();
     if per_phase.keys().all(|p| *p == Phase::Other) {
@@ -300,12 +312,11 @@ pub(crate) fn phase_summary(
     }
 }
 
-/// The main process's samples (all when `pid` is `None`) of each step
-/// between `boundaries`, per phase name.
+/// The map's process's samples of each step between `boundaries`, per
+/// phase name.
 pub(crate) fn per_step(
     samples: &[Sample],
     phases_of: &SamplePhases,
-    pid: Option<u32>,
     boundaries: &[u64],
 ) -> Vec<BTreeMap<String, u64>> {
     let steps = boundaries.len().saturating_sub(1);
@@ -313,34 +324,27 @@ pub(crate) fn per_step(
     if steps == 0 {
         return out;
     }
-    for (i, s) in samples.iter().enumerate().filter(|(_, s)| {
-        pid.is_none_or(|p| s.pid == p)
-            && s.time_ns >= boundaries[0]
-            && s.time_ns < boundaries[steps]
-    }) {
+    for (s, phase) in phases_of
+        .samples(samples)
+        .filter(|(s, _)| s.time_ns >= boundaries[0] && s.time_ns < boundaries[steps])
+    {
         let step = boundaries.partition_point(|&b| b <= s.time_ns) - 1;
-        let phase = phases_of.of(i);
         *out[step].entry(phase.name().to_owned()).or_default() += 1;
     }
     out
 }
 
-/// Each of `swarms` swarms' phase of most of the main process's samples
-/// (all when `pid` is `None`) in it, with their share.
+/// Each of `swarms` swarms' phase of most of the map's process's samples
+/// in it, with their share.
 pub(crate) fn per_swarm(
     samples: &[Sample],
     phases_of: &SamplePhases,
-    pid: Option<u32>,
     swarm_of: impl Fn(Option<u64>) -> Option<usize>,
     swarms: usize,
 ) -> Vec<Option<(Phase, f64)>> {
     let mut per_stack: FastMap<(Option<u64>, Phase), u64> = FastMap::default();
-    for (i, s) in samples
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| pid.is_none_or(|p| s.pid == p))
-    {
-        *per_stack.entry((s.stack_id, phases_of.of(i))).or_default() += 1;
+    for (s, phase) in phases_of.samples(samples) {
+        *per_stack.entry((s.stack_id, phase)).or_default() += 1;
     }
     let mut counts: Vec<FastMap<Phase, u64>> = vec![FastMap::default(); swarms];
     for (&(stack, phase), &n) in &per_stack {
@@ -399,7 +403,7 @@ mod tests {
             .map(|(i, &stack)| crate::test_sample(i as u64 * 1_000_000, stack))
             .collect();
         let phases_of = phase_map(&samples, &s, Some(1));
-        let sum = phase_summary(&samples, &phases_of, Some(1), None);
+        let sum = phase_summary(&samples, &phases_of, None);
         let shares: Vec<(Phase, u64)> = sum.phases.iter().map(|p| (p.phase, p.samples)).collect();
         assert_eq!(
             shares,
@@ -413,22 +417,17 @@ mod tests {
         assert!((sum.phases.iter().map(|p| p.share).sum::<f64>() - 1.0).abs() < 1e-9);
         // The loop's span only; a job of no known framework has none.
         assert_eq!(
-            phase_summary(&samples, &phases_of, Some(1), Some((0, 2_000_000))).samples,
+            phase_summary(&samples, &phases_of, Some((0, 2_000_000))).samples,
             2
         );
         assert!(
-            phase_summary(
-                &samples[6..],
-                &phase_map(&samples[6..], &s, Some(1)),
-                Some(1),
-                None
-            )
-            .phases
-            .is_empty()
+            phase_summary(&samples[6..], &phase_map(&samples[6..], &s, Some(1)), None)
+                .phases
+                .is_empty()
         );
         // Per step: samples at 0..8 ms in steps [0, 3) and [3, 7) ms; the
         // last sample is after the loop.
-        let steps = per_step(&samples, &phases_of, Some(1), &[0, 3_000_000, 7_000_000]);
+        let steps = per_step(&samples, &phases_of, &[0, 3_000_000, 7_000_000]);
         let names = |m: &BTreeMap<String, u64>| -> Vec<(String, u64)> {
             m.iter().map(|(k, v)| (k.clone(), *v)).collect()
         };
@@ -438,13 +437,7 @@ mod tests {
         );
         // Per swarm (stacks 1-3 one swarm, 4-5 another): the phase of most
         // of its samples, with their share.
-        let swarms = per_swarm(
-            &samples,
-            &phases_of,
-            Some(1),
-            |k| k.map(|k| usize::from(k > 3)),
-            2,
-        );
+        let swarms = per_swarm(&samples, &phases_of, |k| k.map(|k| usize::from(k > 3)), 2);
         assert_eq!(swarms[0], Some((Phase::Backward, 0.5)));
         assert_eq!(swarms[1], Some((Phase::Other, 1.0)));
         assert_eq!(

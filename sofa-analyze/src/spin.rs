@@ -100,6 +100,14 @@ const SPIN_LOOPS: &[SpinLoop] = &[
     },
 ];
 
+/// The pool whose library `module` (lower case) is, if any.
+pub(crate) fn pool_library(module: &str) -> Option<Pool> {
+    SPIN_LOOPS
+        .iter()
+        .find(|l| (l.module)(module))
+        .map(|l| l.pool)
+}
+
 /// Frames a spinning thread passes through to yield the CPU.
 fn yields(function: &str, module: &str) -> bool {
     module.starts_with('[')

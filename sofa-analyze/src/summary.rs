@@ -404,12 +404,11 @@ fn analyze_inner(
     let gpu = gpu_table(&gpu_rows, &archive.meta().gpus);
     let net = net_summary(&packets, run.duration_ns);
     let phases_of = crate::phases::phase_map(&sample_rows, &stacks, main_pid);
-    let phases = crate::phases::phase_summary(&sample_rows, &phases_of, main_pid, steps.span());
+    let phases = crate::phases::phase_summary(&sample_rows, &phases_of, steps.span());
     if !phases.phases.is_empty() {
         let per_swarm = crate::phases::per_swarm(
             &sample_rows,
             &phases_of,
-            main_pid,
             |stack| labelled.swarm_of(stack).map(|s| s.0),
             swarms.len(),
         );
@@ -417,8 +416,7 @@ fn analyze_inner(
             swarm.phase = phase.map(|(p, _)| p.name().to_owned());
             swarm.phase_share = phase.map(|(_, share)| share);
         }
-        let per_step =
-            crate::phases::per_step(&sample_rows, &phases_of, main_pid, &steps.boundaries_ns);
+        let per_step = crate::phases::per_step(&sample_rows, &phases_of, &steps.boundaries_ns);
         for (row, by) in step_breakdown.iter_mut().zip(per_step) {
             row.samples_by_phase = Some(by);
         }
@@ -466,7 +464,7 @@ fn analyze_inner(
                 waits: wait_rows.as_deref(),
                 period_ns: 1_000_000_000 / analysis.run.frequency_hz.unwrap_or(999).max(1),
                 thread_name: &|tid| names.of(tid),
-                phases: (!analysis.phases.phases.is_empty()).then_some((&phases_of, main_pid)),
+                phases: (!analysis.phases.phases.is_empty()).then_some(&phases_of),
             },
         )
     });

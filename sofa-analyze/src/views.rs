@@ -160,9 +160,8 @@ pub(crate) struct Inputs<'a> {
     pub period_ns: u64,
     /// Thread names.
     pub thread_name: &'a dyn Fn(u32) -> String,
-    /// Each sample's framework phase and the process they are of, when
-    /// the run has phases.
-    pub phases: Option<(&'a crate::phases::SamplePhases, Option<u32>)>,
+    /// Each sample's framework phase, when the run has phases.
+    pub phases: Option<&'a crate::phases::SamplePhases>,
 }
 
 struct Axis {
@@ -540,8 +539,8 @@ pub(crate) fn build(archive: &Archive, l: &Labelled, i: &Inputs) -> Views {
     };
     let phase_samples = i
         .phases
-        .map(|(of, pid)| {
-            crate::phases::per_bin(l.samples, of, pid, |t| axis.bin(t), axis.bins)
+        .map(|of| {
+            crate::phases::per_bin(l.samples, of, |t| axis.bin(t), axis.bins)
                 .into_iter()
                 .map(|(phase, samples)| PhaseBins {
                     phase: phase.name().to_owned(),

@@ -188,6 +188,65 @@ fn call_reason(name: &str) -> Option<WaitReason> {
     })
 }
 
+/// A system call as a span of its thread's time.
+trait CallSpan {
+    fn tid(&self) -> u32;
+    fn start_ns(&self) -> u64;
+    /// `None` when its exit was not seen.
+    fn end_ns(&self) -> Option<u64>;
+}
+
+impl CallSpan for crate::Call {
+    fn tid(&self) -> u32 {
+        self.tid
+    }
+    fn start_ns(&self) -> u64 {
+        self.time_ns
+    }
+    fn end_ns(&self) -> Option<u64> {
+        self.duration_ns().map(|d| self.time_ns + d)
+    }
+}
+
+impl CallSpan for crate::syscalls::FutexWait {
+    fn tid(&self) -> u32 {
+        self.tid
+    }
+    fn start_ns(&self) -> u64 {
+        self.time_ns
+    }
+    fn end_ns(&self) -> Option<u64> {
+        self.end_ns
+    }
+}
+
+/// Calls per thread in start order: which one a thread was in when it
+/// left the CPU.
+struct InFlight<'a, T> {
+    by_tid: FastMap<u32, Vec<&'a T>>,
+}
+
+impl<'a, T: CallSpan> InFlight<'a, T> {
+    fn new(calls: impl Iterator<Item = &'a T>) -> Self {
+        let mut by_tid: FastMap<u32, Vec<&'a T>> = FastMap::default();
+        for c in calls {
+            by_tid.entry(c.tid()).or_default().push(c);
+        }
+        for list in by_tid.values_mut() {
+            list.sort_by_key(|c| c.start_ns());
+        }
+        InFlight { by_tid }
+    }
+
+    /// Thread `tid`'s call that began at or before `t` and had not ended.
+    fn at(&self, tid: u32, t: u64) -> Option<&'a T> {
+        let list = self.by_tid.get(&tid)?;
+        let i = list.partition_point(|c| c.start_ns() <= t).checked_sub(1)?;
+        let call = list[i];
+        call.end_ns().is_none_or(|end| end >= t).then_some(call)
+    }
+}
+
 /// Gives waits of reason `other` without a stack of their own the reason
 /// of the system call their thread was in when it left the CPU (a call
 /// that began before the wait and had not ended); returns how many.
@@ -198,28 +257,12 @@ pub(crate) fn reasons_from_calls(waits: &mut [Wait], calls: &crate::Calls) -> u6
     if tids.is_empty() {
         return 0;
     }
-    let mut by_tid: FastMap<u32, Vec<&crate::Call>> = FastMap::default();
-    for c in calls.rows.iter().filter(|c| tids.contains(&c.tid)) {
-        by_tid.entry(c.tid).or_default().push(c);
-    }
-    for list in by_tid.values_mut() {
-        list.sort_by_key(|c| c.time_ns);
-    }
+    let in_flight = InFlight::new(calls.rows.iter().filter(|c| tids.contains(&c.tid)));
     let mut given = 0;
     for w in waits.iter_mut().filter(|w| unknown(w)) {
-        let Some(list) = by_tid.get(&w.tid) else {
+        let Some(call) = in_flight.at(w.tid, w.start_ns) else {
             continue;
         };
-        let at = list.partition_point(|c| c.time_ns <= w.start_ns);
-        let Some(call) = at.checked_sub(1).map(|i| list[i]) else {
-            continue;
-        };
-        if call
-            .duration_ns()
-            .is_some_and(|d| call.time_ns + d < w.start_ns)
-        {
-            continue;
-        }
         if let Some(reason) = call_reason(calls.name(call)) {
             w.reason = reason;
             given += 1;
@@ -504,27 +547,17 @@ pub(crate) fn lock_rows(
     threads: &[ThreadWaits],
     stacks: &CallStacks,
 ) -> Vec<LockRow> {
-    let mut calls: FastMap<u32, Vec<&crate::syscalls::FutexWait>> = FastMap::default();
-    for f in futex {
-        calls.entry(f.tid).or_default().push(f);
-    }
-    for v in calls.values_mut() {
-        v.sort_by_key(|f| f.time_ns);
-    }
+    let in_flight = InFlight::new(futex.iter());
     // Per (pid, address): per thread wait time, waits, per stack time.
     type Lock = (FastMap<u32, u64>, u64, FastMap<Option<u64>, u64>);
     let mut locks: FastMap<(u32, u64), Lock> = FastMap::default();
     for w in waits.iter().filter(|w| w.reason == WaitReason::Lock) {
-        let Some(list) = calls.get(&w.tid) else {
+        let Some(call) = in_flight
+            .at(w.tid, w.start_ns)
+            .filter(|call| call.pid == w.pid)
+        else {
             continue;
         };
-        let at = list.partition_point(|f| f.time_ns <= w.start_ns);
-        let Some(call) = at.checked_sub(1).map(|i| list[i]) else {
-            continue;
-        };
-        if call.pid != w.pid || call.end_ns.is_some_and(|end| end < w.start_ns) {
-            continue;
-        }
         let lock = locks.entry((w.pid, call.address)).or_default();
         *lock.0.entry(w.tid).or_default() += w.duration_ns();
         lock.1 += 1;
