@@ -12,7 +12,8 @@
 //!    samples (`SOFA_BENCH_ONLY=call`).
 //! 3. Python stacks: two Python loops (the numpy training loop, and the
 //!    pure-Python `py_hot.py`) alone, under `sofa record --no-python`, under
-//!    `sofa record` (Python stacks at 100 Hz) and under
+//!    `sofa record --py-loop-hz 0` (Python stacks at 100 Hz), `sofa record`
+//!    (and the loop probe at 1000 Hz) and under
 //!    `py-spy record --nonblocking -r 100` (when installed beside python3).
 //!
 //! Run with:
@@ -474,7 +475,15 @@ fn main() {
             .concat(),
         },
         Mode {
-            name: "sofa record --no-syscalls (Python 100 Hz)",
+            name: "sofa record --no-syscalls --py-loop-hz 0 (Python 100 Hz)",
+            prefix: [
+                s(&[&sofa, "record", "--no-syscalls", "--py-loop-hz", "0", "-o"]),
+                vec![out("sofa-out"), "--".into(), python.clone()],
+            ]
+            .concat(),
+        },
+        Mode {
+            name: "sofa record --no-syscalls (Python 100 Hz, loop probe 1000 Hz)",
             prefix: [
                 s(&[&sofa, "record", "--no-syscalls", "-o"]),
                 vec![out("sofa-out"), "--".into(), python.clone()],

@@ -82,6 +82,12 @@ struct RecordArgs {
     #[arg(long, value_name = "HZ", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..=1000))]
     py_hz: u64,
+    /// Reads per second of the main thread's outermost Python frames (the
+    /// training loop's line, for step detection; CPython 3.11-3.13); 0 turns
+    /// them off.
+    #[arg(long, value_name = "HZ", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=10000))]
+    py_loop_hz: u64,
     /// Also look for detached debug files (build-id and .gnu_debuglink layouts)
     /// under DIR, before /usr/lib/debug; repeatable.
     #[arg(long, value_name = "DIR")]
@@ -232,6 +238,7 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         no_jit_maps: args.no_jit_map,
         python: !args.no_python,
         py_hz: args.py_hz,
+        py_loop_hz: args.py_loop_hz,
         call_graph: match args.call_graph {
             CallGraphArg::Fp => sofa_record::CallGraph::Fp,
             CallGraphArg::Dwarf => sofa_record::CallGraph::Dwarf,

@@ -395,3 +395,98 @@ fn threads_taking_turns_on_the_gil_are_named_with_their_os_thread_ids() {
         );
     }
 }
+
+/// The loop probe (`--py-loop-hz`) on every CPython it reads (3.11-3.13):
+/// a loop of 150 short pure-Python steps of uneven length (about one full
+/// snapshot each: too few to see every iteration's top) is counted by the
+/// Python loop stream from the outer frames' reads, which agree with
+/// py-spy's snapshots (the probe would stop otherwise); with the probe off
+/// nothing is read. CPython 3.10 is not probed, and says so.
+#[test]
+fn the_loop_probe_counts_short_steps_on_every_cpython_it_reads() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let script = root().join("fixtures/workloads/short_steps.py");
+    let script = script.to_str().unwrap();
+    let mut probed = Vec::new();
+    for (version, python) in interpreters() {
+        let Some(minor) = version
+            .strip_prefix("3.")
+            .and_then(|m| m.parse::<u32>().ok())
+            .filter(|m| (10..=13).contains(m))
+        else {
+            continue;
+        };
+        let python = python.to_str().unwrap();
+        let archive = dir.path().join(format!("3.{minor}"));
+        let out = record_with(&archive, &["--", python, script, "150"]);
+        assert_success(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let truth: u64 = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("sofa-corpus steps="))
+            .and_then(|l| l.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no truth line: {stderr}"));
+        let json = analyze_json(&archive);
+        let status = json["run"]["collectors"]["python"]["reason"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let rows = json["run"]["tables"]["py_outer"].as_u64().unwrap_or(0);
+        if minor == 10 {
+            assert!(
+                status.contains("no loop probe: CPython 3.10"),
+                "3.10: {status}"
+            );
+            assert_eq!(rows, 0);
+            continue;
+        }
+        assert!(
+            status.contains("outer frames") && !status.contains("stopped"),
+            "3.{minor}: {status}"
+        );
+        let stream = json["steps"]["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stream"] == "python loop")
+            .unwrap_or_else(|| panic!("3.{minor}: no python loop stream: {}", json["steps"]))
+            .clone();
+        let counted = stream["count"].as_u64().unwrap();
+        assert!(
+            counted.abs_diff(truth) <= 3,
+            "3.{minor}: the loop counted {counted} of {truth} steps: {stream} ({status})"
+        );
+        let found = json["steps"]["count"].as_u64().unwrap();
+        assert!(
+            found.abs_diff(truth) as f64 <= 0.05 * truth as f64,
+            "3.{minor}: {found} steps found of {truth}: {}",
+            json["steps"]
+        );
+        probed.push(minor);
+
+        // Off: nothing read.
+        let archive = dir.path().join(format!("3.{minor}-off"));
+        let out = record_with(
+            &archive,
+            &[
+                "--py-loop-hz",
+                "0",
+                "--no-syscalls",
+                "--",
+                python,
+                script,
+                "20",
+            ],
+        );
+        assert_success(&out);
+        let json = analyze_json(&archive);
+        assert_eq!(json["run"]["tables"]["py_outer"].as_u64().unwrap_or(0), 0);
+        let status = json["run"]["collectors"]["python"]["reason"]
+            .as_str()
+            .unwrap();
+        assert!(!status.contains("outer frames"), "{status}");
+    }
+    eprintln!("loop probe checked on CPython 3.{probed:?}");
+    assert!(!probed.is_empty(), "no CPython 3.11-3.13 to check");
+}

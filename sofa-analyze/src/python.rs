@@ -20,7 +20,7 @@ use crate::functions::{CallStacks, Resolved};
 use crate::steps::pyloop::MainThreads;
 use serde::Serialize;
 use sofa_trace::Archive;
-use sofa_trace::tables::{PyFrame, PySample, PyStackNode, Sample, StackNode};
+use sofa_trace::tables::{PyFrame, PyOuter, PySample, PyStackNode, Sample, StackNode};
 
 use std::collections::HashMap;
 
@@ -83,7 +83,9 @@ pub(crate) fn merge(
         .into_iter()
         .map(|f| (f.frame_id, f))
         .collect();
-    let main_threads = crate::steps::pyloop::main_threads(&snapshots, &py_nodes, &py_frames);
+    let outer = archive.read_table::<PyOuter>()?;
+    let main_threads =
+        crate::steps::pyloop::main_threads(&snapshots, &outer, &py_nodes, &py_frames);
     let summary = merge_with(snapshots, &py_nodes, &py_frames, samples, also, stacks);
     Ok(Some((summary, gil, main_threads)))
 }

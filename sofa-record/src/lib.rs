@@ -76,6 +76,9 @@ pub struct RecordConfig {
     pub python: bool,
     /// Python snapshots per second per Python process. Default 100.
     pub py_hz: u64,
+    /// Reads per second of the main thread's outermost Python frames
+    /// (CPython 3.11-3.13); 0: none. Default 1000.
+    pub py_loop_hz: u64,
     /// How user call stacks are taken. Default [`CallGraph::Auto`] (the binary's).
     pub call_graph: CallGraph,
     /// Bytes of user stack copied per sample for `dwarf` and `auto`.

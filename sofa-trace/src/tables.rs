@@ -273,6 +273,24 @@ table! {
 }
 
 table! {
+    /// The outermost Python frames (up to 16) of the recorded Python
+    /// process's main thread, read `--py-loop-hz` times a second (default
+    /// 1000; CPython 3.11-3.13) for step detection: one row where they
+    /// changed or one ran its line again, and one for the last read before.
+    /// Frames that returned since the last full snapshot are left out.
+    pub struct PyOuter in "py_outer" {
+        /// CLOCK_MONOTONIC time of the read, ns.
+        pub time_ns: u64,
+        /// Process id (the main thread's id).
+        pub pid: u32,
+        /// Innermost node of the frames read, in `py_stacks`; null when none was.
+        pub stack_id: Option<u64>,
+        /// Bit k (the outermost frame is 0): frame k ran its line again since the previous read — same line, other values in its local variables (a loop whose body is one line, or a new call of the same function).
+        pub reran: u32,
+    }
+}
+
+table! {
     /// Python call stacks as a prefix tree, as `stacks` for native frames.
     pub struct PyStackNode in "py_stacks" {
         /// Id of this node; `py_samples` refer to their innermost node.
@@ -404,6 +422,7 @@ pub fn all() -> Vec<TableSpec> {
         spec::<PySample>(),
         spec::<PyStackNode>(),
         spec::<PyFrame>(),
+        spec::<PyOuter>(),
         spec::<Switch>(),
         spec::<LostEvents>(),
     ]

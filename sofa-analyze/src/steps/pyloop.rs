@@ -19,18 +19,30 @@
 //! wraps too; what tells a training step is that every iteration does the
 //! same work: the CPU samples per iteration vary little. The confidence is
 //! 1 − their interquartile range over their median.
+//!
+//! On CPython 3.11-3.13 the recorder also reads the main thread's outermost
+//! frames ~1000 times a second (`py_outer`, `--py-loop-hz`): rows where
+//! they changed, merged here with the full snapshots. Those reads also say
+//! when a frame ran its line again (its locals rebound), which is a wrap
+//! too: a loop whose body is one long call is counted by them.
 
 use super::{Steps, none};
 use crate::fasthash::FastMap;
-use sofa_trace::tables::{PyFrame, PySample, PyStackNode, Sample};
+use sofa_trace::tables::{PyFrame, PyOuter, PySample, PyStackNode, Sample};
 use std::collections::HashMap;
 
 /// One snapshot of a main thread: (code, line) of each frame, outermost
-/// first; code ids stand for (file, function).
+/// first; code ids stand for (file, function). A full snapshot has every
+/// frame and comes at a steady rate (`py_samples`); a read of the outer
+/// frames (`py_outer`) has the outermost few and comes where they changed.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Snapshot {
     pub(crate) time_ns: u64,
     pub(crate) frames: Vec<(u32, u32)>,
+    pub(crate) full: bool,
+    /// Of a read of the outer frames: bit k, frame k ran its line again
+    /// since the read before (its local variables were rebound).
+    pub(crate) reran: u32,
 }
 
 /// The snapshots of each process's main thread (thread id = process id),
@@ -52,43 +64,66 @@ pub(super) const MIN_CONFIDENCE: f64 = 0.2;
 /// Most of the loop frame's snapshots on one line: a loop whose body is one
 /// long call (a jitted JAX update: 90 % of the snapshots on its line) shows
 /// its top to too few snapshots for the wraps to count the iterations
-/// (37 of 120 seen). PyTorch and numpy loops: at most 59 %.
+/// (37 of 120 seen). PyTorch and numpy loops: at most 59 %. Not applied
+/// where the outer frames were read through the loop (at least once per
+/// iteration): their reads see every iteration (a wrap or a rerun).
 const MAX_ONE_LINE: f64 = 0.75;
 
-/// The main threads' snapshots from the archive's Python tables.
+/// The main threads' snapshots from the archive's Python tables, with the
+/// reads of their outer frames.
 pub(crate) fn main_threads(
     snapshots: &[PySample],
+    outer: &[PyOuter],
     nodes: &HashMap<u64, PyStackNode>,
     frames: &HashMap<u64, PyFrame>,
 ) -> MainThreads {
     let mut codes: HashMap<(&str, &str), u32> = HashMap::new();
+    let mut chain_of = |innermost: u64| {
+        let mut chain = Vec::new();
+        let mut node = Some(innermost);
+        // A prefix tree has no cycles; the bound guards a damaged one.
+        while let Some(id) = node.filter(|_| chain.len() < 4096) {
+            let Some(n) = nodes.get(&id) else { break };
+            if let Some(f) = frames.get(&n.frame_id) {
+                let next = codes.len() as u32;
+                let code = *codes
+                    .entry((f.file.as_str(), f.function.as_str()))
+                    .or_insert(next);
+                chain.push((code, f.line));
+            }
+            node = n.parent_id;
+        }
+        chain.reverse();
+        chain
+    };
     let mut chains: FastMap<u64, Vec<(u32, u32)>> = FastMap::default();
     let mut out = MainThreads::default();
     for s in snapshots.iter().filter(|s| s.tid == s.pid && s.tid != 0) {
         let Some(innermost) = s.stack_id else {
             continue;
         };
-        let chain = chains.entry(innermost).or_insert_with(|| {
-            let mut chain = Vec::new();
-            let mut node = Some(innermost);
-            // A prefix tree has no cycles; the bound guards a damaged one.
-            while let Some(id) = node.filter(|_| chain.len() < 4096) {
-                let Some(n) = nodes.get(&id) else { break };
-                if let Some(f) = frames.get(&n.frame_id) {
-                    let next = codes.len() as u32;
-                    let code = *codes
-                        .entry((f.file.as_str(), f.function.as_str()))
-                        .or_insert(next);
-                    chain.push((code, f.line));
-                }
-                node = n.parent_id;
-            }
-            chain.reverse();
-            chain
-        });
+        let chain = chains
+            .entry(innermost)
+            .or_insert_with(|| chain_of(innermost));
         out.entry(s.pid).or_default().push(Snapshot {
             time_ns: s.time_ns + s.read_ns / 2,
             frames: chain.clone(),
+            full: true,
+            reran: 0,
+        });
+    }
+    for o in outer {
+        let Some(innermost) = o.stack_id else {
+            continue;
+        };
+        let chain = chains
+            .entry(innermost)
+            .or_insert_with(|| chain_of(innermost));
+        out.entry(o.pid).or_default().push(Snapshot {
+            time_ns: o.time_ns,
+            frames: chain.clone(),
+            full: false,
+            reran: o.reran,
         });
     }
     for list in out.values_mut() {
@@ -101,29 +136,36 @@ pub(crate) fn main_threads(
 /// whose line went back from `from` to `to`.
 #[derive(Debug, Clone, Copy)]
 struct Wrap {
+    /// The snapshot after it.
+    at: usize,
     depth: usize,
     code: u32,
     before: u64,
     after: u64,
     from: u32,
     to: u32,
+    /// The same line run again (its locals rebound), not a line going back.
+    rerun: bool,
 }
 
 /// The outermost frame of `b` that differs from `a` in line only, where
-/// its line is earlier: a wrap.
+/// its line is earlier, or that ran the same line again: a wrap.
 fn wrap_between(a: &Snapshot, b: &Snapshot) -> Option<Wrap> {
     for (depth, (x, y)) in a.frames.iter().zip(&b.frames).enumerate() {
         if x.0 != y.0 {
             return None;
         }
-        if x.1 != y.1 {
-            return (y.1 < x.1).then_some(Wrap {
+        let rerun = x.1 == y.1 && depth < 32 && b.reran >> depth & 1 == 1;
+        if x.1 != y.1 || rerun {
+            return (y.1 < x.1 || rerun).then_some(Wrap {
+                at: 0,
                 depth,
                 code: x.0,
                 before: a.time_ns,
                 after: b.time_ns,
                 from: x.1,
                 to: y.1,
+                rerun,
             });
         }
     }
@@ -143,28 +185,53 @@ pub(super) fn detect(snapshots: &[Snapshot], samples: &[Sample], pid: u32) -> (S
 fn find(snapshots: &[Snapshot], samples: &[Sample], pid: u32, per_step_seen: &mut f64) -> Steps {
     let wraps: Vec<Wrap> = snapshots
         .windows(2)
-        .filter_map(|w| wrap_between(&w[0], &w[1]))
+        .enumerate()
+        .filter_map(|(i, w)| wrap_between(&w[0], &w[1]).map(|w| (i + 1, w)))
+        .map(|(at, w)| Wrap { at, ..w })
         .collect();
-    // The loop: the outermost frame that wraps often enough (a model's
-    // layer loop inside the step wraps more, deeper).
-    let mut per_frame: FastMap<(usize, u32), usize> = FastMap::default();
+    // The loop: of the frames that wrap often enough, one not inside
+    // another's loop (a model's layer loop inside the step wraps more,
+    // deeper: the step loop's frame is its caller in most of its wraps),
+    // the one that wraps most (the reads see loops the snapshots did not:
+    // at exit, CPython's finalizers run in a loop of their own).
+    let mut per_frame: FastMap<(usize, u32), Vec<usize>> = FastMap::default();
     for w in &wraps {
-        *per_frame.entry((w.depth, w.code)).or_default() += 1;
+        per_frame.entry((w.depth, w.code)).or_default().push(w.at);
     }
-    let Some((&(depth, code), _)) = per_frame
+    let candidates: Vec<((usize, u32), &Vec<usize>)> = per_frame
         .iter()
-        .filter(|&(_, &n)| n >= MIN_WRAPS)
-        .min_by_key(|&(&(depth, code), &n)| (depth, std::cmp::Reverse(n), code))
+        .filter(|(_, at)| at.len() >= MIN_WRAPS)
+        .map(|(&k, at)| (k, at))
+        .collect();
+    let inside = |(depth, _): (usize, u32), at: &[usize]| {
+        candidates.iter().any(|&((d, c), _)| {
+            d < depth
+                && 2 * at
+                    .iter()
+                    .filter(|&&i| snapshots[i].frames.get(d).is_some_and(|f| f.0 == c))
+                    .count()
+                    >= at.len()
+        })
+    };
+    let Some(((depth, code), _)) = candidates
+        .iter()
+        .filter(|&&(k, at)| !inside(k, at))
+        .max_by_key(|&&((depth, code), at)| (at.len(), std::cmp::Reverse((depth, code))))
     else {
         return none("no loop in the main thread's Python snapshots", 0.0);
     };
+    let (depth, code) = (*depth, *code);
     // One function may hold several loops (a set-up loop, then the training
-    // loop): wraps whose line ranges overlap are one loop; the one wrapping
-    // most is taken.
-    let mut own: Vec<Wrap> = wraps
+    // loop): wraps where the line went back whose line ranges overlap are
+    // one loop; the one wrapping most is taken. Reruns (the same line run
+    // again) are left out here: a one-line inner loop (`for _ in range(8):
+    // x = np.tanh(x @ w)`) reruns its line 8 times a step, inside the
+    // step loop's range.
+    let (own, reruns): (Vec<Wrap>, Vec<Wrap>) = wraps
         .into_iter()
         .filter(|w| w.depth == depth && w.code == code)
-        .collect();
+        .partition(|w| !w.rerun);
+    let mut own = own;
     own.sort_by_key(|w| (w.to, w.from));
     let mut loops: Vec<(u32, u32, Vec<Wrap>)> = Vec::new();
     for w in own {
@@ -176,9 +243,56 @@ fn find(snapshots: &[Snapshot], samples: &[Sample], pid: u32, per_step_seen: &mu
             _ => loops.push((w.to, w.from, vec![w])),
         }
     }
-    let Some((lo, hi, mut members)) = loops.into_iter().max_by_key(|l| l.2.len()) else {
-        return none("no loop in the main thread's Python snapshots", 0.0);
+    let (mut lo, mut hi, mut members) = loops
+        .into_iter()
+        .max_by_key(|l| l.2.len())
+        .filter(|l| l.2.len() >= MIN_WRAPS)
+        .unwrap_or((0, u32::MAX, Vec::new()));
+    // A body that is one long call (a jitted JAX update: 90 % of the full
+    // snapshots on its line) shows its top to few reads: its iterations
+    // are the line's reruns, where the outer frames were read through the
+    // loop; without those reads, too few wraps are seen to count them.
+    let span = members
+        .iter()
+        .chain(if members.is_empty() { &reruns[..] } else { &[] })
+        .fold((u64::MAX, 0), |(a, b), w| (a.min(w.before), b.max(w.after)));
+    let at_frame = |s: &Snapshot| {
+        s.time_ns >= span.0
+            && s.time_ns <= span.1
+            && s.frames
+                .get(depth)
+                .is_some_and(|&(c, l)| c == code && (lo..=hi).contains(&l))
     };
+    let mut lines: FastMap<u32, usize> = FastMap::default();
+    for s in snapshots.iter().filter(|s| s.full && at_frame(s)) {
+        *lines.entry(s.frames[depth].1).or_default() += 1;
+    }
+    let on_loop: usize = lines.values().sum();
+    let (hot, most) = lines
+        .iter()
+        .max_by_key(|&(&l, &n)| (n, std::cmp::Reverse(l)))
+        .map_or((0, 0), |(&l, &n)| (l, n));
+    if most as f64 > MAX_ONE_LINE * on_loop as f64 {
+        let reads = snapshots.iter().filter(|s| !s.full && at_frame(s)).count();
+        let again: Vec<Wrap> = reruns.iter().filter(|w| w.to == hot).copied().collect();
+        if reads < members.len().max(again.len()) {
+            return none(
+                &format!(
+                    "the main thread's loop wrapped {} times, but {:.0} % of its snapshots are \
+                     on one line: too few see where an iteration starts to count them",
+                    members.len(),
+                    100.0 * most as f64 / on_loop.max(1) as f64
+                ),
+                0.0,
+            );
+        }
+        if members.is_empty() {
+            (lo, hi) = (hot, hot);
+        } else {
+            (lo, hi) = (lo.min(hot), hi.max(hot));
+        }
+        members.extend(again);
+    }
     if members.len() < MIN_WRAPS {
         return none("no loop in the main thread's Python snapshots", 0.0);
     }
@@ -191,18 +305,29 @@ fn find(snapshots: &[Snapshot], samples: &[Sample], pid: u32, per_step_seen: &mu
     let typical = median(&gaps);
     // The first iteration began where the loop's lines begin before the
     // first wrap, the last one ends where they end after the last wrap;
-    // a first or last iteration much longer than the typical one (warm-up,
-    // the loop's end unseen) is cut to one typical step.
+    // from full snapshots alone, a first or last iteration much longer than
+    // the typical one (warm-up, the loop's end unseen) is cut to one typical
+    // step. Where the outer frames were read through the loop, the reads
+    // saw where its lines began and ended: a slow first step (a PyTorch
+    // MLP's: 1.3 s of lazy set-up, then steps of 34 ms) is one step, from
+    // where the loop left its top line the first time (not the time before
+    // on it: the loader's set-up and first batch, 0.7 s in one recording).
     let in_loop = |s: &Snapshot| {
         s.frames
             .get(depth)
             .is_some_and(|&(c, l)| c == code && (lo..=hi).contains(&l))
     };
     let first_after = snapshots.partition_point(|s| s.time_ns < members[0].after);
-    let limit = typical * 5 / 2;
+    let read = snapshots.iter().any(|s| !s.full && in_loop(s));
+    let limit = if read { u64::MAX / 2 } else { typical * 5 / 2 };
     let mut begin = starts[0].saturating_sub(typical);
     let mut i = first_after.saturating_sub(1);
-    while i > 0 && in_loop(&snapshots[i]) && starts[0] - snapshots[i].time_ns <= limit {
+    let body = |s: &Snapshot| !read || s.frames[depth].1 != lo;
+    while i > 0
+        && in_loop(&snapshots[i])
+        && body(&snapshots[i])
+        && starts[0] - snapshots[i].time_ns <= limit
+    {
         begin = midpoint(snapshots[i - 1].time_ns, snapshots[i].time_ns);
         i -= 1;
     }
@@ -231,25 +356,6 @@ fn find(snapshots: &[Snapshot], samples: &[Sample], pid: u32, per_step_seen: &mu
     };
     let seen = per_step(&mut snapshots.iter().map(|s| s.time_ns));
     *per_step_seen = median_f(&seen);
-    let mut lines: FastMap<u32, usize> = FastMap::default();
-    for s in snapshots
-        .iter()
-        .filter(|s| s.time_ns >= boundaries[0] && s.time_ns < boundaries[steps] && in_loop(s))
-    {
-        *lines.entry(s.frames[depth].1).or_default() += 1;
-    }
-    let on_loop: usize = lines.values().sum();
-    let most = lines.values().copied().max().unwrap_or(0);
-    if most as f64 > MAX_ONE_LINE * on_loop as f64 {
-        return none(
-            &format!(
-                "the main thread's loop wrapped {} times, but {:.0} % of its snapshots are on                  one line: too few see where an iteration starts to count them",
-                members.len(),
-                100.0 * most as f64 / on_loop.max(1) as f64
-            ),
-            0.0,
-        );
-    }
     if *per_step_seen < MIN_SNAPSHOTS_PER_STEP as f64 {
         return none(
             &format!(
@@ -352,6 +458,8 @@ mod tests {
             snapshots.push(Snapshot {
                 time_ns: now,
                 frames: vec![(0, 20), (1, stretches[i].2), (2, 5)],
+                full: true,
+                reran: 0,
             });
             now += 10 * ms;
         }
@@ -410,6 +518,54 @@ mod tests {
     }
 
     #[test]
+    fn reads_of_the_outer_frames_count_short_steps() {
+        // Steps of 20 ms with two full snapshots each, and the outer
+        // frames read every millisecond (a row where they changed, and
+        // the last read before): every step is counted, every start is
+        // within 2 ms of a true one.
+        let (mut snapshots, samples, starts) = run(0, 100, |_| (20, 20));
+        let ms = 1_000_000;
+        let line_at = |t: u64| {
+            let i = starts.partition_point(|&s| s <= t) - 1;
+            let into = (t - starts[i]) * 100 / (starts[i + 1] - starts[i]);
+            match into {
+                0..10 => 10,
+                10..40 => 11,
+                40..90 => 12,
+                _ => 13,
+            }
+        };
+        let mut last: Option<(u32, u64)> = None;
+        let mut t = starts[0];
+        while t < starts[starts.len() - 1] {
+            let line = line_at(t);
+            if let Some((before, at)) = last.filter(|&(l, _)| l != line) {
+                for (l, when) in [(before, at), (line, t)] {
+                    snapshots.push(Snapshot {
+                        time_ns: when,
+                        frames: vec![(0, 20), (1, l)],
+                        full: false,
+                        reran: 0,
+                    });
+                }
+            }
+            last = Some((line, t));
+            t += ms;
+        }
+        snapshots.sort_by_key(|s| s.time_ns);
+        let (steps, seen) = detect(&snapshots, &samples, 1);
+        assert_eq!(steps.count, 100, "{:?}", steps.note);
+        assert!(seen >= 4.0, "{seen}");
+        for b in &steps.boundaries_ns[1..steps.boundaries_ns.len() - 1] {
+            let near = starts.iter().map(|s| s.abs_diff(*b)).min().unwrap();
+            assert!(near <= 2 * ms, "{b} is {near} ns from a true start");
+        }
+        // Without them, too few.
+        snapshots.retain(|s| s.full);
+        assert_eq!(detect(&snapshots, &samples, 1).0.count, 0);
+    }
+
+    #[test]
     fn a_loop_on_one_line_is_not_counted() {
         // The body is one long call: 95 % of the snapshots on one line.
         let (mut snapshots, samples, _) = run(0, 60, |_| (80, 80));
@@ -420,5 +576,39 @@ mod tests {
         }
         let (steps, _) = detect(&snapshots, &samples, 1);
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
+    }
+
+    #[test]
+    fn a_loop_on_one_line_is_counted_by_its_reruns() {
+        // The body is one long call (every snapshot on line 12), and the
+        // reads of the outer frames see the line run again once per step,
+        // a millisecond into it (its locals rebound): every step counted.
+        let (mut snapshots, samples, starts) = run(0, 60, |_| (80, 80));
+        for s in snapshots.iter_mut() {
+            s.frames[1].1 = 12;
+        }
+        let ms = 1_000_000;
+        for &start in &starts[1..starts.len() - 1] {
+            for (when, reran) in [(start - ms, 0), (start + ms, 0b10)] {
+                snapshots.push(Snapshot {
+                    time_ns: when,
+                    frames: vec![(0, 20), (1, 12)],
+                    full: false,
+                    reran,
+                });
+            }
+        }
+        snapshots.sort_by_key(|s| s.time_ns);
+        let (steps, _) = detect(&snapshots, &samples, 1);
+        assert!(
+            steps.count.abs_diff(60) <= 1,
+            "{} {:?}",
+            steps.count,
+            steps.note
+        );
+        for b in &steps.boundaries_ns[1..steps.boundaries_ns.len() - 1] {
+            let near = starts.iter().map(|s| s.abs_diff(*b)).min().unwrap();
+            assert!(near <= 2 * ms, "{b} is {near} ns from a true start");
+        }
     }
 }

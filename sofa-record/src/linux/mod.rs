@@ -13,6 +13,7 @@ mod net;
 mod offcpu;
 mod perf;
 mod procmaps;
+mod pyprobe;
 mod python;
 mod symbols;
 mod sys;
@@ -276,6 +277,7 @@ mod tests {
             no_jit_maps: Vec::new(),
             python: true,
             py_hz: 100,
+            py_loop_hz: 1000,
             call_graph: crate::CallGraph::Auto,
             stack_bytes: crate::DEFAULT_STACK_BYTES,
             debug_dirs: Vec::new(),

@@ -15,15 +15,17 @@
 
 use super::collector::{Collector, OpenError, Outcome, Setup, Spec, nothing_skipped};
 use super::host::monotonic_ns;
+use super::pyprobe::{self, LoopProbe, Outer};
 use py_spy::config::{LineNo, LockingStrategy};
 use py_spy::{Config, PythonSpy, StackTrace};
 use remoteprocess::ProcessMemory;
-use sofa_trace::tables::{PyFrame, PySample, PyStackNode};
+use sofa_trace::tables::{PyFrame, PyOuter, PySample, PyStackNode};
 use sofa_trace::{
     ArchiveWriter, CollectorName, CollectorState, CollectorStatus, TableWriter, TraceError,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -46,8 +48,19 @@ fn open_collector(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
     Ok(Box::new(Python {
         root: setup.pid as u32,
         hz: setup.config.py_hz.max(1),
+        loop_hz: setup.config.py_loop_hz,
         sampled: HashMap::new(),
         samples: setup.archive.table()?,
+        outer: OuterRows {
+            table: setup.archive.table()?,
+            probed: None,
+            last: None,
+            last_outer: None,
+            ids: HashMap::new(),
+            reads: 0,
+            failed: 0,
+            off: None,
+        },
         stacks: Interner::default(),
         snapshots: 0,
         read_errors: 0,
@@ -62,9 +75,12 @@ fn open_collector(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
 struct Python {
     root: u32,
     hz: u64,
+    /// Reads of the main thread's outer frames per second; 0: none.
+    loop_hz: u64,
     /// Interpreters being sampled, by pid.
     sampled: HashMap<u32, Sampled>,
     samples: TableWriter<PySample>,
+    outer: OuterRows,
     stacks: Interner,
     snapshots: u64,
     read_errors: u64,
@@ -82,6 +98,32 @@ struct Python {
 struct Sampled {
     spy: Box<PythonSpy>,
     tids: ThreadIds,
+}
+
+/// The loop probe of one process (the recorded command, or the first
+/// Python process of its tree) and its rows.
+struct OuterRows {
+    table: TableWriter<PyOuter>,
+    /// The probed process and its probe.
+    probed: Option<(u32, LoopProbe)>,
+    last: Option<LastRead>,
+    /// The frames of the last read, to compare with the next snapshot.
+    last_outer: Option<Outer>,
+    /// Stack ids of the frames read, by (code, line, entry) of each.
+    ids: HashMap<Vec<(usize, u32, bool)>, Option<u64>>,
+    reads: u64,
+    failed: u64,
+    /// Why no process was probed.
+    off: Option<String>,
+}
+
+/// The last read: its frames (code, line, entry), time and stack, and
+/// whether a row says so already.
+struct LastRead {
+    key: Vec<(usize, u32, bool)>,
+    time_ns: u64,
+    stack_id: Option<u64>,
+    written: bool,
 }
 
 impl Collector for Python {
@@ -125,6 +167,9 @@ impl Collector for Python {
 
     fn finish(self: Box<Self>, archive: &ArchiveWriter) -> Result<Outcome, TraceError> {
         let rows = self.samples.finish()?.rows;
+        let mut outer = self.outer;
+        outer.flush_last()?;
+        let outer_rows = outer.table.finish()?.rows;
         self.stacks.write(archive)?;
         let processes: u32 = self.versions.values().sum();
         let mut notes = Vec::new();
@@ -151,6 +196,17 @@ impl Collector for Python {
                     "{} thread stacks without an OS thread id",
                     self.unnamed_threads
                 ));
+            }
+            match (&outer.probed, &outer.off) {
+                (Some((pid, probe)), _) if probe.given_up() => parts.push(format!(
+                    "loop probe of pid {pid} stopped: its reads disagreed with the snapshots"
+                )),
+                (Some((pid, _)), _) => parts.push(format!(
+                    "{} reads of pid {pid}'s outer frames ({} rows, {} failed)",
+                    outer.reads, outer_rows, outer.failed
+                )),
+                (None, Some(why)) => parts.push(format!("no loop probe: {why}")),
+                (None, None) => {}
             }
             if self.wall_ns > 0 {
                 parts.push(format!(
@@ -187,18 +243,26 @@ impl Python {
         attached: &std::sync::mpsc::Receiver<Attached>,
     ) -> Result<(), TraceError> {
         let period = Duration::from_nanos(1_000_000_000 / self.hz);
-        let mut next = Instant::now();
+        let probe_period = Duration::from_nanos(1_000_000_000 / self.loop_hz.max(1));
+        let mut next_snapshot = Instant::now();
+        let mut next_probe = next_snapshot;
         loop {
             for (pid, spy) in attached.try_iter() {
                 self.add(pid, spy);
             }
-            self.snapshot()?;
-            next += period;
-            let now = Instant::now();
-            if next < now {
-                // Behind (a slow read): skip the missed ticks rather than burst.
-                next = now;
+            if Instant::now() >= next_snapshot {
+                self.snapshot()?;
+                next_snapshot = behind(next_snapshot + period);
             }
+            if self.loop_hz > 0 && Instant::now() >= next_probe {
+                self.outer.probe(&mut self.stacks)?;
+                next_probe = behind(next_probe + probe_period);
+            }
+            let next = if self.loop_hz > 0 && self.outer.probed.is_some() {
+                next_snapshot.min(next_probe)
+            } else {
+                next_snapshot
+            };
             while Instant::now() < next {
                 if stop.load(Ordering::Acquire) {
                     return Ok(());
@@ -213,6 +277,31 @@ impl Python {
 
     fn add(&mut self, pid: u32, spy: Box<PythonSpy>) {
         *self.versions.entry(spy.version.to_string()).or_default() += 1;
+        // The recorded command's process, or the first Python process of
+        // its tree until the command's own shows up.
+        let probed_root = self
+            .outer
+            .probed
+            .as_ref()
+            .is_some_and(|(p, _)| *p == self.root);
+        if self.loop_hz > 0 && !probed_root && (pid == self.root || self.outer.probed.is_none()) {
+            match pyprobe::layout(spy.version.major, spy.version.minor) {
+                Some(layout) => {
+                    let interpreter = spy.addresses.interpreter_address;
+                    self.outer.last = None;
+                    self.outer.last_outer = None;
+                    self.outer.probed = Some((pid, LoopProbe::new(pid, layout, interpreter)));
+                    self.outer.off = None;
+                }
+                None if self.outer.probed.is_none() => {
+                    self.outer.off = Some(format!(
+                        "CPython {}.{} (the probe reads 3.11-3.13)",
+                        spy.version.major, spy.version.minor
+                    ));
+                }
+                None => {}
+            }
+        }
         self.sampled.insert(
             pid,
             Sampled {
@@ -245,6 +334,23 @@ impl Python {
             };
             self.snapshots += 1;
             tids.update(spy, pid, &traces);
+            if let Some((probed, probe)) = &mut self.outer.probed
+                && *probed == pid
+            {
+                let main = traces.iter().find(|t| tids.tid_of(t) == pid);
+                if let (Some(main), Some(outer)) = (main, &self.outer.last_outer) {
+                    let names: Vec<(&str, &str)> = main
+                        .frames
+                        .iter()
+                        .rev()
+                        .map(|f| (f.name.as_str(), f.filename.as_str()))
+                        .collect();
+                    probe.check(outer, &names);
+                }
+                // Walked again at every snapshot: frames that returned are
+                // replaced by the ones running now.
+                probe.walk();
+            }
             for trace in traces {
                 let tid = tids.tid_of(&trace);
                 if tid == 0 {
@@ -266,6 +372,100 @@ impl Python {
         }
         self.samples.flush_if_due()
     }
+}
+
+/// The next tick after `next`, or now when that has passed (a slow read):
+/// missed ticks are skipped rather than made up in a burst.
+fn behind(next: Instant) -> Instant {
+    next.max(Instant::now())
+}
+
+impl OuterRows {
+    /// One read of the probed process's outer frames: a row when they
+    /// changed, after one for the last read of the frames before.
+    fn probe(&mut self, stacks: &mut Interner) -> Result<(), TraceError> {
+        let Some((pid, probe)) = &mut self.probed else {
+            return Ok(());
+        };
+        let pid = *pid;
+        let time_ns = monotonic_ns();
+        let read = probe.read();
+        self.reads = probe.reads;
+        self.failed = probe.failed;
+        let Some((outer, reran)) = read else {
+            return Ok(());
+        };
+        let key: Vec<(usize, u32, bool)> = outer
+            .iter()
+            .map(|(code, line, entry)| (Arc::as_ptr(code) as usize, *line, *entry))
+            .collect();
+        if let Some(last) = self.last.as_mut().filter(|l| l.key == key && reran == 0) {
+            last.time_ns = time_ns;
+            last.written = false;
+            self.last_outer = Some(outer);
+            return Ok(());
+        }
+        self.flush_last()?;
+        if self.ids.len() > MAX_OUTER_STACKS {
+            self.ids.clear();
+        }
+        let stack_id = *self
+            .ids
+            .entry(key.clone())
+            .or_insert_with(|| stacks.stack(outer_frames(&outer)));
+        self.table.push(PyOuter {
+            time_ns,
+            pid,
+            stack_id,
+            reran,
+        })?;
+        self.last_outer = Some(outer);
+        self.last = Some(LastRead {
+            key,
+            time_ns,
+            stack_id,
+            written: true,
+        });
+        self.table.flush_if_due()
+    }
+
+    /// The row of the last read, where none says it yet.
+    fn flush_last(&mut self) -> Result<(), TraceError> {
+        let (Some((pid, _)), Some(last)) = (&self.probed, &mut self.last) else {
+            return Ok(());
+        };
+        if last.written {
+            return Ok(());
+        }
+        last.written = true;
+        self.table.push(PyOuter {
+            time_ns: last.time_ns,
+            pid: *pid,
+            stack_id: last.stack_id,
+            reran: 0,
+        })
+    }
+}
+
+/// Distinct outer stacks remembered before the memory is cleared.
+const MAX_OUTER_STACKS: usize = 100_000;
+
+/// The outer frames as py-spy gives a stack: innermost first.
+fn outer_frames(outer: &Outer) -> Vec<py_spy::Frame> {
+    outer
+        .iter()
+        .rev()
+        .map(|(code, line, entry)| py_spy::Frame {
+            name: code.name.clone(),
+            filename: code.file.clone(),
+            module: None,
+            short_filename: None,
+            line: *line as i32,
+            locals: None,
+            is_entry: *entry,
+            is_shim_entry: false,
+        })
+        .collect()
 }
 
 /// What the finder knows of a process of the tree.
