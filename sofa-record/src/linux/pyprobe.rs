@@ -298,6 +298,8 @@ struct Seen {
 
 /// Instructions remembered per frame and line.
 const MAX_AT: usize = 16;
+/// Lines remembered by (code, instruction) before the memory is cleared.
+const MAX_LINES: usize = 100_000;
 
 /// What a read saw: each outer frame's code and line, outermost first.
 pub type Outer = Vec<(Arc<Code>, u32, bool)>;
@@ -314,6 +316,8 @@ pub struct LoopProbe {
     codes: HashMap<usize, Arc<Code>>,
     /// What the reads since each frame's line last changed saw of it.
     last: Vec<Seen>,
+    /// Lines by (code, instruction).
+    lines: HashMap<(usize, usize), u32>,
     checks: u32,
     disagreements: u32,
     pub reads: u64,
@@ -330,6 +334,7 @@ impl LoopProbe {
             frames: Vec::new(),
             codes: HashMap::new(),
             last: Vec::new(),
+            lines: HashMap::new(),
             checks: 0,
             disagreements: 0,
             reads: 0,
@@ -557,7 +562,14 @@ impl LoopProbe {
                 break;
             };
             let instr = word(b, l.fr_instr);
-            let line = code.line(instr as i64 - (f.code + l.co_code) as i64);
+            // A line table is walked from its start: kept per instruction.
+            if self.lines.len() > MAX_LINES {
+                self.lines.clear();
+            }
+            let line = *self
+                .lines
+                .entry((f.code, instr))
+                .or_insert_with(|| code.line(instr as i64 - (f.code + l.co_code) as i64));
             let locals = code.locals(b);
             // Ran the line again: at an instruction it was at before, on
             // the same line, with other values in its locals. (Not merely
@@ -609,6 +621,7 @@ impl LoopProbe {
         if !agree {
             self.disagreements += 1;
             self.codes.clear();
+            self.lines.clear();
         }
     }
 }
