@@ -42,7 +42,7 @@ pub fn svg(folded: &Folded) -> Result<Option<String>, std::io::Error> {
     let lines: Vec<String> = folded
         .stacks
         .iter()
-        .map(|(stack, n)| format!("{stack} {n}"))
+        .map(|(stack, n)| format!("{} {n}", xml_chars(stack)))
         .collect();
     let mut python = python_palette(folded);
     options.palette_map = Some(&mut python);
@@ -51,6 +51,19 @@ pub fn svg(folded: &Folded) -> Result<Option<String>, std::io::Error> {
     let svg = String::from_utf8(out)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     Ok(Some(guard_history(svg)))
+}
+
+/// `text` with the characters XML 1.0 does not allow (control characters;
+/// inferno escapes only markup) replaced: a frame name read from a running
+/// interpreter can hold garbage, and one such byte makes the whole SVG
+/// unparseable (a report test saw "flamegraph 0 is not valid SVG" once).
+fn xml_chars(text: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| (c < ' ' && c != '\t') || c == '\u{FFFE}' || c == '\u{FFFF}';
+    if text.contains(bad) {
+        text.replace(bad, "\u{FFFD}").into()
+    } else {
+        text.into()
+    }
 }
 
 /// Python frames (`function (file.py)`, as sofa-analyze folds them) in
@@ -108,6 +121,20 @@ fn guard_history(svg: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_in_names_do_not_reach_the_svg() {
+        let folded = Folded {
+            title: "whole run".into(),
+            samples: 10,
+            stacks: vec![("main;gar\u{1}bage\u{7f};x\u{FFFF}".into(), 10)],
+            dropped_samples: 0,
+        };
+        let svg = svg(&folded).unwrap().unwrap();
+        assert!(!svg.contains(|c: char| c < ' ' && !"\t\n\r".contains(c)));
+        assert!(!svg.contains('\u{FFFF}'));
+        assert!(svg.contains("gar\u{FFFD}bage"));
+    }
 
     #[test]
     fn python_frames_are_blue() {
