@@ -534,6 +534,13 @@ fn fuse_with(answers: Vec<Steps>, backing: &[Backing], loop_snapshots: f64) -> S
     let found: Vec<usize> = (0..answers.len())
         .filter(|&i| answers[i].count > 0)
         .collect();
+    // The winner and the answers that agree with it.
+    let with_winner = |w: usize| {
+        found
+            .iter()
+            .copied()
+            .filter(move |&i| i == w || agree(w, i))
+    };
     let winner = found.iter().copied().max_by(|&a, &b| {
         (support(a), rank(a).0)
             .cmp(&(support(b), rank(b).0))
@@ -586,8 +593,7 @@ fn fuse_with(answers: Vec<Steps>, backing: &[Backing], loop_snapshots: f64) -> S
         let multiple = answers.get(PY_LOOP).is_some_and(|lp| {
             lp.count > 0
                 && loop_snapshots >= SURE_SNAPSHOTS
-                && (0..answers.len())
-                    .filter(|&i| i == w || (answers[i].count > 0 && agree(w, i)))
+                && with_winner(w)
                     .any(|i| (2..=MAX_MULTIPLE).any(|k| multiple_of(&answers[i], lp, k)))
         });
         if w != PY_LOOP && multiple { PY_LOOP } else { w }
@@ -626,10 +632,7 @@ fn fuse_with(answers: Vec<Steps>, backing: &[Backing], loop_snapshots: f64) -> S
         _ if i <= WALL_CLOCK => answers[i].confidence * CPU_PLACEMENT,
         _ => answers[i].confidence,
     };
-    let placer = found
-        .iter()
-        .copied()
-        .filter(|&i| i == w || agree(w, i))
+    let placer = with_winner(w)
         .max_by(|&a, &b| weight(a).total_cmp(&weight(b)).then(b.cmp(&a)))
         .unwrap_or(w);
     // A placement that makes more than 1 in 20 steps fewer than the Python

@@ -98,32 +98,25 @@ pub(crate) fn main_threads(
     };
     let mut chains: FastMap<u64, Vec<(u32, u32)>> = FastMap::default();
     let mut out = MainThreads::default();
-    for s in snapshots.iter().filter(|s| s.tid == s.pid && s.tid != 0) {
-        let Some(innermost) = s.stack_id else {
+    let full = snapshots
+        .iter()
+        .filter(|s| s.tid == s.pid && s.tid != 0)
+        .map(|s| (s.pid, s.time_ns + s.read_ns / 2, s.stack_id, true, 0));
+    let reads = outer
+        .iter()
+        .map(|o| (o.pid, o.time_ns, o.stack_id, false, o.reran));
+    for (pid, time_ns, stack_id, full, reran) in full.chain(reads) {
+        let Some(innermost) = stack_id else {
             continue;
         };
         let chain = chains
             .entry(innermost)
             .or_insert_with(|| chain_of(innermost));
-        out.entry(s.pid).or_default().push(Snapshot {
-            time_ns: s.time_ns + s.read_ns / 2,
+        out.entry(pid).or_default().push(Snapshot {
+            time_ns,
             frames: chain.clone(),
-            full: true,
-            reran: 0,
-        });
-    }
-    for o in outer {
-        let Some(innermost) = o.stack_id else {
-            continue;
-        };
-        let chain = chains
-            .entry(innermost)
-            .or_insert_with(|| chain_of(innermost));
-        out.entry(o.pid).or_default().push(Snapshot {
-            time_ns: o.time_ns,
-            frames: chain.clone(),
-            full: false,
-            reran: o.reran,
+            full,
+            reran,
         });
     }
     for list in out.values_mut() {
@@ -150,7 +143,7 @@ struct Wrap {
 
 /// The outermost frame of `b` that differs from `a` in line only, where
 /// its line is earlier, or that ran the same line again: a wrap.
-fn wrap_between(a: &Snapshot, b: &Snapshot) -> Option<Wrap> {
+fn wrap_between(a: &Snapshot, b: &Snapshot, at: usize) -> Option<Wrap> {
     for (depth, (x, y)) in a.frames.iter().zip(&b.frames).enumerate() {
         if x.0 != y.0 {
             return None;
@@ -158,7 +151,7 @@ fn wrap_between(a: &Snapshot, b: &Snapshot) -> Option<Wrap> {
         let rerun = x.1 == y.1 && depth < 32 && b.reran >> depth & 1 == 1;
         if x.1 != y.1 || rerun {
             return (y.1 < x.1 || rerun).then_some(Wrap {
-                at: 0,
+                at,
                 depth,
                 code: x.0,
                 before: a.time_ns,
@@ -186,8 +179,7 @@ fn find(snapshots: &[Snapshot], samples: &[Sample], pid: u32, per_step_seen: &mu
     let wraps: Vec<Wrap> = snapshots
         .windows(2)
         .enumerate()
-        .filter_map(|(i, w)| wrap_between(&w[0], &w[1]).map(|w| (i + 1, w)))
-        .map(|(at, w)| Wrap { at, ..w })
+        .filter_map(|(i, w)| wrap_between(&w[0], &w[1], i + 1))
         .collect();
     // The loop: of the frames that wrap often enough, one not inside
     // another's loop (a model's layer loop inside the step wraps more,
@@ -227,11 +219,10 @@ fn find(snapshots: &[Snapshot], samples: &[Sample], pid: u32, per_step_seen: &mu
     // again) are left out here: a one-line inner loop (`for _ in range(8):
     // x = np.tanh(x @ w)`) reruns its line 8 times a step, inside the
     // step loop's range.
-    let (own, reruns): (Vec<Wrap>, Vec<Wrap>) = wraps
+    let (mut own, reruns): (Vec<Wrap>, Vec<Wrap>) = wraps
         .into_iter()
         .filter(|w| w.depth == depth && w.code == code)
         .partition(|w| !w.rerun);
-    let mut own = own;
     own.sort_by_key(|w| (w.to, w.from));
     let mut loops: Vec<(u32, u32, Vec<Wrap>)> = Vec::new();
     for w in own {

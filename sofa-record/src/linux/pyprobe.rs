@@ -209,9 +209,7 @@ impl Code {
         }
         h
     }
-}
 
-impl Code {
     /// The line of the instruction at byte `offset` of the code (CPython
     /// 3.11's location table, `Objects/locations.md`: entries of a header
     /// byte — bit 7 set, a code in bits 3–6, the code units it covers − 1 in
@@ -366,11 +364,10 @@ impl LoopProbe {
             if !read_many(self.pid, &mut [(ts, &mut head[..])]) {
                 return None;
             }
-            let native = u64::from_ne_bytes(head[l.ts_native_id..][..8].try_into().ok()?);
-            if native == u64::from(self.pid) {
+            if word(&head, l.ts_native_id) == self.pid as usize {
                 return Some(ts);
             }
-            ts = usize::from_ne_bytes(head[l.ts_next..][..8].try_into().ok()?);
+            ts = word(&head, l.ts_next);
         }
         None
     }

@@ -55,10 +55,6 @@ fn open_collector(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
             table: setup.archive.table()?,
             probed: None,
             last: None,
-            last_outer: None,
-            ids: HashMap::new(),
-            reads: 0,
-            failed: 0,
             off: None,
         },
         stacks: Interner::default(),
@@ -107,20 +103,14 @@ struct OuterRows {
     /// The probed process and its probe.
     probed: Option<(u32, LoopProbe)>,
     last: Option<LastRead>,
-    /// The frames of the last read, to compare with the next snapshot.
-    last_outer: Option<Outer>,
-    /// Stack ids of the frames read, by (code, line, entry) of each.
-    ids: HashMap<Vec<(usize, u32, bool)>, Option<u64>>,
-    reads: u64,
-    failed: u64,
     /// Why no process was probed.
     off: Option<String>,
 }
 
-/// The last read: its frames (code, line, entry), time and stack, and
-/// whether a row says so already.
+/// The last read: its frames (compared with the next read, and with the
+/// next snapshot), time and stack, and whether a row says so already.
 struct LastRead {
-    key: Vec<(usize, u32, bool)>,
+    outer: Outer,
     time_ns: u64,
     stack_id: Option<u64>,
     written: bool,
@@ -201,9 +191,9 @@ impl Collector for Python {
                 (Some((pid, probe)), _) if probe.given_up() => parts.push(format!(
                     "loop probe of pid {pid} stopped: its reads disagreed with the snapshots"
                 )),
-                (Some((pid, _)), _) => parts.push(format!(
+                (Some((pid, probe)), _) => parts.push(format!(
                     "{} reads of pid {pid}'s outer frames ({} rows, {} failed)",
-                    outer.reads, outer_rows, outer.failed
+                    probe.reads, outer_rows, probe.failed
                 )),
                 (None, Some(why)) => parts.push(format!("no loop probe: {why}")),
                 (None, None) => {}
@@ -289,7 +279,6 @@ impl Python {
                 Some(layout) => {
                     let interpreter = spy.addresses.interpreter_address;
                     self.outer.last = None;
-                    self.outer.last_outer = None;
                     self.outer.probed = Some((pid, LoopProbe::new(pid, layout, interpreter)));
                     self.outer.off = None;
                 }
@@ -338,14 +327,14 @@ impl Python {
                 && *probed == pid
             {
                 let main = traces.iter().find(|t| tids.tid_of(t) == pid);
-                if let (Some(main), Some(outer)) = (main, &self.outer.last_outer) {
+                if let (Some(main), Some(last)) = (main, &self.outer.last) {
                     let names: Vec<(&str, &str)> = main
                         .frames
                         .iter()
                         .rev()
                         .map(|f| (f.name.as_str(), f.filename.as_str()))
                         .collect();
-                    probe.check(outer, &names);
+                    probe.check(&last.outer, &names);
                 }
                 // Walked again at every snapshot: frames that returned are
                 // replaced by the ones running now.
@@ -389,39 +378,32 @@ impl OuterRows {
         };
         let pid = *pid;
         let time_ns = monotonic_ns();
-        let read = probe.read();
-        self.reads = probe.reads;
-        self.failed = probe.failed;
-        let Some((outer, reran)) = read else {
+        let Some((outer, reran)) = probe.read() else {
             return Ok(());
         };
-        let key: Vec<(usize, u32, bool)> = outer
-            .iter()
-            .map(|(code, line, entry)| (Arc::as_ptr(code) as usize, *line, *entry))
-            .collect();
-        if let Some(last) = self.last.as_mut().filter(|l| l.key == key && reran == 0) {
+        // The same frames (one code object is one `Code`), lines and entries.
+        let same = |a: &Outer| {
+            a.len() == outer.len()
+                && a.iter()
+                    .zip(&outer)
+                    .all(|(x, y)| Arc::ptr_eq(&x.0, &y.0) && x.1 == y.1 && x.2 == y.2)
+        };
+        if let Some(last) = self.last.as_mut().filter(|l| reran == 0 && same(&l.outer)) {
             last.time_ns = time_ns;
             last.written = false;
-            self.last_outer = Some(outer);
+            last.outer = outer;
             return Ok(());
         }
         self.flush_last()?;
-        if self.ids.len() > MAX_OUTER_STACKS {
-            self.ids.clear();
-        }
-        let stack_id = *self
-            .ids
-            .entry(key.clone())
-            .or_insert_with(|| stacks.stack(outer_frames(&outer)));
+        let stack_id = stacks.stack(outer_frames(&outer));
         self.table.push(PyOuter {
             time_ns,
             pid,
             stack_id,
             reran,
         })?;
-        self.last_outer = Some(outer);
         self.last = Some(LastRead {
-            key,
+            outer,
             time_ns,
             stack_id,
             written: true,
@@ -446,9 +428,6 @@ impl OuterRows {
         })
     }
 }
-
-/// Distinct outer stacks remembered before the memory is cleared.
-const MAX_OUTER_STACKS: usize = 100_000;
 
 /// The outer frames as py-spy gives a stack: innermost first.
 fn outer_frames(outer: &Outer) -> Vec<py_spy::Frame> {
