@@ -398,7 +398,7 @@ fn threads_taking_turns_on_the_gil_are_named_with_their_os_thread_ids() {
 
 /// The loop probe (`--py-loop-hz`) on every CPython it reads (3.11-3.13):
 /// a loop of 150 short pure-Python steps of uneven length (about two full
-/// snapshot each: too few to see every iteration's top) is counted by the
+/// snapshots each: too few to see every iteration's top) is counted by the
 /// Python loop stream from the outer frames' reads, which agree with
 /// py-spy's snapshots (the probe would stop otherwise); with the probe off
 /// nothing is read. CPython 3.10 is not probed, and says so.
