@@ -106,6 +106,13 @@ struct RecordArgs {
     /// Do not record system calls.
     #[arg(long)]
     no_syscalls: bool,
+    /// Calls a second on one CPU up to which every system call is traced;
+    /// faster calls are traced in windows (20 ms on, then off long enough
+    /// to keep to this rate; the analysis scales counts and says so), so
+    /// tracing does not slow a call-heavy program and distort its profile.
+    /// 0 traces every call.
+    #[arg(long, value_name = "CALLS", default_value_t = sofa_record::DEFAULT_SYSCALL_RATE)]
+    syscall_rate: u64,
     /// Do not record context switches (where threads wait off the CPU,
     /// with their stacks then).
     #[arg(long)]
@@ -252,6 +259,7 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
             .collect(),
         progress: true,
         syscalls: !args.no_syscalls,
+        syscall_rate: args.syscall_rate,
         off_cpu: !args.no_off_cpu,
         system: !args.no_system,
         gpu: !args.no_gpu,

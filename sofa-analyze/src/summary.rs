@@ -37,6 +37,12 @@ pub struct Analysis {
     /// What each step spent its time on.
     pub step_breakdown: Vec<StepBreakdown>,
     pub syscalls: Vec<SyscallRow>,
+    /// Share of the recording in which system calls were traced, when they
+    /// came too fast to trace them all (`--syscall-rate`); `syscalls`
+    /// counts and times are then of the traced spans, and `wall_share` of
+    /// their time. Absent when every call was traced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscalls_traced_share: Option<f64>,
     /// /proc counters; null when the system collector did not run.
     pub system: Option<SystemSummary>,
     /// One row per GPU that the gpu collector sampled.
@@ -343,7 +349,9 @@ fn analyze_inner(
         self_of_stack: &self_of_stack,
         labellings: &labellings,
         pid: main_pid,
-        calls: (!calls.is_empty()).then_some(&calls),
+        // Calls traced in windows make no stream (the gaps would read as
+        // steps of their own).
+        calls: (!calls.is_empty() && calls.complete()).then_some(&calls),
         packets: (!packets.is_empty()).then_some(&packets),
         threads: &main_threads,
         waits: wait_rows.as_deref(),
@@ -399,6 +407,9 @@ fn analyze_inner(
     let mut step_breakdown = step_breakdown(&labelled, &steps.boundaries_ns, main_waits.as_deref());
     add_overlaps(&mut swarms, &labelled);
     let syscalls = syscall_table(&calls, run.duration_ns);
+    let syscalls_traced_share = (!calls.complete())
+        .then(|| run.duration_ns.map(|d| calls.traced_share(d)))
+        .flatten();
     let system_rows = archive.read_table::<SystemCounter>()?;
     let system = crate::system::summarize(&system_rows);
     let gpu = gpu_table(&gpu_rows, &archive.meta().gpus);
@@ -431,6 +442,7 @@ fn analyze_inner(
         swarms,
         step_breakdown,
         syscalls,
+        syscalls_traced_share,
         system,
         gpu,
         net,

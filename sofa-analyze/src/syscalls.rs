@@ -1,7 +1,8 @@
 //! System call table: count, errors and time per call name.
 
 use serde::Serialize;
-use sofa_trace::tables::Syscall;
+use sofa_trace::CollectorName;
+use sofa_trace::tables::{Syscall, Untraced};
 use sofa_trace::{Archive, Table, TraceError};
 use std::collections::HashMap;
 
@@ -63,6 +64,9 @@ pub struct Calls {
     /// convoy's threads share); few next to all calls, so the address is
     /// kept for these only.
     pub futex_waits: Vec<FutexWait>,
+    /// Spans in which nothing was traced (calls came faster than
+    /// `--syscall-rate`), in time order: (start, end) ns.
+    pub untraced: Vec<(u64, u64)>,
     names: Vec<String>,
     /// Per name: one of [`IO_CALLS`].
     io: Vec<bool>,
@@ -77,7 +81,29 @@ impl Calls {
             calls.rows.reserve_exact(n as usize);
         }
         archive.for_each_rows(|rows: Vec<Syscall>| calls.extend(&rows))?;
+        let mut untraced: Vec<(u64, u64)> = archive
+            .read_table::<Untraced>()?
+            .into_iter()
+            .filter(|u| u.collector == CollectorName::Syscalls.as_str())
+            .map(|u| (u.start_ns, u.end_ns.max(u.start_ns)))
+            .collect();
+        untraced.sort_unstable();
+        calls.untraced = untraced;
         Ok(calls)
+    }
+
+    /// Whether every call was traced (no span with tracing off).
+    pub fn complete(&self) -> bool {
+        self.untraced.is_empty()
+    }
+
+    /// The share of `duration_ns` in which calls were traced (1 when all were).
+    pub fn traced_share(&self, duration_ns: u64) -> f64 {
+        let off: u64 = self.untraced.iter().map(|(a, b)| b - a).sum();
+        if duration_ns == 0 {
+            return 1.0;
+        }
+        (1.0 - off as f64 / duration_ns as f64).clamp(0.0, 1.0)
     }
 
     /// From full rows (tests, callers that have them).
@@ -188,7 +214,12 @@ pub struct SyscallRow {
 }
 
 /// Most time first. `duration_ns` is the recording's wall time, if known.
+/// Where calls were traced only part of the time, counts and times are of
+/// the traced spans and `wall_share` is of their time. (Scaling counts up
+/// by time would mislead: tracing slows the calls in its windows, so they
+/// hold fewer calls than the untraced spans, by a factor nobody measured.)
 pub fn syscall_table(calls: &Calls, duration_ns: Option<u64>) -> Vec<SyscallRow> {
+    let traced_ns = duration_ns.map(|d| (d as f64 * calls.traced_share(d)) as u64);
     // Per name id: (count, errors, total ns, timed calls).
     let mut per: Vec<(u64, u64, u64, u64)> = vec![(0, 0, 0, 0); calls.names.len()];
     for call in &calls.rows {
@@ -215,7 +246,7 @@ pub fn syscall_table(calls: &Calls, duration_ns: Option<u64>) -> Vec<SyscallRow>
             errors,
             total_ns,
             mean_ns: total_ns.checked_div(timed).unwrap_or(0),
-            wall_share: match duration_ns {
+            wall_share: match traced_ns {
                 Some(d) if d > 0 => total_ns as f64 / d as f64,
                 _ => 0.0,
             },
@@ -273,6 +304,43 @@ mod tests {
         assert_eq!(
             kept,
             [(1, Some(6), 0x10), (3, Some(8), 0x20), (4, Some(9), 0x30)]
+        );
+    }
+
+    #[test]
+    fn calls_traced_in_windows_count_in_the_traced_time() {
+        let rows: Vec<Syscall> = (0..40)
+            .map(|i| {
+                row(
+                    i * 10,
+                    "read",
+                    Some(2),
+                    Some(if i % 4 == 0 { -11 } else { 64 }),
+                )
+            })
+            .collect();
+        let mut calls = Calls::from_rows(&rows);
+        assert!(calls.complete());
+        let whole = syscall_table(&calls, Some(1000));
+        assert_eq!(
+            (whole[0].count, whole[0].errors, whole[0].total_ns),
+            (40, 10, 80)
+        );
+        // Traced a quarter of the time: 750 ns of 1000 off.
+        calls.untraced = vec![(100, 400), (500, 950)];
+        assert!(!calls.complete());
+        assert!((calls.traced_share(1000) - 0.25).abs() < 1e-9);
+        let windowed = syscall_table(&calls, Some(1000));
+        assert_eq!(
+            (windowed[0].count, windowed[0].errors, windowed[0].total_ns),
+            (40, 10, 80),
+            "what was traced, not scaled"
+        );
+        assert_eq!(windowed[0].mean_ns, 2);
+        assert!((whole[0].wall_share - 0.08).abs() < 1e-9);
+        assert!(
+            (windowed[0].wall_share - 0.32).abs() < 1e-9,
+            "of the 250 ns traced"
         );
     }
 

@@ -56,6 +56,10 @@ impl RecordConfig {
 pub const DEFAULT_STACK_BYTES: u32 = 65528;
 
 /// What `sofa record` was asked to do; built by the binary from its flags.
+/// Calls a second per CPU traced in full by default: tracing costs ~0.5 µs
+/// a call (enter and exit), so at this rate at most ~1 % of a CPU.
+pub const DEFAULT_SYSCALL_RATE: u64 = 20_000;
+
 #[derive(Debug, Clone)]
 pub struct RecordConfig {
     /// Archive directory. Default `sofa-out`.
@@ -89,6 +93,12 @@ pub struct RecordConfig {
     pub debug_dirs: Vec<std::path::PathBuf>,
     /// Record system calls (`--no-syscalls` turns it off). Default on.
     pub syscalls: bool,
+    /// Calls a second on one CPU up to which every system call is traced;
+    /// above it they are traced in windows (the `untraced` table lists the
+    /// spans between), so tracing does not slow a call-heavy program down
+    /// and distort its CPU profile. 0: every call, always. Default
+    /// [`DEFAULT_SYSCALL_RATE`].
+    pub syscall_rate: u64,
     /// Record context switches with the stack at each switch-out
     /// (`--no-off-cpu` turns it off). Default on.
     pub off_cpu: bool,

@@ -1,7 +1,7 @@
 //! System call names, and pairing of enter and exit events into one row.
 
 use sofa_trace::tables::Syscall;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 #[path = "syscall_names.rs"]
 mod names;
@@ -54,6 +54,12 @@ pub struct Pairer {
     /// Exits never matched by an enter (e.g. the `execve` that started the
     /// command, whose enter preceded the counters).
     pub orphan_exits: u64,
+    /// After tracing was off for a while: the threads seen since. A
+    /// thread's first exit without an enter then ends a call it entered
+    /// while nothing was traced.
+    since_gap: Option<HashSet<u32>>,
+    /// Exits of calls entered while tracing was off.
+    pub gap_exits: u64,
 }
 
 impl Pairer {
@@ -81,8 +87,29 @@ impl Pairer {
         }
     }
 
+    /// Tracing goes off: calls open now become rows without an exit (their
+    /// exit may come after the gap, but so may another call's of the same
+    /// number), and exits still waiting for their enter are orphans.
+    pub fn gap(&mut self, out: &mut Vec<Syscall>) {
+        self.close_open(out);
+        self.orphan_exits += self.exits.len() as u64;
+        self.exits.clear();
+        self.since_gap = Some(HashSet::new());
+    }
+
+    fn close_open(&mut self, out: &mut Vec<Syscall>) {
+        let mut open: Vec<Enter> = self.enters.drain().map(|(_, e)| e).collect();
+        open.sort_by_key(|e| (e.time_ns, e.tid));
+        for e in &open {
+            out.push(self.row(e, None));
+        }
+    }
+
     /// Feeds an enter; returns rows completed by it.
     pub fn enter(&mut self, e: Enter, out: &mut Vec<Syscall>) {
+        if let Some(seen) = &mut self.since_gap {
+            seen.insert(e.tid);
+        }
         if let Some(x) = self.exits.get(&e.tid)
             && x.nr == e.nr
             && x.time_ns >= e.time_ns
@@ -128,6 +155,12 @@ impl Pairer {
         ) {
             return;
         }
+        if let Some(seen) = &mut self.since_gap
+            && seen.insert(x.tid)
+        {
+            self.gap_exits += 1;
+            return;
+        }
         if self.exits.insert(x.tid, x).is_some() {
             self.orphan_exits += 1;
         }
@@ -136,11 +169,7 @@ impl Pairer {
     /// Calls still open at the end (exit_group, a killed thread) become rows
     /// without duration; exits that never met their enter are counted.
     pub fn finish(mut self, out: &mut Vec<Syscall>) -> u64 {
-        let mut open: Vec<Enter> = self.enters.drain().map(|(_, e)| e).collect();
-        open.sort_by_key(|e| (e.time_ns, e.tid));
-        for e in &open {
-            out.push(self.row(e, None));
-        }
+        self.close_open(out);
         self.orphan_exits + self.exits.len() as u64
     }
 }
@@ -216,6 +245,31 @@ mod tests {
         assert_eq!((rows[0].time_ns, rows[0].duration_ns), (10, None));
         assert_eq!((rows[1].time_ns, rows[1].duration_ns), (20, Some(5)));
         assert_eq!((rows[2].name.as_str(), rows[2].ret), ("exit_group", None));
+    }
+
+    #[test]
+    fn a_gap_in_tracing_closes_open_calls_and_expects_their_exits() {
+        let mut p = Pairer::new("x86_64");
+        let mut rows = Vec::new();
+        p.enter(enter(10, 7, 0), &mut rows); // a read in progress when tracing stops
+        p.enter(enter(11, 8, 202), &mut rows); // a futex wait too
+        p.gap(&mut rows);
+        assert_eq!(rows.len(), 2, "open calls are rows without an exit");
+        assert!(rows.iter().all(|r| r.duration_ns.is_none()));
+        // After the gap: thread 7's read (or another call of the same
+        // number) returns. Pairing it with the enter at 10 could give a
+        // call that never was; it is an exit of a call begun in the gap.
+        p.exit(exit(50, 7, 0, 64), &mut rows);
+        p.enter(enter(60, 7, 0), &mut rows);
+        p.exit(exit(61, 7, 0, 64), &mut rows);
+        // A second exit without enter of the same thread is an orphan.
+        p.exit(exit(70, 7, 1, 0), &mut rows);
+        p.exit(exit(80, 8, 202, 0), &mut rows);
+        assert_eq!(p.gap_exits, 2, "thread 7's first exit and thread 8's");
+        let orphans = p.finish(&mut rows);
+        assert_eq!(orphans, 1);
+        assert_eq!(rows.len(), 3);
+        assert_eq!((rows[2].time_ns, rows[2].duration_ns), (60, Some(1)));
     }
 
     #[test]

@@ -374,6 +374,23 @@ table! {
 }
 
 table! {
+    /// Spans in which a collector recorded nothing on purpose: system calls
+    /// coming faster than `--syscall-rate` a second on a CPU are traced in
+    /// windows, and the spans between are listed here. Counts and times of
+    /// such a collector cover only the time outside these spans.
+    pub struct Untraced in "untraced" {
+        /// Collector that was off (`syscalls`).
+        pub collector: String,
+        /// When it was switched off, ns (after the switch: nothing later is recorded).
+        pub start_ns: u64,
+        /// When it was switched on again, ns (before the switch: nothing earlier is recorded).
+        pub end_ns: u64,
+        /// The highest per-CPU rate, calls a second, measured in the window before the span.
+        pub rate_per_s: u64,
+    }
+}
+
+table! {
     /// Lost or dropped events, as the kernel or a collector reported them.
     pub struct LostEvents in "lost" {
         /// When the loss was reported, ns.
@@ -424,6 +441,7 @@ pub fn all() -> Vec<TableSpec> {
         spec::<PyFrame>(),
         spec::<PyOuter>(),
         spec::<Switch>(),
+        spec::<Untraced>(),
         spec::<LostEvents>(),
     ]
 }

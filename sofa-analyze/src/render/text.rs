@@ -682,9 +682,17 @@ fn network(out: &mut String, analysis: &Analysis, limit: usize) {
 /// System calls by time.
 fn syscalls(out: &mut String, analysis: &Analysis, limit: usize) {
     let ms = |ns: u64| format!("{:.3}", ns as f64 / 1e6);
+    let title = match analysis.syscalls_traced_share {
+        Some(share) => format!(
+            "system calls by time (traced {:.1} % of the time, above --syscall-rate: \
+             counts of the traced spans, wall% of their time)",
+            100.0 * share
+        ),
+        None => "system calls by time".to_owned(),
+    };
     section(
         out,
-        "system calls by time",
+        &title,
         &[
             ("syscall", L),
             ("count", R),

@@ -24,7 +24,7 @@ pub fn drain<S: Sink>(
     sources: &[(u32, &Sampler)],
     sink: &mut S,
     stop: &AtomicBool,
-    mut after_pass: impl FnMut(&S),
+    mut after_pass: impl FnMut(&mut S),
 ) -> Result<(), TraceError> {
     let mut iters: Vec<_> = sources
         .iter()
@@ -41,7 +41,7 @@ pub fn drain<S: Sink>(
             }
         }
         sink.tick()?;
-        after_pass(sink);
+        after_pass(&mut *sink);
         if stopping {
             return Ok(());
         }

@@ -282,6 +282,7 @@ mod tests {
             stack_bytes: crate::DEFAULT_STACK_BYTES,
             debug_dirs: Vec::new(),
             syscalls: true,
+            syscall_rate: crate::DEFAULT_SYSCALL_RATE,
             off_cpu: true,
             net: true,
             net_capture: false,

@@ -3,13 +3,18 @@
 //! at exec), paired into one row per call.
 
 use super::collector::{Collector, Losses, OpenError, Outcome, Setup, Spec, nothing_skipped};
-use super::drain::Sink;
-use super::tracepoint::{FinishSink, Scope, Source, Tracepoints, event_format, open_pair};
+use super::drain::{Sink, drain};
+use super::host::monotonic_ns;
+use super::tracepoint::{Scope, Source, event_format, open_pair};
 use crate::syscalls::{Enter, Exit, Pairer};
 use crate::tracefs::{self, EventFormat, Field};
+use perf_event_open::count::Counter;
 use perf_event_open::sample::record::Record;
-use sofa_trace::tables::Syscall;
-use sofa_trace::{ArchiveWriter, CollectorName, TableWriter, TraceError};
+use sofa_trace::tables::{Syscall, Untraced};
+use sofa_trace::{
+    ArchiveWriter, CollectorName, CollectorState, CollectorStatus, TableWriter, TraceError,
+};
+use std::sync::atomic::AtomicBool;
 
 pub const SPEC: Spec = Spec {
     name: CollectorName::Syscalls,
@@ -24,8 +29,171 @@ pub const SPEC: Spec = Spec {
 /// the CPU counters.
 fn open_collector(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
     let counters = open(setup.pid, setup.cpus).map_err(OpenError::Unavailable)?;
-    let sink = SyscallSink::new(setup.archive, counters.layouts)?;
-    Ok(Box::new(Tracepoints::new(counters.sources, sink, false)))
+    let sink = SyscallSink::new(setup.archive, counters.layouts, setup.cpus)?;
+    Ok(Box::new(SyscallCollector {
+        sources: counters.sources,
+        sink,
+        duty: Duty::new(setup.config.syscall_rate),
+    }))
+}
+
+/// The rings, their reader, and the switch that turns tracing off while
+/// calls come too fast.
+struct SyscallCollector {
+    sources: Vec<Source>,
+    sink: SyscallSink,
+    duty: Duty,
+}
+
+impl Collector for SyscallCollector {
+    fn run(&mut self, stop: &AtomicBool) -> Result<(), TraceError> {
+        let SyscallCollector {
+            sources,
+            sink,
+            duty,
+        } = self;
+        let refs: Vec<_> = sources.iter().map(|(tag, _, s)| (*tag, s)).collect();
+        let counters: Vec<&Counter> = sources.iter().map(|(_, c, _)| c).collect();
+        drain(&refs, sink, stop, |sink| duty.after_pass(sink, &counters))?;
+        for counter in &counters {
+            let _ = counter.disable();
+        }
+        duty.end(sink);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, archive: &ArchiveWriter) -> Result<Outcome, TraceError> {
+        let SyscallCollector { sink, duty, .. } = *self;
+        let mut outcome = sink.finish(archive)?;
+        if let Some(said) = duty.said() {
+            outcome.notes.push(format!("system calls: {said}"));
+            outcome.status = Some(CollectorStatus::with(CollectorState::Ok, said));
+        }
+        Ok(outcome)
+    }
+}
+
+/// How long tracing stays on to measure the rate: 20 ms.
+const WINDOW_NS: u64 = 20_000_000;
+/// The longest span off, so a rate that drops is seen within two seconds.
+const MAX_OFF_NS: u64 = 2_000_000_000;
+
+/// Tracing in windows: on for [`WINDOW_NS`]; if calls came faster than
+/// `limit` a second on some CPU, off for as long as keeps the traced rate
+/// at the limit (up to [`MAX_OFF_NS`]), then on again.
+struct Duty {
+    /// Calls a second per CPU; 0: always on.
+    limit: u64,
+    /// When the current window began (0 before the first pass).
+    window_ns: u64,
+    /// Enters per CPU read by then.
+    counts: Vec<u64>,
+    /// Tracing is off: (since, until, the rate that turned it off).
+    off: Option<(u64, u64, u64)>,
+    first_ns: u64,
+    last_ns: u64,
+    off_ns: u64,
+    spans: u64,
+    peak: u64,
+}
+
+impl Duty {
+    fn new(limit: u64) -> Duty {
+        Duty {
+            limit,
+            window_ns: 0,
+            counts: Vec::new(),
+            off: None,
+            first_ns: 0,
+            last_ns: 0,
+            off_ns: 0,
+            spans: 0,
+            peak: 0,
+        }
+    }
+
+    fn after_pass(&mut self, sink: &mut SyscallSink, counters: &[&Counter]) {
+        if self.limit == 0 {
+            return;
+        }
+        let now = monotonic_ns();
+        if self.first_ns == 0 {
+            self.first_ns = now;
+        }
+        self.last_ns = now;
+        if let Some((since, until, rate)) = self.off {
+            if now >= until {
+                let end = monotonic_ns();
+                sink.gap_ends(since, end, rate);
+                self.off_ns += end - since;
+                for counter in counters {
+                    let _ = counter.enable();
+                }
+                self.off = None;
+                self.restart(sink, monotonic_ns());
+            }
+            return;
+        }
+        if self.window_ns == 0 {
+            self.restart(sink, now);
+            return;
+        }
+        let elapsed = now - self.window_ns;
+        if elapsed < WINDOW_NS {
+            return;
+        }
+        let most = sink
+            .enters
+            .iter()
+            .zip(&self.counts)
+            .map(|(now, then)| now - then)
+            .max()
+            .unwrap_or(0);
+        let rate = (most as u128 * 1_000_000_000 / elapsed as u128) as u64;
+        if rate <= self.limit {
+            self.restart(sink, now);
+            return;
+        }
+        self.peak = self.peak.max(rate);
+        let off = (elapsed as f64 * (rate as f64 / self.limit as f64 - 1.0)) as u64;
+        for counter in counters {
+            let _ = counter.disable();
+        }
+        let since = monotonic_ns();
+        sink.gap_begins(since);
+        self.spans += 1;
+        self.off = Some((since, since + off.min(MAX_OFF_NS), rate));
+    }
+
+    fn restart(&mut self, sink: &SyscallSink, now: u64) {
+        self.window_ns = now;
+        self.counts.clone_from(&sink.enters);
+    }
+
+    /// The command has ended (the counters are off): a span still open
+    /// ends now.
+    fn end(&mut self, sink: &mut SyscallSink) {
+        if let Some((since, _, rate)) = self.off.take() {
+            let end = monotonic_ns().max(since);
+            sink.gap_ends(since, end, rate);
+            self.off_ns += end - since;
+            self.last_ns = end;
+        }
+    }
+
+    /// What the archive and the user are told, if tracing was ever off.
+    fn said(&self) -> Option<String> {
+        if self.spans == 0 {
+            return None;
+        }
+        let span = self.last_ns.saturating_sub(self.first_ns).max(1);
+        let traced = 100.0 * (1.0 - self.off_ns as f64 / span as f64);
+        Some(format!(
+            "traced in windows, {traced:.1} % of the time ({} untraced spans): up to {} calls/s \
+             on a CPU, above --syscall-rate {} (0 traces every call)",
+            self.spans, self.peak, self.limit
+        ))
+    }
 }
 
 /// Ring buffer per CPU and event: 2^10 pages (4 MiB), about 40 000 events,
@@ -96,10 +264,19 @@ pub struct SyscallSink {
     horizon_ns: u64,
     pub events: u64,
     pub losses: Losses,
+    /// Enter events read, per CPU (the rate [`Duty`] measures).
+    enters: Vec<u64>,
+    /// Tracing is off (between a gap's begin and end in time order).
+    in_gap: bool,
+    /// Events inside a gap (a process exec'd then, which enables its
+    /// counters): dropped, as the gap says nothing was traced.
+    in_gap_events: u64,
+    /// The spans tracing was off.
+    gaps: Vec<Untraced>,
 }
 
 impl SyscallSink {
-    pub fn new(archive: &ArchiveWriter, layouts: Layouts) -> Result<Self, TraceError> {
+    pub fn new(archive: &ArchiveWriter, layouts: Layouts, cpus: u32) -> Result<Self, TraceError> {
         Ok(SyscallSink {
             out: archive.table()?,
             enter: layouts.enter,
@@ -110,7 +287,27 @@ impl SyscallSink {
             horizon_ns: 0,
             events: 0,
             losses: Losses::new(CollectorName::Syscalls),
+            enters: vec![0; cpus as usize],
+            in_gap: false,
+            in_gap_events: 0,
+            gaps: Vec::new(),
         })
+    }
+
+    /// Tracing went off at `time_ns` (every event before it is in the rings).
+    fn gap_begins(&mut self, time_ns: u64) {
+        self.pending.push(Event::GapBegins(time_ns));
+    }
+
+    /// Tracing, off since `since`, goes on after `time_ns`.
+    fn gap_ends(&mut self, since: u64, time_ns: u64, rate: u64) {
+        self.pending.push(Event::GapEnds(time_ns));
+        self.gaps.push(Untraced {
+            collector: CollectorName::Syscalls.as_str().to_owned(),
+            start_ns: since,
+            end_ns: time_ns,
+            rate_per_s: rate,
+        });
     }
 
     fn write_rows(&mut self) -> Result<(), TraceError> {
@@ -128,6 +325,12 @@ impl SyscallSink {
         let ready = self.pending.partition_point(|e| e.time_ns() < horizon);
         for event in self.pending.drain(..ready) {
             match event {
+                Event::GapBegins(_) => {
+                    self.in_gap = true;
+                    self.pairer.gap(&mut self.rows);
+                }
+                Event::GapEnds(_) => self.in_gap = false,
+                _ if self.in_gap => self.in_gap_events += 1,
                 Event::Enter(e) => self.pairer.enter(e, &mut self.rows),
                 Event::Exit(x) => self.pairer.exit(x, &mut self.rows),
             }
@@ -136,15 +339,30 @@ impl SyscallSink {
     }
 }
 
-impl FinishSink for SyscallSink {
-    /// Flushes calls still open; says how many exits had no enter.
-    fn finish(mut self) -> Result<Outcome, TraceError> {
+impl SyscallSink {
+    /// Flushes calls still open; says how many exits had no enter. Writes
+    /// the `untraced` table if tracing was ever off.
+    fn finish(mut self, archive: &ArchiveWriter) -> Result<Outcome, TraceError> {
         self.feed(u64::MAX)?;
         let pairer = std::mem::take(&mut self.pairer);
         let orphans = pairer.finish(&mut self.rows);
         self.write_rows()?;
         let summary = self.out.finish()?;
+        if !self.gaps.is_empty() {
+            let mut table = archive.table::<Untraced>()?;
+            for gap in self.gaps {
+                table.push(gap)?;
+            }
+            table.finish()?;
+        }
         let mut notes = Vec::new();
+        if self.in_gap_events > 0 {
+            notes.push(format!(
+                "{} system call events of processes that started while tracing was off \
+                 were left out",
+                self.in_gap_events
+            ));
+        }
         if orphans > 0 {
             notes.push(format!(
                 "{orphans} system call exits had no matching entry (lost entries, or \
@@ -168,6 +386,9 @@ impl Sink for SyscallSink {
                 let (Some(raw), Some(task)) = (s.raw.as_deref(), s.record_id.task.as_ref()) else {
                     return Ok(());
                 };
+                if !is_exit && let Some(n) = self.enters.get_mut((tag / 2) as usize) {
+                    *n += 1;
+                }
                 let time_ns = s.record_id.time.unwrap_or(0);
                 let layout = if is_exit { &self.exit } else { &self.enter };
                 let Some(nr) = tracefs::read_int(raw, &layout.id) else {
@@ -215,6 +436,9 @@ impl Sink for SyscallSink {
 enum Event {
     Enter(Enter),
     Exit(Exit),
+    /// Tracing went off: no event of the traced tree comes until `GapEnds`.
+    GapBegins(u64),
+    GapEnds(u64),
 }
 
 impl Event {
@@ -222,6 +446,7 @@ impl Event {
         match self {
             Event::Enter(e) => e.time_ns,
             Event::Exit(x) => x.time_ns,
+            Event::GapBegins(t) | Event::GapEnds(t) => *t,
         }
     }
 }
