@@ -163,6 +163,80 @@ fn scenario(title: &str, workload: &Path, args: &[&str], modes: &[Mode], runs: u
     }
 }
 
+/// How system-call tracing changes the CPU profile (issue 10 item 5):
+/// `compute_heavy`'s and `compute_light`'s self shares in the read-heavy
+/// fixture (`hotspots 40 50000`: 2 M reads of 64 bytes) and a syscall-free
+/// one (`hotspots 40 0`), recorded without system calls (the true profile:
+/// the same as `perf record -g` within 0.3 points, docs/performance.md),
+/// with the defaults (traced in windows above `--syscall-rate`) and with
+/// every call traced (`--syscall-rate 0`). `SOFA_BENCH_ONLY=distortion`.
+fn distortion(sofa: &str, hotspots: &Path, tmp: &Path) {
+    if !picked("distortion") {
+        return;
+    }
+    let runs = env_or("SOFA_BENCH_DISTORTION_RUNS", 3);
+    let modes: [(&str, &[&str]); 3] = [
+        ("--no-syscalls", &["--no-syscalls"]),
+        ("defaults (windows above 20000/s)", &[]),
+        ("--syscall-rate 0 (every call)", &["--syscall-rate", "0"]),
+    ];
+    let archive = tmp.join("distortion");
+    for reads in ["50000", "0"] {
+        // Per mode: (heavy, light) shares of each run.
+        let mut shares: Vec<Vec<(f64, f64)>> = vec![Vec::new(); modes.len()];
+        for _ in 0..runs {
+            for (i, (_, flags)) in modes.iter().enumerate() {
+                let out = Command::new(sofa)
+                    .args(["record", "-o"])
+                    .arg(&archive)
+                    .args(*flags)
+                    .arg("--")
+                    .arg(hotspots)
+                    .args(["40", reads])
+                    .output()
+                    .expect("sofa record");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let json = Command::new(sofa)
+                    .args(["analyze", "--json", "--top", "1000"])
+                    .arg(&archive)
+                    .output()
+                    .expect("sofa analyze");
+                let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+                let share = |name: &str| {
+                    json["functions"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|f| f["name"] == name)
+                        .and_then(|f| f["self_share"].as_f64())
+                        .unwrap_or(0.0)
+                        * 100.0
+                };
+                shares[i].push((share("compute_heavy"), share("compute_light")));
+            }
+        }
+        println!(
+            "distortion: hotspots 40 {reads}, {runs} interleaved runs, medians of self shares"
+        );
+        let med = |v: &[(f64, f64)], light: bool| {
+            median(v.iter().map(|s| if light { s.1 } else { s.0 }).collect())
+        };
+        let truth = (med(&shares[0], false), med(&shares[0], true));
+        for (i, (name, _)) in modes.iter().enumerate() {
+            let (h, l) = (med(&shares[i], false), med(&shares[i], true));
+            println!(
+                "  {name:<36} compute_heavy {h:5.1} % ({:+.1})  compute_light {l:5.1} % ({:+.1})",
+                h - truth.0,
+                l - truth.1
+            );
+        }
+    }
+}
+
 /// For a `sofa record -o DIR` mode: the last run's archive size per 10^6
 /// samples, its user-stack ends (`dwarf`, `auto`) and lost samples.
 fn archive_size(mode: &Mode) -> Option<String> {
@@ -444,6 +518,8 @@ fn main() {
         &sys_modes,
         env_or("SOFA_BENCH_SYSCALL_RUNS", 3),
     );
+
+    distortion(&sofa, &workload, &tmp);
 
     off_cpu(&sofa, &root, &stdout, &tmp);
 

@@ -21,6 +21,14 @@ use sofa_trace::tables::{Binary, GpuCounter, Sample, StackEndRow, SystemCounter}
 use sofa_trace::{Archive, CollectorState};
 use std::collections::BTreeMap;
 
+/// A system call left out of the tracing from `after_s` on.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LeftOut {
+    pub name: String,
+    /// Seconds into the recording.
+    pub after_s: f64,
+}
+
 /// Everything `sofa analyze` prints; `--json` serializes it as is, so field
 /// names are part of the interface scripts rely on.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -43,6 +51,11 @@ pub struct Analysis {
     /// their time. Absent when every call was traced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syscalls_traced_share: Option<f64>,
+    /// Calls left out of the tracing on their own, from some time on (a
+    /// spin loop's `sched_yield` above `--syscall-rate`): their counts in
+    /// `syscalls` are of the time before. Absent when none was.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub syscalls_left_out: Vec<LeftOut>,
     /// /proc counters; null when the system collector did not run.
     pub system: Option<SystemSummary>,
     /// One row per GPU that the gpu collector sampled.
@@ -344,14 +357,16 @@ fn analyze_inner(
         .filter(|t| Some(t.pid) == main_pid)
         .map(|t| t.tid)
         .collect();
+    let calls_since = calls.complete_since(meta.clock.start_ns, meta.end_ns);
     let mut steps = detect_steps(&StepInputs {
         samples: &sample_rows,
         self_of_stack: &self_of_stack,
         labellings: &labellings,
         pid: main_pid,
         // Calls traced in windows make no stream (the gaps would read as
-        // steps of their own).
-        calls: (!calls.is_empty() && calls.complete()).then_some(&calls),
+        // steps of their own); after a burst at start-up they do.
+        calls: (!calls.is_empty() && calls_since.is_some()).then_some(&calls),
+        calls_since_ns: calls_since.unwrap_or(0),
         packets: (!packets.is_empty()).then_some(&packets),
         threads: &main_threads,
         waits: wait_rows.as_deref(),
@@ -443,6 +458,14 @@ fn analyze_inner(
         step_breakdown,
         syscalls,
         syscalls_traced_share,
+        syscalls_left_out: calls
+            .left_out
+            .iter()
+            .map(|(name, since)| LeftOut {
+                name: name.clone(),
+                after_s: since.saturating_sub(meta.clock.start_ns) as f64 / 1e9,
+            })
+            .collect(),
         system,
         gpu,
         net,

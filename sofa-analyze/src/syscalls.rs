@@ -67,6 +67,9 @@ pub struct Calls {
     /// Spans in which nothing was traced (calls came faster than
     /// `--syscall-rate`), in time order: (start, end) ns.
     pub untraced: Vec<(u64, u64)>,
+    /// Calls left out on their own (a spin loop's `sched_yield`), and from
+    /// when on.
+    pub left_out: Vec<(String, u64)>,
     names: Vec<String>,
     /// Per name: one of [`IO_CALLS`].
     io: Vec<bool>,
@@ -81,20 +84,42 @@ impl Calls {
             calls.rows.reserve_exact(n as usize);
         }
         archive.for_each_rows(|rows: Vec<Syscall>| calls.extend(&rows))?;
-        let mut untraced: Vec<(u64, u64)> = archive
-            .read_table::<Untraced>()?
-            .into_iter()
-            .filter(|u| u.collector == CollectorName::Syscalls.as_str())
-            .map(|u| (u.start_ns, u.end_ns.max(u.start_ns)))
-            .collect();
-        untraced.sort_unstable();
-        calls.untraced = untraced;
+        for span in archive.read_table::<Untraced>()? {
+            if span.collector != CollectorName::Syscalls.as_str() {
+                continue;
+            }
+            match span.call {
+                Some(call) => calls.left_out.push((call, span.start_ns)),
+                None => calls
+                    .untraced
+                    .push((span.start_ns, span.end_ns.max(span.start_ns))),
+            }
+        }
+        calls.untraced.sort_unstable();
         Ok(calls)
+    }
+
+    /// A call of a name left out part of the time (it would come and go
+    /// in a stream of events).
+    pub fn is_left_out(&self, call: &Call) -> bool {
+        !self.left_out.is_empty() && self.left_out.iter().any(|(n, _)| *n == self.name(call))
     }
 
     /// Whether every call was traced (no span with tracing off).
     pub fn complete(&self) -> bool {
         self.untraced.is_empty()
+    }
+
+    /// From when on every call was traced, if that is most of the
+    /// recording (`start_ns`..`end_ns`): 0 with no gap, the end of the last
+    /// gap when at least half of the recording comes after it (a burst at
+    /// start-up, such as an interpreter's imports), else `None`.
+    pub fn complete_since(&self, start_ns: u64, end_ns: Option<u64>) -> Option<u64> {
+        let Some(last) = self.untraced.iter().map(|&(_, end)| end).max() else {
+            return Some(0);
+        };
+        let end = end_ns.or_else(|| self.rows.iter().map(|c| c.time_ns).max())?;
+        (end > last && 2 * (end - last) >= end.saturating_sub(start_ns)).then_some(last)
     }
 
     /// The share of `duration_ns` in which calls were traced (1 when all were).
@@ -330,6 +355,11 @@ mod tests {
         calls.untraced = vec![(100, 400), (500, 950)];
         assert!(!calls.complete());
         assert!((calls.traced_share(1000) - 0.25).abs() < 1e-9);
+        assert_eq!(calls.complete_since(0, Some(1000)), None, "gaps to the end");
+        assert_eq!(calls.complete_since(0, Some(1900)), Some(950));
+        calls.untraced.clear();
+        assert_eq!(calls.complete_since(0, Some(1000)), Some(0));
+        calls.untraced = vec![(100, 400), (500, 950)];
         let windowed = syscall_table(&calls, Some(1000));
         assert_eq!(
             (windowed[0].count, windowed[0].errors, windowed[0].total_ns),

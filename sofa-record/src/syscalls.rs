@@ -19,6 +19,16 @@ pub fn name(arch: &str, nr: u32) -> Option<&'static str> {
         .map(|i| table[i].1)
 }
 
+/// Number of system call `name` on `arch`.
+pub fn number(arch: &str, name: &str) -> Option<u32> {
+    let table = match arch {
+        "x86_64" => names::X86_64,
+        "aarch64" => names::AARCH64,
+        _ => return None,
+    };
+    table.iter().find(|&&(_, n)| n == name).map(|&(nr, _)| nr)
+}
+
 /// A `sys_enter` event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Enter {
@@ -195,6 +205,13 @@ mod tests {
             nr,
             ret,
         }
+    }
+
+    #[test]
+    fn numbers_by_arch() {
+        assert_eq!(number("x86_64", "sched_yield"), Some(24));
+        assert_eq!(number("aarch64", "sched_yield"), Some(124));
+        assert_eq!(number("x86_64", "no_such_call"), None);
     }
 
     #[test]

@@ -376,8 +376,10 @@ table! {
 table! {
     /// Spans in which a collector recorded nothing on purpose: system calls
     /// coming faster than `--syscall-rate` a second on a CPU are traced in
-    /// windows, and the spans between are listed here. Counts and times of
-    /// such a collector cover only the time outside these spans.
+    /// windows, and the spans between are listed here (or, where most of
+    /// them were a spin loop's `sched_yield`, that call alone is left out
+    /// from then on: a row with `call`). Counts and times of such a
+    /// collector cover only the time outside these spans.
     pub struct Untraced in "untraced" {
         /// Collector that was off (`syscalls`).
         pub collector: String,
@@ -387,6 +389,8 @@ table! {
         pub end_ns: u64,
         /// The highest per-CPU rate, calls a second, measured in the window before the span.
         pub rate_per_s: u64,
+        /// The one system call left untraced in the span (a spin loop's `sched_yield`, filtered out in the kernel while every other call is traced); null when none was traced.
+        pub call: Option<String>,
     }
 }
 

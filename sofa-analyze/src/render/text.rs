@@ -685,10 +685,24 @@ fn syscalls(out: &mut String, analysis: &Analysis, limit: usize) {
     let title = match analysis.syscalls_traced_share {
         Some(share) => format!(
             "system calls by time (traced {:.1} % of the time, above --syscall-rate: \
-             counts of the traced spans, wall% of their time)",
+             calls of the traced spans, wall% of their time; a call that outlasted one \
+             has no time)",
             100.0 * share
         ),
         None => "system calls by time".to_owned(),
+    };
+    let left_out: Vec<String> = analysis
+        .syscalls_left_out
+        .iter()
+        .map(|l| format!("{} left out after {:.2} s", l.name, l.after_s))
+        .collect();
+    let title = if left_out.is_empty() {
+        title
+    } else {
+        format!(
+            "{title} ({}: a spin loop's, above --syscall-rate)",
+            left_out.join(", ")
+        )
     };
     section(
         out,

@@ -205,6 +205,9 @@ pub(crate) struct StepInputs<'a> {
     pub pid: Option<u32>,
     /// System calls, when they were recorded.
     pub calls: Option<&'a Calls>,
+    /// Calls before this time are left out: the end of the last span in
+    /// which they were not traced (`--syscall-rate`); 0 when all were.
+    pub calls_since_ns: u64,
     /// Packets the kernel saw (all processes), when they were recorded.
     pub packets: Option<&'a crate::net::Packets>,
     /// Threads of the main process (system calls carry only a thread id).
@@ -230,7 +233,12 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
         sequence::detect(inputs.samples, inputs.self_of_stack, inputs.pid),
         wall::detect(inputs.samples, inputs.labellings, inputs.pid),
         match inputs.calls {
-            Some(calls) => syscall_steps(calls, inputs.pid.unwrap_or(0), inputs.threads),
+            Some(calls) => syscall_steps(
+                calls,
+                inputs.calls_since_ns,
+                inputs.pid.unwrap_or(0),
+                inputs.threads,
+            ),
             None => none("no system calls recorded", 0.0),
         },
         match inputs.packets {
@@ -293,7 +301,8 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
         name,
         inputs.samples,
         stacks,
-        inputs.calls,
+        // A marker's calls must all be there (a gap would drop steps).
+        inputs.calls.filter(|_| inputs.calls_since_ns == 0),
         inputs.pid,
         inputs.threads,
     );
@@ -315,11 +324,11 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
 
 /// The system-call stream: each call an event of its thread, labelled by
 /// its name and by "any call".
-fn syscall_steps(calls: &Calls, pid: u32, threads: &HashSet<u32>) -> Steps {
+fn syscall_steps(calls: &Calls, since_ns: u64, pid: u32, threads: &HashSet<u32>) -> Steps {
     let events = calls
         .rows
         .iter()
-        .filter(|c| threads.contains(&c.tid))
+        .filter(|c| c.time_ns >= since_ns && threads.contains(&c.tid) && !calls.is_left_out(c))
         .map(|c| (c.time_ns, c.tid, u64::from(calls.name_index(c))));
     event_steps(
         events,
@@ -693,6 +702,7 @@ pub(crate) mod tests {
             labellings,
             pid: Some(1),
             calls: None,
+            calls_since_ns: 0,
             packets: None,
             threads: &HashSet::new(),
             waits: None,
@@ -860,7 +870,7 @@ pub(crate) mod tests {
     fn system_calls_alone_find_a_loop_after_its_setup() {
         let lengths: Vec<u64> = (0..100).map(|i| 30 + i % 3).collect();
         let calls = Calls::from_rows(&syscall_rows(&lengths, 800));
-        let steps = syscall_steps(&calls, 1, &HashSet::from([1]));
+        let steps = syscall_steps(&calls, 0, 1, &HashSet::from([1]));
         assert_eq!(steps.method.as_deref(), Some("system calls"));
         assert!(
             steps.count.abs_diff(100) <= 2,
@@ -884,13 +894,13 @@ pub(crate) mod tests {
             &steps.boundaries_ns[..3]
         );
         // Calls of other threads (another process's) are not looked at.
-        assert_eq!(syscall_steps(&calls, 1, &HashSet::from([2])).count, 0);
+        assert_eq!(syscall_steps(&calls, 0, 1, &HashSet::from([2])).count, 0);
     }
 
     #[test]
     fn system_calls_at_random_times_are_not_steps() {
         let calls = Calls::from_rows(&syscall_rows(&[], 4000));
-        let steps = syscall_steps(&calls, 1, &HashSet::from([1]));
+        let steps = syscall_steps(&calls, 0, 1, &HashSet::from([1]));
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
     }
 

@@ -73,23 +73,80 @@ impl Collector for SyscallCollector {
     }
 }
 
-/// How long tracing stays on to measure the rate: 20 ms.
+/// How long tracing stays on between decisions: 20 ms.
 const WINDOW_NS: u64 = 20_000_000;
 /// The longest span off, so a rate that drops is seen within two seconds.
 const MAX_OFF_NS: u64 = 2_000_000_000;
+/// A CPU may spend up to this many seconds' worth of the limit at once: a
+/// burst (an interpreter's imports, a checkpoint's writes) of up to
+/// `limit` calls is traced whole.
+const BURST_S: f64 = 1.0;
 
-/// Tracing in windows: on for [`WINDOW_NS`]; if calls came faster than
-/// `limit` a second on some CPU, off for as long as keeps the traced rate
-/// at the limit (up to [`MAX_OFF_NS`]), then on again.
+/// The calls each CPU may still have traced: `limit` a second, at most
+/// [`BURST_S`] seconds' worth saved up (a token bucket per CPU).
+struct Budget {
+    limit: f64,
+    tokens: Vec<f64>,
+}
+
+impl Budget {
+    fn new(limit: u64) -> Budget {
+        Budget {
+            limit: limit as f64,
+            tokens: Vec::new(),
+        }
+    }
+
+    /// A window of `elapsed_ns` in which CPU i saw `calls[i]` calls: how
+    /// long tracing must now stay off, if some CPU spent more than it had.
+    fn spend(&mut self, elapsed_ns: u64, calls: &[u64]) -> Option<u64> {
+        let full = self.limit * BURST_S;
+        self.tokens.resize(calls.len(), full);
+        self.refill(elapsed_ns);
+        let mut worst = 0.0f64;
+        for (tokens, &n) in self.tokens.iter_mut().zip(calls) {
+            *tokens -= n as f64;
+            worst = worst.min(*tokens);
+        }
+        (worst < 0.0).then(|| ((-worst / self.limit * 1e9) as u64).clamp(1, MAX_OFF_NS))
+    }
+
+    /// What was overspent is written off (the calls that overspent it are
+    /// no longer traced).
+    fn forgive(&mut self) {
+        for tokens in &mut self.tokens {
+            *tokens = tokens.max(0.0);
+        }
+    }
+
+    /// `elapsed_ns` passed: every CPU earns its share of the limit.
+    fn refill(&mut self, elapsed_ns: u64) {
+        let full = self.limit * BURST_S;
+        let earned = self.limit * elapsed_ns as f64 / 1e9;
+        for tokens in &mut self.tokens {
+            *tokens = (*tokens + earned).min(full);
+        }
+    }
+}
+
+/// Tracing in windows: every [`WINDOW_NS`] the calls of each CPU are
+/// charged to its [`Budget`]; one that overspent turns tracing off until
+/// its budget is back to zero (up to [`MAX_OFF_NS`]), so a sustained storm
+/// is traced `limit` calls a second and a short burst is traced whole.
 struct Duty {
     /// Calls a second per CPU; 0: always on.
     limit: u64,
+    budget: Budget,
     /// When the current window began (0 before the first pass).
     window_ns: u64,
     /// Enters per CPU read by then.
     counts: Vec<u64>,
     /// Tracing is off: (since, until, the rate that turned it off).
     off: Option<(u64, u64, u64)>,
+    /// `sched_yield` enters read when the window began.
+    spin_count: u64,
+    /// `sched_yield` is filtered out: since when, and the rate then.
+    spin_filtered: Option<(u64, u64)>,
     first_ns: u64,
     last_ns: u64,
     off_ns: u64,
@@ -101,9 +158,12 @@ impl Duty {
     fn new(limit: u64) -> Duty {
         Duty {
             limit,
+            budget: Budget::new(limit),
             window_ns: 0,
             counts: Vec::new(),
             off: None,
+            spin_count: 0,
+            spin_filtered: None,
             first_ns: 0,
             last_ns: 0,
             off_ns: 0,
@@ -126,6 +186,7 @@ impl Duty {
                 let end = monotonic_ns();
                 sink.gap_ends(since, end, rate);
                 self.off_ns += end - since;
+                self.budget.refill(end - since);
                 for counter in counters {
                     let _ = counter.enable();
                 }
@@ -142,32 +203,52 @@ impl Duty {
         if elapsed < WINDOW_NS {
             return;
         }
-        let most = sink
+        let calls: Vec<u64> = sink
             .enters
             .iter()
             .zip(&self.counts)
             .map(|(now, then)| now - then)
-            .max()
-            .unwrap_or(0);
-        let rate = (most as u128 * 1_000_000_000 / elapsed as u128) as u64;
-        if rate <= self.limit {
+            .collect();
+        let Some(off) = self.budget.spend(elapsed, &calls) else {
             self.restart(sink, now);
             return;
-        }
+        };
+        let most = calls.iter().copied().max().unwrap_or(0);
+        let rate = (most as u128 * 1_000_000_000 / elapsed as u128) as u64;
         self.peak = self.peak.max(rate);
-        let off = (elapsed as f64 * (rate as f64 / self.limit as f64 - 1.0)) as u64;
+        // Mostly a spin loop's sched_yield: leave that call out, in the
+        // kernel, and trace every other call in full.
+        let spins = sink.spin_enters - self.spin_count;
+        if self.spin_filtered.is_none()
+            && let Some(nr) = sink.spin_nr
+            && 2 * spins >= calls.iter().sum::<u64>()
+        {
+            let filter = std::ffi::CString::new(format!("id != {nr}")).expect("no NUL");
+            if counters
+                .iter()
+                .all(|c| c.with_ftrace_filter(&filter).is_ok())
+            {
+                let since = monotonic_ns();
+                sink.spin_filtered(nr, since, rate);
+                self.spin_filtered = Some((since, rate));
+                self.budget.forgive();
+                self.restart(sink, since);
+                return;
+            }
+        }
         for counter in counters {
             let _ = counter.disable();
         }
         let since = monotonic_ns();
         sink.gap_begins(since);
         self.spans += 1;
-        self.off = Some((since, since + off.min(MAX_OFF_NS), rate));
+        self.off = Some((since, since + off, rate));
     }
 
     fn restart(&mut self, sink: &SyscallSink, now: u64) {
         self.window_ns = now;
         self.counts.clone_from(&sink.enters);
+        self.spin_count = sink.spin_enters;
     }
 
     /// The command has ended (the counters are off): a span still open
@@ -183,16 +264,30 @@ impl Duty {
 
     /// What the archive and the user are told, if tracing was ever off.
     fn said(&self) -> Option<String> {
-        if self.spans == 0 {
-            return None;
-        }
         let span = self.last_ns.saturating_sub(self.first_ns).max(1);
-        let traced = 100.0 * (1.0 - self.off_ns as f64 / span as f64);
-        Some(format!(
-            "traced in windows, {traced:.1} % of the time ({} untraced spans): up to {} calls/s \
-             on a CPU, above --syscall-rate {} (0 traces every call)",
-            self.spans, self.peak, self.limit
-        ))
+        let mut said = Vec::new();
+        if let Some((since, rate)) = self.spin_filtered {
+            said.push(format!(
+                "sched_yield left out after {:.2} s ({rate} calls/s on a CPU, mostly a spin \
+                 loop's sched_yield)",
+                since.saturating_sub(self.first_ns) as f64 / 1e9
+            ));
+        }
+        if self.spans > 0 {
+            let traced = 100.0 * (1.0 - self.off_ns as f64 / span as f64);
+            said.push(format!(
+                "traced in windows, {traced:.1} % of the time ({} untraced spans, up to {} \
+                 calls/s on a CPU)",
+                self.spans, self.peak
+            ));
+        }
+        (!said.is_empty()).then(|| {
+            format!(
+                "{}: above --syscall-rate {} (0 traces every call)",
+                said.join("; "),
+                self.limit
+            )
+        })
     }
 }
 
@@ -266,6 +361,11 @@ pub struct SyscallSink {
     pub losses: Losses,
     /// Enter events read, per CPU (the rate [`Duty`] measures).
     enters: Vec<u64>,
+    /// `sched_yield`'s number here, and its enters read: a thread pool
+    /// spinning between parallel regions (libgomp) calls it hundreds of
+    /// thousands of times a second.
+    spin_nr: Option<u32>,
+    spin_enters: u64,
     /// Tracing is off (between a gap's begin and end in time order).
     in_gap: bool,
     /// Events inside a gap (a process exec'd then, which enables its
@@ -288,6 +388,8 @@ impl SyscallSink {
             events: 0,
             losses: Losses::new(CollectorName::Syscalls),
             enters: vec![0; cpus as usize],
+            spin_nr: crate::syscalls::number(std::env::consts::ARCH, "sched_yield"),
+            spin_enters: 0,
             in_gap: false,
             in_gap_events: 0,
             gaps: Vec::new(),
@@ -307,6 +409,23 @@ impl SyscallSink {
             start_ns: since,
             end_ns: time_ns,
             rate_per_s: rate,
+            call: None,
+        });
+    }
+
+    /// Calls `nr` are filtered out in the kernel from `since` on: the span
+    /// ends when the recording does.
+    fn spin_filtered(&mut self, nr: u32, since: u64, rate: u64) {
+        self.gaps.push(Untraced {
+            collector: CollectorName::Syscalls.as_str().to_owned(),
+            start_ns: since,
+            end_ns: u64::MAX,
+            rate_per_s: rate,
+            call: Some(
+                crate::syscalls::name(std::env::consts::ARCH, nr)
+                    .unwrap_or("sched_yield")
+                    .to_owned(),
+            ),
         });
     }
 
@@ -350,7 +469,9 @@ impl SyscallSink {
         let summary = self.out.finish()?;
         if !self.gaps.is_empty() {
             let mut table = archive.table::<Untraced>()?;
-            for gap in self.gaps {
+            let end = self.horizon_ns.max(super::host::monotonic_ns());
+            for mut gap in self.gaps {
+                gap.end_ns = gap.end_ns.min(end);
                 table.push(gap)?;
             }
             table.finish()?;
@@ -396,6 +517,9 @@ impl Sink for SyscallSink {
                 };
                 let nr = nr as u32;
                 self.events += 1;
+                if !is_exit && Some(nr) == self.spin_nr {
+                    self.spin_enters += 1;
+                }
                 if is_exit {
                     let ret = tracefs::read_int(raw, &layout.value).unwrap_or(0);
                     let exit = Exit {
@@ -448,5 +572,59 @@ impl Event {
             Event::Exit(x) => x.time_ns,
             Event::GapBegins(t) | Event::GapEnds(t) => *t,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Windows of 20 ms with `rate` calls a second on CPU 0: the share of
+    /// `seconds` traced, and the calls traced.
+    fn traced(limit: u64, rate: u64, seconds: f64) -> (f64, f64) {
+        let mut budget = Budget::new(limit);
+        let (mut t, mut on, mut calls) = (0u64, 0u64, 0.0);
+        let end = (seconds * 1e9) as u64;
+        while t < end {
+            let n = rate * WINDOW_NS / 1_000_000_000;
+            t += WINDOW_NS;
+            on += WINDOW_NS;
+            calls += n as f64;
+            if let Some(off) = budget.spend(WINDOW_NS, &[n, 0]) {
+                assert!(off <= MAX_OFF_NS);
+                t += off;
+                budget.refill(off);
+            }
+        }
+        (on as f64 / t as f64, calls / t as f64 * 1e9)
+    }
+
+    #[test]
+    fn a_storm_is_traced_at_the_limit_and_a_slow_stream_whole() {
+        // 1.5 M calls a second: ~20 000 a second traced, ~1.3 % of the time.
+        let (share, rate) = traced(20_000, 1_500_000, 60.0);
+        assert!((0.008..0.02).contains(&share), "{share}");
+        assert!((15_000.0..25_000.0).contains(&rate), "{rate}");
+        // Under the limit: never off.
+        assert_eq!(traced(20_000, 19_000, 60.0).0, 1.0);
+        // 100 000 a second: off 80 % of the time.
+        let (share, _) = traced(20_000, 100_000, 60.0);
+        assert!((0.15..0.25).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn a_burst_within_the_budget_is_traced_whole() {
+        let mut budget = Budget::new(20_000);
+        // An interpreter's imports: 15 000 calls in 100 ms, then quiet.
+        for _ in 0..5 {
+            assert_eq!(budget.spend(WINDOW_NS, &[3_000, 10]), None);
+        }
+        // Left: 20 000 - 5 x 3 000 + 4 x 400 earned (the first window's
+        // 400 above the cap is not kept) = 6 600, and 400 more now. A
+        // second burst overspends by 8 000 calls: off for 0.4 s, until the
+        // budget is back at zero.
+        let off = budget.spend(WINDOW_NS, &[15_000, 0]).unwrap();
+        let expected = (15_000.0 - 7_000.0) / 20_000.0 * 1e9;
+        assert!((off as f64 - expected).abs() < 1e6, "{off} vs {expected}");
     }
 }
