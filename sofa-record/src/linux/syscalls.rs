@@ -73,6 +73,16 @@ impl Collector for SyscallCollector {
     }
 }
 
+/// Call numbers counted one by one (x86-64 and arm64 have fewer than 512).
+const NUMBERS: usize = 512;
+/// At most this many calls are left out by the kernel filter.
+const MAX_LEFT_OUT: usize = 4;
+/// A filtered-out call still costs ~45 ns an event (enter and exit) in the
+/// calling thread: up to 200 000 calls a second (~2 % of a CPU) one is left
+/// out; a faster one (other than `sched_yield`) gets windows, whose gaps
+/// cost ~15 ns a call (docs/design.md).
+const MAX_FILTERED_PER_S: u64 = 200_000;
+
 /// How long tracing stays on between decisions: 20 ms.
 const WINDOW_NS: u64 = 20_000_000;
 /// The longest span off, so a rate that drops is seen within two seconds.
@@ -143,10 +153,10 @@ struct Duty {
     counts: Vec<u64>,
     /// Tracing is off: (since, until, the rate that turned it off).
     off: Option<(u64, u64, u64)>,
-    /// `sched_yield` enters read when the window began.
-    spin_count: u64,
-    /// `sched_yield` is filtered out: since when, and the rate then.
-    spin_filtered: Option<(u64, u64)>,
+    /// Enters per call number read when the window began.
+    nr_counts: Vec<u64>,
+    /// Calls left out by the kernel filter: (name, since, calls a second then).
+    left_out: Vec<(String, u64, u64)>,
     first_ns: u64,
     last_ns: u64,
     off_ns: u64,
@@ -162,8 +172,8 @@ impl Duty {
             window_ns: 0,
             counts: Vec::new(),
             off: None,
-            spin_count: 0,
-            spin_filtered: None,
+            nr_counts: Vec::new(),
+            left_out: Vec::new(),
             first_ns: 0,
             last_ns: 0,
             off_ns: 0,
@@ -216,25 +226,12 @@ impl Duty {
         let most = calls.iter().copied().max().unwrap_or(0);
         let rate = (most as u128 * 1_000_000_000 / elapsed as u128) as u64;
         self.peak = self.peak.max(rate);
-        // Mostly a spin loop's sched_yield: leave that call out, in the
-        // kernel, and trace every other call in full.
-        let spins = sink.spin_enters - self.spin_count;
-        if self.spin_filtered.is_none()
-            && let Some(nr) = sink.spin_nr
-            && 2 * spins >= calls.iter().sum::<u64>()
+        // Mostly one call: leave it out, in the kernel, and trace every
+        // other call in full (no gap), where the filter is cheap enough.
+        if let Some((nr, per_s)) = self.dominant(sink, elapsed)
+            && self.leave_out(sink, counters, nr, per_s)
         {
-            let filter = std::ffi::CString::new(format!("id != {nr}")).expect("no NUL");
-            if counters
-                .iter()
-                .all(|c| c.with_ftrace_filter(&filter).is_ok())
-            {
-                let since = monotonic_ns();
-                sink.spin_filtered(nr, since, rate);
-                self.spin_filtered = Some((since, rate));
-                self.budget.forgive();
-                self.restart(sink, since);
-                return;
-            }
+            return;
         }
         for counter in counters {
             let _ = counter.disable();
@@ -248,7 +245,60 @@ impl Duty {
     fn restart(&mut self, sink: &SyscallSink, now: u64) {
         self.window_ns = now;
         self.counts.clone_from(&sink.enters);
-        self.spin_count = sink.spin_enters;
+        self.nr_counts.clone_from(&sink.by_nr);
+    }
+
+    /// The call that made at least half of this window's calls, and its
+    /// rate (all CPUs), if it may be left out: `sched_yield` always (its
+    /// callers only spin), another call while filtering it out costs at
+    /// most [`MAX_FILTERED_PER_S`] events a second.
+    fn dominant(&self, sink: &SyscallSink, elapsed_ns: u64) -> Option<(u32, u64)> {
+        if self.left_out.len() >= MAX_LEFT_OUT {
+            return None;
+        }
+        let window: Vec<u64> = sink
+            .by_nr
+            .iter()
+            .enumerate()
+            .map(|(nr, &n)| n - self.nr_counts.get(nr).copied().unwrap_or(0))
+            .collect();
+        let total: u64 = window.iter().sum();
+        let (nr, &most) = window.iter().enumerate().max_by_key(|&(_, n)| *n)?;
+        let per_s = (most as u128 * 1_000_000_000 / elapsed_ns.max(1) as u128) as u64;
+        let spin = Some(nr as u32) == sink.spin_nr;
+        (2 * most >= total && most > 0 && (spin || per_s <= MAX_FILTERED_PER_S))
+            .then_some((nr as u32, per_s))
+    }
+
+    /// Sets the filter leaving out `nr` and the calls left out before on
+    /// every counter; false where the kernel refused it.
+    fn leave_out(
+        &mut self,
+        sink: &mut SyscallSink,
+        counters: &[&Counter],
+        nr: u32,
+        per_s: u64,
+    ) -> bool {
+        let mut numbers: Vec<u32> = sink.left_out.clone();
+        numbers.push(nr);
+        let filter = numbers
+            .iter()
+            .map(|n| format!("id != {n}"))
+            .collect::<Vec<_>>()
+            .join(" && ");
+        let filter = std::ffi::CString::new(filter).expect("no NUL");
+        if !counters
+            .iter()
+            .all(|c| c.with_ftrace_filter(&filter).is_ok())
+        {
+            return false;
+        }
+        let since = monotonic_ns();
+        let name = sink.leave_out(nr, since, per_s);
+        self.left_out.push((name, since, per_s));
+        self.budget.forgive();
+        self.restart(sink, since);
+        true
     }
 
     /// The command has ended (the counters are off): a span still open
@@ -266,10 +316,9 @@ impl Duty {
     fn said(&self) -> Option<String> {
         let span = self.last_ns.saturating_sub(self.first_ns).max(1);
         let mut said = Vec::new();
-        if let Some((since, rate)) = self.spin_filtered {
+        for (name, since, per_s) in &self.left_out {
             said.push(format!(
-                "sched_yield left out after {:.2} s ({rate} calls/s on a CPU, mostly a spin \
-                 loop's sched_yield)",
+                "{name} left out after {:.2} s (most of the calls, {per_s} a second)",
                 since.saturating_sub(self.first_ns) as f64 / 1e9
             ));
         }
@@ -359,13 +408,18 @@ pub struct SyscallSink {
     horizon_ns: u64,
     pub events: u64,
     pub losses: Losses,
-    /// Enter events read, per CPU (the rate [`Duty`] measures).
+    /// Enter events read per CPU, of calls not left out (what [`Duty`]
+    /// charges to the budget: a left-out call's events still read were
+    /// recorded before its filter).
     enters: Vec<u64>,
-    /// `sched_yield`'s number here, and its enters read: a thread pool
-    /// spinning between parallel regions (libgomp) calls it hundreds of
-    /// thousands of times a second.
+    /// Enter events read per call number (numbers below [`NUMBERS`]).
+    by_nr: Vec<u64>,
+    /// Call numbers the kernel filter leaves out.
+    left_out: Vec<u32>,
+    /// `sched_yield`'s number here: a thread pool spinning between
+    /// parallel regions (libgomp) calls it hundreds of thousands of times a
+    /// second, and nothing else of it needs tracing.
     spin_nr: Option<u32>,
-    spin_enters: u64,
     /// Tracing is off (between a gap's begin and end in time order).
     in_gap: bool,
     /// Events inside a gap (a process exec'd then, which enables its
@@ -388,8 +442,9 @@ impl SyscallSink {
             events: 0,
             losses: Losses::new(CollectorName::Syscalls),
             enters: vec![0; cpus as usize],
+            by_nr: vec![0; NUMBERS],
+            left_out: Vec::new(),
             spin_nr: crate::syscalls::number(std::env::consts::ARCH, "sched_yield"),
-            spin_enters: 0,
             in_gap: false,
             in_gap_events: 0,
             gaps: Vec::new(),
@@ -414,19 +469,20 @@ impl SyscallSink {
     }
 
     /// Calls `nr` are filtered out in the kernel from `since` on: the span
-    /// ends when the recording does.
-    fn spin_filtered(&mut self, nr: u32, since: u64, rate: u64) {
+    /// ends when the recording does. Returns the call's name.
+    fn leave_out(&mut self, nr: u32, since: u64, rate: u64) -> String {
+        let name = crate::syscalls::name(std::env::consts::ARCH, nr)
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("syscall_{nr}"));
+        self.left_out.push(nr);
         self.gaps.push(Untraced {
             collector: CollectorName::Syscalls.as_str().to_owned(),
             start_ns: since,
             end_ns: u64::MAX,
             rate_per_s: rate,
-            call: Some(
-                crate::syscalls::name(std::env::consts::ARCH, nr)
-                    .unwrap_or("sched_yield")
-                    .to_owned(),
-            ),
+            call: Some(name.clone()),
         });
+        name
     }
 
     fn write_rows(&mut self) -> Result<(), TraceError> {
@@ -507,9 +563,7 @@ impl Sink for SyscallSink {
                 let (Some(raw), Some(task)) = (s.raw.as_deref(), s.record_id.task.as_ref()) else {
                     return Ok(());
                 };
-                if !is_exit && let Some(n) = self.enters.get_mut((tag / 2) as usize) {
-                    *n += 1;
-                }
+
                 let time_ns = s.record_id.time.unwrap_or(0);
                 let layout = if is_exit { &self.exit } else { &self.enter };
                 let Some(nr) = tracefs::read_int(raw, &layout.id) else {
@@ -517,8 +571,15 @@ impl Sink for SyscallSink {
                 };
                 let nr = nr as u32;
                 self.events += 1;
-                if !is_exit && Some(nr) == self.spin_nr {
-                    self.spin_enters += 1;
+                if !is_exit {
+                    if let Some(n) = self.by_nr.get_mut(nr as usize) {
+                        *n += 1;
+                    }
+                    if !self.left_out.contains(&nr)
+                        && let Some(n) = self.enters.get_mut((tag / 2) as usize)
+                    {
+                        *n += 1;
+                    }
                 }
                 if is_exit {
                     let ret = tracefs::read_int(raw, &layout.value).unwrap_or(0);
