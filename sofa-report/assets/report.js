@@ -821,7 +821,10 @@
           share: l.share, "function": l["function"], module: l.module };
       }), "none"));
     }
-    b.appendChild(dataTable("System calls", A.syscalls, collectorNote("syscalls", "no system calls")));
+    // Calls left out or traced in windows (above --syscall-rate): said under the table.
+    var sc = A.run.collectors.syscalls;
+    b.appendChild(dataTable("System calls", A.syscalls, collectorNote("syscalls", "no system calls"),
+      sc && sc.status === "ok" && sc.reason ? "system calls " + sc.reason : undefined));
     b.appendChild(dataTable("GPU", A.gpu, collectorNote("gpu", "no GPU was sampled")));
     var net = A.net;
     b.appendChild(dataTable("Network interfaces", net ? net.interfaces : [], collectorNote("net", "no packets")));
