@@ -166,26 +166,37 @@ fn scenario(title: &str, workload: &Path, args: &[&str], modes: &[Mode], runs: u
 /// How system-call tracing changes the CPU profile (issue 10 item 5):
 /// `compute_heavy`'s and `compute_light`'s self shares in the read-heavy
 /// fixture (`hotspots 40 50000`: 2 M reads of 64 bytes) and a syscall-free
-/// one (`hotspots 40 0`), recorded without system calls (the true profile:
-/// the same as `perf record -g` within 0.3 points, docs/performance.md),
-/// with the defaults (traced in windows above `--syscall-rate`) and with
-/// every call traced (`--syscall-rate 0`). `SOFA_BENCH_ONLY=distortion`.
+/// one (`hotspots 40 0`), under `perf record -g` (the reference, where perf
+/// runs), recorded without system calls, with the defaults (above
+/// `--syscall-rate` the dominant call left out or windows) and with every
+/// call traced (`--syscall-rate 0`). `SOFA_BENCH_ONLY=distortion`.
 fn distortion(sofa: &str, hotspots: &Path, tmp: &Path) {
     if !picked("distortion") {
         return;
     }
     let runs = env_or("SOFA_BENCH_DISTORTION_RUNS", 3);
-    let modes: [(&str, &[&str]); 3] = [
-        ("--no-syscalls", &["--no-syscalls"]),
-        ("defaults (windows above 20000/s)", &[]),
-        ("--syscall-rate 0 (every call)", &["--syscall-rate", "0"]),
+    // `None`: perf (where it runs), the reference.
+    let mut modes: Vec<(&str, Option<&[&str]>)> = vec![
+        ("--no-syscalls", Some(&["--no-syscalls"])),
+        ("defaults (--syscall-rate 20000)", Some(&[])),
+        (
+            "--syscall-rate 0 (every call)",
+            Some(&["--syscall-rate", "0"]),
+        ),
     ];
+    if tool_available("perf") {
+        modes.insert(0, ("perf record -e cpu-clock -F 999 -g", None));
+    }
     let archive = tmp.join("distortion");
     for reads in ["50000", "0"] {
         // Per mode: (heavy, light) shares of each run.
         let mut shares: Vec<Vec<(f64, f64)>> = vec![Vec::new(); modes.len()];
         for _ in 0..runs {
             for (i, (_, flags)) in modes.iter().enumerate() {
+                let Some(flags) = flags else {
+                    shares[i].push(perf_shares(hotspots, reads, tmp));
+                    continue;
+                };
                 let out = Command::new(sofa)
                     .args(["record", "-o"])
                     .arg(&archive)
@@ -220,7 +231,8 @@ fn distortion(sofa: &str, hotspots: &Path, tmp: &Path) {
             }
         }
         println!(
-            "distortion: hotspots 40 {reads}, {runs} interleaved runs, medians of self shares"
+            "distortion: hotspots 40 {reads}, {runs} interleaved runs, medians of self shares, \
+             differences to the first row"
         );
         let med = |v: &[(f64, f64)], light: bool| {
             median(v.iter().map(|s| if light { s.1 } else { s.0 }).collect())
@@ -235,6 +247,47 @@ fn distortion(sofa: &str, hotspots: &Path, tmp: &Path) {
             );
         }
     }
+}
+
+/// `compute_heavy`'s and `compute_light`'s self shares (percent) in
+/// `perf record -e cpu-clock -F 999 -g` of `hotspots 40 READS`.
+fn perf_shares(hotspots: &Path, reads: &str, tmp: &Path) -> (f64, f64) {
+    let data = tmp.join("distortion.perf.data");
+    let status = Command::new("perf")
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "999", "-g", "-o"])
+        .arg(&data)
+        .arg("--")
+        .arg(hotspots)
+        .args(["40", reads])
+        .output()
+        .expect("perf record");
+    assert!(status.status.success());
+    let report = Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "symbol",
+            "-i",
+        ])
+        .arg(&data)
+        .output()
+        .expect("perf report");
+    let text = String::from_utf8_lossy(&report.stdout);
+    let share = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(2) == Some(name))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .next()?
+                    .trim_end_matches('%')
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    (share("compute_heavy"), share("compute_light"))
 }
 
 /// For a `sofa record -o DIR` mode: the last run's archive size per 10^6
@@ -305,6 +358,15 @@ fn off_cpu(sofa: &str, root: &Path, fixtures: &str, tmp: &Path) {
                 name: "sofa record --no-syscalls (off-CPU)",
                 prefix: [
                     s(&[sofa, "record", "--no-syscalls", "-o"]),
+                    vec![out("sofa-out"), "--".into()],
+                    runner.to_vec(),
+                ]
+                .concat(),
+            },
+            Mode {
+                name: "sofa record (defaults)",
+                prefix: [
+                    s(&[sofa, "record", "-o"]),
                     vec![out("sofa-out"), "--".into()],
                     runner.to_vec(),
                 ]

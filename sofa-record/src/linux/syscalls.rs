@@ -9,6 +9,7 @@ use super::tracepoint::{Scope, Source, event_format, open_pair};
 use crate::syscalls::{Enter, Exit, Pairer};
 use crate::tracefs::{self, EventFormat, Field};
 use perf_event_open::count::Counter;
+use perf_event_open::sample::Sampler;
 use perf_event_open::sample::record::Record;
 use sofa_trace::tables::{Syscall, Untraced};
 use sofa_trace::{
@@ -29,41 +30,41 @@ pub const SPEC: Spec = Spec {
 /// the CPU counters.
 fn open_collector(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
     let counters = open(setup.pid, setup.cpus).map_err(OpenError::Unavailable)?;
-    let sink = SyscallSink::new(setup.archive, counters.layouts, setup.cpus)?;
-    Ok(Box::new(SyscallCollector {
-        sources: counters.sources,
-        sink,
-        duty: Duty::new(setup.config.syscall_rate),
-    }))
+    let mut samplers = Vec::new();
+    let mut handles = Vec::new();
+    for (tag, counter, sampler) in counters.sources {
+        samplers.push((tag, sampler));
+        handles.push(counter);
+    }
+    let mut sink = SyscallSink::new(setup.archive, counters.layouts, setup.cpus)?;
+    sink.counters = handles;
+    sink.duty = Duty::new(setup.config.syscall_rate);
+    Ok(Box::new(SyscallCollector { samplers, sink }))
 }
 
-/// The rings, their reader, and the switch that turns tracing off while
-/// calls come too fast.
+/// The rings and their reader, which holds the counters (to turn tracing
+/// off while calls come too fast).
 struct SyscallCollector {
-    sources: Vec<Source>,
+    samplers: Vec<(u32, Sampler)>,
     sink: SyscallSink,
-    duty: Duty,
 }
 
 impl Collector for SyscallCollector {
     fn run(&mut self, stop: &AtomicBool) -> Result<(), TraceError> {
-        let SyscallCollector {
-            sources,
-            sink,
-            duty,
-        } = self;
-        let refs: Vec<_> = sources.iter().map(|(tag, _, s)| (*tag, s)).collect();
-        let counters: Vec<&Counter> = sources.iter().map(|(_, c, _)| c).collect();
-        drain(&refs, sink, stop, |sink| duty.after_pass(sink, &counters))?;
-        for counter in &counters {
+        let refs: Vec<_> = self.samplers.iter().map(|(tag, s)| (*tag, s)).collect();
+        drain(&refs, &mut self.sink, stop, SyscallSink::check_duty)?;
+        for counter in &self.sink.counters {
             let _ = counter.disable();
         }
-        duty.end(sink);
+        let mut duty = std::mem::replace(&mut self.sink.duty, Duty::new(0));
+        duty.end(&mut self.sink);
+        self.sink.duty = duty;
         Ok(())
     }
 
     fn finish(self: Box<Self>, archive: &ArchiveWriter) -> Result<Outcome, TraceError> {
-        let SyscallCollector { sink, duty, .. } = *self;
+        let mut sink = self.sink;
+        let duty = std::mem::replace(&mut sink.duty, Duty::new(0));
         let mut outcome = sink.finish(archive)?;
         if let Some(said) = duty.said() {
             outcome.notes.push(format!("system calls: {said}"));
@@ -73,6 +74,8 @@ impl Collector for SyscallCollector {
     }
 }
 
+/// Events read between two looks at the budget within a pass.
+const CHECK_EVERY: u64 = 1024;
 /// Call numbers counted one by one (x86-64 and arm64 have fewer than 512).
 const NUMBERS: usize = 512;
 /// At most this many calls are left out by the kernel filter.
@@ -87,9 +90,9 @@ const MAX_FILTERED_PER_S: u64 = 200_000;
 const WINDOW_NS: u64 = 20_000_000;
 /// The longest span off, so a rate that drops is seen within two seconds.
 const MAX_OFF_NS: u64 = 2_000_000_000;
-/// A CPU may spend up to this many seconds' worth of the limit at once: a
-/// burst (an interpreter's imports, a checkpoint's writes) of up to
-/// `limit` calls is traced whole.
+/// A CPU may save up this many seconds' worth of the limit: a burst of up
+/// to `limit` calls is traced whole (PyTorch's imports: ~45 000 calls in
+/// 2-3 s; a quarter of a second's worth had `newfstatat` left out there).
 const BURST_S: f64 = 1.0;
 
 /// The calls each CPU may still have traced: `limit` a second, at most
@@ -140,9 +143,11 @@ impl Budget {
 }
 
 /// Tracing in windows: every [`WINDOW_NS`] the calls of each CPU are
-/// charged to its [`Budget`]; one that overspent turns tracing off until
-/// its budget is back to zero (up to [`MAX_OFF_NS`]), so a sustained storm
-/// is traced `limit` calls a second and a short burst is traced whole.
+/// charged to its [`Budget`] (looked at after every pass over the rings
+/// and every [`CHECK_EVERY`] events within one); a CPU that overspent
+/// turns tracing off until its budget is back to zero (up to
+/// [`MAX_OFF_NS`]), so a sustained storm is traced `limit` calls a second
+/// and a short burst is traced whole.
 struct Duty {
     /// Calls a second per CPU; 0: always on.
     limit: u64,
@@ -182,7 +187,7 @@ impl Duty {
         }
     }
 
-    fn after_pass(&mut self, sink: &mut SyscallSink, counters: &[&Counter]) {
+    fn check(&mut self, sink: &mut SyscallSink) {
         if self.limit == 0 {
             return;
         }
@@ -197,7 +202,7 @@ impl Duty {
                 sink.gap_ends(since, end, rate);
                 self.off_ns += end - since;
                 self.budget.refill(end - since);
-                for counter in counters {
+                for counter in &sink.counters {
                     let _ = counter.enable();
                 }
                 self.off = None;
@@ -228,12 +233,13 @@ impl Duty {
         self.peak = self.peak.max(rate);
         // Mostly one call: leave it out, in the kernel, and trace every
         // other call in full (no gap), where the filter is cheap enough.
-        if let Some((nr, per_s)) = self.dominant(sink, elapsed)
-            && self.leave_out(sink, counters, nr, per_s)
+        let traced_ns = now.saturating_sub(self.first_ns + self.off_ns);
+        if let Some((nr, per_s)) = self.dominant(sink, elapsed, traced_ns)
+            && self.leave_out(sink, nr, per_s)
         {
             return;
         }
-        for counter in counters {
+        for counter in &sink.counters {
             let _ = counter.disable();
         }
         let since = monotonic_ns();
@@ -248,11 +254,11 @@ impl Duty {
         self.nr_counts.clone_from(&sink.by_nr);
     }
 
-    /// The call that made at least half of this window's calls, and its
-    /// rate (all CPUs), if it may be left out: `sched_yield` always (its
+    /// The call that made at least half of the window's calls, and its rate
+    /// (all CPUs), if it may be left out: `sched_yield` always (its
     /// callers only spin), another call while filtering it out costs at
     /// most [`MAX_FILTERED_PER_S`] events a second.
-    fn dominant(&self, sink: &SyscallSink, elapsed_ns: u64) -> Option<(u32, u64)> {
+    fn dominant(&self, sink: &SyscallSink, elapsed_ns: u64, traced_ns: u64) -> Option<(u32, u64)> {
         if self.left_out.len() >= MAX_LEFT_OUT {
             return None;
         }
@@ -264,7 +270,10 @@ impl Duty {
             .collect();
         let total: u64 = window.iter().sum();
         let (nr, &most) = window.iter().enumerate().max_by_key(|&(_, n)| *n)?;
-        let per_s = (most as u128 * 1_000_000_000 / elapsed_ns.max(1) as u128) as u64;
+        // Its rate in this window, or over all the traced time if higher
+        // (a window that caught the end of a storm says too little).
+        let per_s = |n: u64, ns: u64| (n as u128 * 1_000_000_000 / ns.max(1) as u128) as u64;
+        let per_s = per_s(most, elapsed_ns).max(per_s(sink.by_nr[nr], traced_ns));
         let spin = Some(nr as u32) == sink.spin_nr;
         (2 * most >= total && most > 0 && (spin || per_s <= MAX_FILTERED_PER_S))
             .then_some((nr as u32, per_s))
@@ -272,13 +281,7 @@ impl Duty {
 
     /// Sets the filter leaving out `nr` and the calls left out before on
     /// every counter; false where the kernel refused it.
-    fn leave_out(
-        &mut self,
-        sink: &mut SyscallSink,
-        counters: &[&Counter],
-        nr: u32,
-        per_s: u64,
-    ) -> bool {
+    fn leave_out(&mut self, sink: &mut SyscallSink, nr: u32, per_s: u64) -> bool {
         let mut numbers: Vec<u32> = sink.left_out.clone();
         numbers.push(nr);
         let filter = numbers
@@ -287,7 +290,8 @@ impl Duty {
             .collect::<Vec<_>>()
             .join(" && ");
         let filter = std::ffi::CString::new(filter).expect("no NUL");
-        if !counters
+        if !sink
+            .counters
             .iter()
             .all(|c| c.with_ftrace_filter(&filter).is_ok())
         {
@@ -427,6 +431,12 @@ pub struct SyscallSink {
     in_gap_events: u64,
     /// The spans tracing was off.
     gaps: Vec<Untraced>,
+    /// Both tracepoints' counters on every CPU (switched by [`Duty`]).
+    counters: Vec<Counter>,
+    duty: Duty,
+    /// Events handled: every [`CHECK_EVERY`] the duty is checked, so a
+    /// storm is noticed within a pass over full rings, not after it.
+    handled: u64,
 }
 
 impl SyscallSink {
@@ -448,7 +458,18 @@ impl SyscallSink {
             in_gap: false,
             in_gap_events: 0,
             gaps: Vec::new(),
+            counters: Vec::new(),
+            duty: Duty::new(0),
+            handled: 0,
         })
+    }
+
+    /// Lets [`Duty`] look at the calls read so far (after each pass, and
+    /// within one every [`CHECK_EVERY`] events).
+    fn check_duty(&mut self) {
+        let mut duty = std::mem::replace(&mut self.duty, Duty::new(0));
+        duty.check(self);
+        self.duty = duty;
     }
 
     /// Tracing went off at `time_ns` (every event before it is in the rings).
@@ -571,6 +592,7 @@ impl Sink for SyscallSink {
                 };
                 let nr = nr as u32;
                 self.events += 1;
+                self.handled += 1;
                 if !is_exit {
                     if let Some(n) = self.by_nr.get_mut(nr as usize) {
                         *n += 1;
@@ -604,6 +626,9 @@ impl Sink for SyscallSink {
                 }
             }
             other => self.losses.count(tag / 2, &other),
+        }
+        if self.handled.is_multiple_of(CHECK_EVERY) {
+            self.check_duty();
         }
         Ok(())
     }
