@@ -266,7 +266,15 @@ impl Duty {
             .by_nr
             .iter()
             .enumerate()
-            .map(|(nr, &n)| n - self.nr_counts.get(nr).copied().unwrap_or(0))
+            .map(|(nr, &n)| {
+                // A call already left out may still be read (recorded
+                // before its filter): it is no candidate again.
+                if sink.left_out.contains(&(nr as u32)) {
+                    0
+                } else {
+                    n - self.nr_counts.get(nr).copied().unwrap_or(0)
+                }
+            })
             .collect();
         let total: u64 = window.iter().sum();
         let (nr, &most) = window.iter().enumerate().max_by_key(|&(_, n)| *n)?;
