@@ -106,11 +106,12 @@ struct RecordArgs {
     /// Do not record system calls.
     #[arg(long)]
     no_syscalls: bool,
-    /// Calls a second on one CPU up to which every system call is traced;
-    /// faster calls are traced in windows (20 ms on, then off long enough
-    /// to keep to this rate; the analysis scales counts and says so), so
-    /// tracing does not slow a call-heavy program and distort its profile.
-    /// 0 traces every call.
+    /// Calls a second on one CPU up to which every system call is traced
+    /// (bursts of up to this many calls too). Above it, the call that makes
+    /// most of them (a spin loop's sched_yield) is left out, or, where that
+    /// is no cheaper, all are traced in windows that keep to this rate, so
+    /// tracing does not slow a call-heavy program and distort its profile;
+    /// the archive and `sofa analyze` say which. 0 traces every call.
     #[arg(long, value_name = "CALLS", default_value_t = sofa_record::DEFAULT_SYSCALL_RATE)]
     syscall_rate: u64,
     /// Do not record context switches (where threads wait off the CPU,

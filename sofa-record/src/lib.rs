@@ -94,10 +94,10 @@ pub struct RecordConfig {
     /// Record system calls (`--no-syscalls` turns it off). Default on.
     pub syscalls: bool,
     /// Calls a second on one CPU up to which every system call is traced;
-    /// above it they are traced in windows (the `untraced` table lists the
-    /// spans between), so tracing does not slow a call-heavy program down
-    /// and distort its CPU profile. 0: every call, always. Default
-    /// [`DEFAULT_SYSCALL_RATE`].
+    /// above it the dominant call is left out or all are traced in windows
+    /// (the `untraced` table lists both), so tracing does not slow a
+    /// call-heavy program down and distort its CPU profile. 0: every call,
+    /// always. Default [`DEFAULT_SYSCALL_RATE`].
     pub syscall_rate: u64,
     /// Record context switches with the stack at each switch-out
     /// (`--no-off-cpu` turns it off). Default on.
