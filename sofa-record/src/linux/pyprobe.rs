@@ -151,24 +151,13 @@ const V3_12: Layout = Layout {
     ascii_data: 40,
 };
 
+/// 3.12's but where `scripts/python-offsets.sh` says otherwise.
 const V3_13: Layout = Layout {
     threads_head: 7344,
-    ts_next: 8,
     ts_native_id: 160,
     current: CurrentFrame::Direct(72),
-    ts_datastack: 232,
-    fr_code: 0,
-    fr_previous: 8,
-    fr_instr: 56,
-    fr_owner: 70,
-    fr_is_entry: None,
-    co_qualname: 128,
-    co_filename: 112,
-    co_firstlineno: 68,
-    co_linetable: 136,
     co_code: 200,
-    co_kinds: 104,
-    ascii_data: 40,
+    ..V3_12
 };
 
 /// The layout of CPython `major.minor`, where the probe knows it.

@@ -63,10 +63,9 @@ impl Collector for SyscallCollector {
     }
 
     fn finish(self: Box<Self>, archive: &ArchiveWriter) -> Result<Outcome, TraceError> {
-        let mut sink = self.sink;
-        let duty = std::mem::replace(&mut sink.duty, Duty::new(0));
-        let mut outcome = sink.finish(archive)?;
-        if let Some(said) = duty.said() {
+        let said = self.sink.duty.said(&self.sink);
+        let mut outcome = self.sink.finish(archive)?;
+        if let Some(said) = said {
             outcome.notes.push(format!("system calls: {said}"));
             outcome.status = Some(CollectorStatus::with(CollectorState::Ok, said));
         }
@@ -160,8 +159,6 @@ struct Duty {
     off: Option<(u64, u64, u64)>,
     /// Enters per call number read when the window began.
     nr_counts: Vec<u64>,
-    /// Calls left out by the kernel filter: (name, since, calls a second then).
-    left_out: Vec<(String, u64, u64)>,
     first_ns: u64,
     last_ns: u64,
     off_ns: u64,
@@ -178,7 +175,6 @@ impl Duty {
             counts: Vec::new(),
             off: None,
             nr_counts: Vec::new(),
-            left_out: Vec::new(),
             first_ns: 0,
             last_ns: 0,
             off_ns: 0,
@@ -259,7 +255,7 @@ impl Duty {
     /// callers only spin), another call while filtering it out costs at
     /// most [`MAX_FILTERED_PER_S`] events a second.
     fn dominant(&self, sink: &SyscallSink, elapsed_ns: u64, traced_ns: u64) -> Option<(u32, u64)> {
-        if self.left_out.len() >= MAX_LEFT_OUT {
+        if sink.left_out.len() >= MAX_LEFT_OUT {
             return None;
         }
         let window: Vec<u64> = sink
@@ -306,8 +302,7 @@ impl Duty {
             return false;
         }
         let since = monotonic_ns();
-        let name = sink.leave_out(nr, since, per_s);
-        self.left_out.push((name, since, per_s));
+        sink.leave_out(nr, since, per_s);
         self.budget.forgive();
         self.restart(sink, since);
         true
@@ -325,14 +320,17 @@ impl Duty {
     }
 
     /// What the archive and the user are told, if tracing was ever off.
-    fn said(&self) -> Option<String> {
+    fn said(&self, sink: &SyscallSink) -> Option<String> {
         let span = self.last_ns.saturating_sub(self.first_ns).max(1);
         let mut said = Vec::new();
-        for (name, since, per_s) in &self.left_out {
-            said.push(format!(
-                "{name} left out after {:.2} s (most of the calls, {per_s} a second)",
-                since.saturating_sub(self.first_ns) as f64 / 1e9
-            ));
+        for gap in &sink.gaps {
+            if let Some(name) = &gap.call {
+                said.push(format!(
+                    "{name} left out after {:.2} s (most of the calls, {} a second)",
+                    gap.start_ns.saturating_sub(self.first_ns) as f64 / 1e9,
+                    gap.rate_per_s
+                ));
+            }
         }
         if self.spans > 0 {
             let traced = 100.0 * (1.0 - self.off_ns as f64 / span as f64);
@@ -498,8 +496,8 @@ impl SyscallSink {
     }
 
     /// Calls `nr` are filtered out in the kernel from `since` on: the span
-    /// ends when the recording does. Returns the call's name.
-    fn leave_out(&mut self, nr: u32, since: u64, rate: u64) -> String {
+    /// ends when the recording does.
+    fn leave_out(&mut self, nr: u32, since: u64, rate: u64) {
         let name = crate::syscalls::name(std::env::consts::ARCH, nr)
             .map(str::to_owned)
             .unwrap_or_else(|| format!("syscall_{nr}"));
@@ -509,9 +507,8 @@ impl SyscallSink {
             start_ns: since,
             end_ns: u64::MAX,
             rate_per_s: rate,
-            call: Some(name.clone()),
+            call: Some(name),
         });
-        name
     }
 
     fn write_rows(&mut self) -> Result<(), TraceError> {
