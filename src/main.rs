@@ -118,6 +118,14 @@ struct RecordArgs {
     /// with their stacks then).
     #[arg(long)]
     no_off_cpu: bool,
+    /// Context switches a second on one CPU (switch-outs) up to which
+    /// every switch is recorded (bursts of up to this many too). Above it
+    /// (threads handing work back and forth 10^5 times a second), switches
+    /// are recorded in windows that keep to this rate, so recording them
+    /// does not slow the program; waits are then shares of the recorded
+    /// time. 0 records every switch.
+    #[arg(long, value_name = "SWITCHES", default_value_t = sofa_record::DEFAULT_SWITCH_RATE)]
+    switch_rate: u64,
     /// Do not record network packets.
     #[arg(long)]
     no_net: bool,
@@ -262,6 +270,7 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         syscalls: !args.no_syscalls,
         syscall_rate: args.syscall_rate,
         off_cpu: !args.no_off_cpu,
+        switch_rate: args.switch_rate,
         system: !args.no_system,
         gpu: !args.no_gpu,
         net: !args.no_net,

@@ -245,3 +245,56 @@ fn four_threads_queueing_on_one_mutex_are_a_lock_convoy() {
         titles(&json)
     );
 }
+
+/// Two threads handing a byte back and forth over pipes on one CPU
+/// (~10^6 context switches a second here): above `--switch-rate` switches are
+/// recorded in windows, which the archive says, and each thread's wait
+/// share of the recorded time is that of a recording of every switch.
+#[test]
+fn a_ping_pong_faster_than_the_switch_rate_is_recorded_in_windows_with_true_shares() {
+    let _alone = alone();
+    let exe = common::hotspots().parent().unwrap().join("pingpong");
+    let dir = tempfile::tempdir().unwrap();
+    let record_pingpong = |name: &str, extra: &[&str]| -> Value {
+        let archive = dir.path().join(name);
+        let mut args = extra.to_vec();
+        // On one CPU: a switch per message (two CPUs of a VM pass each
+        // message through an inter-processor wake-up, 40x slower).
+        let exe = exe.to_str().unwrap();
+        args.extend(["--no-syscalls", "--", "taskset", "-c", "0", exe, "1000000"]);
+        let out = record_with(&archive, &args);
+        assert_success(&out);
+        analyze_json(&archive)
+    };
+    // The two threads' wait shares, larger first.
+    let shares = |json: &Value| -> Vec<f64> {
+        let mut s: Vec<f64> = json["waits"]["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["comm"] == "pingpong")
+            .map(|t| t["wait_share"].as_f64().unwrap())
+            .collect();
+        s.sort_by(|a, b| b.total_cmp(a));
+        s
+    };
+    let windowed = record_pingpong("windows", &[]);
+    let every = record_pingpong("every", &["--switch-rate", "0"]);
+    let reason = windowed["run"]["collectors"]["off_cpu"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("traced in windows") && reason.contains("--switch-rate 10000"),
+        "{reason}"
+    );
+    let traced = windowed["waits"]["traced_share"].as_f64().unwrap();
+    assert!(traced < 0.5, "recorded {traced} of the time");
+    assert!(every["waits"]["traced_share"].is_null());
+    assert!(every["run"]["collectors"]["off_cpu"]["reason"].is_null());
+    let (got, truth) = (shares(&windowed), shares(&every));
+    assert_eq!((got.len(), truth.len()), (2, 2), "{got:?} {truth:?}");
+    for (got, truth) in got.into_iter().zip(truth) {
+        assert!(truth > 0.3, "each thread waits for the other: {truth}");
+        assert_close("ping-pong wait share", got, truth);
+    }
+}

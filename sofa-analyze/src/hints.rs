@@ -236,18 +236,23 @@ fn input_bound(a: &Analysis) -> Vec<Hint> {
         return Vec::new();
     };
     let span = m.to_ns.saturating_sub(m.from_ns);
-    if span == 0 || (m.input_ns as f64) < INPUT_SHARE * span as f64 {
+    // Of the time switches were recorded (all of it, unless they came
+    // faster than --switch-rate).
+    let traced = m.traced_ns;
+    if traced == 0 || (m.input_ns as f64) < INPUT_SHARE * traced as f64 {
         return Vec::new();
     }
-    let share = m.input_ns as f64 / span as f64;
-    // Per step only for steps found with some confidence: a doubtful
-    // period would make up the figure.
+    let share = m.input_ns as f64 / traced as f64;
+    // Per step only for steps found with some confidence (a doubtful
+    // period would make up the figure) and every switch recorded.
     let per_step = match a.steps.count {
-        n if m.in_steps && n > 0 && a.steps.confidence >= STEP_CONFIDENCE => format!(
-            ", {:.1} ms of each {:.1} ms step on average",
-            m.input_ns as f64 / n as f64 / 1e6,
-            span as f64 / n as f64 / 1e6
-        ),
+        n if m.in_steps && n > 0 && a.steps.confidence >= STEP_CONFIDENCE && traced == span => {
+            format!(
+                ", {:.1} ms of each {:.1} ms step on average",
+                m.input_ns as f64 / n as f64 / 1e6,
+                span as f64 / n as f64 / 1e6
+            )
+        }
         _ => String::new(),
     };
     let place = m
@@ -1013,6 +1018,7 @@ mod tests {
             from_ns: 0,
             to_ns: 1_000_000_000,
             in_steps: true,
+            traced_ns: 1_000_000_000,
             input_ns: 99_000_000,
             input_in: Some("Queue.get".into()),
             ..Default::default()

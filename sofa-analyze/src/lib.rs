@@ -4,6 +4,7 @@
 mod breakdown;
 mod fasthash;
 mod functions;
+mod gaps;
 mod gpu;
 mod hints;
 mod labels;
@@ -65,6 +66,7 @@ pub(crate) fn test_syscall(
 pub use breakdown::StepBreakdown;
 pub use fasthash::StackMap;
 pub use functions::{FunctionRow, Functions, ModuleRow, modules, top_functions};
+pub use gaps::Gaps;
 pub use gpu::{GpuRow, gpu_table};
 pub use hints::{Hint, Severity, hints};
 pub use labels::{FunctionId, SwarmId};

@@ -311,6 +311,18 @@ fn analyze_inner(
         .map(|(sw, rows)| crate::waits::summarize(rows, sw, &stacks, |tid| Some(names.of(tid))));
     if let Some(w) = &mut waits {
         w.impossible = impossible;
+        // Of the recording: spans off may run to its end, after a
+        // thread's last recorded switch.
+        if let Some(sw) = switches.as_ref().filter(|sw| !sw.gaps.is_empty()) {
+            let end = meta
+                .end_ns
+                .or_else(|| sw.gaps.spans().last().map(|g| g.1))
+                .unwrap_or(0);
+            w.traced_share = Some(
+                sw.gaps
+                    .traced_share(end.saturating_sub(meta.clock.start_ns)),
+            );
+        }
     }
     if let Some(w) = &waits {
         for t in &mut threads {
@@ -358,6 +370,22 @@ fn analyze_inner(
         .map(|t| t.tid)
         .collect();
     let calls_since = calls.complete_since(meta.clock.start_ns, meta.end_ns);
+    // Likewise waits: those after the last gap in switch records, if most
+    // of the recording.
+    let gaps = switches
+        .as_ref()
+        .map(|s| s.gaps.clone())
+        .unwrap_or_default();
+    let step_waits: Option<Vec<crate::Wait>> = wait_rows.as_ref().map(|rows| {
+        let end = meta
+            .end_ns
+            .unwrap_or_else(|| rows.iter().map(|w| w.end_ns).max().unwrap_or(0));
+        match gaps.complete_since(meta.clock.start_ns, end) {
+            Some(0) => rows.clone(),
+            Some(t) => rows.iter().filter(|w| w.start_ns >= t).copied().collect(),
+            None => Vec::new(),
+        }
+    });
     let mut steps = detect_steps(&StepInputs {
         samples: &sample_rows,
         self_of_stack: &self_of_stack,
@@ -369,7 +397,7 @@ fn analyze_inner(
         calls_since_ns: calls_since.unwrap_or(0),
         packets: (!packets.is_empty()).then_some(&packets),
         threads: &main_threads,
-        waits: wait_rows.as_deref(),
+        waits: step_waits.as_deref().filter(|w| !w.is_empty()),
         py_loop: py_main_threads
             .as_ref()
             .zip(main_pid)
@@ -384,7 +412,7 @@ fn analyze_inner(
     if let (Some(w), Some(rows), Some(pid)) = (&mut waits, &wait_rows, main_pid) {
         let span = steps.span();
         let exec_ns = names.last_exec.get(&pid).copied().unwrap_or(0);
-        w.main = crate::waits::loop_waits(rows, &stacks, (pid, pid), span, exec_ns);
+        w.main = crate::waits::loop_waits(rows, &gaps, &stacks, (pid, pid), span, exec_ns);
     }
     let (mut swarms, swarm_of_function) = find_swarms(
         &sample_rows,
@@ -412,8 +440,13 @@ fn analyze_inner(
         &gpu_rows,
         &packets,
     );
-    let main_waits: Option<Vec<crate::Wait>> =
-        wait_rows.as_ref().zip(main_pid).map(|(rows, pid)| {
+    // Per step only where every switch was recorded: a step in a gap
+    // would show no waits.
+    let main_waits: Option<Vec<crate::Wait>> = wait_rows
+        .as_ref()
+        .filter(|_| gaps.is_empty())
+        .zip(main_pid)
+        .map(|(rows, pid)| {
             rows.iter()
                 .filter(|w| w.pid == pid && w.tid == pid)
                 .copied()
@@ -497,6 +530,7 @@ fn analyze_inner(
                 stacks: &stacks,
                 duration_ns: analysis.run.duration_ns,
                 waits: wait_rows.as_deref(),
+                untraced_waits: &gaps,
                 period_ns: 1_000_000_000 / analysis.run.frequency_hz.unwrap_or(999).max(1),
                 thread_name: &|tid| names.of(tid),
                 phases: (!analysis.phases.phases.is_empty()).then_some(&phases_of),

@@ -1,5 +1,6 @@
 //! System call table: count, errors and time per call name.
 
+use crate::Gaps;
 use serde::Serialize;
 use sofa_trace::CollectorName;
 use sofa_trace::tables::{Syscall, Untraced};
@@ -65,8 +66,8 @@ pub struct Calls {
     /// kept for these only.
     pub futex_waits: Vec<FutexWait>,
     /// Spans in which nothing was traced (calls came faster than
-    /// `--syscall-rate`), in time order: (start, end) ns.
-    pub untraced: Vec<(u64, u64)>,
+    /// `--syscall-rate`).
+    pub untraced: Gaps,
     /// Calls left out on their own (a spin loop's `sched_yield`), and from
     /// when on.
     pub left_out: Vec<(String, u64)>,
@@ -85,17 +86,13 @@ impl Calls {
         }
         archive.for_each_rows(|rows: Vec<Syscall>| calls.extend(&rows))?;
         for span in archive.read_table::<Untraced>()? {
-            if span.collector != CollectorName::Syscalls.as_str() {
-                continue;
-            }
-            match span.call {
-                Some(call) => calls.left_out.push((call, span.start_ns)),
-                None => calls
-                    .untraced
-                    .push((span.start_ns, span.end_ns.max(span.start_ns))),
+            if span.collector == CollectorName::Syscalls.as_str()
+                && let Some(call) = span.call
+            {
+                calls.left_out.push((call, span.start_ns));
             }
         }
-        calls.untraced.sort_unstable();
+        calls.untraced = Gaps::read(archive, CollectorName::Syscalls)?;
         Ok(calls)
     }
 
@@ -115,20 +112,16 @@ impl Calls {
     /// gap when at least half of the recording comes after it (a burst at
     /// start-up, such as an interpreter's imports), else `None`.
     pub fn complete_since(&self, start_ns: u64, end_ns: Option<u64>) -> Option<u64> {
-        let Some(last) = self.untraced.iter().map(|&(_, end)| end).max() else {
+        if self.untraced.is_empty() {
             return Some(0);
-        };
+        }
         let end = end_ns.or_else(|| self.rows.iter().map(|c| c.time_ns).max())?;
-        (end > last && 2 * (end - last) >= end.saturating_sub(start_ns)).then_some(last)
+        self.untraced.complete_since(start_ns, end)
     }
 
     /// The share of `duration_ns` in which calls were traced (1 when all were).
     pub fn traced_share(&self, duration_ns: u64) -> f64 {
-        let off: u64 = self.untraced.iter().map(|(a, b)| b - a).sum();
-        if duration_ns == 0 {
-            return 1.0;
-        }
-        (1.0 - off as f64 / duration_ns as f64).clamp(0.0, 1.0)
+        self.untraced.traced_share(duration_ns)
     }
 
     /// From full rows (tests, callers that have them).
@@ -352,14 +345,14 @@ mod tests {
             (40, 10, 80)
         );
         // Traced a quarter of the time: 750 ns of 1000 off.
-        calls.untraced = vec![(100, 400), (500, 950)];
+        calls.untraced = Gaps::from(vec![(100, 400), (500, 950)]);
         assert!(!calls.complete());
         assert!((calls.traced_share(1000) - 0.25).abs() < 1e-9);
         assert_eq!(calls.complete_since(0, Some(1000)), None, "gaps to the end");
         assert_eq!(calls.complete_since(0, Some(1900)), Some(950));
-        calls.untraced.clear();
+        calls.untraced = Gaps::default();
         assert_eq!(calls.complete_since(0, Some(1000)), Some(0));
-        calls.untraced = vec![(100, 400), (500, 950)];
+        calls.untraced = Gaps::from(vec![(100, 400), (500, 950)]);
         let windowed = syscall_table(&calls, Some(1000));
         assert_eq!(
             (windowed[0].count, windowed[0].errors, windowed[0].total_ns),

@@ -155,6 +155,8 @@ pub(crate) struct Inputs<'a> {
     pub duration_ns: Option<u64>,
     /// Off-CPU waits, when context switches were recorded.
     pub waits: Option<&'a [crate::Wait]>,
+    /// When switches were not recorded (above `--switch-rate`).
+    pub untraced_waits: &'a crate::Gaps,
     /// One sampling interval, ns: the weight of one sample, in which waits
     /// are counted too.
     pub period_ns: u64,
@@ -388,6 +390,7 @@ fn folded(title: String, counts: HashMap<&str, u64>) -> Folded {
 /// per bin: running between its waits, else the reason it waited for most.
 fn thread_lanes(
     waits: &[crate::Wait],
+    gaps: &crate::Gaps,
     axis: &Axis,
     name: &dyn Fn(u32) -> String,
 ) -> (Vec<String>, Vec<ThreadLane>) {
@@ -433,8 +436,11 @@ fn thread_lanes(
                 .map(|(b, per)| {
                     let from = axis.start + b as u64 * axis.bin_ns;
                     let to = from + axis.bin_ns;
-                    let alive = to.min(last).saturating_sub(from.max(first));
-                    if alive == 0 {
+                    let (from, to) = (from.max(first), to.min(last));
+                    let alive = gaps.covered(from, to);
+                    // Mostly not recorded (switches faster than
+                    // --switch-rate): no state.
+                    if alive == 0 || 2 * alive < to.saturating_sub(from) {
                         return u8::MAX;
                     }
                     let waited: u64 = per.iter().sum();
@@ -534,7 +540,7 @@ pub(crate) fn build(archive: &Archive, l: &Labelled, i: &Inputs) -> Views {
         (!points.is_empty()).then(|| downsample(points))
     };
     let (state_names, thread_states) = match i.waits {
-        Some(waits) => thread_lanes(waits, &axis, i.thread_name),
+        Some(waits) => thread_lanes(waits, i.untraced_waits, &axis, i.thread_name),
         None => (Vec::new(), Vec::new()),
     };
     let phase_samples = i

@@ -4,9 +4,9 @@
 //! for; `take_gil` above a futex wait says the GIL), summed per thread,
 //! per reason and per stack.
 
-use crate::AnalyzeError;
 use crate::fasthash::FastMap;
 use crate::functions::CallStacks;
+use crate::{AnalyzeError, Gaps};
 use serde::Serialize;
 use sofa_trace::tables::{Sample, Switch};
 use sofa_trace::{Archive, CollectorName, CollectorState, Table, WaitReason};
@@ -38,6 +38,9 @@ impl Wait {
 /// frames merge into it like into the CPU samples', and the end of the wait.
 pub(crate) struct Switches {
     pub rows: Vec<Switch>,
+    /// When switches were not recorded (faster than `--switch-rate`): a
+    /// wait is its parts outside them, a thread's time too.
+    pub gaps: Gaps,
     /// One per wait: the switch-out as a sample, and the switch-in time.
     pub outs: Vec<(Sample, u64)>,
     /// Whether each wait left its CPU still runnable.
@@ -58,13 +61,17 @@ impl Switches {
         if !recorded || archive.table_rows(Switch::NAME).is_err() {
             return Ok(None);
         }
-        Ok(Some(Switches::pair(archive.read_table::<Switch>()?)))
+        let gaps = Gaps::read(archive, CollectorName::OffCpu)?;
+        Ok(Some(Switches::pair(archive.read_table::<Switch>()?, gaps)))
     }
 
     /// Each thread's waits: an `out` row and the thread's next `in` row.
     /// A last `out` with no `in` after it (the thread exited, or the
-    /// recording ended) is no wait.
-    pub(crate) fn pair(rows: Vec<Switch>) -> Switches {
+    /// recording ended) is no wait. Around a gap, what the rows prove: an
+    /// `out` before it and another `out` after it waited until the gap
+    /// began; an `in` before it and another `in` after it waited from
+    /// the gap's end (that wait has no switch-out, so no stack of its own).
+    pub(crate) fn pair(rows: Vec<Switch>, gaps: Gaps) -> Switches {
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.sort_by_key(|&i| (rows[i].tid, rows[i].time_ns, !rows[i].out));
         let mut outs = Vec::new();
@@ -72,45 +79,62 @@ impl Switches {
         let borrow = Borrow::new(&rows);
         let mut own = Vec::new();
         for pair in order.windows(2) {
-            let (out, back) = (&rows[pair[0]], &rows[pair[1]]);
-            if !out.out || back.out || out.tid != back.tid {
+            let (a, b) = (&rows[pair[0]], &rows[pair[1]]);
+            if a.tid != b.tid {
                 continue;
             }
+            // (start, end, the switch-out that began it)
+            let (start, end, out) = match (a.out, b.out) {
+                (true, false) => (a.time_ns, b.time_ns, Some(a)),
+                (true, true) => match gaps.first_start_in(a.time_ns, b.time_ns) {
+                    Some(gap) => (a.time_ns, gap, Some(a)),
+                    None => continue,
+                },
+                (false, false) => match gaps.last_end_in(a.time_ns, b.time_ns) {
+                    Some(gap) => (gap, b.time_ns, None),
+                    None => continue,
+                },
+                (false, true) => continue,
+            };
+            let was_preempted = out.is_some_and(|o| o.preempted);
+            let stack = out.and_then(|o| o.stack_id);
             outs.push((
                 Sample {
-                    time_ns: out.time_ns,
-                    pid: out.pid,
-                    tid: out.tid,
-                    cpu: out.cpu,
-                    stack_id: out.stack_id.or_else(|| {
-                        (back.time_ns - out.time_ns <= BORROW_MAX_NS)
-                            .then(|| borrow.nearest(out.tid, out.preempted, out.time_ns))
+                    time_ns: start,
+                    pid: b.pid,
+                    tid: b.tid,
+                    cpu: out.map_or(b.cpu, |o| o.cpu),
+                    stack_id: stack.or_else(|| {
+                        (end - start <= BORROW_MAX_NS)
+                            .then(|| borrow.nearest(b.tid, was_preempted, start))
                             .flatten()
                     }),
                     event: 0,
                     period: 0,
                 },
-                back.time_ns,
+                end,
             ));
-            preempted.push(out.preempted);
-            own.push(out.stack_id.is_some());
+            preempted.push(was_preempted);
+            own.push(stack.is_some());
         }
         Switches {
             rows,
+            gaps,
             outs,
             preempted,
             own,
         }
     }
 
-    /// The waits with their reasons, from their (merged) stacks.
+    /// The waits with their reasons, from their (merged) stacks: a wait
+    /// across gaps is one per part outside them.
     pub(crate) fn waits(&self, stacks: &CallStacks) -> Vec<Wait> {
         let mut reasons: FastMap<(Option<u64>, bool), WaitReason> = FastMap::default();
-        self.outs
-            .iter()
-            .zip(&self.preempted)
-            .zip(&self.own)
-            .map(|(((out, end_ns), &preempted), &own_stack)| Wait {
+        let mut waits = Vec::with_capacity(self.outs.len());
+        for (((out, end_ns), &preempted), &own_stack) in
+            self.outs.iter().zip(&self.preempted).zip(&self.own)
+        {
+            let wait = Wait {
                 pid: out.pid,
                 tid: out.tid,
                 start_ns: out.time_ns,
@@ -120,8 +144,22 @@ impl Switches {
                     .or_insert_with(|| reason_of(stacks, out.stack_id, preempted)),
                 stack_id: out.stack_id,
                 own_stack,
-            })
-            .collect()
+            };
+            if self.gaps.is_empty() {
+                waits.push(wait);
+            } else {
+                waits.extend(
+                    self.gaps
+                        .pieces(wait.start_ns, wait.end_ns)
+                        .map(|(a, b)| Wait {
+                            start_ns: a,
+                            end_ns: b,
+                            ..wait
+                        }),
+                );
+            }
+        }
+        waits
     }
 }
 
@@ -469,7 +507,8 @@ pub struct ThreadWaits {
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
-    /// From its first to its last context switch, ns.
+    /// From its first to its last context switch, ns (less the time
+    /// switches were not recorded, see [`WaitSummary::traced_share`]).
     pub span_ns: u64,
     /// Off-CPU time in that span, ns.
     pub wait_ns: u64,
@@ -503,6 +542,11 @@ pub struct WaitSummary {
     /// Waits left out because their thread was sampled running during
     /// them (a switch record was lost).
     pub impossible: u64,
+    /// Where switches came faster than `--switch-rate`, the share of the
+    /// time they were recorded: waits, spans and shares are of that time
+    /// (absent when every switch was recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traced_share: Option<f64>,
     /// Per reason, most time first.
     pub by_reason: Vec<ReasonRow>,
     /// Per thread, most wait time first.
@@ -618,6 +662,10 @@ pub struct LoopWaits {
     pub to_ns: u64,
     /// Whether `from_ns..to_ns` is the steps' loop (else the thread's span).
     pub in_steps: bool,
+    /// The time of the span in which switches were recorded (all of it
+    /// unless they came faster than `--switch-rate`), ns: what `wait_ns`
+    /// and `input_ns` are shares of.
+    pub traced_ns: u64,
     /// Off-CPU time in the span, ns.
     pub wait_ns: u64,
     pub by_reason: BTreeMap<String, u64>,
@@ -659,6 +707,7 @@ pub(crate) fn overlap(w: &Wait, from: u64, to: u64) -> u64 {
 /// exec: before it, another program ran, e.g. a `pyenv` shim).
 pub(crate) fn loop_waits(
     waits: &[Wait],
+    gaps: &Gaps,
     stacks: &CallStacks,
     (pid, tid): (u32, u32),
     span: Option<(u64, u64)>,
@@ -681,6 +730,7 @@ pub(crate) fn loop_waits(
         from_ns,
         to_ns,
         in_steps: span.is_some(),
+        traced_ns: gaps.covered(from_ns, to_ns),
         ..LoopWaits::default()
     };
     // Per function: time, and whether it is Python code.
@@ -756,7 +806,9 @@ pub(crate) fn summarize(
     let mut threads: Vec<ThreadWaits> = per_thread
         .into_iter()
         .map(|((pid, tid), (wait_ns, reasons))| {
-            let span_ns = spans.get(&(pid, tid)).map_or(0, |s| s.1 - s.0);
+            let span_ns = spans
+                .get(&(pid, tid))
+                .map_or(0, |s| switches.gaps.covered(s.0, s.1));
             ThreadWaits {
                 pid,
                 tid,
@@ -820,6 +872,7 @@ pub(crate) fn summarize(
     WaitSummary {
         waits: waits.len() as u64,
         wait_ns,
+        traced_share: None,
         own_stack_share: if wait_ns == 0 {
             1.0
         } else {
@@ -1089,16 +1142,19 @@ mod tests {
     #[test]
     fn an_out_and_the_threads_next_in_make_a_wait() {
         let s = stacks(&[FUTEX]);
-        let switches = Switches::pair(vec![
-            row(10, 7, true, false, Some(100)),
-            row(12, 8, true, true, None),
-            row(15, 8, false, false, None),
-            row(30, 7, false, false, None),
-            row(40, 7, true, false, Some(100)),
-            // Thread 7's last switch-out has no switch-in: no wait. An in
-            // with no out before it neither.
-            row(5, 9, false, false, None),
-        ]);
+        let switches = Switches::pair(
+            vec![
+                row(10, 7, true, false, Some(100)),
+                row(12, 8, true, true, None),
+                row(15, 8, false, false, None),
+                row(30, 7, false, false, None),
+                row(40, 7, true, false, Some(100)),
+                // Thread 7's last switch-out has no switch-in: no wait. An in
+                // with no out before it neither.
+                row(5, 9, false, false, None),
+            ],
+            Gaps::default(),
+        );
         let waits = switches.waits(&s);
         let got: Vec<(u32, u64, u64, WaitReason)> = waits
             .iter()
@@ -1122,23 +1178,78 @@ mod tests {
     }
 
     #[test]
+    fn around_gaps_waits_are_what_the_records_prove_and_shares_of_the_traced_time() {
+        let s = stacks(&[FUTEX]);
+        // Not recorded: 100..200 and 300..400.
+        let gaps = Gaps::from(vec![(100, 200), (300, 400)]);
+        let switches = Switches::pair(
+            vec![
+                // Thread 7: out at 50, in at 450: off-CPU throughout, but
+                // only 50..100, 200..300 and 400..450 were seen.
+                row(10, 7, false, false, None),
+                row(50, 7, true, false, Some(100)),
+                row(450, 7, false, false, None),
+                row(500, 7, true, false, Some(100)),
+                // Thread 8: out at 60, then out again at 250: it came
+                // back in the gap, so only 60..100 is proven.
+                row(20, 8, false, false, None),
+                row(60, 8, true, false, Some(100)),
+                row(250, 8, true, false, Some(100)),
+                row(260, 8, false, false, None),
+                // Thread 9: in at 30, in again at 230: it left in the
+                // gap and waited at least from its end, 200..230.
+                row(30, 9, false, false, None),
+                row(230, 9, false, false, None),
+                row(240, 9, true, false, Some(100)),
+            ],
+            gaps,
+        );
+        let waits = switches.waits(&s);
+        let got: Vec<(u32, u64, u64, bool)> = waits
+            .iter()
+            .map(|w| (w.tid, w.start_ns, w.end_ns, w.own_stack))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (7, 50, 100, true),
+                (7, 200, 300, true),
+                (7, 400, 450, true),
+                (8, 60, 100, true),
+                (8, 250, 260, true),
+                (9, 200, 230, false),
+            ]
+        );
+        let summary = summarize(&waits, &switches, &s, |_| None);
+        let t7 = summary.threads.iter().find(|t| t.tid == 7).unwrap();
+        // 10..500 less the 200 ns not recorded; 200 ns waited.
+        assert_eq!((t7.span_ns, t7.wait_ns), (290, 200));
+        // Thread 7 as a loop's: 200 ns of the 300 recorded.
+        let m = loop_waits(&waits, &switches.gaps, &s, (1, 7), Some((0, 500)), 0).unwrap();
+        assert_eq!((m.traced_ns, m.wait_ns), (300, 200));
+    }
+
+    #[test]
     fn a_wait_without_a_stack_takes_its_threads_nearest_of_the_same_kind() {
         let s = stacks(&[FUTEX, &["schedule@[kernel]", "do_nanosleep@[kernel]"]]);
-        let switches = Switches::pair(vec![
-            row(0, 7, true, false, Some(100)),
-            row(1, 7, false, false, None),
-            row(100, 7, true, false, Some(200)),
-            row(101, 7, false, false, None),
-            // Unsampled: nearer the sleep than the futex wait.
-            row(90, 7, true, false, None),
-            row(91, 7, false, false, None),
-            // Preempted: only a preempted stack may lend (none here).
-            row(95, 7, true, true, None),
-            row(96, 7, false, false, None),
-            // A long wait keeps no stack rather than a neighbour's.
-            row(200, 7, true, false, None),
-            row(200 + BORROW_MAX_NS + 1, 7, false, false, None),
-        ]);
+        let switches = Switches::pair(
+            vec![
+                row(0, 7, true, false, Some(100)),
+                row(1, 7, false, false, None),
+                row(100, 7, true, false, Some(200)),
+                row(101, 7, false, false, None),
+                // Unsampled: nearer the sleep than the futex wait.
+                row(90, 7, true, false, None),
+                row(91, 7, false, false, None),
+                // Preempted: only a preempted stack may lend (none here).
+                row(95, 7, true, true, None),
+                row(96, 7, false, false, None),
+                // A long wait keeps no stack rather than a neighbour's.
+                row(200, 7, true, false, None),
+                row(200 + BORROW_MAX_NS + 1, 7, false, false, None),
+            ],
+            Gaps::default(),
+        );
         let waits = switches.waits(&s);
         let by_start: HashMap<u64, &Wait> = waits.iter().map(|w| (w.start_ns, w)).collect();
         assert_eq!(by_start[&90].reason, WaitReason::Sleep);
@@ -1230,14 +1341,14 @@ mod tests {
             w(150, 160, 200, WaitReason::Lock),
             w(190, 230, 100, WaitReason::Lock),
         ];
-        let m = loop_waits(&waits, &s, (1, 1), Some((100, 200)), 60).unwrap();
+        let m = loop_waits(&waits, &Gaps::default(), &s, (1, 1), Some((100, 200)), 60).unwrap();
         assert_eq!((m.from_ns, m.to_ns, m.in_steps), (100, 200, true));
         assert_eq!(m.wait_ns, 10 + 10 + 10);
         assert_eq!(m.input_ns, 20, "the queue's lock waits, clipped");
         assert_eq!(m.input_in.as_deref(), Some("Queue.get"));
-        let whole = loop_waits(&waits, &s, (1, 1), None, 60).unwrap();
+        let whole = loop_waits(&waits, &Gaps::default(), &s, (1, 1), None, 60).unwrap();
         assert_eq!((whole.from_ns, whole.to_ns), (90, 230));
         assert_eq!(whole.by_reason.get("pipe"), None, "another program's wait");
-        assert!(loop_waits(&waits, &s, (2, 2), None, 0).is_none());
+        assert!(loop_waits(&waits, &Gaps::default(), &s, (2, 2), None, 0).is_none());
     }
 }

@@ -55,11 +55,17 @@ impl RecordConfig {
 /// CNN's in 89 % and 92 %, at the same cost (docs/performance.md).
 pub const DEFAULT_STACK_BYTES: u32 = 65528;
 
-/// What `sofa record` was asked to do; built by the binary from its flags.
 /// Calls a second per CPU traced in full by default: tracing costs ~0.5 µs
 /// a call (enter and exit), so at this rate at most ~1 % of a CPU.
 pub const DEFAULT_SYSCALL_RATE: u64 = 20_000;
 
+/// Switch-outs a second per CPU recorded in full by default: four times
+/// the busiest second of a CPU in the real training jobs of the step
+/// corpus (2 543, PyTorch DDP), while a pipe ping-pong's ~10^6 a second
+/// are recorded ~1 % of the time (docs/performance.md).
+pub const DEFAULT_SWITCH_RATE: u64 = 10_000;
+
+/// What `sofa record` was asked to do; built by the binary from its flags.
 #[derive(Debug, Clone)]
 pub struct RecordConfig {
     /// Archive directory. Default `sofa-out`.
@@ -102,6 +108,11 @@ pub struct RecordConfig {
     /// Record context switches with the stack at each switch-out
     /// (`--no-off-cpu` turns it off). Default on.
     pub off_cpu: bool,
+    /// Switch-outs a second on one CPU up to which every context switch
+    /// is recorded; above it, switches are recorded in windows that keep
+    /// to this rate (the `untraced` table lists the spans between them).
+    /// 0: every switch, always. Default [`DEFAULT_SWITCH_RATE`].
+    pub switch_rate: u64,
     /// Record network packets (net tracepoints, system-wide). Default on.
     pub net: bool,
     /// Also capture packet headers (AF_PACKET) for flows. Default off.

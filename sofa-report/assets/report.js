@@ -812,8 +812,11 @@
     waitThreads.forEach(function (r) {
       Object.keys(r).forEach(function (k) { if (waitColumns.indexOf(k) < 0) waitColumns.push(k); });
     });
+    // Switches recorded in windows (above --switch-rate): shares of that time.
+    var windows = w && w.traced_share != null ? "; switches came faster than --switch-rate and were recorded " +
+      fmtPct(w.traced_share) + " of the time: spans and waits are of that time" : "";
     b.appendChild(dataTable("Waits per thread (off the CPU)", waitThreads, collectorNote("off_cpu", "no waits"),
-      "span: the thread's first to last context switch", waitColumns.length ? waitColumns : null));
+      "span: the thread's first to last context switch" + windows, waitColumns.length ? waitColumns : null));
     b.appendChild(dataTable("Where threads waited", w ? w.stacks : [], collectorNote("off_cpu", "no waits")));
     if (w && w.locks && w.locks.length) {
       b.appendChild(dataTable("Locks threads slept on", w.locks.map(function (l) {

@@ -462,6 +462,14 @@ fn waits(out: &mut String, analysis: &Analysis, limit: usize) {
             w.impossible
         );
     }
+    if let Some(share) = w.traced_share {
+        let _ = writeln!(
+            out,
+            "waits      switches came faster than --switch-rate: recorded {:.1}% of the time; \
+             waits and shares are of that time",
+            100.0 * share
+        );
+    }
     if w.own_stack_share < 0.99 {
         let _ = writeln!(
             out,

@@ -10,7 +10,7 @@
 use super::{cpu, gpu, net, python, syscalls, system};
 use crate::{RecordConfig, RecordError};
 use perf_event_open::sample::record::{Record, RecordId};
-use sofa_trace::tables::LostEvents;
+use sofa_trace::tables::{LostEvents, Untraced};
 use sofa_trace::{ArchiveWriter, CollectorName, CollectorState, CollectorStatus, TraceError};
 use std::sync::atomic::AtomicBool;
 
@@ -64,6 +64,11 @@ pub struct Outcome {
     pub notes: Vec<String>,
     /// Replaces its `ok` status (e.g. to say what it could not get).
     pub status: Option<CollectorStatus>,
+    /// When it recorded less than it was asked to (`untraced` rows).
+    pub untraced: Vec<Untraced>,
+    /// Statuses of collectors that run through this one (`off_cpu`
+    /// through `cpu`), where they have something to say.
+    pub others: Vec<(CollectorName, CollectorStatus)>,
 }
 
 /// Why a collector did not open.

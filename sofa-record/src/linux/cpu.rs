@@ -42,6 +42,13 @@ struct Cpu {
     /// asked for perf maps (their maps are removed once copied into the
     /// archive); no libraries where the user asked for maps too.
     own_perf_maps: (std::time::SystemTime, Vec<&'static str>),
+    /// Switch-outs a second per CPU above which switches are recorded in
+    /// windows (`--switch-rate`).
+    switch_rate: u64,
+    cpus: usize,
+    /// When switches were not recorded, and what the `off_cpu` status
+    /// says then: filled in when the recording ends.
+    off_cpu: (Vec<sofa_trace::tables::Untraced>, Option<CollectorStatus>),
 }
 
 /// Where the kernel's sampling rate limit is; it lowers it itself when
@@ -129,6 +136,9 @@ fn open(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
             std::time::SystemTime::now(),
             super::own_perf_map_libraries(config, |var| std::env::var_os(var).is_some()),
         ),
+        switch_rate: config.switch_rate,
+        cpus: setup.cpus as usize,
+        off_cpu: (Vec::new(), None),
     }))
 }
 
@@ -145,7 +155,7 @@ impl Collector for Cpu {
         let progress = self.progress.as_deref();
         let mut streams = self.streams.take().expect("the CPU collector runs once");
         let (tx, rx) = std::sync::mpsc::channel::<Item>();
-        let (drained, worked) = std::thread::scope(|scope| {
+        let (drained, worked, off_cpu) = std::thread::scope(|scope| {
             let worker = std::thread::Builder::new()
                 .name("sofa-cpu-rows".into())
                 .spawn_scoped(scope, move || -> Result<Streams, TraceError> {
@@ -165,8 +175,10 @@ impl Collector for Cpu {
                 tx,
                 samples: 0,
                 lost: 0,
+                off_cpu: super::offcpu::Duty::new(self.switch_rate, &self.samplers, self.cpus),
             };
             let drained = super::drain::drain(&sources, &mut forward, stop, |f| {
+                f.off_cpu.check();
                 if let Some(dir) = progress
                     && last_progress.elapsed() >= Duration::from_millis(500)
                 {
@@ -183,16 +195,19 @@ impl Collector for Cpu {
                     let _ = err.flush();
                 }
             });
+            for s in &self.samplers {
+                let _ = s.counter.disable();
+            }
             // Closing the channel ends the worker once it has caught up.
-            drop(forward);
+            let Forward { tx, off_cpu, .. } = forward;
+            drop(tx);
+            let off_cpu = off_cpu.end();
             let worked = worker.and_then(|w| w.join().expect("the CPU rows worker does not panic"));
-            (drained, worked)
+            (drained, worked, off_cpu)
         });
+        self.off_cpu = off_cpu;
         if progress.is_some() {
             eprint!("\r\x1b[2K");
-        }
-        for s in &self.samplers {
-            let _ = s.counter.disable();
         }
         // The worker's error is the cause; a refused send only follows it.
         self.streams = Some(worked?);
@@ -290,11 +305,22 @@ impl Collector for Cpu {
         }
         let status = (!status_notes.is_empty())
             .then(|| CollectorStatus::with(CollectorState::Ok, status_notes.join("; ")));
+        let (untraced, off_cpu) = self.off_cpu;
+        if let Some(off_cpu) = &off_cpu {
+            notes.push(format!(
+                "off-CPU waits: {}",
+                off_cpu.reason.as_deref().unwrap_or("")
+            ));
+        }
         Ok(Outcome {
             rows: finished.sample_count,
             losses: Some(finished.losses),
             notes,
             status,
+            untraced,
+            others: off_cpu
+                .map(|s| vec![(CollectorName::OffCpu, s)])
+                .unwrap_or_default(),
         })
     }
 }
@@ -309,13 +335,15 @@ enum Item {
 
 /// The draining side: records become events and go to the worker; counts
 /// for the progress line.
-struct Forward {
+struct Forward<'a> {
     tx: std::sync::mpsc::Sender<Item>,
     samples: u64,
     lost: u64,
+    /// Switch records in windows above `--switch-rate`.
+    off_cpu: super::offcpu::Duty<'a>,
 }
 
-impl Forward {
+impl Forward<'_> {
     fn send(&self, item: Item) -> Result<(), TraceError> {
         self.tx.send(item).map_err(|_| TraceError::Io {
             path: "sofa-cpu-rows thread".into(),
@@ -324,9 +352,10 @@ impl Forward {
     }
 }
 
-impl super::drain::Sink for Forward {
+impl super::drain::Sink for Forward<'_> {
     fn handle(&mut self, tag: u32, record: Record) -> Result<(), TraceError> {
         let event = Event::from(record);
+        self.off_cpu.saw(tag, &event);
         match &event {
             Event::Sample { .. } if tag & super::offcpu::TAG == 0 => self.samples += 1,
             Event::Lost { count, .. } => self.lost += count,

@@ -6,6 +6,7 @@ mod collect;
 mod collector;
 mod cpu;
 mod drain;
+mod duty;
 mod events;
 mod gpu;
 mod host;
@@ -25,7 +26,7 @@ mod unwind;
 use crate::{RecordConfig, RecordError, RecordSummary};
 use child::{Child, Exit};
 use collector::{Collector, Setup};
-use sofa_trace::tables::LostEvents;
+use sofa_trace::tables::{LostEvents, Untraced};
 use sofa_trace::{ArchiveWriter, CollectorName, ExitInfo, Meta, TraceError};
 use std::path::Path;
 use std::sync::Arc;
@@ -108,14 +109,19 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
     let mut rows = std::collections::BTreeMap::new();
     let mut lost_rows: Vec<LostEvents> = Vec::new();
     let mut lost_total = 0;
+    let mut untraced = Vec::new();
     for (spec, collector) in stopped {
         let outcome = collector.finish(&archive)?;
         rows.insert(spec.name, outcome.rows);
+        untraced.extend(outcome.untraced);
         notes.extend(outcome.notes);
         let meta = archive.meta_mut();
         if let Some(status) = outcome.status {
             meta.collectors
                 .insert(spec.name.as_str().to_owned(), status);
+        }
+        for (name, status) in outcome.others {
+            meta.collectors.insert(name.as_str().to_owned(), status);
         }
         if let Some(losses) = outcome.losses {
             meta.lost
@@ -131,6 +137,14 @@ pub fn record(config: &RecordConfig) -> Result<RecordSummary, RecordError> {
         lost_out.push(row)?;
     }
     lost_out.finish()?;
+    if !untraced.is_empty() {
+        let mut table = archive.table::<Untraced>()?;
+        untraced.sort_by(|a, b| (a.start_ns, &a.collector).cmp(&(b.start_ns, &b.collector)));
+        for row in untraced {
+            table.push(row)?;
+        }
+        table.finish()?;
+    }
 
     let meta = archive.meta_mut();
     meta.end_ns = Some(end_ns);
@@ -283,6 +297,7 @@ mod tests {
             debug_dirs: Vec::new(),
             syscalls: true,
             syscall_rate: crate::DEFAULT_SYSCALL_RATE,
+            switch_rate: crate::DEFAULT_SWITCH_RATE,
             off_cpu: true,
             net: true,
             net_capture: false,

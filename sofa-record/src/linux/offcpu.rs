@@ -17,10 +17,13 @@
 //! stacks share one table and one symbolization; rows go to `switches`.
 
 use super::collector::Setup;
+use super::duty::{Turn, Windows, switch};
+use super::events::Event;
 use super::perf::{CpuSampler, Stacks};
 use perf_event_open::config::{Cpu, ExtraRecord, Opts, Proc, SampleOn};
 use perf_event_open::count::Counter;
 use perf_event_open::event::sw::Software;
+use sofa_trace::tables::Untraced;
 use sofa_trace::{CollectorName, CollectorState, CollectorStatus};
 
 /// Set in the tag of an off-CPU ring (the CPU number is in the low bits),
@@ -95,5 +98,108 @@ pub fn open(setup: &mut Setup, kernel: bool, stacks: Stacks) -> Vec<CpuSampler> 
             );
             Vec::new()
         }
+    }
+}
+
+/// Records read between two looks at the switch budget within a pass.
+const CHECK_EVERY: u64 = 1024;
+
+/// Switch records in windows ([`Windows`]): above `--switch-rate`
+/// switch-outs a second on a CPU, the off-CPU counters go off for a while
+/// (the kernel then writes no switch record and takes no stack), so a
+/// thread pair that hands work back and forth 10^5 times a second is not
+/// slowed by its recording; every wait is still whole where it is
+/// traced, and the analysis reads shares over the traced time.
+pub struct Duty<'a> {
+    windows: Windows,
+    /// The off-CPU counters, one per CPU.
+    counters: Vec<&'a Counter>,
+    /// Switch-outs read per CPU.
+    outs: Vec<u64>,
+    /// Off-CPU records read: every [`CHECK_EVERY`] the budget is looked at.
+    handled: u64,
+    gaps: Vec<Untraced>,
+}
+
+impl<'a> Duty<'a> {
+    /// The duty of the off-CPU counters among `samplers` (none: nothing
+    /// to do); `limit` switch-outs a second per CPU, 0: every switch.
+    pub fn new(limit: u64, samplers: &'a [CpuSampler], cpus: usize) -> Duty<'a> {
+        Duty {
+            windows: Windows::new(limit),
+            counters: samplers
+                .iter()
+                .filter(|s| s.cpu & TAG != 0)
+                .map(|s| &s.counter)
+                .collect(),
+            outs: vec![0; cpus],
+            handled: 0,
+            gaps: Vec::new(),
+        }
+    }
+
+    /// A record of the ring tagged `tag`: switch-outs are counted.
+    pub fn saw(&mut self, tag: u32, event: &Event) {
+        if tag & TAG == 0 || self.counters.is_empty() {
+            return;
+        }
+        if let Event::Switch { out: true, .. } = event
+            && let Some(n) = self.outs.get_mut((tag & !TAG) as usize)
+        {
+            *n += 1;
+        }
+        self.handled += 1;
+        if self.handled.is_multiple_of(CHECK_EVERY) {
+            self.check();
+        }
+    }
+
+    /// Looks at the budget (after every pass over the rings, and every
+    /// [`CHECK_EVERY`] records within one).
+    pub fn check(&mut self) {
+        if self.counters.is_empty() {
+            return;
+        }
+        let counters = &self.counters;
+        match self
+            .windows
+            .look(&self.outs, |on| switch(counters.iter().copied(), on))
+        {
+            Turn::Within | Turn::NewWindow => {}
+            Turn::Resumed { since, end, rate } => self.gap(since, end, rate),
+            Turn::Overspent { off_ns, rate, .. } => {
+                let counters = &self.counters;
+                self.windows
+                    .go_off(off_ns, rate, |on| switch(counters.iter().copied(), on));
+            }
+        }
+    }
+
+    fn gap(&mut self, since: u64, end: u64, rate: u64) {
+        self.gaps.push(Untraced {
+            collector: CollectorName::OffCpu.as_str().to_owned(),
+            start_ns: since,
+            end_ns: end,
+            rate_per_s: rate,
+            call: None,
+        });
+    }
+
+    /// The recording has ended (the counters are off): the spans off, and
+    /// the `off_cpu` status if there were any.
+    pub fn end(mut self) -> (Vec<Untraced>, Option<CollectorStatus>) {
+        if let Some((since, end, rate)) = self.windows.end() {
+            self.gap(since, end, rate);
+        }
+        let status = self.windows.said("switches").map(|said| {
+            CollectorStatus::with(
+                CollectorState::Ok,
+                format!(
+                    "{said}: above --switch-rate {} (0 records every switch)",
+                    self.windows.limit()
+                ),
+            )
+        });
+        (self.gaps, status)
     }
 }

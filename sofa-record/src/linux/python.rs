@@ -220,6 +220,7 @@ impl Collector for Python {
             losses: None,
             notes,
             status: Some(status),
+            ..Outcome::default()
         })
     }
 }

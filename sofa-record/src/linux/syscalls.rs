@@ -4,6 +4,7 @@
 
 use super::collector::{Collector, Losses, OpenError, Outcome, Setup, Spec, nothing_skipped};
 use super::drain::{Sink, drain};
+use super::duty::{Turn, Windows, switch};
 use super::host::monotonic_ns;
 use super::tracepoint::{Scope, Source, event_format, open_pair};
 use crate::syscalls::{Enter, Exit, Pairer};
@@ -62,9 +63,9 @@ impl Collector for SyscallCollector {
         Ok(())
     }
 
-    fn finish(self: Box<Self>, archive: &ArchiveWriter) -> Result<Outcome, TraceError> {
+    fn finish(self: Box<Self>, _: &ArchiveWriter) -> Result<Outcome, TraceError> {
         let said = self.sink.duty.said(&self.sink);
-        let mut outcome = self.sink.finish(archive)?;
+        let mut outcome = self.sink.finish()?;
         if let Some(said) = said {
             outcome.notes.push(format!("system calls: {said}"));
             outcome.status = Some(CollectorStatus::with(CollectorState::Ok, said));
@@ -85,169 +86,51 @@ const MAX_LEFT_OUT: usize = 4;
 /// cost ~15 ns a call (docs/design.md).
 const MAX_FILTERED_PER_S: u64 = 200_000;
 
-/// How long tracing stays on between decisions: 20 ms.
-const WINDOW_NS: u64 = 20_000_000;
-/// The longest span off, so a rate that drops is seen within two seconds.
-const MAX_OFF_NS: u64 = 2_000_000_000;
-/// A CPU may save up this many seconds' worth of the limit: a burst of up
-/// to `limit` calls is traced whole (PyTorch's imports: ~45 000 calls in
-/// 2-3 s; a quarter of a second's worth had `newfstatat` left out there).
-const BURST_S: f64 = 1.0;
-
-/// The calls each CPU may still have traced: `limit` a second, at most
-/// [`BURST_S`] seconds' worth saved up (a token bucket per CPU).
-struct Budget {
-    limit: f64,
-    tokens: Vec<f64>,
-}
-
-impl Budget {
-    fn new(limit: u64) -> Budget {
-        Budget {
-            limit: limit as f64,
-            tokens: Vec::new(),
-        }
-    }
-
-    /// A window of `elapsed_ns` in which CPU i saw `calls[i]` calls: how
-    /// long tracing must now stay off, if some CPU spent more than it had.
-    fn spend(&mut self, elapsed_ns: u64, calls: &[u64]) -> Option<u64> {
-        let full = self.limit * BURST_S;
-        self.tokens.resize(calls.len(), full);
-        self.refill(elapsed_ns);
-        let mut worst = 0.0f64;
-        for (tokens, &n) in self.tokens.iter_mut().zip(calls) {
-            *tokens -= n as f64;
-            worst = worst.min(*tokens);
-        }
-        (worst < 0.0).then(|| ((-worst / self.limit * 1e9) as u64).clamp(1, MAX_OFF_NS))
-    }
-
-    /// What was overspent is written off (the calls that overspent it are
-    /// no longer traced).
-    fn forgive(&mut self) {
-        for tokens in &mut self.tokens {
-            *tokens = tokens.max(0.0);
-        }
-    }
-
-    /// `elapsed_ns` passed: every CPU earns its share of the limit.
-    fn refill(&mut self, elapsed_ns: u64) {
-        let full = self.limit * BURST_S;
-        let earned = self.limit * elapsed_ns as f64 / 1e9;
-        for tokens in &mut self.tokens {
-            *tokens = (*tokens + earned).min(full);
-        }
-    }
-}
-
-/// Tracing in windows: every [`WINDOW_NS`] the calls of each CPU are
-/// charged to its [`Budget`] (looked at after every pass over the rings
-/// and every [`CHECK_EVERY`] events within one); a CPU that overspent
-/// turns tracing off until its budget is back to zero (up to
-/// [`MAX_OFF_NS`]), so a sustained storm is traced `limit` calls a second
-/// and a short burst is traced whole.
+/// Tracing in windows ([`Windows`]), and before them, where one call makes
+/// most of a storm, that call left out by a kernel filter: every other
+/// call stays traced in full.
 struct Duty {
-    /// Calls a second per CPU; 0: always on.
-    limit: u64,
-    budget: Budget,
-    /// When the current window began (0 before the first pass).
-    window_ns: u64,
-    /// Enters per CPU read by then.
-    counts: Vec<u64>,
-    /// Tracing is off: (since, until, the rate that turned it off).
-    off: Option<(u64, u64, u64)>,
+    windows: Windows,
     /// Enters per call number read when the window began.
     nr_counts: Vec<u64>,
-    first_ns: u64,
-    last_ns: u64,
-    off_ns: u64,
-    spans: u64,
-    peak: u64,
 }
 
 impl Duty {
     fn new(limit: u64) -> Duty {
         Duty {
-            limit,
-            budget: Budget::new(limit),
-            window_ns: 0,
-            counts: Vec::new(),
-            off: None,
+            windows: Windows::new(limit),
             nr_counts: Vec::new(),
-            first_ns: 0,
-            last_ns: 0,
-            off_ns: 0,
-            spans: 0,
-            peak: 0,
         }
     }
 
     fn check(&mut self, sink: &mut SyscallSink) {
-        if self.limit == 0 {
-            return;
-        }
-        let now = monotonic_ns();
-        if self.first_ns == 0 {
-            self.first_ns = now;
-        }
-        self.last_ns = now;
-        if let Some((since, until, rate)) = self.off {
-            if now >= until {
-                let end = monotonic_ns();
+        let counters = &sink.counters;
+        match self.windows.look(&sink.enters, |on| switch(counters, on)) {
+            Turn::Within => {}
+            Turn::NewWindow => self.nr_counts.clone_from(&sink.by_nr),
+            Turn::Resumed { since, end, rate } => {
                 sink.gap_ends(since, end, rate);
-                self.off_ns += end - since;
-                self.budget.refill(end - since);
-                for counter in &sink.counters {
-                    let _ = counter.enable();
-                }
-                self.off = None;
-                self.restart(sink, monotonic_ns());
+                self.nr_counts.clone_from(&sink.by_nr);
             }
-            return;
+            Turn::Overspent {
+                off_ns,
+                rate,
+                elapsed_ns,
+            } => {
+                // Mostly one call: leave it out, in the kernel, and trace
+                // every other call in full (no gap), where the filter is
+                // cheap enough.
+                let traced_ns = self.windows.traced_ns();
+                if let Some((nr, per_s)) = self.dominant(sink, elapsed_ns, traced_ns)
+                    && self.leave_out(sink, nr, per_s)
+                {
+                    return;
+                }
+                let counters = &sink.counters;
+                let since = self.windows.go_off(off_ns, rate, |on| switch(counters, on));
+                sink.gap_begins(since);
+            }
         }
-        if self.window_ns == 0 {
-            self.restart(sink, now);
-            return;
-        }
-        let elapsed = now - self.window_ns;
-        if elapsed < WINDOW_NS {
-            return;
-        }
-        let calls: Vec<u64> = sink
-            .enters
-            .iter()
-            .zip(&self.counts)
-            .map(|(now, then)| now - then)
-            .collect();
-        let Some(off) = self.budget.spend(elapsed, &calls) else {
-            self.restart(sink, now);
-            return;
-        };
-        let most = calls.iter().copied().max().unwrap_or(0);
-        let rate = (most as u128 * 1_000_000_000 / elapsed as u128) as u64;
-        self.peak = self.peak.max(rate);
-        // Mostly one call: leave it out, in the kernel, and trace every
-        // other call in full (no gap), where the filter is cheap enough.
-        let traced_ns = now.saturating_sub(self.first_ns + self.off_ns);
-        if let Some((nr, per_s)) = self.dominant(sink, elapsed, traced_ns)
-            && self.leave_out(sink, nr, per_s)
-        {
-            return;
-        }
-        for counter in &sink.counters {
-            let _ = counter.disable();
-        }
-        let since = monotonic_ns();
-        sink.gap_begins(since);
-        self.spans += 1;
-        self.off = Some((since, since + off, rate));
-    }
-
-    fn restart(&mut self, sink: &SyscallSink, now: u64) {
-        self.window_ns = now;
-        self.counts.clone_from(&sink.enters);
-        self.nr_counts.clone_from(&sink.by_nr);
     }
 
     /// The call that made at least half of the window's calls, and its rate
@@ -303,48 +186,37 @@ impl Duty {
         }
         let since = monotonic_ns();
         sink.leave_out(nr, since, per_s);
-        self.budget.forgive();
-        self.restart(sink, since);
+        self.windows.forgive(&sink.enters, since);
+        self.nr_counts.clone_from(&sink.by_nr);
         true
     }
 
     /// The command has ended (the counters are off): a span still open
     /// ends now.
     fn end(&mut self, sink: &mut SyscallSink) {
-        if let Some((since, _, rate)) = self.off.take() {
-            let end = monotonic_ns().max(since);
+        if let Some((since, end, rate)) = self.windows.end() {
             sink.gap_ends(since, end, rate);
-            self.off_ns += end - since;
-            self.last_ns = end;
         }
     }
 
     /// What the archive and the user are told, if tracing was ever off.
     fn said(&self, sink: &SyscallSink) -> Option<String> {
-        let span = self.last_ns.saturating_sub(self.first_ns).max(1);
         let mut said = Vec::new();
         for gap in &sink.gaps {
             if let Some(name) = &gap.call {
                 said.push(format!(
                     "{name} left out after {:.2} s (most of the calls, {} a second)",
-                    gap.start_ns.saturating_sub(self.first_ns) as f64 / 1e9,
+                    gap.start_ns.saturating_sub(self.windows.first_ns()) as f64 / 1e9,
                     gap.rate_per_s
                 ));
             }
         }
-        if self.spans > 0 {
-            let traced = 100.0 * (1.0 - self.off_ns as f64 / span as f64);
-            said.push(format!(
-                "traced in windows, {traced:.1} % of the time ({} untraced spans, up to {} \
-                 calls/s on a CPU)",
-                self.spans, self.peak
-            ));
-        }
+        said.extend(self.windows.said("calls"));
         (!said.is_empty()).then(|| {
             format!(
                 "{}: above --syscall-rate {} (0 traces every call)",
                 said.join("; "),
-                self.limit
+                self.windows.limit()
             )
         })
     }
@@ -541,23 +413,23 @@ impl SyscallSink {
 }
 
 impl SyscallSink {
-    /// Flushes calls still open; says how many exits had no enter. Writes
-    /// the `untraced` table if tracing was ever off.
-    fn finish(mut self, archive: &ArchiveWriter) -> Result<Outcome, TraceError> {
+    /// Flushes calls still open; says how many exits had no enter and when
+    /// tracing was off.
+    fn finish(mut self) -> Result<Outcome, TraceError> {
         self.feed(u64::MAX)?;
         let pairer = std::mem::take(&mut self.pairer);
         let orphans = pairer.finish(&mut self.rows);
         self.write_rows()?;
         let summary = self.out.finish()?;
-        if !self.gaps.is_empty() {
-            let mut table = archive.table::<Untraced>()?;
-            let end = self.horizon_ns.max(super::host::monotonic_ns());
-            for mut gap in self.gaps {
-                gap.end_ns = gap.end_ns.min(end);
-                table.push(gap)?;
-            }
-            table.finish()?;
-        }
+        let end = self.horizon_ns.max(super::host::monotonic_ns());
+        let untraced = self
+            .gaps
+            .into_iter()
+            .map(|gap| Untraced {
+                end_ns: gap.end_ns.min(end),
+                ..gap
+            })
+            .collect();
         let mut notes = Vec::new();
         if self.in_gap_events > 0 {
             notes.push(format!(
@@ -577,6 +449,8 @@ impl SyscallSink {
             losses: Some(self.losses),
             notes,
             status: None,
+            untraced,
+            others: Vec::new(),
         })
     }
 }
@@ -663,59 +537,5 @@ impl Event {
             Event::Exit(x) => x.time_ns,
             Event::GapBegins(t) | Event::GapEnds(t) => *t,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Windows of 20 ms with `rate` calls a second on CPU 0: the share of
-    /// `seconds` traced, and the calls traced.
-    fn traced(limit: u64, rate: u64, seconds: f64) -> (f64, f64) {
-        let mut budget = Budget::new(limit);
-        let (mut t, mut on, mut calls) = (0u64, 0u64, 0.0);
-        let end = (seconds * 1e9) as u64;
-        while t < end {
-            let n = rate * WINDOW_NS / 1_000_000_000;
-            t += WINDOW_NS;
-            on += WINDOW_NS;
-            calls += n as f64;
-            if let Some(off) = budget.spend(WINDOW_NS, &[n, 0]) {
-                assert!(off <= MAX_OFF_NS);
-                t += off;
-                budget.refill(off);
-            }
-        }
-        (on as f64 / t as f64, calls / t as f64 * 1e9)
-    }
-
-    #[test]
-    fn a_storm_is_traced_at_the_limit_and_a_slow_stream_whole() {
-        // 1.5 M calls a second: ~20 000 a second traced, ~1.3 % of the time.
-        let (share, rate) = traced(20_000, 1_500_000, 60.0);
-        assert!((0.008..0.02).contains(&share), "{share}");
-        assert!((15_000.0..25_000.0).contains(&rate), "{rate}");
-        // Under the limit: never off.
-        assert_eq!(traced(20_000, 19_000, 60.0).0, 1.0);
-        // 100 000 a second: off 80 % of the time.
-        let (share, _) = traced(20_000, 100_000, 60.0);
-        assert!((0.15..0.25).contains(&share), "{share}");
-    }
-
-    #[test]
-    fn a_burst_within_the_budget_is_traced_whole() {
-        let mut budget = Budget::new(20_000);
-        // An interpreter's imports: 15 000 calls in 100 ms, then quiet.
-        for _ in 0..5 {
-            assert_eq!(budget.spend(WINDOW_NS, &[3_000, 10]), None);
-        }
-        // Left: 20 000 - 5 x 3 000 + 4 x 400 earned (the first window's
-        // 400 above the cap is not kept) = 6 600, and 400 more now. A
-        // second burst overspends by 8 000 calls: off for 0.4 s, until the
-        // budget is back at zero.
-        let off = budget.spend(WINDOW_NS, &[15_000, 0]).unwrap();
-        let expected = (15_000.0 - 7_000.0) / 20_000.0 * 1e9;
-        assert!((off as f64 - expected).abs() < 1e6, "{off} vs {expected}");
     }
 }
