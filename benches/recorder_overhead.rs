@@ -325,10 +325,11 @@ fn archive_size(mode: &Mode) -> Option<String> {
     ))
 }
 
-/// Off-CPU (context switches with stacks) against none and against `perf
-/// record -e sched:sched_switch -g`: two threads ping-ponging a byte over
-/// pipes on one CPU (`taskset -c 1`: a switch per message, ~3x10^5 a
-/// second here, with no idle CPU between them), and, when
+/// Off-CPU (context switches with stacks) against none, every switch, and
+/// `perf record -e sched:sched_switch -g`: two threads ping-ponging a byte
+/// over pipes on one CPU (`taskset -c 1`: a switch per message, ~10^6 a
+/// second here, with no idle CPU between them; and with 10 us of work per
+/// message, ~10^5 a second, the benchmark), and, when
 /// `SOFA_BENCH_TORCH_PYTHON` names a Python with torch, the corpus's CNN
 /// with two DataLoader workers (`SOFA_BENCH_ONLY=off-cpu`).
 fn off_cpu(sofa: &str, root: &Path, fixtures: &str, tmp: &Path) {
@@ -358,6 +359,15 @@ fn off_cpu(sofa: &str, root: &Path, fixtures: &str, tmp: &Path) {
                 name: "sofa record --no-syscalls (off-CPU)",
                 prefix: [
                     s(&[sofa, "record", "--no-syscalls", "-o"]),
+                    vec![out("sofa-out"), "--".into()],
+                    runner.to_vec(),
+                ]
+                .concat(),
+            },
+            Mode {
+                name: "sofa record --no-syscalls --switch-rate 0 (every switch)",
+                prefix: [
+                    s(&[sofa, "record", "--no-syscalls", "--switch-rate", "0", "-o"]),
                     vec![out("sofa-out"), "--".into()],
                     runner.to_vec(),
                 ]
@@ -394,11 +404,19 @@ fn off_cpu(sofa: &str, root: &Path, fixtures: &str, tmp: &Path) {
         }
         modes
     };
-    let trips = env_or("SOFA_BENCH_TRIPS", 200_000).to_string();
+    let trips = env_or("SOFA_BENCH_TRIPS", 1_000_000).to_string();
     scenario(
         "off-cpu (ping-pong)",
         &pingpong,
-        &[&trips],
+        &[&trips, "0"],
+        &modes(&s(&["taskset", "-c", "1"])),
+        env_or("SOFA_BENCH_OFF_RUNS", 5),
+    );
+    let trips = env_or("SOFA_BENCH_WORK_TRIPS", 100_000).to_string();
+    scenario(
+        "off-cpu (ping-pong, 10 us of work per message)",
+        &pingpong,
+        &[&trips, "10"],
         &modes(&s(&["taskset", "-c", "1"])),
         env_or("SOFA_BENCH_OFF_RUNS", 5),
     );
