@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 pub const FORMAT_VERSION: u32 = 1;
 /// Additive revisions (new tables, new columns, new meta fields) within a
 /// major version. Older readers ignore what they do not know.
-pub const FORMAT_MINOR: u32 = 8;
+pub const FORMAT_MINOR: u32 = 9;
 
 /// Whether the recorder finished writing the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -378,16 +378,20 @@ table! {
     /// coming faster than `--syscall-rate` a second on a CPU are traced in
     /// windows, and the spans between are listed here (or, where most of
     /// them were a spin loop's `sched_yield`, that call alone is left out
-    /// from then on: a row with `call`). Counts and times of such a
-    /// collector cover only the time outside these spans.
+    /// from then on: a row with `call`); context switches coming faster
+    /// than `--switch-rate` switch-outs a second on a CPU are recorded in
+    /// windows too (collector `off_cpu`). Counts and times of such a
+    /// collector cover only the time outside these spans: a thread's
+    /// switch-out before a span and its switch-in after it prove it waited
+    /// only outside the span.
     pub struct Untraced in "untraced" {
-        /// Collector that was off (`syscalls`).
+        /// Collector that was off (`syscalls`, `off_cpu`).
         pub collector: String,
         /// When it was switched off, ns (after the switch: nothing later is recorded).
         pub start_ns: u64,
         /// When it was switched on again, ns (before the switch: nothing earlier is recorded).
         pub end_ns: u64,
-        /// The highest per-CPU rate, calls a second, measured in the window before the span.
+        /// The highest per-CPU rate, calls (or switch-outs) a second, measured in the window before the span.
         pub rate_per_s: u64,
         /// The one system call left untraced in the span (a spin loop's `sched_yield`, filtered out in the kernel while every other call is traced); null when none was traced.
         pub call: Option<String>,
