@@ -48,7 +48,7 @@ struct Cpu {
     cpus: usize,
     /// When switches were not recorded, and what the `off_cpu` status
     /// says then: filled in when the recording ends.
-    off_cpu: (Vec<sofa_trace::tables::Untraced>, Option<CollectorStatus>),
+    off_cpu: (Vec<sofa_trace::tables::Untraced>, Option<String>),
 }
 
 /// Where the kernel's sampling rate limit is; it lowers it itself when
@@ -306,12 +306,7 @@ impl Collector for Cpu {
         let status = (!status_notes.is_empty())
             .then(|| CollectorStatus::with(CollectorState::Ok, status_notes.join("; ")));
         let (untraced, off_cpu) = self.off_cpu;
-        if let Some(off_cpu) = &off_cpu {
-            notes.push(format!(
-                "off-CPU waits: {}",
-                off_cpu.reason.as_deref().unwrap_or("")
-            ));
-        }
+        notes.extend(off_cpu.iter().map(|said| format!("off-CPU waits: {said}")));
         Ok(Outcome {
             rows: finished.sample_count,
             losses: Some(finished.losses),
@@ -319,8 +314,14 @@ impl Collector for Cpu {
             status,
             untraced,
             others: off_cpu
-                .map(|s| vec![(CollectorName::OffCpu, s)])
-                .unwrap_or_default(),
+                .map(|said| {
+                    (
+                        CollectorName::OffCpu,
+                        CollectorStatus::with(CollectorState::Ok, said),
+                    )
+                })
+                .into_iter()
+                .collect(),
         })
     }
 }

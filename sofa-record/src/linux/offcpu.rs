@@ -186,20 +186,17 @@ impl<'a> Duty<'a> {
     }
 
     /// The recording has ended (the counters are off): the spans off, and
-    /// the `off_cpu` status if there were any.
-    pub fn end(mut self) -> (Vec<Untraced>, Option<CollectorStatus>) {
+    /// what the `off_cpu` status says if there were any.
+    pub fn end(mut self) -> (Vec<Untraced>, Option<String>) {
         if let Some((since, end, rate)) = self.windows.end() {
             self.gap(since, end, rate);
         }
-        let status = self.windows.said("switches").map(|said| {
-            CollectorStatus::with(
-                CollectorState::Ok,
-                format!(
-                    "{said}: above --switch-rate {} (0 records every switch)",
-                    self.windows.limit()
-                ),
+        let said = self.windows.said("switches").map(|said| {
+            format!(
+                "{said}: above --switch-rate {} (0 records every switch)",
+                self.windows.limit()
             )
         });
-        (self.gaps, status)
+        (self.gaps, said)
     }
 }
