@@ -376,16 +376,16 @@ fn analyze_inner(
         .as_ref()
         .map(|s| s.gaps.clone())
         .unwrap_or_default();
-    let step_waits: Option<Vec<crate::Wait>> = wait_rows.as_ref().map(|rows| {
+    let waits_since = wait_rows.as_ref().and_then(|rows| {
         let end = meta
             .end_ns
             .unwrap_or_else(|| rows.iter().map(|w| w.end_ns).max().unwrap_or(0));
-        match gaps.complete_since(meta.clock.start_ns, end) {
-            Some(0) => rows.clone(),
-            Some(t) => rows.iter().filter(|w| w.start_ns >= t).copied().collect(),
-            None => Vec::new(),
-        }
+        gaps.complete_since(meta.clock.start_ns, end)
     });
+    let late_waits: Option<Vec<crate::Wait>> = wait_rows
+        .as_ref()
+        .zip(waits_since.filter(|&t| t > 0))
+        .map(|(rows, t)| rows.iter().filter(|w| w.start_ns >= t).copied().collect());
     let mut steps = detect_steps(&StepInputs {
         samples: &sample_rows,
         self_of_stack: &self_of_stack,
@@ -397,7 +397,11 @@ fn analyze_inner(
         calls_since_ns: calls_since.unwrap_or(0),
         packets: (!packets.is_empty()).then_some(&packets),
         threads: &main_threads,
-        waits: step_waits.as_deref().filter(|w| !w.is_empty()),
+        waits: match waits_since {
+            Some(0) => wait_rows.as_deref(),
+            Some(_) => late_waits.as_deref(),
+            None => None,
+        },
         py_loop: py_main_threads
             .as_ref()
             .zip(main_pid)
