@@ -372,10 +372,8 @@ fn analyze_inner(
     let calls_since = calls.complete_since(meta.clock.start_ns, meta.end_ns);
     // Likewise waits: those after the last gap in switch records, if most
     // of the recording.
-    let gaps = switches
-        .as_ref()
-        .map(|s| s.gaps.clone())
-        .unwrap_or_default();
+    let all_recorded = crate::Gaps::default();
+    let gaps = switches.as_ref().map_or(&all_recorded, |s| &s.gaps);
     let waits_since = wait_rows.as_ref().and_then(|rows| {
         let end = meta
             .end_ns
@@ -416,7 +414,7 @@ fn analyze_inner(
     if let (Some(w), Some(rows), Some(pid)) = (&mut waits, &wait_rows, main_pid) {
         let span = steps.span();
         let exec_ns = names.last_exec.get(&pid).copied().unwrap_or(0);
-        w.main = crate::waits::loop_waits(rows, &gaps, &stacks, (pid, pid), span, exec_ns);
+        w.main = crate::waits::loop_waits(rows, gaps, &stacks, (pid, pid), span, exec_ns);
     }
     let (mut swarms, swarm_of_function) = find_swarms(
         &sample_rows,
@@ -534,7 +532,7 @@ fn analyze_inner(
                 stacks: &stacks,
                 duration_ns: analysis.run.duration_ns,
                 waits: wait_rows.as_deref(),
-                untraced_waits: &gaps,
+                untraced_waits: gaps,
                 period_ns: 1_000_000_000 / analysis.run.frequency_hz.unwrap_or(999).max(1),
                 thread_name: &|tid| names.of(tid),
                 phases: (!analysis.phases.phases.is_empty()).then_some(&phases_of),

@@ -7,6 +7,8 @@
 
 use super::host::monotonic_ns;
 use perf_event_open::count::Counter;
+use sofa_trace::CollectorName;
+use sofa_trace::tables::Untraced;
 
 /// How long tracing stays on between decisions: 20 ms.
 pub const WINDOW_NS: u64 = 20_000_000;
@@ -233,6 +235,18 @@ impl Windows {
     /// When the first look was (0 before it).
     pub fn first_ns(&self) -> u64 {
         self.first_ns
+    }
+}
+
+/// The `untraced` row of a span `collector` was off (`since`..`end`,
+/// turned off at `rate` events a second on a CPU).
+pub fn untraced(collector: CollectorName, since: u64, end: u64, rate: u64) -> Untraced {
+    Untraced {
+        collector: collector.as_str().to_owned(),
+        start_ns: since,
+        end_ns: end,
+        rate_per_s: rate,
+        call: None,
     }
 }
 

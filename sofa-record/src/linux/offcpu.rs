@@ -17,7 +17,7 @@
 //! stacks share one table and one symbolization; rows go to `switches`.
 
 use super::collector::Setup;
-use super::duty::{Turn, Windows, switch};
+use super::duty::{Turn, Windows, switch, untraced};
 use super::events::Event;
 use super::perf::{CpuSampler, Stacks};
 use perf_event_open::config::{Cpu, ExtraRecord, Opts, Proc, SampleOn};
@@ -176,13 +176,8 @@ impl<'a> Duty<'a> {
     }
 
     fn gap(&mut self, since: u64, end: u64, rate: u64) {
-        self.gaps.push(Untraced {
-            collector: CollectorName::OffCpu.as_str().to_owned(),
-            start_ns: since,
-            end_ns: end,
-            rate_per_s: rate,
-            call: None,
-        });
+        self.gaps
+            .push(untraced(CollectorName::OffCpu, since, end, rate));
     }
 
     /// The recording has ended (the counters are off): the spans off, and

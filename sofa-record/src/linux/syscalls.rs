@@ -4,7 +4,7 @@
 
 use super::collector::{Collector, Losses, OpenError, Outcome, Setup, Spec, nothing_skipped};
 use super::drain::{Sink, drain};
-use super::duty::{Turn, Windows, switch};
+use super::duty::{Turn, Windows, switch, untraced};
 use super::host::monotonic_ns;
 use super::tracepoint::{Scope, Source, event_format, open_pair};
 use crate::syscalls::{Enter, Exit, Pairer};
@@ -358,13 +358,8 @@ impl SyscallSink {
     /// Tracing, off since `since`, goes on after `time_ns`.
     fn gap_ends(&mut self, since: u64, time_ns: u64, rate: u64) {
         self.pending.push(Event::GapEnds(time_ns));
-        self.gaps.push(Untraced {
-            collector: CollectorName::Syscalls.as_str().to_owned(),
-            start_ns: since,
-            end_ns: time_ns,
-            rate_per_s: rate,
-            call: None,
-        });
+        self.gaps
+            .push(untraced(CollectorName::Syscalls, since, time_ns, rate));
     }
 
     /// Calls `nr` are filtered out in the kernel from `since` on: the span
