@@ -115,9 +115,19 @@ fn picked(title: &str) -> bool {
 
 /// Runs every mode `runs` times, interleaved, and prints medians relative
 /// to the first mode (the workload alone).
-fn scenario(title: &str, workload: &Path, args: &[&str], modes: &[Mode], runs: usize) {
+///
+/// `paired x` is the median of each round's ratio to the round's first
+/// mode: runs of one round are seconds apart, so drift of the machine over
+/// minutes cancels. Returns each mode's own times, one per round.
+fn scenario(
+    title: &str,
+    workload: &Path,
+    args: &[&str],
+    modes: &[Mode],
+    runs: usize,
+) -> Option<Vec<Vec<f64>>> {
     if !picked(title) {
-        return;
+        return None;
     }
     let mut own: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     let mut wall: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
@@ -145,15 +155,16 @@ fn scenario(title: &str, workload: &Path, args: &[&str], modes: &[Mode], runs: u
         args.join(" ")
     );
     println!(
-        "  {:<44} {:>12} {:>10} {:>12} {:>10}",
-        "mode", "own ms", "slowdown", "wall ms", "wall x"
+        "  {:<44} {:>12} {:>10} {:>10} {:>12} {:>10}",
+        "mode", "own ms", "slowdown", "paired x", "wall ms", "wall x"
     );
     for (i, mode) in modes.iter().enumerate() {
         let (o, w) = (median(own[i].clone()), median(wall[i].clone()));
         print!(
-            "  {:<44} {o:>12.1} {:>9.2}x {w:>12.1} {:>9.2}x",
+            "  {:<44} {o:>12.1} {:>9.2}x {:>9.3}x {w:>12.1} {:>9.2}x",
             mode.name,
             o / base,
+            paired(&own, i, 0),
             w / base_wall
         );
         if let Some(size) = archive_size(mode) {
@@ -161,6 +172,13 @@ fn scenario(title: &str, workload: &Path, args: &[&str], modes: &[Mode], runs: u
         }
         println!();
     }
+    Some(own)
+}
+
+/// The median over rounds of mode `a`'s own time over mode `b`'s in the
+/// same round.
+fn paired(own: &[Vec<f64>], a: usize, b: usize) -> f64 {
+    median(own[a].iter().zip(&own[b]).map(|(x, y)| x / y).collect())
 }
 
 /// How system-call tracing changes the CPU profile (issue 10 item 5):
@@ -331,7 +349,13 @@ fn archive_size(mode: &Mode) -> Option<String> {
 /// second here, with no idle CPU between them; and with 10 us of work per
 /// message, ~10^5 a second, the issue's benchmark), and, when
 /// `SOFA_BENCH_TORCH_PYTHON` names a Python with torch, the corpus's CNN
-/// with two DataLoader workers (`SOFA_BENCH_ONLY=off-cpu`).
+/// with two DataLoader workers (`SOFA_BENCH_ONLY=off-cpu`): free on both
+/// CPUs, where the job and the recorder share them and runs of one mode
+/// spread by 30 %, and with the job on CPU 0 (one intra-op thread) and the
+/// recorder on CPU 1, where what a collector costs the job itself (its
+/// records written in the job's context switches) is told from noise.
+/// After each, what off-CPU adds over `--no-off-cpu` and what perf adds
+/// over the job alone, as medians of the rounds' ratios.
 fn off_cpu(sofa: &str, root: &Path, fixtures: &str, tmp: &Path) {
     let out = |name: &str| tmp.join(name).display().to_string();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -340,62 +364,51 @@ fn off_cpu(sofa: &str, root: &Path, fixtures: &str, tmp: &Path) {
         .map(PathBuf::from)
         .find(|p| p.ends_with("pingpong"))
         .expect("pingpong fixture");
-    let modes = |runner: &[String]| {
+    // The recorders run under `recorder` (a CPU pin, or nothing), the job
+    // under `runner`; each mode writes its own archive.
+    let modes = |recorder: &[&str], runner: &[String], every: bool| {
+        let sofa_mode = |name: &'static str, flags: &[&str], dir: &str| Mode {
+            name,
+            prefix: [
+                s(recorder),
+                s(&[sofa, "record"]),
+                s(flags),
+                vec!["-o".into(), out(dir), "--".into()],
+                runner.to_vec(),
+            ]
+            .concat(),
+        };
         let mut modes = vec![
             Mode {
                 name: "alone",
                 prefix: runner.to_vec(),
             },
-            Mode {
-                name: "sofa record --no-syscalls --no-off-cpu",
-                prefix: [
-                    s(&[sofa, "record", "--no-syscalls", "--no-off-cpu", "-o"]),
-                    vec![out("sofa-out"), "--".into()],
-                    runner.to_vec(),
-                ]
-                .concat(),
-            },
-            Mode {
-                name: "sofa record --no-syscalls (off-CPU)",
-                prefix: [
-                    s(&[sofa, "record", "--no-syscalls", "-o"]),
-                    vec![out("sofa-out"), "--".into()],
-                    runner.to_vec(),
-                ]
-                .concat(),
-            },
-            Mode {
-                name: "sofa record --no-syscalls --switch-rate 0 (every switch)",
-                prefix: [
-                    s(&[sofa, "record", "--no-syscalls", "--switch-rate", "0", "-o"]),
-                    vec![out("sofa-out"), "--".into()],
-                    runner.to_vec(),
-                ]
-                .concat(),
-            },
-            Mode {
-                name: "sofa record (defaults)",
-                prefix: [
-                    s(&[sofa, "record", "-o"]),
-                    vec![out("sofa-out"), "--".into()],
-                    runner.to_vec(),
-                ]
-                .concat(),
-            },
+            sofa_mode(
+                "sofa record --no-syscalls --no-off-cpu",
+                &["--no-syscalls", "--no-off-cpu"],
+                "sofa-nooff",
+            ),
+            sofa_mode(
+                "sofa record --no-syscalls (off-CPU)",
+                &["--no-syscalls"],
+                "sofa-off",
+            ),
         ];
+        if every {
+            modes.push(sofa_mode(
+                "sofa record --no-syscalls --switch-rate 0 (every switch)",
+                &["--no-syscalls", "--switch-rate", "0"],
+                "sofa-every",
+            ));
+            modes.push(sofa_mode("sofa record (defaults)", &[], "sofa-defaults"));
+        }
         if tool_available("perf") {
             modes.push(Mode {
                 name: "perf record -e sched:sched_switch -g",
                 prefix: [
-                    s(&[
-                        "perf",
-                        "record",
-                        "-q",
-                        "-e",
-                        "sched:sched_switch",
-                        "-g",
-                        "-o",
-                    ]),
+                    s(recorder),
+                    s(&["perf", "record", "-q", "-e", "sched:sched_switch"]),
+                    s(&["-g", "-o"]),
                     vec![out("perf.data"), "--".into()],
                     runner.to_vec(),
                 ]
@@ -404,31 +417,76 @@ fn off_cpu(sofa: &str, root: &Path, fixtures: &str, tmp: &Path) {
         }
         modes
     };
+    let increments = |own: Option<Vec<Vec<f64>>>, modes: &[Mode]| {
+        let Some(own) = own else { return };
+        let pct = |a: usize, b: usize| (paired(&own, a, b) - 1.0) * 100.0;
+        println!(
+            "  off-CPU over --no-off-cpu: {:+.1} % (median of the rounds' ratios)",
+            pct(2, 1)
+        );
+        if modes.last().is_some_and(|m| m.name.starts_with("perf")) {
+            println!(
+                "  perf sched_switch -g over alone: {:+.1} %",
+                pct(modes.len() - 1, 0)
+            );
+        }
+        if let Some(rate) = switch_rate(&tmp.join("sofa-off")) {
+            println!("  switch records a second in the off-CPU archive: {rate:.0}");
+        }
+    };
     let trips = env_or("SOFA_BENCH_TRIPS", 1_000_000).to_string();
-    scenario(
+    let pinned = modes(&[], &s(&["taskset", "-c", "1"]), true);
+    let own = scenario(
         "off-cpu (ping-pong)",
         &pingpong,
         &[&trips, "0"],
-        &modes(&s(&["taskset", "-c", "1"])),
+        &pinned,
         env_or("SOFA_BENCH_OFF_RUNS", 5),
     );
+    increments(own, &pinned);
     let trips = env_or("SOFA_BENCH_WORK_TRIPS", 100_000).to_string();
-    scenario(
+    let own = scenario(
         "off-cpu (ping-pong, 10 us of work per message)",
         &pingpong,
         &[&trips, "10"],
-        &modes(&s(&["taskset", "-c", "1"])),
+        &pinned,
         env_or("SOFA_BENCH_OFF_RUNS", 5),
     );
+    increments(own, &pinned);
     if let Ok(python) = std::env::var("SOFA_BENCH_TORCH_PYTHON") {
-        scenario(
+        let cnn = root.join("fixtures/training/torch_cnn.py");
+        let free = modes(&[], std::slice::from_ref(&python), true);
+        let own = scenario(
             "off-cpu (PyTorch CNN, 2 DataLoader workers)",
-            &root.join("fixtures/training/torch_cnn.py"),
+            &cnn,
             &["--workers", "2"],
-            &modes(&[python]),
+            &free,
             env_or("SOFA_BENCH_OFF_RUNS", 5),
         );
+        increments(own, &free);
+        let split = modes(
+            &["taskset", "-c", "1"],
+            &[s(&["taskset", "-c", "0"]), vec![python]].concat(),
+            false,
+        );
+        let own = scenario(
+            "off-cpu (PyTorch CNN, 2 DataLoader workers, job on CPU 0, recorder on CPU 1)",
+            &cnn,
+            &["--workers", "2", "--threads", "1"],
+            &split,
+            env_or("SOFA_BENCH_OFF_RUNS", 5),
+        );
+        increments(own, &split);
     }
+}
+
+/// Switch records a second of recording in the archive at `dir`.
+fn switch_rate(dir: &Path) -> Option<f64> {
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).ok()?).ok()?;
+    let rows = meta["tables"]["switches"]["rows"].as_f64()?;
+    let span = meta["end_ns"].as_f64()? - meta["clock"]["start_ns"].as_f64()?;
+    Some(rows / (span / 1e9))
 }
 
 /// `sofa record --call-graph MODE` and perf's two call-graph modes on the
