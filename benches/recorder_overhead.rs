@@ -183,11 +183,14 @@ fn paired(own: &[Vec<f64>], a: usize, b: usize) -> f64 {
 
 /// How system-call tracing changes the CPU profile (issue 10 item 5):
 /// `compute_heavy`'s and `compute_light`'s self shares in the read-heavy
-/// fixture (`hotspots 40 50000`: 2 M reads of 64 bytes) and a syscall-free
-/// one (`hotspots 40 0`), under `perf record -g` (the reference, where perf
-/// runs), recorded without system calls, with the defaults (above
-/// `--syscall-rate` the dominant call left out or windows) and with every
-/// call traced (`--syscall-rate 0`). `SOFA_BENCH_ONLY=distortion`.
+/// fixture (`hotspots 40 50000`: 2 M reads of 64 bytes), in one shaped like
+/// the issue's example (`hotspots 40 9000 1 16384`: ~9 % of the time in
+/// 16 KiB reads) and in a syscall-free one (`hotspots 40 0`), under `perf
+/// record -g` (the reference, where perf runs), recorded without system
+/// calls, with the defaults (above `--syscall-rate` the dominant call left
+/// out or windows) and with every call traced (`--syscall-rate 0`).
+/// `SOFA_BENCH_ONLY=distortion`; `SOFA_BENCH_DISTORTION_STEPS` (40) sets
+/// the steps, so the run's length.
 fn distortion(sofa: &str, hotspots: &Path, tmp: &Path) {
     if !picked("distortion") {
         return;
@@ -206,13 +209,18 @@ fn distortion(sofa: &str, hotspots: &Path, tmp: &Path) {
         modes.insert(0, ("perf record -e cpu-clock -F 999 -g", None));
     }
     let archive = tmp.join("distortion");
-    for reads in ["50000", "0"] {
+    let steps = env_or("SOFA_BENCH_DISTORTION_STEPS", 40).to_string();
+    for args in [
+        vec![steps.as_str(), "50000"],
+        vec![steps.as_str(), "9000", "1", "16384"],
+        vec![steps.as_str(), "0"],
+    ] {
         // Per mode: (heavy, light) shares of each run.
         let mut shares: Vec<Vec<(f64, f64)>> = vec![Vec::new(); modes.len()];
         for _ in 0..runs {
             for (i, (_, flags)) in modes.iter().enumerate() {
                 let Some(flags) = flags else {
-                    shares[i].push(perf_shares(hotspots, reads, tmp));
+                    shares[i].push(perf_shares(hotspots, &args, tmp));
                     continue;
                 };
                 let out = Command::new(sofa)
@@ -221,7 +229,7 @@ fn distortion(sofa: &str, hotspots: &Path, tmp: &Path) {
                     .args(*flags)
                     .arg("--")
                     .arg(hotspots)
-                    .args(["40", reads])
+                    .args(&args)
                     .output()
                     .expect("sofa record");
                 assert!(
@@ -249,8 +257,9 @@ fn distortion(sofa: &str, hotspots: &Path, tmp: &Path) {
             }
         }
         println!(
-            "distortion: hotspots 40 {reads}, {runs} interleaved runs, medians of self shares, \
-             differences to the first row"
+            "distortion: hotspots {}, {runs} interleaved runs, medians of self shares, \
+             differences to the first row",
+            args.join(" ")
         );
         let med = |v: &[(f64, f64)], light: bool| {
             median(v.iter().map(|s| if light { s.1 } else { s.0 }).collect())
@@ -268,15 +277,15 @@ fn distortion(sofa: &str, hotspots: &Path, tmp: &Path) {
 }
 
 /// `compute_heavy`'s and `compute_light`'s self shares (percent) in
-/// `perf record -e cpu-clock -F 999 -g` of `hotspots 40 READS`.
-fn perf_shares(hotspots: &Path, reads: &str, tmp: &Path) -> (f64, f64) {
+/// `perf record -e cpu-clock -F 999 -g` of `hotspots ARGS`.
+fn perf_shares(hotspots: &Path, args: &[&str], tmp: &Path) -> (f64, f64) {
     let data = tmp.join("distortion.perf.data");
     let status = Command::new("perf")
         .args(["record", "-q", "-e", "cpu-clock", "-F", "999", "-g", "-o"])
         .arg(&data)
         .arg("--")
         .arg(hotspots)
-        .args(["40", reads])
+        .args(args)
         .output()
         .expect("perf record");
     assert!(status.status.success());
