@@ -1,5 +1,6 @@
 //! Per-step breakdown: what each training step spent its time on.
 
+use crate::Gaps;
 use crate::labels::Labelled;
 use crate::waits::{Wait, overlap};
 use serde::Serialize;
@@ -22,7 +23,8 @@ pub struct StepBreakdown {
     /// Bytes the kernel sent or received in the step (all interfaces, tracepoints).
     pub net_bytes: u64,
     /// The main thread's time off the CPU in the step, per wait reason, ns;
-    /// null without context switches.
+    /// null without context switches, and for a step that overlaps a span
+    /// in which switches were not recorded (above `--switch-rate`).
     pub main_waits_ns: Option<BTreeMap<String, u64>>,
     /// The main process's CPU samples in the step per framework phase
     /// (forward, backward, optimizer, data loading, communication, other);
@@ -37,11 +39,14 @@ fn step_of(boundaries: &[u64], t: u64) -> Option<usize> {
 }
 
 /// The breakdown of each step between `boundaries`; `main_waits`: the
-/// main thread's waits, when context switches were recorded.
+/// main thread's waits, when context switches were recorded, except in
+/// `untraced` (a step that overlaps a span off gets none: it would show
+/// waits missing).
 pub(crate) fn step_breakdown(
     i: &Labelled,
     boundaries: &[u64],
     main_waits: Option<&[Wait]>,
+    untraced: &Gaps,
 ) -> Vec<StepBreakdown> {
     let b = boundaries;
     if b.len() < 2 {
@@ -60,7 +65,9 @@ pub(crate) fn step_breakdown(
             io_ns: 0,
             gpu_busy_share: None,
             net_bytes: 0,
-            main_waits_ns: main_waits.map(|_| BTreeMap::new()),
+            main_waits_ns: main_waits
+                .filter(|_| untraced.covered(w[0], w[1]) == w[1] - w[0])
+                .map(|_| BTreeMap::new()),
             samples_by_phase: None,
         })
         .collect();
@@ -108,4 +115,45 @@ pub(crate) fn step_breakdown(
         }
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fasthash::StackMap;
+    use crate::net::Packets;
+    use crate::syscalls::Calls;
+    use sofa_trace::WaitReason;
+
+    #[test]
+    fn a_step_that_overlaps_a_gap_in_switch_records_has_no_waits() {
+        let (stacks, calls, packets) = (StackMap::default(), Calls::default(), Packets::default());
+        let labelled = Labelled::new(&[], &stacks, &[], 0, &calls, false, &[], &packets);
+        let wait = |start_ns, end_ns| Wait {
+            pid: 1,
+            tid: 1,
+            start_ns,
+            end_ns,
+            reason: WaitReason::Lock,
+            stack_id: None,
+            own_stack: false,
+        };
+        // Steps of 100 ns; switches not recorded in 150..180.
+        let waits = [wait(20, 50), wait(120, 150), wait(210, 240)];
+        let gaps = Gaps::from(vec![(150, 180)]);
+        let rows = step_breakdown(&labelled, &[0, 100, 200, 300], Some(&waits), &gaps);
+        let lock = |row: &StepBreakdown| row.main_waits_ns.as_ref().map(|by| by["lock"]);
+        assert_eq!(
+            rows.iter().map(lock).collect::<Vec<_>>(),
+            [Some(30), None, Some(30)]
+        );
+        // Without gaps every step has its waits.
+        let rows = step_breakdown(
+            &labelled,
+            &[0, 100, 200, 300],
+            Some(&waits),
+            &Gaps::default(),
+        );
+        assert_eq!(lock(&rows[1]), Some(30));
+    }
 }

@@ -442,19 +442,17 @@ fn analyze_inner(
         &gpu_rows,
         &packets,
     );
-    // Per step only where every switch was recorded: a step in a gap
-    // would show no waits.
-    let main_waits: Option<Vec<crate::Wait>> = wait_rows
-        .as_ref()
-        .filter(|_| gaps.is_empty())
-        .zip(main_pid)
-        .map(|(rows, pid)| {
+    // Per step only where every switch of the step was recorded: a step
+    // in a gap would show waits missing.
+    let main_waits: Option<Vec<crate::Wait>> =
+        wait_rows.as_ref().zip(main_pid).map(|(rows, pid)| {
             rows.iter()
                 .filter(|w| w.pid == pid && w.tid == pid)
                 .copied()
                 .collect()
         });
-    let mut step_breakdown = step_breakdown(&labelled, &steps.boundaries_ns, main_waits.as_deref());
+    let mut step_breakdown =
+        step_breakdown(&labelled, &steps.boundaries_ns, main_waits.as_deref(), gaps);
     add_overlaps(&mut swarms, &labelled);
     let syscalls = syscall_table(&calls, run.duration_ns);
     let syscalls_traced_share = (!calls.complete())
