@@ -78,8 +78,6 @@ impl Collector for SyscallCollector {
 const CHECK_EVERY: u64 = 1024;
 /// Call numbers counted one by one (x86-64 and arm64 have fewer than 512).
 const NUMBERS: usize = 512;
-/// At most this many calls are left out by the kernel filter.
-const MAX_LEFT_OUT: usize = 4;
 /// A filtered-out call still costs ~45 ns an event (enter and exit) in the
 /// calling thread: up to 200 000 calls a second (~2 % of a CPU) one is left
 /// out; a faster one (other than `sched_yield`) gets windows, whose gaps
@@ -93,6 +91,8 @@ struct Duty {
     windows: Windows,
     /// Enters per call number read when the window began.
     nr_counts: Vec<u64>,
+    /// `sched_yield`, when the filter left it out with another call.
+    companion: Option<u32>,
 }
 
 impl Duty {
@@ -100,6 +100,7 @@ impl Duty {
         Duty {
             windows: Windows::new(limit),
             nr_counts: Vec::new(),
+            companion: None,
         }
     }
 
@@ -122,7 +123,7 @@ impl Duty {
                 // cheap enough.
                 let traced_ns = self.windows.traced_ns();
                 if let Some((nr, per_s)) = self.dominant(sink, elapsed_ns, traced_ns)
-                    && self.leave_out(sink, nr, per_s)
+                    && self.leave_out(sink, nr, per_s, elapsed_ns)
                 {
                     return;
                 }
@@ -138,7 +139,8 @@ impl Duty {
     /// callers only spin), another call while filtering it out costs at
     /// most [`MAX_FILTERED_PER_S`] events a second.
     fn dominant(&self, sink: &SyscallSink, elapsed_ns: u64, traced_ns: u64) -> Option<(u32, u64)> {
-        if sink.left_out.len() >= MAX_LEFT_OUT {
+        // The kernel sets a counter's filter once (`EEXIST` after).
+        if sink.filtered {
             return None;
         }
         let window: Vec<u64> = sink
@@ -166,26 +168,41 @@ impl Duty {
             .then_some((nr as u32, per_s))
     }
 
-    /// Sets the filter leaving out `nr` and the calls left out before on
-    /// every counter; false where the kernel refused it.
-    fn leave_out(&mut self, sink: &mut SyscallSink, nr: u32, per_s: u64) -> bool {
-        let mut numbers: Vec<u32> = sink.left_out.clone();
-        numbers.push(nr);
-        let filter = numbers
-            .iter()
+    /// Sets the filter leaving out `nr`, and `sched_yield` with it, on
+    /// every counter; false where the kernel refused it everywhere. A
+    /// counter takes one filter (the kernel refuses to replace it), so the
+    /// one set also leaves out the spin loops' call, the storm that comes
+    /// most often in training jobs (libgomp's pool), which could not be
+    /// left out later: `torch_transformer.py` had `newfstatat` left out
+    /// during its imports, then `sched_yield` spun at up to 370 000 calls
+    /// a second in 22 windows.
+    fn leave_out(&mut self, sink: &mut SyscallSink, nr: u32, per_s: u64, elapsed_ns: u64) -> bool {
+        let spin = sink.spin_nr.filter(|&spin| spin != nr);
+        let filter = std::iter::once(nr)
+            .chain(spin)
             .map(|n| format!("id != {n}"))
             .collect::<Vec<_>>()
             .join(" && ");
         let filter = std::ffi::CString::new(filter).expect("no NUL");
-        if !sink
+        // Whatever the outcome, no counter takes another filter.
+        sink.filtered = true;
+        let set = sink
             .counters
             .iter()
-            .all(|c| c.with_ftrace_filter(&filter).is_ok())
-        {
+            .filter(|c| c.with_ftrace_filter(&filter).is_ok())
+            .count();
+        if set == 0 {
             return false;
         }
         let since = monotonic_ns();
         sink.leave_out(nr, since, per_s);
+        if let Some(spin) = spin {
+            let n =
+                sink.by_nr[spin as usize] - self.nr_counts.get(spin as usize).copied().unwrap_or(0);
+            let rate = (n as u128 * 1_000_000_000 / elapsed_ns.max(1) as u128) as u64;
+            sink.leave_out(spin, since, rate);
+            self.companion = Some(spin);
+        }
         self.windows.forgive(&sink.enters, since);
         self.nr_counts.clone_from(&sink.by_nr);
         true
@@ -202,13 +219,23 @@ impl Duty {
     /// What the archive and the user are told, if tracing was ever off.
     fn said(&self, sink: &SyscallSink) -> Option<String> {
         let mut said = Vec::new();
+        let companion = self
+            .companion
+            .and_then(|nr| crate::syscalls::name(std::env::consts::ARCH, nr));
         for gap in &sink.gaps {
             if let Some(name) = &gap.call {
-                said.push(format!(
-                    "{name} left out after {:.2} s (most of the calls, {} a second)",
-                    gap.start_ns.saturating_sub(self.windows.first_ns()) as f64 / 1e9,
-                    gap.rate_per_s
-                ));
+                let after = gap.start_ns.saturating_sub(self.windows.first_ns()) as f64 / 1e9;
+                said.push(if Some(name.as_str()) == companion {
+                    format!(
+                        "{name} left out with it ({} a second; a counter takes one filter)",
+                        gap.rate_per_s
+                    )
+                } else {
+                    format!(
+                        "{name} left out after {after:.2} s (most of the calls, {} a second)",
+                        gap.rate_per_s
+                    )
+                });
             }
         }
         said.extend(self.windows.said("calls"));
@@ -298,6 +325,8 @@ pub struct SyscallSink {
     by_nr: Vec<u64>,
     /// Call numbers the kernel filter leaves out.
     left_out: Vec<u32>,
+    /// The counters have their filter (the kernel sets one, once).
+    filtered: bool,
     /// `sched_yield`'s number here: a thread pool spinning between
     /// parallel regions (libgomp) calls it hundreds of thousands of times a
     /// second, and nothing else of it needs tracing.
@@ -332,6 +361,7 @@ impl SyscallSink {
             enters: vec![0; cpus as usize],
             by_nr: vec![0; NUMBERS],
             left_out: Vec::new(),
+            filtered: false,
             spin_nr: crate::syscalls::number(std::env::consts::ARCH, "sched_yield"),
             in_gap: false,
             in_gap_events: 0,
