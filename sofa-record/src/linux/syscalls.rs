@@ -40,6 +40,9 @@ fn open_collector(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
     let mut sink = SyscallSink::new(setup.archive, counters.layouts, setup.cpus)?;
     sink.counters = handles;
     sink.duty = Duty::new(setup.config.syscall_rate);
+    // "Left out after" counts from the recording's start, as the analysis
+    // does.
+    sink.duty.origin_ns = setup.archive.meta().clock.start_ns;
     Ok(Box::new(SyscallCollector { samplers, sink }))
 }
 
@@ -93,6 +96,8 @@ struct Duty {
     nr_counts: Vec<u64>,
     /// `sched_yield`, when the filter left it out with another call.
     companion: Option<u32>,
+    /// The recording's start (0: the first look at the budget).
+    origin_ns: u64,
 }
 
 impl Duty {
@@ -101,6 +106,7 @@ impl Duty {
             windows: Windows::new(limit),
             nr_counts: Vec::new(),
             companion: None,
+            origin_ns: 0,
         }
     }
 
@@ -224,7 +230,11 @@ impl Duty {
             .and_then(|nr| crate::syscalls::name(std::env::consts::ARCH, nr));
         for gap in &sink.gaps {
             if let Some(name) = &gap.call {
-                let after = gap.start_ns.saturating_sub(self.windows.first_ns()) as f64 / 1e9;
+                let origin = match self.origin_ns {
+                    0 => self.windows.first_ns(),
+                    start => start,
+                };
+                let after = gap.start_ns.saturating_sub(origin) as f64 / 1e9;
                 said.push(if Some(name.as_str()) == companion {
                     format!(
                         "{name} left out with it ({} a second; a counter takes one filter)",
