@@ -532,6 +532,22 @@ fn calls_too_fast_to_trace_are_traced_in_windows_and_leave_the_profile_true() {
     );
 }
 
+/// A Python script: `prelude`, then a thread spinning on `sched_yield`
+/// while the main thread makes `getppids` `getppid` calls 2 ms apart.
+fn spin_script(prelude: &str, getppids: u32) -> String {
+    format!(
+        "import os, threading, time\n\
+         {prelude}\
+         done = False\n\
+         def spin():\n    \
+             while not done: os.sched_yield()\n\
+         t = threading.Thread(target=spin); t.start()\n\
+         for _ in range({getppids}):\n    \
+             os.getppid(); time.sleep(0.002)\n\
+         done = True; t.join()\n"
+    )
+}
+
 /// A thread spinning on `sched_yield` (as libgomp's pool does in PyTorch
 /// jobs: 420 000 calls in 5.6 s of a CPU MLP) is left out on its own: every
 /// other call stays traced in full, with no gap.
@@ -539,17 +555,10 @@ fn calls_too_fast_to_trace_are_traced_in_windows_and_leave_the_profile_true() {
 fn a_spin_loops_sched_yield_is_left_out_and_every_other_call_traced() {
     let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
-    let script = "import os, threading, time\n\
-                  done = False\n\
-                  def spin():\n    \
-                      while not done: os.sched_yield()\n\
-                  t = threading.Thread(target=spin); t.start()\n\
-                  for _ in range(600):\n    \
-                      os.getppid(); time.sleep(0.002)\n\
-                  done = True; t.join()\n";
+    let script = spin_script("", 600);
     let out = record_with(
         &dir.path().join("a"),
-        &["--no-python", "--", &python(), "-c", script],
+        &["--no-python", "--", &python(), "-c", &script],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -576,17 +585,12 @@ fn a_spin_loops_sched_yield_is_left_out_and_every_other_call_traced() {
 fn the_one_filter_leaves_out_sched_yield_with_the_first_storm() {
     let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
-    let script = "import os, threading, time\n\
-                  for _ in range(750):\n    \
-                      for _ in range(40): os.stat('/')\n    \
-                      time.sleep(0.001)\n\
-                  done = False\n\
-                  def spin():\n    \
-                      while not done: os.sched_yield()\n\
-                  t = threading.Thread(target=spin); t.start()\n\
-                  for _ in range(300):\n    \
-                      os.getppid(); time.sleep(0.002)\n\
-                  done = True; t.join()\n";
+    let script = spin_script(
+        "for _ in range(750):\n    \
+             for _ in range(40): os.stat('/')\n    \
+             time.sleep(0.001)\n",
+        300,
+    );
     // 5 000 calls a second: the stat loop (30 000 calls, ~30 000 a second
     // here; three times slower would still be twice the budget) overspends.
     let out = record_with(
@@ -598,7 +602,7 @@ fn the_one_filter_leaves_out_sched_yield_with_the_first_storm() {
             "--",
             &python(),
             "-c",
-            script,
+            &script,
         ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);

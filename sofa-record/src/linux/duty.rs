@@ -187,8 +187,7 @@ impl Windows {
             self.restart(counts, now);
             return Turn::NewWindow;
         };
-        let most = events.iter().copied().max().unwrap_or(0);
-        let rate = (most as u128 * 1_000_000_000 / elapsed_ns as u128) as u64;
+        let rate = per_second(events.iter().copied().max().unwrap_or(0), elapsed_ns);
         self.peak = self.peak.max(rate);
         Turn::Overspent {
             off_ns,
@@ -249,11 +248,11 @@ impl Windows {
             self.spans, self.peak
         ))
     }
+}
 
-    /// When the first look was (0 before it).
-    pub fn first_ns(&self) -> u64 {
-        self.first_ns
-    }
+/// `events` in `ns` nanoseconds, a second.
+pub fn per_second(events: u64, ns: u64) -> u64 {
+    (events as u128 * 1_000_000_000 / ns.max(1) as u128) as u64
 }
 
 /// The `untraced` row of a span `collector` was off (`since`..`end`,

@@ -4,7 +4,7 @@
 
 use super::collector::{Collector, Losses, OpenError, Outcome, Setup, Spec, nothing_skipped};
 use super::drain::{Sink, drain};
-use super::duty::{Turn, Windows, switch, untraced};
+use super::duty::{Turn, Windows, per_second, switch, untraced};
 use super::host::monotonic_ns;
 use super::tracepoint::{Scope, Source, event_format, open_pair};
 use crate::syscalls::{Enter, Exit, Pairer};
@@ -39,10 +39,12 @@ fn open_collector(setup: &mut Setup) -> Result<Box<dyn Collector>, OpenError> {
     }
     let mut sink = SyscallSink::new(setup.archive, counters.layouts, setup.cpus)?;
     sink.counters = handles;
-    sink.duty = Duty::new(setup.config.syscall_rate);
     // "Left out after" counts from the recording's start, as the analysis
     // does.
-    sink.duty.origin_ns = setup.archive.meta().clock.start_ns;
+    sink.duty = Duty::new(
+        setup.config.syscall_rate,
+        setup.archive.meta().clock.start_ns,
+    );
     Ok(Box::new(SyscallCollector { samplers, sink }))
 }
 
@@ -60,7 +62,7 @@ impl Collector for SyscallCollector {
         for counter in &self.sink.counters {
             let _ = counter.disable();
         }
-        let mut duty = std::mem::replace(&mut self.sink.duty, Duty::new(0));
+        let mut duty = std::mem::replace(&mut self.sink.duty, Duty::new(0, 0));
         duty.end(&mut self.sink);
         self.sink.duty = duty;
         Ok(())
@@ -96,17 +98,17 @@ struct Duty {
     nr_counts: Vec<u64>,
     /// `sched_yield`, when the filter left it out with another call.
     companion: Option<u32>,
-    /// The recording's start (0: the first look at the budget).
+    /// The recording's start.
     origin_ns: u64,
 }
 
 impl Duty {
-    fn new(limit: u64) -> Duty {
+    fn new(limit: u64, origin_ns: u64) -> Duty {
         Duty {
             windows: Windows::new(limit),
             nr_counts: Vec::new(),
             companion: None,
-            origin_ns: 0,
+            origin_ns,
         }
     }
 
@@ -149,26 +151,14 @@ impl Duty {
         if sink.filtered {
             return None;
         }
-        let window: Vec<u64> = sink
-            .by_nr
-            .iter()
-            .enumerate()
-            .map(|(nr, &n)| {
-                // A call already left out may still be read (recorded
-                // before its filter): it is no candidate again.
-                if sink.left_out.contains(&(nr as u32)) {
-                    0
-                } else {
-                    n - self.nr_counts.get(nr).copied().unwrap_or(0)
-                }
-            })
+        let window: Vec<u64> = (0..sink.by_nr.len())
+            .map(|nr| self.in_window(sink, nr))
             .collect();
         let total: u64 = window.iter().sum();
         let (nr, &most) = window.iter().enumerate().max_by_key(|&(_, n)| *n)?;
         // Its rate in this window, or over all the traced time if higher
         // (a window that caught the end of a storm says too little).
-        let per_s = |n: u64, ns: u64| (n as u128 * 1_000_000_000 / ns.max(1) as u128) as u64;
-        let per_s = per_s(most, elapsed_ns).max(per_s(sink.by_nr[nr], traced_ns));
+        let per_s = per_second(most, elapsed_ns).max(per_second(sink.by_nr[nr], traced_ns));
         let spin = Some(nr as u32) == sink.spin_nr;
         (2 * most >= total && most > 0 && (spin || per_s <= MAX_FILTERED_PER_S))
             .then_some((nr as u32, per_s))
@@ -203,15 +193,18 @@ impl Duty {
         let since = monotonic_ns();
         sink.leave_out(nr, since, per_s);
         if let Some(spin) = spin {
-            let n =
-                sink.by_nr[spin as usize] - self.nr_counts.get(spin as usize).copied().unwrap_or(0);
-            let rate = (n as u128 * 1_000_000_000 / elapsed_ns.max(1) as u128) as u64;
+            let rate = per_second(self.in_window(sink, spin as usize), elapsed_ns);
             sink.leave_out(spin, since, rate);
             self.companion = Some(spin);
         }
         self.windows.forgive(&sink.enters, since);
         self.nr_counts.clone_from(&sink.by_nr);
         true
+    }
+
+    /// Calls `nr` read since the window began.
+    fn in_window(&self, sink: &SyscallSink, nr: usize) -> u64 {
+        sink.by_nr[nr] - self.nr_counts.get(nr).copied().unwrap_or(0)
     }
 
     /// The command has ended (the counters are off): a span still open
@@ -230,11 +223,7 @@ impl Duty {
             .and_then(|nr| crate::syscalls::name(std::env::consts::ARCH, nr));
         for gap in &sink.gaps {
             if let Some(name) = &gap.call {
-                let origin = match self.origin_ns {
-                    0 => self.windows.first_ns(),
-                    start => start,
-                };
-                let after = gap.start_ns.saturating_sub(origin) as f64 / 1e9;
+                let after = gap.start_ns.saturating_sub(self.origin_ns) as f64 / 1e9;
                 said.push(if Some(name.as_str()) == companion {
                     format!(
                         "{name} left out with it ({} a second; a counter takes one filter)",
@@ -377,7 +366,7 @@ impl SyscallSink {
             in_gap_events: 0,
             gaps: Vec::new(),
             counters: Vec::new(),
-            duty: Duty::new(0),
+            duty: Duty::new(0, 0),
             handled: 0,
         })
     }
@@ -385,7 +374,7 @@ impl SyscallSink {
     /// Lets [`Duty`] look at the calls read so far (after each pass, and
     /// within one every [`CHECK_EVERY`] events).
     fn check_duty(&mut self) {
-        let mut duty = std::mem::replace(&mut self.duty, Duty::new(0));
+        let mut duty = std::mem::replace(&mut self.duty, Duty::new(0, 0));
         duty.check(self);
         self.duty = duty;
     }
