@@ -228,17 +228,13 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
         (Some(snapshots), Some(pid)) => pyloop::detect(snapshots, inputs.samples, pid),
         _ => (none("no Python snapshots of the main thread", 0.0), 0.0),
     };
+    let cpu = wall::cpu_stream(inputs.samples, inputs.labellings, inputs.pid);
     // Every stream has its place (see STREAMS), recorded or not.
     let mut answers = vec![
         sequence::detect(inputs.samples, inputs.self_of_stack, inputs.pid),
-        wall::detect(inputs.samples, inputs.labellings, inputs.pid),
+        wall::detect(&cpu),
         match inputs.calls {
-            Some(calls) => syscall_steps(
-                calls,
-                inputs.calls_since_ns,
-                inputs.pid.unwrap_or(0),
-                inputs.threads,
-            ),
+            Some(calls) => syscall_steps(calls, inputs.calls_since_ns, inputs.threads),
             None => none("no system calls recorded", 0.0),
         },
         match inputs.packets {
@@ -262,14 +258,7 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
                 return Backing::default();
             }
             let Some(curve) = a.span().zip(a.period_ns).and_then(|(span, period)| {
-                wall::support(
-                    inputs.samples,
-                    inputs.labellings,
-                    inputs.pid,
-                    span,
-                    period,
-                    &[0.5, 1.0, 2.0, 4.0],
-                )
+                wall::support(&cpu, span, period, &[0.5, 1.0, 2.0, 4.0])
             }) else {
                 return Backing::default();
             };
@@ -324,19 +313,13 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
 
 /// The system-call stream: each call an event of its thread, labelled by
 /// its name and by "any call".
-fn syscall_steps(calls: &Calls, since_ns: u64, pid: u32, threads: &HashSet<u32>) -> Steps {
+fn syscall_steps(calls: &Calls, since_ns: u64, threads: &HashSet<u32>) -> Steps {
     let events = calls
         .rows
         .iter()
         .filter(|c| c.time_ns >= since_ns && threads.contains(&c.tid) && !calls.is_left_out(c))
-        .map(|c| (c.time_ns, c.tid, u64::from(calls.name_index(c))));
-    event_steps(
-        events,
-        pid,
-        calls.name_count(),
-        "system calls",
-        "system calls",
-    )
+        .map(|c| (c.time_ns, c.tid, calls.name_index(c)));
+    event_steps(events, calls.name_count(), "system calls", "system calls")
 }
 
 /// The network stream: each packet an event, labelled by interface and
@@ -350,10 +333,10 @@ fn network_steps(packets: &crate::net::Packets) -> Steps {
         .max()
         .unwrap_or(0);
     let events = packets.rows.iter().map(|p| {
-        let link = 2 * u64::from(packets.interface_index(p)) + u64::from(p.tx);
+        let link = 2 * u32::from(packets.interface_index(p)) + u32::from(p.tx);
         (p.time_ns, 0, link)
     });
-    event_steps(events, 0, 2 * interfaces, "network", "packets")
+    event_steps(events, 2 * interfaces, "network", "packets")
 }
 
 /// The off-CPU stream: each blocking wait of the main process's threads an
@@ -364,83 +347,75 @@ fn network_steps(packets: &crate::net::Packets) -> Steps {
 /// region. Preemptions are left out: they follow the scheduler's time
 /// slices, not the program.
 fn wait_steps(waits: &[crate::waits::Wait], pid: Option<u32>) -> Steps {
-    let mut keys: FastMap<(Option<u64>, sofa_trace::WaitReason), u64> = FastMap::default();
-    let events: Vec<Sample> = waits
+    let mut keys: FastMap<(Option<u64>, sofa_trace::WaitReason), u32> = FastMap::default();
+    let mut by_reason: Vec<u32> = Vec::new();
+    let events: Vec<wall::Event> = waits
         .iter()
         .filter(|w| pid.is_none_or(|p| w.pid == p))
         .filter(|w| w.reason != sofa_trace::WaitReason::Preempted)
         .map(|w| {
-            let next = keys.len() as u64;
-            let key = *keys.entry((w.stack_id, w.reason)).or_insert(next);
-            event(w.start_ns, w.pid, w.tid, key)
+            let next = keys.len() as u32;
+            let key = *keys.entry((w.stack_id, w.reason)).or_insert_with(|| {
+                by_reason.push(w.reason as u32);
+                next
+            });
+            wall::Event {
+                time_ns: w.start_ns,
+                tid: w.tid,
+                key,
+            }
         })
         .collect();
     if events.len() < 64 {
         return none("too few off-CPU waits to look for steps", 0.0);
     }
-    let by_place: StackMap<usize> = (0..keys.len() as u64)
-        .map(|k| (Some(k), k as usize))
-        .collect();
-    let by_reason: StackMap<usize> = keys
-        .iter()
-        .map(|(&(_, reason), &k)| (Some(k), reason as usize))
-        .collect();
-    let any: StackMap<usize> = (0..keys.len() as u64).map(|k| (Some(k), 0)).collect();
-    wall::detect_in(&wall::Stream {
-        events: events.iter().collect(),
-        labellings: &[&by_place, &by_reason, &any],
-        channels: &WAIT_CHANNELS,
-        measure: wall::Measure::Counts,
-        method: "waits",
-        min_confidence: MIN_EVENT_CONFIDENCE,
-        min_periods: 8.0,
-    })
-}
-
-/// An event of a stream as the detectors read it: a sample whose stack id
-/// is the event's key.
-fn event(time_ns: u64, pid: u32, tid: u32, key: u64) -> Sample {
-    Sample {
-        time_ns,
-        pid,
-        tid,
-        cpu: 0,
-        stack_id: Some(key),
-        event: 0,
-        period: 0,
-    }
+    let by_place: Vec<u32> = (0..keys.len() as u32).collect();
+    let any = vec![0; keys.len()];
+    let stream = wall::Stream::new(
+        events,
+        vec![by_place, by_reason, any],
+        wall::Reading {
+            channels: &WAIT_CHANNELS,
+            measure: wall::Measure::Counts,
+            method: "waits",
+            min_confidence: MIN_EVENT_CONFIDENCE,
+            min_periods: 8.0,
+        },
+    );
+    wall::detect_in(&stream)
 }
 
 /// Steps in a stream of (time, thread, key) events whose keys are
 /// `0..keys`: each key a label, and all of them one ("any event"); counted
 /// per bin, not shared.
 fn event_steps(
-    events: impl Iterator<Item = (u64, u32, u64)>,
-    pid: u32,
+    events: impl Iterator<Item = (u64, u32, u32)>,
     keys: usize,
     method: &'static str,
     what: &str,
 ) -> Steps {
-    let by_key: StackMap<usize> = (0..keys).map(|i| (Some(i as u64), i)).collect();
-    let any: StackMap<usize> = (0..keys).map(|i| (Some(i as u64), 0)).collect();
-    let labellings = [&by_key, &any];
-    let events: Vec<Sample> = events
-        .map(|(time_ns, tid, key)| event(time_ns, pid, tid, key))
+    let events: Vec<wall::Event> = events
+        .map(|(time_ns, tid, key)| wall::Event { time_ns, tid, key })
         .collect();
     if events.len() < 64 {
         return none(&format!("too few {what} to look for steps"), 0.0);
     }
-    wall::detect_in(&wall::Stream {
-        events: events.iter().collect(),
-        labellings: &labellings,
-        channels: &EVENT_CHANNELS,
-        measure: wall::Measure::Counts,
-        method,
-        min_confidence: MIN_EVENT_CONFIDENCE,
-        // Beside a CPU hog, set-up's bursts of calls (imports, a DataLoader
-        // starting its workers) made "loops" of 7-12 steps of ~2 s.
-        min_periods: 8.0,
-    })
+    let by_key: Vec<u32> = (0..keys as u32).collect();
+    let stream = wall::Stream::new(
+        events,
+        vec![by_key, vec![0; keys]],
+        wall::Reading {
+            channels: &EVENT_CHANNELS,
+            measure: wall::Measure::Counts,
+            method,
+            min_confidence: MIN_EVENT_CONFIDENCE,
+            // Beside a CPU hog, set-up's bursts of calls (imports, a
+            // DataLoader starting its workers) made "loops" of 7-12 steps
+            // of ~2 s.
+            min_periods: 8.0,
+        },
+    );
+    wall::detect_in(&stream)
 }
 
 /// Whether count `a` is within `slack` (a share) of count `b`.
@@ -870,7 +845,7 @@ pub(crate) mod tests {
     fn system_calls_alone_find_a_loop_after_its_setup() {
         let lengths: Vec<u64> = (0..100).map(|i| 30 + i % 3).collect();
         let calls = Calls::from_rows(&syscall_rows(&lengths, 800));
-        let steps = syscall_steps(&calls, 0, 1, &HashSet::from([1]));
+        let steps = syscall_steps(&calls, 0, &HashSet::from([1]));
         assert_eq!(steps.method.as_deref(), Some("system calls"));
         assert!(
             steps.count.abs_diff(100) <= 2,
@@ -894,13 +869,13 @@ pub(crate) mod tests {
             &steps.boundaries_ns[..3]
         );
         // Calls of other threads (another process's) are not looked at.
-        assert_eq!(syscall_steps(&calls, 0, 1, &HashSet::from([2])).count, 0);
+        assert_eq!(syscall_steps(&calls, 0, &HashSet::from([2])).count, 0);
     }
 
     #[test]
     fn system_calls_at_random_times_are_not_steps() {
         let calls = Calls::from_rows(&syscall_rows(&[], 4000));
-        let steps = syscall_steps(&calls, 0, 1, &HashSet::from([1]));
+        let steps = syscall_steps(&calls, 0, &HashSet::from([1]));
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
     }
 

@@ -4,9 +4,8 @@
 //! one.
 
 use super::signal::parabola_offset;
-use super::wall::Channel;
+use super::wall::{Channel, Event};
 use crate::fasthash::FastMap;
-use sofa_trace::tables::Sample;
 use std::collections::HashMap;
 
 /// Weight of keeping gaps near the period against following the marker.
@@ -135,9 +134,9 @@ pub(super) fn place_starts(marker: &[f64], periods: &[f64]) -> Vec<usize> {
 pub(super) fn trim_unlike_ends<I: Iterator<Item = Channel>>(
     starts: &[usize],
     time_of: impl Fn(usize) -> u64,
-    mine: &[&Sample],
+    events: &[Event],
     channels: &HashMap<Channel, f64>,
-    channels_of: &impl Fn(&(u32, Option<u64>)) -> I,
+    channels_of: &impl Fn(&(u32, u32)) -> I,
 ) -> (Vec<usize>, f64) {
     if starts.len() < 8 {
         return (starts.to_vec(), 0.0);
@@ -149,14 +148,14 @@ pub(super) fn trim_unlike_ends<I: Iterator<Item = Channel>>(
     let bounds: Vec<u64> = starts.iter().map(|&t| time_of(t)).collect();
     let steps = bounds.len() - 1;
     let mut make_up = vec![0.0f64; steps * d];
-    let mut cache: FastMap<(u32, Option<u64>), Vec<usize>> = FastMap::default();
-    for s in mine {
-        if s.time_ns < bounds[0] || s.time_ns >= bounds[steps] {
+    let mut cache: FastMap<(u32, u32), Vec<usize>> = FastMap::default();
+    for e in events {
+        if e.time_ns < bounds[0] || e.time_ns >= bounds[steps] {
             continue;
         }
-        let step = bounds.partition_point(|&b| b <= s.time_ns) - 1;
-        let chans = cache.entry((s.tid, s.stack_id)).or_insert_with(|| {
-            channels_of(&(s.tid, s.stack_id))
+        let step = bounds.partition_point(|&b| b <= e.time_ns) - 1;
+        let chans = cache.entry((e.tid, e.key)).or_insert_with(|| {
+            channels_of(&(e.tid, e.key))
                 .filter_map(|c| index.get(&c).copied())
                 .collect()
         });
@@ -235,26 +234,28 @@ mod tests {
     /// one sample per ms) through `trim_unlike_ends`, with functions 0..3 as
     /// the marker channels: (first kept step, last kept start, unlike share).
     fn trim(make_up: &[Vec<u64>]) -> (usize, usize, f64) {
-        let mut rows = Vec::new();
+        let mut events = Vec::new();
         for (step, functions) in make_up.iter().enumerate() {
             for (i, &f) in functions.iter().enumerate() {
-                rows.push(crate::test_sample((step * 10 + i) as u64 * 1_000_000, f));
+                events.push(Event {
+                    time_ns: (step * 10 + i) as u64 * 1_000_000,
+                    tid: 1,
+                    key: f as u32,
+                });
             }
         }
-        let mine: Vec<&Sample> = rows.iter().collect();
         let channel = |function| Channel {
             tid: 1,
             labelling: 0,
             function,
         };
         let weights: HashMap<Channel, f64> = (0..3).map(|f| (channel(f), 1.0)).collect();
-        let channels_of =
-            |&(_, stack): &(u32, Option<u64>)| stack.map(|f| channel(f as usize)).into_iter();
+        let channels_of = |&(_, key): &(u32, u32)| std::iter::once(channel(key as usize));
         let starts: Vec<usize> = (0..make_up.len()).map(|s| s * 10).collect();
         let (kept, unlike) = trim_unlike_ends(
             &starts,
             |t| t as u64 * 1_000_000,
-            &mine,
+            &events,
             &weights,
             &channels_of,
         );

@@ -87,16 +87,25 @@ pub(super) enum Measure {
     Counts,
 }
 
-/// An event stream as the detector sees it: its events are [`Sample`]s (a
-/// system call or a packet is one too: a time, a thread and a key in
-/// `stack_id` that the labellings map to labels).
-pub(super) struct Stream<'a> {
-    /// The events of the process, in any order.
-    pub(super) events: Vec<&'a Sample>,
-    /// Label of each key, per labelling (each its own set of series).
-    pub(super) labellings: &'a [&'a StackMap<usize>],
+/// An event as the detector reads it, 16 bytes: a CPU sample (its key is
+/// its stack's), a system call (its name's), a packet, a wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Event {
+    pub(super) time_ns: u64,
+    pub(super) tid: u32,
+    /// Index into each labelling's labels.
+    pub(super) key: u32,
+}
+
+/// A key without a label in a labelling.
+pub(super) const NO_LABEL: u32 = u32::MAX;
+
+/// How a stream is read: what its bins measure and how sure an answer
+/// must be.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reading {
     /// Series of the busiest labels used in the first pass, per labelling.
-    pub(super) channels: &'a [usize],
+    pub(super) channels: &'static [usize],
     pub(super) measure: Measure,
     /// What the result's `method` says.
     pub(super) method: &'static str,
@@ -104,6 +113,84 @@ pub(super) struct Stream<'a> {
     pub(super) min_confidence: f64,
     /// Periods a whole-run window must hold (its parts: 8).
     pub(super) min_periods: f64,
+}
+
+/// An event stream as the detector sees it: its events grouped by thread,
+/// each thread's in time order (a window of the run is a range of each
+/// thread's, found by binary search), and the label of each key per
+/// labelling (each labelling its own set of series).
+pub(super) struct Stream {
+    events: Vec<Event>,
+    /// Each thread's events: `events[start..end]`.
+    threads: Vec<(u32, usize, usize)>,
+    /// `labels[labelling][key]`, `NO_LABEL` for none.
+    labels: Vec<Vec<u32>>,
+    pub(super) reading: Reading,
+}
+
+impl Stream {
+    /// The stream of `events` (in any order) whose keys `labels` maps.
+    pub(super) fn new(mut events: Vec<Event>, labels: Vec<Vec<u32>>, reading: Reading) -> Stream {
+        debug_assert!(reading.channels.len() == labels.len());
+        events.sort_unstable_by_key(|e| (e.tid, e.time_ns, e.key));
+        let mut threads: Vec<(u32, usize, usize)> = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            match threads.last_mut() {
+                Some(last) if last.0 == e.tid => last.2 = i + 1,
+                _ => threads.push((e.tid, i, i + 1)),
+            }
+        }
+        Stream {
+            events,
+            threads,
+            labels,
+            reading,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Every event, thread after thread.
+    pub(super) fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// The label of `key` in `labelling`.
+    fn label(&self, labelling: usize, key: u32) -> Option<usize> {
+        let label = self.labels[labelling][key as usize];
+        (label != NO_LABEL).then_some(label as usize)
+    }
+
+    /// The channels an event of thread `tid` with `key` counts in.
+    pub(super) fn channels_of(&self, tid: u32, key: u32) -> impl Iterator<Item = Channel> + '_ {
+        (0..self.labels.len()).filter_map(move |labelling| {
+            self.label(labelling, key).map(|function| Channel {
+                tid,
+                labelling,
+                function,
+            })
+        })
+    }
+
+    /// Each thread's events in `[start, end)`, in time order.
+    fn per_thread(&self, (start, end): (u64, u64)) -> impl Iterator<Item = (u32, &[Event])> {
+        self.threads.iter().map(move |&(tid, a, b)| {
+            let own = &self.events[a..b];
+            let lo = own.partition_point(|e| e.time_ns < start);
+            let hi = own.partition_point(|e| e.time_ns < end);
+            (tid, &own[lo..hi.max(lo)])
+        })
+    }
+
+    /// The first and last event's times.
+    fn bounds(&self) -> Option<(u64, u64)> {
+        self.threads
+            .iter()
+            .map(|&(_, a, b)| (self.events[a].time_ns, self.events[b - 1].time_ns))
+            .reduce(|x, y| (x.0.min(y.0), x.1.max(y.1)))
+    }
 }
 
 /// A series of one function (in one labelling) on one thread.
@@ -122,7 +209,7 @@ struct Curve {
     series: Vec<Vec<f64>>,
 }
 
-/// First pass over the samples of `[start, end)` in bins of `bin_ns`: the
+/// First pass over the events of `n` bins of `bin_ns` from `start`: the
 /// period (ns) and its confidence, plus how strictly each channel repeats.
 fn period_in(
     stream: &Stream,
@@ -134,7 +221,7 @@ fn period_in(
         curve,
         channels,
         series,
-    } = curve_in(stream, start, bin_ns, n)?;
+    } = curve_in(stream, (start, start + n as u64 * bin_ns), bin_ns, n)?;
     let (period, score) = find_period(&curve)?;
     // How strictly each channel repeats with the period.
     let lag = period.round() as usize;
@@ -162,21 +249,19 @@ fn period_in(
 /// (the highest within 4 % of the lag; `None` past the stretch). `None`
 /// where the stretch holds too few samples.
 pub(super) fn support(
-    samples: &[Sample],
-    labellings: &[&StackMap<usize>],
-    pid: Option<u32>,
+    cpu: &Stream,
     (start, end): (u64, u64),
     period_ns: u64,
     multiples: &[f64],
 ) -> Option<Vec<Option<f64>>> {
-    let stream = cpu_stream(samples, labellings, pid, (start, end));
-    if stream.events.len() < 64 {
+    let inside: usize = cpu.per_thread((start, end)).map(|(_, e)| e.len()).sum();
+    if inside < 64 {
         return None;
     }
     let span = end.checked_sub(start)?;
     let bin_ns = span.div_ceil(MAX_BINS as u64).max(MIN_BIN_NS);
     let n = span.div_ceil(bin_ns) as usize;
-    let curve = curve_in(&stream, start, bin_ns, n)?.curve;
+    let curve = curve_in(cpu, (start, end), bin_ns, n)?.curve;
     let at = |lag_ns: f64| -> Option<f64> {
         let lag = lag_ns / bin_ns as f64;
         let (lo, hi) = ((lag * 0.96).floor() as usize, (lag * 1.04).ceil() as usize);
@@ -190,69 +275,65 @@ pub(super) fn support(
     Some(multiples.iter().map(|m| at(m * period_ns as f64)).collect())
 }
 
-/// The autocorrelation of the stream's busiest channels over `n` bins of
-/// `bin_ns` from `start`.
-fn curve_in(stream: &Stream, start: u64, bin_ns: u64, n: usize) -> Option<Curve> {
-    let labellings = stream.labellings;
-    let inside: Vec<&Sample> = stream
-        .events
-        .iter()
-        .copied()
-        .filter(|s| s.time_ns >= start && ((s.time_ns - start) / bin_ns) < n as u64)
-        .collect();
+/// The autocorrelation of the stream's busiest channels over the events of
+/// `[start, end)` in `n` bins of `bin_ns` from `start` (`end` at most the
+/// bins' end).
+fn curve_in(stream: &Stream, (start, end): (u64, u64), bin_ns: u64, n: usize) -> Option<Curve> {
     let bin = |t: u64| ((t - start) / bin_ns) as usize;
     // The threads that do the work: one series per (thread, labelling,
     // busiest functions of it). Threads are kept apart, so that threads
     // taking turns on the CPUs (time slices) do not look like a loop.
-    let mut per_thread: FastMap<u32, u64> = FastMap::default();
-    for s in &inside {
-        *per_thread.entry(s.tid).or_default() += 1;
-    }
-    let mut threads: Vec<(u32, u64)> = per_thread.into_iter().collect();
-    threads.sort_by_key(|&(tid, c)| (std::cmp::Reverse(c), tid));
-    let busiest_thread = threads.first()?.1;
-    threads.retain(|&(_, c)| c * 4 >= busiest_thread);
+    let mut threads: Vec<(u32, &[Event])> = stream
+        .per_thread((start, end.min(start + n as u64 * bin_ns)))
+        .filter(|(_, own)| !own.is_empty())
+        .collect();
+    threads.sort_by_key(|&(tid, own)| (std::cmp::Reverse(own.len()), tid));
+    let busiest_thread = threads.first()?.1.len();
+    threads.retain(|&(_, own)| own.len() * 4 >= busiest_thread);
     threads.truncate(MAX_THREADS);
     let mut channels: Vec<Channel> = Vec::new();
     let mut series: Vec<Vec<f64>> = Vec::new();
     let mut shares: Vec<Vec<f64>> = Vec::new();
-    for &(tid, _) in &threads {
-        let own: Vec<&Sample> = inside.iter().copied().filter(|s| s.tid == tid).collect();
+    for &(tid, own) in &threads {
         let mut total = vec![0.0; n];
-        for s in &own {
-            total[bin(s.time_ns)] += 1.0;
+        for e in own {
+            total[bin(e.time_ns)] += 1.0;
         }
         let first_series = series.len();
-        for (labelling, (labels, &keep)) in labellings.iter().zip(stream.channels).enumerate() {
-            let mut totals: FastMap<usize, u64> = FastMap::default();
-            for s in &own {
-                if let Some(&f) = labels.get(&s.stack_id) {
+        for (labelling, (labels, &keep)) in stream
+            .labels
+            .iter()
+            .zip(stream.reading.channels)
+            .enumerate()
+        {
+            let mut totals: FastMap<u32, u64> = FastMap::default();
+            for e in own {
+                let f = labels[e.key as usize];
+                if f != NO_LABEL {
                     *totals.entry(f).or_default() += 1;
                 }
             }
-            let mut busiest: Vec<(usize, u64)> = totals.into_iter().collect();
+            let mut busiest: Vec<(u32, u64)> = totals.into_iter().collect();
             busiest.sort_by_key(|&(f, c)| (std::cmp::Reverse(c), f));
             busiest.truncate(keep);
-            let index: HashMap<usize, usize> = busiest
-                .iter()
-                .enumerate()
-                .map(|(i, &(f, _))| (f, series.len() + i))
-                .collect();
+            // The series of each of the busiest labels.
+            let mut index: FastMap<u32, usize> = FastMap::default();
             for &(function, _) in &busiest {
+                index.insert(function, series.len());
                 channels.push(Channel {
                     tid,
                     labelling,
-                    function,
+                    function: function as usize,
                 });
                 series.push(vec![0.0; n]);
             }
-            for s in &own {
-                if let Some(&i) = labels.get(&s.stack_id).and_then(|f| index.get(f)) {
-                    series[i][bin(s.time_ns)] += 1.0;
+            for e in own {
+                if let Some(&i) = index.get(&labels[e.key as usize]) {
+                    series[i][bin(e.time_ns)] += 1.0;
                 }
             }
         }
-        if stream.measure == Measure::Counts {
+        if stream.reading.measure == Measure::Counts {
             // When the events come: counts, spread over ±2 bins (a step's
             // calls come a little earlier or later each time).
             for s in &series[first_series..] {
@@ -285,39 +366,48 @@ fn curve_in(stream: &Stream, start: u64, bin_ns: u64, n: usize) -> Option<Curve>
     })
 }
 
-/// The CPU samples of `pid` (all when `None`) in `[start, end)` as the
-/// wall-clock detector reads them.
-fn cpu_stream<'a>(
-    samples: &'a [Sample],
-    labellings: &'a [&'a StackMap<usize>],
-    pid: Option<u32>,
-    (start, end): (u64, u64),
-) -> Stream<'a> {
-    Stream {
-        events: samples
-            .iter()
-            .filter(|s| pid.is_none_or(|p| s.pid == p) && s.time_ns >= start && s.time_ns < end)
-            .collect(),
-        labellings,
-        channels: &CPU_CHANNELS,
-        measure: Measure::Shares,
-        method: "wall clock",
-        min_confidence: MIN_CONFIDENCE,
-        min_periods: 3.0,
-    }
-}
+/// How the wall-clock detector reads CPU samples.
+const CPU_READING: Reading = Reading {
+    channels: &CPU_CHANNELS,
+    measure: Measure::Shares,
+    method: "wall clock",
+    min_confidence: MIN_CONFIDENCE,
+    min_periods: 3.0,
+};
 
-/// The wall-clock detector on the CPU samples of `pid` (all when `None`).
-pub(super) fn detect(
+/// The CPU samples of `pid` (all when `None`) as the wall-clock detector
+/// reads them: each distinct stack a key, labelled by each labelling.
+pub(super) fn cpu_stream(
     samples: &[Sample],
     labellings: &[&StackMap<usize>],
     pid: Option<u32>,
-) -> Steps {
-    let stream = cpu_stream(samples, labellings, pid, (0, u64::MAX));
-    if stream.events.len() < 64 {
+) -> Stream {
+    let mut keys: StackMap<u32> = StackMap::default();
+    let mut labels: Vec<Vec<u32>> = vec![Vec::new(); labellings.len()];
+    let mut events = Vec::new();
+    for s in samples.iter().filter(|s| pid.is_none_or(|p| s.pid == p)) {
+        let next = keys.len() as u32;
+        let key = *keys.entry(s.stack_id).or_insert_with(|| {
+            for (labels, of) in labels.iter_mut().zip(labellings) {
+                labels.push(of.get(&s.stack_id).map_or(NO_LABEL, |&f| f as u32));
+            }
+            next
+        });
+        events.push(Event {
+            time_ns: s.time_ns,
+            tid: s.tid,
+            key,
+        });
+    }
+    Stream::new(events, labels, CPU_READING)
+}
+
+/// The wall-clock detector on the CPU samples of a [`cpu_stream`].
+pub(super) fn detect(cpu: &Stream) -> Steps {
+    if cpu.len() < 64 {
         return none("too few samples to look for steps", 0.0);
     }
-    detect_in(&stream)
+    detect_in(cpu)
 }
 
 /// The first pass's windows, as (start, bin width, bins): the whole run in
@@ -356,14 +446,9 @@ fn windows(first: u64, span: u64) -> Vec<(u64, u64, usize, bool)> {
 
 /// The wall-clock detector on any event stream of the process.
 pub(super) fn detect_in(stream: &Stream) -> Steps {
-    let mine = &stream.events;
-    let labellings = stream.labellings;
-    if mine.is_empty() {
+    let Some((first, last)) = stream.bounds() else {
         return none("no events to look for steps in", 0.0);
-    }
-    let (first, last) = mine.iter().fold((u64::MAX, 0), |(lo, hi), s| {
-        (lo.min(s.time_ns), hi.max(s.time_ns))
-    });
+    };
     let span = last - first + 1;
     if span < 16 * MIN_BIN_NS {
         return none("recording too short to look for steps", 0.0);
@@ -382,8 +467,14 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
             continue;
         };
         best_confidence = best_confidence.max(confidence);
-        if confidence < stream.min_confidence
-            || period * if whole { stream.min_periods } else { 8.0 } > (n as u64 * bin_ns) as f64
+        if confidence < stream.reading.min_confidence
+            || period
+                * if whole {
+                    stream.reading.min_periods
+                } else {
+                    8.0
+                }
+                > (n as u64 * bin_ns) as f64
             || found.as_ref().is_some_and(|f| f.1 >= confidence)
         {
             continue;
@@ -403,23 +494,12 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
     let coarse_ns =
         ((period_ns / BINS_PER_PERIOD / MIN_BIN_NS as f64).round() as u64).max(1) * MIN_BIN_NS;
     let m = (span.div_ceil(coarse_ns) as usize).max(1);
-    // Work per distinct (thread, stack), not per sample.
-    let mut per_pair: FastMap<(u32, Option<u64>), u64> = FastMap::default();
-    for s in mine.iter() {
-        *per_pair.entry((s.tid, s.stack_id)).or_default() += 1;
+    // Work per distinct (thread, key), not per event.
+    let mut per_pair: FastMap<(u32, u32), u64> = FastMap::default();
+    for e in stream.events() {
+        *per_pair.entry((e.tid, e.key)).or_default() += 1;
     }
-    let channels_of = |&(tid, stack): &(u32, Option<u64>)| {
-        labellings
-            .iter()
-            .enumerate()
-            .filter_map(move |(labelling, labels)| {
-                labels.get(&stack).map(|&function| Channel {
-                    tid,
-                    labelling,
-                    function,
-                })
-            })
-    };
+    let channels_of = |&(tid, key): &(u32, u32)| stream.channels_of(tid, key);
     let mut hits: HashMap<Channel, u64> = HashMap::new();
     for (pair, &count) in &per_pair {
         for channel in channels_of(pair) {
@@ -436,7 +516,7 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
             (rate > 0.0).then(|| (*channel, strict / rate))
         })
         .collect();
-    let weight_of_pair: HashMap<(u32, Option<u64>), f64> = per_pair
+    let weight_of_pair: FastMap<(u32, u32), f64> = per_pair
         .keys()
         .filter_map(|pair| {
             let w: f64 = channels_of(pair).filter_map(|c| weights.get(&c)).sum();
@@ -444,9 +524,9 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
         })
         .collect();
     let mut marker = vec![0.0; m];
-    for s in mine.iter() {
-        if let Some(w) = weight_of_pair.get(&(s.tid, s.stack_id)) {
-            marker[((s.time_ns - first) / coarse_ns) as usize] += w;
+    for e in stream.events() {
+        if let Some(w) = weight_of_pair.get(&(e.tid, e.key)) {
+            marker[((e.time_ns - first) / coarse_ns) as usize] += w;
         }
     }
     // Light smoothing, then scale so a typical busy bin is 1.
@@ -478,7 +558,8 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
         .filter(|&t| marker[t] >= WEAK_START * median)
         .collect();
     let time_of = |t: usize| first + t as u64 * coarse_ns;
-    let (starts, unlike) = trim_unlike_ends(&starts, time_of, mine, &weights, &channels_of);
+    let (starts, unlike) =
+        trim_unlike_ends(&starts, time_of, stream.events(), &weights, &channels_of);
     if starts.len() < 3 {
         return none("no periodic structure found", confidence);
     }
@@ -526,7 +607,7 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
     Steps {
         period_ns: Some(mean.round() as u64),
         period_cv,
-        ..Steps::between(boundaries, confidence, stream.method)
+        ..Steps::between(boundaries, confidence, stream.reading.method)
     }
 }
 
@@ -610,7 +691,7 @@ mod tests {
                 phase_in(&lengths, t).unwrap()
             }
         });
-        let steps = detect(&rows, &[&map], Some(1));
+        let steps = detect(&cpu_stream(&rows, &[&map], Some(1)));
         assert!(
             steps.count.abs_diff(80) <= 1,
             "{} {:?}",
@@ -648,7 +729,7 @@ mod tests {
                 phase_in(&lengths, t - setup).unwrap()
             }
         });
-        let steps = detect(&rows, &[&map], Some(1));
+        let steps = detect(&cpu_stream(&rows, &[&map], Some(1)));
         assert!(
             steps.count.abs_diff(60) <= 1,
             "{} {:?}",
