@@ -294,12 +294,18 @@ fn curve_in(stream: &Stream, (start, end): (u64, u64), bin_ns: u64, n: usize) ->
     let mut channels: Vec<Channel> = Vec::new();
     let mut series: Vec<Vec<f64>> = Vec::new();
     let mut shares: Vec<Vec<f64>> = Vec::new();
+    let keys = stream.labels.first().map_or(0, Vec::len);
     for &(tid, own) in &threads {
         let mut total = vec![0.0; n];
+        let mut per_key = vec![0u64; keys];
         for e in own {
             total[bin(e.time_ns)] += 1.0;
+            per_key[e.key as usize] += 1;
         }
         let first_series = series.len();
+        // Per labelling, the series of each key's label (`NO_LABEL`: none
+        // or not among the busiest).
+        let mut series_of: Vec<Vec<u32>> = Vec::with_capacity(stream.labels.len());
         for (labelling, (labels, &keep)) in stream
             .labels
             .iter()
@@ -307,19 +313,17 @@ fn curve_in(stream: &Stream, (start, end): (u64, u64), bin_ns: u64, n: usize) ->
             .enumerate()
         {
             let mut totals: FastMap<u32, u64> = FastMap::default();
-            for e in own {
-                let f = labels[e.key as usize];
-                if f != NO_LABEL {
-                    *totals.entry(f).or_default() += 1;
+            for (key, &count) in per_key.iter().enumerate() {
+                if count > 0 && labels[key] != NO_LABEL {
+                    *totals.entry(labels[key]).or_default() += count;
                 }
             }
             let mut busiest: Vec<(u32, u64)> = totals.into_iter().collect();
             busiest.sort_by_key(|&(f, c)| (std::cmp::Reverse(c), f));
             busiest.truncate(keep);
-            // The series of each of the busiest labels.
-            let mut index: FastMap<u32, usize> = FastMap::default();
+            let mut index: FastMap<u32, u32> = FastMap::default();
             for &(function, _) in &busiest {
-                index.insert(function, series.len());
+                index.insert(function, series.len() as u32);
                 channels.push(Channel {
                     tid,
                     labelling,
@@ -327,9 +331,19 @@ fn curve_in(stream: &Stream, (start, end): (u64, u64), bin_ns: u64, n: usize) ->
                 });
                 series.push(vec![0.0; n]);
             }
-            for e in own {
-                if let Some(&i) = index.get(&labels[e.key as usize]) {
-                    series[i][bin(e.time_ns)] += 1.0;
+            series_of.push(
+                labels
+                    .iter()
+                    .map(|f| index.get(f).copied().unwrap_or(NO_LABEL))
+                    .collect(),
+            );
+        }
+        for e in own {
+            let b = bin(e.time_ns);
+            for of in &series_of {
+                let i = of[e.key as usize];
+                if i != NO_LABEL {
+                    series[i as usize][b] += 1.0;
                 }
             }
         }
