@@ -1,11 +1,12 @@
 //! Top functions by self and total samples.
 
 use crate::AnalyzeError;
+use crate::Sample;
 use crate::fasthash::{FastMap, StackMap};
 use serde::Serialize;
 use sofa_trace::Archive;
 use sofa_trace::FrameKind;
-use sofa_trace::tables::{Binary, Frame, Mapping, Sample, StackNode, Symbol};
+use sofa_trace::tables::{Binary, Frame, Mapping, StackNode, Symbol};
 use std::collections::{HashMap, HashSet};
 
 /// One function's share of the samples. Shares are fractions of all samples.

@@ -3,10 +3,11 @@
 //! the step breakdown, the swarms' overlaps and the report's views, so
 //! "which swarm is this sample in" is answered in one place.
 
+use crate::Sample;
 use crate::fasthash::StackMap;
 use crate::net::Packets;
 use crate::syscalls::Calls;
-use sofa_trace::tables::{GpuCounter, Sample};
+use sofa_trace::tables::GpuCounter;
 
 /// A row of the function table (`Analysis::functions`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

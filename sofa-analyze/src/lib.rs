@@ -14,6 +14,7 @@ mod overlap;
 mod phases;
 mod python;
 mod render;
+mod sample;
 mod silhouette;
 mod spin;
 mod steps;
@@ -29,15 +30,12 @@ mod waits;
 /// A CPU sample of thread 1 of process 1 at `time_ns` in stack `stack`
 /// (1 ms period), for the unit tests.
 #[cfg(test)]
-pub(crate) fn test_sample(time_ns: u64, stack: u64) -> sofa_trace::tables::Sample {
-    sofa_trace::tables::Sample {
+pub(crate) fn test_sample(time_ns: u64, stack: u64) -> Sample {
+    Sample {
         time_ns,
         pid: 1,
         tid: 1,
-        cpu: 0,
         stack_id: Some(stack),
-        event: 0,
-        period: 1_000_000,
     }
 }
 
@@ -75,6 +73,7 @@ pub use net::{Flow, HostPair, InterfaceTraffic, NetSummary, Packet, Packets, net
 pub use phases::{Phase, PhaseRow, PhaseSummary};
 pub use python::{PY_MODULE_PREFIX, PythonSummary};
 pub use render::{ExportError, export, render_json, render_multi_text, render_text};
+pub use sample::Sample;
 pub use silhouette::{distance, silhouette, weighted_silhouette};
 pub use spin::{Oversubscription, Pool, PoolSpin, SpinSummary, SpinThread};
 pub use steps::{Steps, StreamEvidence};

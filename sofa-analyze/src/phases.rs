@@ -12,10 +12,10 @@
 //! thread's phase at the time, from its nearest sample within
 //! `LEND_WINDOW_NS` (`other` when it has none that near).
 
+use crate::Sample;
 use crate::fasthash::{FastMap, StackMap};
 use crate::functions::CallStacks;
 use serde::Serialize;
-use sofa_trace::tables::Sample;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -15,12 +15,13 @@
 //! shown under the caller that was on the stack at the nearest snapshot.
 
 use crate::AnalyzeError;
+use crate::Sample;
 use crate::fasthash::FastMap;
 use crate::functions::{CallStacks, Resolved};
 use crate::steps::pyloop::MainThreads;
 use serde::Serialize;
 use sofa_trace::Archive;
-use sofa_trace::tables::{PyFrame, PyOuter, PySample, PyStackNode, Sample, StackNode};
+use sofa_trace::tables::{PyFrame, PyOuter, PySample, PyStackNode, StackNode};
 
 use std::collections::HashMap;
 

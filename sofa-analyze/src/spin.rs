@@ -8,12 +8,12 @@
 //! nothing but yields and kernel frames: a worker that runs a kernel
 //! (`blas_thread_server` → `inner_thread` → `dgemm_kernel`) is working.
 
+use crate::Sample;
 use crate::fasthash::{FastMap, StackMap};
 use crate::functions::CallStacks;
 use crate::waits::Wait;
 use serde::Serialize;
 use sofa_trace::WaitReason;
-use sofa_trace::tables::Sample;
 
 /// A thread pool's spin loops: the library (file name test) and the
 /// functions in it (name test) that wait.

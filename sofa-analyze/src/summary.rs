@@ -1,4 +1,5 @@
 use crate::AnalyzeError;
+use crate::Sample;
 use crate::breakdown::{StepBreakdown, step_breakdown};
 use crate::fasthash::StackMap;
 use crate::functions::{CallStacks, FunctionRow, Functions, ModuleRow, functions_of, modules};
@@ -17,7 +18,7 @@ use crate::views::Views;
 use crate::waits::{Switches, WaitSummary};
 use serde::Serialize;
 use sofa_trace::CollectorName;
-use sofa_trace::tables::{Binary, GpuCounter, Sample, StackEndRow, SystemCounter};
+use sofa_trace::tables::{Binary, GpuCounter, StackEndRow, SystemCounter};
 use sofa_trace::{Archive, CollectorState};
 use std::collections::BTreeMap;
 
@@ -161,7 +162,7 @@ struct Sampled {
 /// The CPU samples and their stacks, Python frames merged in (and, with
 /// `python_only`, native frames of Python stacks left out).
 fn samples_and_stacks(archive: &Archive, options: &Options) -> Result<Sampled, AnalyzeError> {
-    let mut samples = archive.read_table::<Sample>()?;
+    let mut samples = crate::sample::read(archive)?;
     let sampling = archive.meta().sampling.as_ref();
     let ends = crate::unwinding::summarize(
         sampling.and_then(|s| s.call_graph.as_deref()),

@@ -8,6 +8,7 @@
 //! per function, not per sample; one pass over the samples builds the
 //! features.
 
+use crate::Sample;
 use crate::fasthash::{FastMap, StackMap};
 use crate::functions::FunctionRow;
 use crate::labels::SwarmId;
@@ -17,7 +18,6 @@ use linfa::prelude::*;
 use linfa_clustering::KMeans;
 use ndarray::Array2;
 use serde::Serialize;
-use sofa_trace::tables::Sample;
 use std::collections::HashMap;
 
 /// Functions clustered directly (the busiest); the rest join the nearest swarm.

@@ -1,10 +1,11 @@
 //! Samples per process and per thread, named by the kernel's comm records.
 
 use crate::AnalyzeError;
+use crate::Sample;
 use crate::fasthash::FastMap;
 use serde::Serialize;
 use sofa_trace::Archive;
-use sofa_trace::tables::{Sample, TaskEvent};
+use sofa_trace::tables::TaskEvent;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

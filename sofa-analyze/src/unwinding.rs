@@ -1,9 +1,10 @@
 //! How complete the recorded call stacks are: with `--call-graph dwarf` or
 //! `auto`, how each sample's unwound user stack ended (`stack_ends`).
 
+use crate::Sample;
 use serde::Serialize;
 use sofa_trace::StackEnd;
-use sofa_trace::tables::{Sample, StackEndRow};
+use sofa_trace::tables::StackEndRow;
 use std::collections::{BTreeMap, HashMap};
 
 /// How the user parts of the sampled stacks were taken and how they ended.
@@ -82,10 +83,7 @@ mod tests {
             time_ns: 0,
             pid: 1,
             tid: 1,
-            cpu: 0,
             stack_id,
-            event: 0,
-            period: 1,
         }
     }
 

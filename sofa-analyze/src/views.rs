@@ -3,6 +3,7 @@
 //! and the time × address scatter. Every view is aggregated to a bounded size
 //! (bins, cells, stacks), so a run of 10^7 samples gives a report of a few MB.
 
+use crate::Sample;
 use crate::fasthash::FastMap;
 use crate::functions::CallStacks;
 use crate::labels::{FunctionId, Labelled};
@@ -10,7 +11,7 @@ use serde::Serialize;
 use sofa_trace::Archive;
 use sofa_trace::Metric;
 use sofa_trace::WaitReason;
-use sofa_trace::tables::{GpuCounter, Sample, SystemCounter};
+use sofa_trace::tables::{GpuCounter, SystemCounter};
 use std::collections::{BTreeMap, HashMap};
 
 /// Time bins of the timeline (fewer for short runs: at least 1 ms a bin).

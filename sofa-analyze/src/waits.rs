@@ -4,11 +4,12 @@
 //! for; `take_gil` above a futex wait says the GIL), summed per thread,
 //! per reason and per stack.
 
+use crate::Sample;
 use crate::fasthash::FastMap;
 use crate::functions::CallStacks;
 use crate::{AnalyzeError, Gaps};
 use serde::Serialize;
-use sofa_trace::tables::{Sample, Switch};
+use sofa_trace::tables::Switch;
 use sofa_trace::{Archive, CollectorName, CollectorState, Table, WaitReason};
 use std::collections::BTreeMap;
 
@@ -37,7 +38,8 @@ impl Wait {
 /// reasons are known: each with its stack as a sample, so that Python
 /// frames merge into it like into the CPU samples', and the end of the wait.
 pub(crate) struct Switches {
-    pub rows: Vec<Switch>,
+    /// Each thread's (pid, tid) first and last switch.
+    spans: FastMap<(u32, u32), (u64, u64)>,
     /// When switches were not recorded (faster than `--switch-rate`): a
     /// wait is its parts outside them, a thread's time too.
     pub gaps: Gaps,
@@ -78,6 +80,14 @@ impl Switches {
         let mut preempted = Vec::new();
         let borrow = Borrow::new(&rows);
         let mut own = Vec::new();
+        let mut spans: FastMap<(u32, u32), (u64, u64)> = FastMap::default();
+        for r in &rows {
+            let s = spans
+                .entry((r.pid, r.tid))
+                .or_insert((r.time_ns, r.time_ns));
+            s.0 = s.0.min(r.time_ns);
+            s.1 = s.1.max(r.time_ns);
+        }
         for pair in order.windows(2) {
             let (a, b) = (&rows[pair[0]], &rows[pair[1]]);
             if a.tid != b.tid {
@@ -103,14 +113,11 @@ impl Switches {
                     time_ns: start,
                     pid: b.pid,
                     tid: b.tid,
-                    cpu: out.map_or(b.cpu, |o| o.cpu),
                     stack_id: stack.or_else(|| {
                         (end - start <= BORROW_MAX_NS)
                             .then(|| borrow.nearest(b.tid, was_preempted, start))
                             .flatten()
                     }),
-                    event: 0,
-                    period: 0,
                 },
                 end,
             ));
@@ -118,7 +125,7 @@ impl Switches {
             own.push(stack.is_some());
         }
         Switches {
-            rows,
+            spans,
             gaps,
             outs,
             preempted,
@@ -795,14 +802,7 @@ pub(crate) fn summarize(
         s.1 += d;
     }
     // Each thread's span: its first to its last switch.
-    let mut spans: FastMap<(u32, u32), (u64, u64)> = FastMap::default();
-    for r in &switches.rows {
-        let s = spans
-            .entry((r.pid, r.tid))
-            .or_insert((r.time_ns, r.time_ns));
-        s.0 = s.0.min(r.time_ns);
-        s.1 = s.1.max(r.time_ns);
-    }
+    let spans = &switches.spans;
     let mut threads: Vec<ThreadWaits> = per_thread
         .into_iter()
         .map(|((pid, tid), (wait_ns, reasons))| {
@@ -1278,10 +1278,7 @@ mod tests {
             time_ns,
             pid: 1,
             tid,
-            cpu: 0,
             stack_id: None,
-            event: 0,
-            period: 1,
         };
         let mut waits = vec![
             w(1, 0, 1_000_000),

@@ -13,10 +13,10 @@
 
 use super::signal::median_gap;
 use super::{Steps, none};
+use crate::Sample;
 use crate::fasthash::StackMap;
 use crate::functions::CallStacks;
 use crate::syscalls::Calls;
-use sofa_trace::tables::Sample;
 use std::collections::{HashMap, HashSet};
 
 /// Between-visit gaps must be this many times longer than within-visit ones

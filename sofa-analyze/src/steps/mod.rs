@@ -23,10 +23,10 @@ mod sequence;
 mod signal;
 mod wall;
 
+use crate::Sample;
 use crate::fasthash::{FastMap, StackMap};
 use crate::syscalls::Calls;
 use serde::Serialize;
-use sofa_trace::tables::Sample;
 use std::collections::HashSet;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -228,23 +228,28 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
         (Some(snapshots), Some(pid)) => pyloop::detect(snapshots, inputs.samples, pid),
         _ => (none("no Python snapshots of the main thread", 0.0), 0.0),
     };
+    // The event streams first: each is dropped before the next, and
+    // before the CPU samples' (16 bytes an event each).
+    let calls = match inputs.calls {
+        Some(calls) => syscall_steps(calls, inputs.calls_since_ns, inputs.threads),
+        None => none("no system calls recorded", 0.0),
+    };
+    let packets = match inputs.packets {
+        Some(packets) => network_steps(packets),
+        None => none("no packets recorded", 0.0),
+    };
+    let waits = match inputs.waits {
+        Some(waits) => wait_steps(waits, inputs.pid),
+        None => none("no off-CPU waits recorded", 0.0),
+    };
     let cpu = wall::cpu_stream(inputs.samples, inputs.labellings, inputs.pid);
     // Every stream has its place (see STREAMS), recorded or not.
     let mut answers = vec![
         sequence::detect(inputs.samples, inputs.self_of_stack, inputs.pid),
         wall::detect(&cpu),
-        match inputs.calls {
-            Some(calls) => syscall_steps(calls, inputs.calls_since_ns, inputs.threads),
-            None => none("no system calls recorded", 0.0),
-        },
-        match inputs.packets {
-            Some(packets) => network_steps(packets),
-            None => none("no packets recorded", 0.0),
-        },
-        match inputs.waits {
-            Some(waits) => wait_steps(waits, inputs.pid),
-            None => none("no off-CPU waits recorded", 0.0),
-        },
+        calls,
+        packets,
+        waits,
         py_loop,
     ];
     // How the CPU samples repeat at each event stream's period, over its

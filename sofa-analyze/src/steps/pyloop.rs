@@ -27,8 +27,9 @@
 //! too: a loop whose body is one long call is counted by them.
 
 use super::{Steps, none};
+use crate::Sample;
 use crate::fasthash::FastMap;
-use sofa_trace::tables::{PyFrame, PyOuter, PySample, PyStackNode, Sample};
+use sofa_trace::tables::{PyFrame, PyOuter, PySample, PyStackNode};
 use std::collections::HashMap;
 
 /// One snapshot of a main thread: (code, line) of each frame, outermost

@@ -8,8 +8,8 @@
 
 use super::signal::{Ties, mean_and_cv, period_peak, refine_period};
 use super::{Steps, none};
+use crate::Sample;
 use crate::fasthash::{FastMap, StackMap};
-use sofa_trace::tables::Sample;
 
 /// Longest series analysed; longer recordings use wider bins.
 const MAX_BINS: usize = 8_192;

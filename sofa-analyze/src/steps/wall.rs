@@ -19,8 +19,8 @@
 use super::placement::{local_periods, place_starts, trim_unlike_ends};
 use super::signal::{Ties, autocorrelation, mean_and_cv, median_gap, period_peak, refine_period};
 use super::{Steps, none};
+use crate::Sample;
 use crate::fasthash::{FastMap, StackMap};
-use sofa_trace::tables::Sample;
 use std::collections::HashMap;
 
 /// Most bins of the first pass; longer recordings use wider bins.
