@@ -32,21 +32,38 @@ impl Timelines {
 
 /// Fills the overlap fields of `swarms`.
 pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) {
+    // Timelines of the threads that made system calls and of the busiest
+    // thread (GPU and network samples), not of every thread: 16 bytes a
+    // sample.
+    let in_swarm = |s: &&crate::Sample| i.swarm_of(s.stack_id).is_some_and(|w| w.0 < swarms.len());
+    let mut per_thread: FastMap<u32, usize> = FastMap::default();
+    for s in i.samples.iter().filter(in_swarm) {
+        *per_thread.entry(s.tid).or_default() += 1;
+    }
+    let busiest = per_thread
+        .iter()
+        .max_by_key(|(tid, n)| (**n, std::cmp::Reverse(**tid)))
+        .map(|(tid, _)| *tid);
     let mut lines: FastMap<u32, Vec<(u64, usize)>> = FastMap::default();
-    for s in i.samples {
-        if let Some(swarm) = i.swarm_of(s.stack_id)
-            && swarm.0 < swarms.len()
-        {
-            lines.entry(s.tid).or_default().push((s.time_ns, swarm.0));
+    for c in &i.syscalls.rows {
+        if let Some(&n) = per_thread.get(&c.tid) {
+            lines.entry(c.tid).or_insert_with(|| Vec::with_capacity(n));
+        }
+    }
+    if let Some(tid) = busiest {
+        lines
+            .entry(tid)
+            .or_insert_with(|| Vec::with_capacity(per_thread[&tid]));
+    }
+    for s in i.samples.iter().filter(in_swarm) {
+        if let Some(line) = lines.get_mut(&s.tid) {
+            let swarm = i.swarm_of(s.stack_id).expect("in a swarm");
+            line.push((s.time_ns, swarm.0));
         }
     }
     for line in lines.values_mut() {
         line.sort_unstable();
     }
-    let busiest = lines
-        .iter()
-        .max_by_key(|(tid, line)| (line.len(), std::cmp::Reverse(**tid)))
-        .map(|(tid, _)| *tid);
     let timelines = Timelines(lines);
 
     for c in &i.syscalls.rows {

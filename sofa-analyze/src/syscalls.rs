@@ -7,30 +7,33 @@ use sofa_trace::tables::{Syscall, Untraced};
 use sofa_trace::{Archive, Table, TraceError};
 use std::collections::HashMap;
 
-/// One system call as the analysis keeps it: 32 bytes, against ~140 for a
-/// full row with its own name string (10^7 calls: 320 MB instead of 1.4 GB).
+/// One system call as the analysis keeps it: 24 bytes, against ~140 for a
+/// full row with its own name string (10^7 calls: 229 MiB instead of 1.4 GB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Call {
     pub time_ns: u64,
-    duration_ns: u64,
+    /// Its duration (ns) in the low 62 bits, `TIMED` and `FAILED` above.
+    duration: u64,
     pub tid: u32,
     /// Index into the names of its [`Calls`].
     name: u32,
-    flags: u8,
 }
 
-const TIMED: u8 = 1;
-const FAILED: u8 = 2;
+/// The exit was seen (the call has a duration).
+const TIMED: u64 = 1 << 63;
+/// It returned a negative errno.
+const FAILED: u64 = 1 << 62;
+const DURATION: u64 = FAILED - 1;
 
 impl Call {
     /// Entry to exit, if the exit was seen.
     pub fn duration_ns(&self) -> Option<u64> {
-        (self.flags & TIMED != 0).then_some(self.duration_ns)
+        (self.duration & TIMED != 0).then_some(self.duration & DURATION)
     }
 
     /// Returned a negative errno.
     pub fn failed(&self) -> bool {
-        self.flags & FAILED != 0
+        self.duration & FAILED != 0
     }
 }
 
@@ -161,11 +164,10 @@ impl Calls {
         let failed = row.ret.is_some_and(|r| (-4095..0).contains(&r));
         self.rows.push(Call {
             time_ns: row.time_ns,
-            duration_ns: row.duration_ns.unwrap_or(0),
+            duration: row.duration_ns.map_or(0, |d| d.min(DURATION) | TIMED)
+                | if failed { FAILED } else { 0 },
             tid: row.tid,
             name: id,
-            flags: if row.duration_ns.is_some() { TIMED } else { 0 }
-                | if failed { FAILED } else { 0 },
         });
     }
 
@@ -375,10 +377,11 @@ mod tests {
             row(3, "read", Some(30), Some(-11)),
             row(4, "openat", Some(5), Some(-2)),
         ]);
-        assert_eq!(std::mem::size_of::<Call>(), 32);
         assert_eq!(calls.names.len(), 3, "names interned");
         let second = &calls.rows[1];
         assert_eq!((calls.name(second), second.duration_ns()), ("futex", None));
+        assert_eq!(std::mem::size_of::<Call>(), 24);
+        assert_eq!(calls.rows[2].duration_ns(), Some(30), "failed and timed");
         assert!(calls.is_io(&calls.rows[0]) && !calls.is_io(second));
         assert!(calls.rows[2].failed() && !calls.rows[0].failed());
         let table = syscall_table(&calls, Some(1000));
