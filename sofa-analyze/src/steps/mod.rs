@@ -119,6 +119,22 @@ fn cpu_backs([half, at, double]: [f64; 3]) -> bool {
 /// is tested, not searched for (the CPU streams' own searches need 0.12).
 const MIN_BACKING: f64 = 0.05;
 
+/// Whether an answer of `count` steps is doubled: the CPU samples do not
+/// back its period but back twice it (`curve`: at half, one, two and four
+/// of its periods), and it has the half-steps to tell.
+fn doubles(count: u64, [half, at, double, quad]: [f64; 4]) -> bool {
+    count >= MIN_HALF_STEPS && !cpu_backs([half, at, double]) && cpu_backs([at, double, quad])
+}
+
+/// Half-steps an answer needs to be doubled: the CPU curve is then read
+/// four of them apart, and a lag is trusted where the loop holds it at
+/// least 8 times (as a window must hold 8 periods of an event stream). A
+/// compile's system calls made 18 "half-steps" of 7.3 ms whose CPU curve
+/// happened to back 9 steps of 14.6 (one CI run in about 20); the doubled
+/// answers of loops had 52 (DataLoader waits) to 240 (PyTorch MLP system
+/// calls).
+const MIN_HALF_STEPS: u64 = 32;
+
 impl Steps {
     /// The steps between consecutive `boundaries` (each start, then the
     /// last one's end; at least two): their count, mean length and its
@@ -271,9 +287,7 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
                 return Backing::default();
             };
             if let Some(quad) = curve[3]
-                && !cpu_backs([half, at, double])
-                && cpu_backs([at, double, quad])
-                && a.count >= 6
+                && doubles(a.count, [half, at, double, quad])
             {
                 *a = doubled(a);
                 return Backing {
@@ -970,6 +984,17 @@ pub(crate) mod tests {
         assert!(slices.len() > 600);
         let steps = wait_steps(&slices, Some(1));
         assert_eq!(steps.count, 0, "{:?}", steps.note);
+    }
+
+    #[test]
+    fn an_answer_is_doubled_only_with_the_half_steps_to_tell() {
+        // The CPU samples out of step at the answer's period, in step at
+        // twice it (the flaky compile's curve).
+        let curve = [0.03, 0.005, 0.067, 0.010];
+        assert!(!doubles(18, curve), "9 doubled steps from 18 halves");
+        assert!(doubles(52, curve));
+        // Backed at its own period: not doubled.
+        assert!(!doubles(240, [-0.05, 0.08, 0.02, 0.07]));
     }
 
     #[test]
