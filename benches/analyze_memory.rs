@@ -6,14 +6,17 @@
 //! ```text
 //! cargo bench --bench analyze_memory                              # 10^6 + 10^6
 //! SOFA_BENCH_MAX=10000000 cargo bench --bench analyze_memory      # and 10^7 + 10^7
+//! SOFA_BENCH_MAX=20000000 cargo bench --bench analyze_memory      # and 2 x 10^7 each
 //! ```
 //!
-//! Peak memory is the process's VmHWM after the analyses of a size (the
-//! archive's generation before it, in the same process, is printed too:
-//! the analysis's peak is the larger).
+//! Peak memory is the process's VmHWM over the analyses of a size, reset
+//! after the archive's generation (`/proc/self/clear_refs`); where the
+//! kernel cannot reset it, the peak so far (generation included) is
+//! printed and said so. After two sizes or more, the growth between the
+//! last two: memory per row added.
 
 mod common;
-use common::peak_rss_mib;
+use common::{peak_rss_mib, reset_peak_rss};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sofa_trace::Archive;
 use sofa_trace::synthetic::Synthetic;
@@ -25,7 +28,11 @@ fn bench(c: &mut Criterion) {
         .unwrap_or(1_000_000);
     let mut group = c.benchmark_group("analyze_with_syscalls");
     group.sample_size(10);
-    for n in [1_000_000u64, 10_000_000].into_iter().filter(|&n| n <= max) {
+    let mut peaks: Vec<(u64, f64)> = Vec::new();
+    for n in [1_000_000u64, 10_000_000, 20_000_000]
+        .into_iter()
+        .filter(|&n| n <= max)
+    {
         let dir = tempfile::tempdir().unwrap();
         Synthetic {
             samples: n,
@@ -38,6 +45,7 @@ fn bench(c: &mut Criterion) {
             "generated {n} + {n}: peak RSS so far {:.0} MiB",
             peak_rss_mib()
         );
+        let reset = reset_peak_rss();
         group.throughput(Throughput::Elements(2 * n));
         group.bench_function(format!("{n}_samples_{n}_syscalls"), |b| {
             b.iter(|| {
@@ -48,10 +56,21 @@ fn bench(c: &mut Criterion) {
                 analysis
             })
         });
-        eprintln!(
-            "analyze {n} + {n}: peak RSS so far {:.0} MiB",
-            peak_rss_mib()
-        );
+        let peak = peak_rss_mib();
+        if reset {
+            eprintln!("analyze {n} + {n}: peak RSS {peak:.0} MiB");
+            if let Some(&(m, before)) = peaks.last() {
+                eprintln!(
+                    "  growth from {m} + {m}: {:.1} bytes per row ({:.0} MiB for {} more rows)",
+                    (peak - before) * 1048576.0 / (2 * (n - m)) as f64,
+                    peak - before,
+                    2 * (n - m)
+                );
+            }
+            peaks.push((n, peak));
+        } else {
+            eprintln!("analyze {n} + {n}: peak RSS so far {peak:.0} MiB (generation included)");
+        }
     }
     group.finish();
 }
