@@ -131,7 +131,8 @@ pub(super) struct Stream {
 impl Stream {
     /// The stream of `events` (in any order) whose keys `labels` maps.
     pub(super) fn new(mut events: Vec<Event>, labels: Vec<Vec<u32>>, reading: Reading) -> Stream {
-        debug_assert!(reading.channels.len() == labels.len());
+        // (Tests give the CPU stream fewer labellings than it has channels.)
+        debug_assert!(labels.len() <= reading.channels.len());
         events.sort_unstable_by_key(|e| (e.tid, e.time_ns, e.key));
         let mut threads: Vec<(u32, usize, usize)> = Vec::new();
         for (i, e) in events.iter().enumerate() {
