@@ -123,8 +123,11 @@ pub(super) struct Stream {
     events: Vec<Event>,
     /// Each thread's events: `events[start..end]`.
     threads: Vec<(u32, usize, usize)>,
-    /// `labels[labelling][key]`, `NO_LABEL` for none.
+    /// `labels[labelling][key]`, `NO_LABEL` for none. Labels are dense
+    /// ids (function positions, call names, reasons).
     labels: Vec<Vec<u32>>,
+    /// Per labelling, its highest label + 1.
+    label_counts: Vec<usize>,
     pub(super) reading: Reading,
 }
 
@@ -141,10 +144,20 @@ impl Stream {
                 _ => threads.push((e.tid, i, i + 1)),
             }
         }
+        let label_counts = labels
+            .iter()
+            .map(|of| {
+                of.iter()
+                    .filter(|&&f| f != NO_LABEL)
+                    .max()
+                    .map_or(0, |&f| f as usize + 1)
+            })
+            .collect();
         Stream {
             events,
             threads,
             labels,
+            label_counts,
             reading,
         }
     }
@@ -295,17 +308,15 @@ fn curve_in(stream: &Stream, (start, end): (u64, u64), bin_ns: u64, n: usize) ->
     let mut channels: Vec<Channel> = Vec::new();
     let mut series: Vec<Vec<f64>> = Vec::new();
     let mut shares: Vec<Vec<f64>> = Vec::new();
-    let keys = stream.labels.first().map_or(0, Vec::len);
     for &(tid, own) in &threads {
         let mut total = vec![0.0; n];
-        let mut per_key = vec![0u64; keys];
         for e in own {
             total[bin(e.time_ns)] += 1.0;
-            per_key[e.key as usize] += 1;
         }
         let first_series = series.len();
-        // Per labelling, the series of each key's label (`NO_LABEL`: none
-        // or not among the busiest).
+        // Per labelling, the series of each label (`NO_LABEL`: not among
+        // the busiest): arrays by label, so the work is per event and
+        // label, not per distinct stack.
         let mut series_of: Vec<Vec<u32>> = Vec::with_capacity(stream.labels.len());
         for (labelling, (labels, &keep)) in stream
             .labels
@@ -313,18 +324,24 @@ fn curve_in(stream: &Stream, (start, end): (u64, u64), bin_ns: u64, n: usize) ->
             .zip(stream.reading.channels)
             .enumerate()
         {
-            let mut totals: FastMap<u32, u64> = FastMap::default();
-            for (key, &count) in per_key.iter().enumerate() {
-                if count > 0 && labels[key] != NO_LABEL {
-                    *totals.entry(labels[key]).or_default() += count;
+            let mut totals = vec![0u64; stream.label_counts[labelling]];
+            for e in own {
+                let f = labels[e.key as usize];
+                if f != NO_LABEL {
+                    totals[f as usize] += 1;
                 }
             }
-            let mut busiest: Vec<(u32, u64)> = totals.into_iter().collect();
+            let mut busiest: Vec<(u32, u64)> = totals
+                .iter()
+                .enumerate()
+                .filter(|&(_, &c)| c > 0)
+                .map(|(f, &c)| (f as u32, c))
+                .collect();
             busiest.sort_by_key(|&(f, c)| (std::cmp::Reverse(c), f));
             busiest.truncate(keep);
-            let mut index: FastMap<u32, u32> = FastMap::default();
+            let mut of = vec![NO_LABEL; totals.len()];
             for &(function, _) in &busiest {
-                index.insert(function, series.len() as u32);
+                of[function as usize] = series.len() as u32;
                 channels.push(Channel {
                     tid,
                     labelling,
@@ -332,19 +349,14 @@ fn curve_in(stream: &Stream, (start, end): (u64, u64), bin_ns: u64, n: usize) ->
                 });
                 series.push(vec![0.0; n]);
             }
-            series_of.push(
-                labels
-                    .iter()
-                    .map(|f| index.get(f).copied().unwrap_or(NO_LABEL))
-                    .collect(),
-            );
+            series_of.push(of);
         }
         for e in own {
             let b = bin(e.time_ns);
-            for of in &series_of {
-                let i = of[e.key as usize];
-                if i != NO_LABEL {
-                    series[i as usize][b] += 1.0;
+            for (labels, of) in stream.labels.iter().zip(&series_of) {
+                let f = labels[e.key as usize];
+                if f != NO_LABEL && of[f as usize] != NO_LABEL {
+                    series[of[f as usize] as usize][b] += 1.0;
                 }
             }
         }
