@@ -208,7 +208,7 @@ impl Stream {
 }
 
 /// A series of one function (in one labelling) on one thread.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Channel {
     pub(super) tid: u32,
     pub(super) labelling: usize,
@@ -670,6 +670,57 @@ fn smooth(s: &[f64], reach: usize) -> Vec<f64> {
 mod tests {
     use super::*;
     use crate::steps::tests::samples;
+
+    #[test]
+    fn a_stream_finds_each_threads_events_of_a_window_as_a_scan_would() {
+        // Three threads' events out of order, keys 0..4 with labels
+        // (key 3 unlabelled in the first labelling).
+        let mut y = 0x2545f4914f6cdd1du64;
+        let events: Vec<Event> = (0..3000)
+            .map(|_| {
+                y ^= y << 13;
+                y ^= y >> 7;
+                y ^= y << 17;
+                Event {
+                    time_ns: y % 1_000_000,
+                    tid: 7 + (y >> 40) as u32 % 3,
+                    key: (y >> 20) as u32 % 4,
+                }
+            })
+            .collect();
+        let labels = vec![vec![0, 1, 1, NO_LABEL], vec![0, 0, 0, 0]];
+        let stream = Stream::new(events.clone(), labels, CPU_READING);
+        assert_eq!(stream.len(), 3000);
+        assert_eq!(stream.label_counts, [2, 1]);
+        for window in [
+            (0, 1_000_000),
+            (250_000, 250_001),
+            (400_000, 700_000),
+            (5, 5),
+        ] {
+            for (tid, own) in stream.per_thread(window) {
+                let mut scan: Vec<Event> = events
+                    .iter()
+                    .filter(|e| e.tid == tid && e.time_ns >= window.0 && e.time_ns < window.1)
+                    .copied()
+                    .collect();
+                scan.sort_by_key(|e| (e.time_ns, e.key));
+                assert_eq!(own, scan.as_slice(), "{tid} {window:?}");
+            }
+        }
+        let lo = events.iter().map(|e| e.time_ns).min().unwrap();
+        let hi = events.iter().map(|e| e.time_ns).max().unwrap();
+        assert_eq!(stream.bounds(), Some((lo, hi)));
+        let channels: Vec<Channel> = stream.channels_of(8, 3).collect();
+        assert_eq!(
+            channels,
+            [Channel {
+                tid: 8,
+                labelling: 1,
+                function: 0
+            }]
+        );
+    }
 
     #[test]
     fn starts_detached_from_the_loop_are_dropped() {
