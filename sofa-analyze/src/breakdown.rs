@@ -41,16 +41,17 @@ fn step_of(boundaries: &[u64], t: u64) -> Option<usize> {
 /// The breakdown of each step between `boundaries`; `main_waits`: the
 /// main thread's waits, when context switches were recorded, except in
 /// `untraced` (a step that overlaps a span off gets none: it would show
-/// waits missing).
+/// waits missing). Fails only where the system calls, read again, fail
+/// to read.
 pub(crate) fn step_breakdown(
     i: &Labelled,
     boundaries: &[u64],
     main_waits: Option<&[Wait]>,
     untraced: &Gaps,
-) -> Vec<StepBreakdown> {
+) -> Result<Vec<StepBreakdown>, sofa_trace::TraceError> {
     let b = boundaries;
     if b.len() < 2 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let mut rows: Vec<StepBreakdown> = b
         .windows(2)
@@ -91,14 +92,14 @@ pub(crate) fn step_breakdown(
             rows[step].samples_by_swarm[swarm.0] += 1;
         }
     }
-    for c in &i.syscalls.rows {
+    i.syscalls.for_each(|c| {
         if let (Some(step), Some(d)) = (step_of(b, c.time_ns), c.duration_ns()) {
             rows[step].syscall_ns += d;
             if i.syscalls.is_io(c) {
                 rows[step].io_ns += d;
             }
         }
-    }
+    })?;
     let mut gpu: Vec<(u64, u64)> = vec![(0, 0); rows.len()];
     for g in i.gpu {
         if let (Some(step), Some(util)) = (step_of(b, g.time_ns), g.util_gpu) {
@@ -114,7 +115,7 @@ pub(crate) fn step_breakdown(
             rows[step].net_bytes += u64::from(e.len);
         }
     }
-    rows
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -141,7 +142,7 @@ mod tests {
         // Steps of 100 ns; switches not recorded in 150..180.
         let waits = [wait(20, 50), wait(120, 150), wait(210, 240)];
         let gaps = Gaps::from(vec![(150, 180)]);
-        let rows = step_breakdown(&labelled, &[0, 100, 200, 300], Some(&waits), &gaps);
+        let rows = step_breakdown(&labelled, &[0, 100, 200, 300], Some(&waits), &gaps).unwrap();
         let lock = |row: &StepBreakdown| row.main_waits_ns.as_ref().map(|by| by["lock"]);
         assert_eq!(
             rows.iter().map(lock).collect::<Vec<_>>(),
@@ -153,7 +154,8 @@ mod tests {
             &[0, 100, 200, 300],
             Some(&waits),
             &Gaps::default(),
-        );
+        )
+        .unwrap();
         assert_eq!(lock(&rows[1]), Some(30));
     }
 }

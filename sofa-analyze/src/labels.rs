@@ -26,7 +26,7 @@ pub(crate) struct Labelled<'a> {
     swarm_of_function: &'a [Option<SwarmId>],
     /// Number of swarms.
     pub swarms: usize,
-    pub syscalls: &'a Calls,
+    pub syscalls: &'a Calls<'a>,
     /// Whether system calls were recorded (an empty table then means none made).
     pub syscalls_recorded: bool,
     pub gpu: &'a [GpuCounter],
@@ -40,7 +40,7 @@ impl<'a> Labelled<'a> {
         self_of_stack: &'a StackMap<usize>,
         swarm_of_function: &'a [Option<SwarmId>],
         swarms: usize,
-        syscalls: &'a Calls,
+        syscalls: &'a Calls<'a>,
         syscalls_recorded: bool,
         gpu: &'a [GpuCounter],
         net: &'a Packets,

@@ -9,6 +9,7 @@
 use crate::fasthash::FastMap;
 use crate::labels::Labelled;
 use crate::swarms::Swarm;
+use sofa_trace::TraceError;
 
 /// Samples further than this from an event do not say what ran then.
 const TOLERANCE_NS: u64 = 5_000_000;
@@ -31,7 +32,8 @@ impl Timelines {
 }
 
 /// Fills the overlap fields of `swarms`.
-pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) {
+/// Fails only where the system calls, read again, fail to read.
+pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) -> Result<(), TraceError> {
     // Timelines of the threads that made system calls and of the busiest
     // thread (GPU and network samples), not of every thread: 16 bytes a
     // sample.
@@ -44,12 +46,11 @@ pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) {
         .iter()
         .max_by_key(|(tid, n)| (**n, std::cmp::Reverse(**tid)))
         .map(|(tid, _)| *tid);
-    let mut lines: FastMap<u32, Vec<(u64, usize)>> = FastMap::default();
-    for c in &i.syscalls.rows {
-        if let Some(&n) = per_thread.get(&c.tid) {
-            lines.entry(c.tid).or_insert_with(|| Vec::with_capacity(n));
-        }
-    }
+    let mut lines: FastMap<u32, Vec<(u64, usize)>> = per_thread
+        .iter()
+        .filter(|(tid, _)| i.syscalls.made_calls(**tid))
+        .map(|(&tid, &n)| (tid, Vec::with_capacity(n)))
+        .collect();
     if let Some(tid) = busiest {
         lines
             .entry(tid)
@@ -66,13 +67,13 @@ pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) {
     }
     let timelines = Timelines(lines);
 
-    for c in &i.syscalls.rows {
+    i.syscalls.for_each(|c| {
         if let Some(swarm) = timelines.swarm_at(c.tid, c.time_ns) {
             swarms[swarm].syscalls += 1;
             swarms[swarm].syscall_ns += c.duration_ns().unwrap_or(0);
         }
-    }
-    let Some(main) = busiest else { return };
+    })?;
+    let Some(main) = busiest else { return Ok(()) };
     let mut gpu: Vec<(f64, u64)> = vec![(0.0, 0); swarms.len()];
     for g in i.gpu {
         if let (Some(swarm), Some(util)) = (timelines.swarm_at(main, g.time_ns), g.util_gpu) {
@@ -88,4 +89,5 @@ pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) {
             swarms[swarm].net_bytes += u64::from(e.len);
         }
     }
+    Ok(())
 }

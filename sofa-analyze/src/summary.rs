@@ -303,9 +303,9 @@ fn analyze_inner(
     let wait_rows = switches.as_ref().map(|sw| {
         let mut rows = sw.waits(&stacks);
         impossible = crate::waits::drop_impossible(&mut rows, &sample_rows);
-        crate::waits::reasons_from_calls(&mut rows, &calls);
-        rows
+        crate::waits::reasons_from_calls(&mut rows, &calls).map(|_| rows)
     });
+    let wait_rows = wait_rows.transpose()?;
     let mut waits = switches
         .as_ref()
         .zip(wait_rows.as_deref())
@@ -407,7 +407,7 @@ fn analyze_inner(
             .and_then(|(m, pid)| m.get(&pid))
             .map(Vec::as_slice),
         marker: options.step_marker.as_deref().map(|name| (name, &stacks)),
-    });
+    })?;
     steps.expected = options.expected_steps;
     if let (Some(w), Some(rows)) = (&mut waits, &wait_rows) {
         w.locks = crate::waits::lock_rows(rows, &calls.futex_waits, &w.threads, &stacks);
@@ -453,8 +453,8 @@ fn analyze_inner(
                 .collect()
         });
     let mut step_breakdown =
-        step_breakdown(&labelled, &steps.boundaries_ns, main_waits.as_deref(), gaps);
-    add_overlaps(&mut swarms, &labelled);
+        step_breakdown(&labelled, &steps.boundaries_ns, main_waits.as_deref(), gaps)?;
+    add_overlaps(&mut swarms, &labelled)?;
     let syscalls = syscall_table(&calls, run.duration_ns);
     let syscalls_traced_share = (!calls.complete())
         .then(|| run.duration_ns.map(|d| calls.traced_share(d)))
@@ -516,27 +516,29 @@ fn analyze_inner(
         hints: Vec::new(),
     };
     analysis.hints = hints(&analysis);
-    let views = with_views.then(|| {
-        crate::views::build(
-            archive,
-            &labelled,
-            &crate::views::Inputs {
-                function_names: analysis
-                    .functions
-                    .iter()
-                    .map(|f| (f.name.as_str(), f.module.as_str()))
-                    .collect(),
-                swarm_captions: analysis.swarms.iter().map(|s| s.caption.clone()).collect(),
-                system: &system_rows,
-                stacks: &stacks,
-                duration_ns: analysis.run.duration_ns,
-                waits: wait_rows.as_deref(),
-                untraced_waits: gaps,
-                period_ns: 1_000_000_000 / analysis.run.frequency_hz.unwrap_or(999).max(1),
-                thread_name: &|tid| names.of(tid),
-                phases: (!analysis.phases.phases.is_empty()).then_some(&phases_of),
-            },
-        )
-    });
+    let views = with_views
+        .then(|| {
+            crate::views::build(
+                archive,
+                &labelled,
+                &crate::views::Inputs {
+                    function_names: analysis
+                        .functions
+                        .iter()
+                        .map(|f| (f.name.as_str(), f.module.as_str()))
+                        .collect(),
+                    swarm_captions: analysis.swarms.iter().map(|s| s.caption.clone()).collect(),
+                    system: &system_rows,
+                    stacks: &stacks,
+                    duration_ns: analysis.run.duration_ns,
+                    waits: wait_rows.as_deref(),
+                    untraced_waits: gaps,
+                    period_ns: 1_000_000_000 / analysis.run.frequency_hz.unwrap_or(999).max(1),
+                    thread_name: &|tid| names.of(tid),
+                    phases: (!analysis.phases.phases.is_empty()).then_some(&phases_of),
+                },
+            )
+        })
+        .transpose()?;
     Ok((analysis, views))
 }

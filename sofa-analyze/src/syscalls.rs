@@ -4,7 +4,7 @@ use crate::Gaps;
 use serde::Serialize;
 use sofa_trace::CollectorName;
 use sofa_trace::tables::{Syscall, Untraced};
-use sofa_trace::{Archive, Table, TraceError};
+use sofa_trace::{Archive, CallRef, Table, TraceError};
 use std::collections::HashMap;
 
 /// One system call as the analysis keeps it: 24 bytes, against ~140 for a
@@ -59,14 +59,38 @@ fn futex_op_waits(op: u64) -> bool {
     matches!(op & !(PRIVATE | CLOCK_REALTIME), 0 | 6 | 9 | 11 | 13)
 }
 
-/// The `syscalls` table, compact: the columns the analysis uses, names
-/// interned.
+/// Per call name: what the table of calls adds up.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    count: u64,
+    errors: u64,
+    /// Time inside the calls whose exit was seen.
+    total_ns: u64,
+    /// Calls whose exit was seen.
+    timed: u64,
+}
+
+/// The `syscalls` table as analysis sees it: what one read adds up (per
+/// name totals, the futex waits, the threads that made calls), and the
+/// calls themselves read again, compact and one at a time, by each pass
+/// that needs them ([`Calls::for_each`]). Memory does not grow with the
+/// calls: 10^7 of them held as 24-byte rows took 229 MiB for the whole
+/// analysis.
 #[derive(Debug, Default)]
-pub struct Calls {
-    pub rows: Vec<Call>,
-    /// The futex waits among `rows`, with their address (what a lock
-    /// convoy's threads share); few next to all calls, so the address is
-    /// kept for these only.
+pub struct Calls<'a> {
+    /// Where the calls are read again from; `None` for calls given in
+    /// memory ([`Calls::from_rows`]), which are then kept in `kept`.
+    archive: Option<&'a Archive>,
+    kept: Vec<Call>,
+    count: u64,
+    /// The latest call's entry time.
+    last_ns: Option<u64>,
+    /// Per name id.
+    totals: Vec<Totals>,
+    /// Threads that made calls.
+    tids: rustc_hash::FxHashSet<u32>,
+    /// The futex waits among the calls, with their address (what a lock
+    /// convoy's threads share); few next to all calls.
     pub futex_waits: Vec<FutexWait>,
     /// Spans in which nothing was traced (calls came faster than
     /// `--syscall-rate`).
@@ -80,14 +104,17 @@ pub struct Calls {
     ids: HashMap<String, u32>,
 }
 
-impl Calls {
-    /// Reads the table a slice at a time, so only the compact rows stay.
-    pub fn read(archive: &Archive) -> Result<Calls, TraceError> {
-        let mut calls = Calls::default();
-        if let Ok(n) = archive.table_rows(Syscall::NAME) {
-            calls.rows.reserve_exact(n as usize);
-        }
-        archive.for_each_rows(|rows: Vec<Syscall>| calls.extend(&rows))?;
+impl<'a> Calls<'a> {
+    /// Reads the table once, a slice at a time, keeping what it adds up;
+    /// passes that need the calls read them again with [`Calls::for_each`].
+    pub fn read(archive: &'a Archive) -> Result<Calls<'a>, TraceError> {
+        let mut calls = Calls {
+            archive: Some(archive),
+            ..Calls::default()
+        };
+        archive.for_each_call(|row| {
+            calls.add(row);
+        })?;
         for span in archive.read_table::<Untraced>()? {
             if span.collector == CollectorName::Syscalls.as_str()
                 && let Some(call) = span.call
@@ -97,6 +124,100 @@ impl Calls {
         }
         calls.untraced = Gaps::read(archive, CollectorName::Syscalls)?;
         Ok(calls)
+    }
+
+    /// From full rows, kept in memory (tests, callers that have them).
+    pub fn from_rows(rows: &[Syscall]) -> Calls<'static> {
+        let mut calls = Calls::default();
+        for row in rows {
+            let call = calls.add(&CallRef {
+                time_ns: row.time_ns,
+                duration_ns: row.duration_ns,
+                pid: row.pid,
+                tid: row.tid,
+                name: &row.name,
+                ret: row.ret,
+                arg0: row.arg0,
+                arg1: row.arg1,
+            });
+            calls.kept.push(call);
+        }
+        calls
+    }
+
+    /// Calls `f` with every call, in the table's order: read again from
+    /// the archive (a pass over 10^7 calls takes ~0.4 s), or from memory.
+    pub fn for_each(&self, mut f: impl FnMut(&Call)) -> Result<(), TraceError> {
+        let Some(archive) = self.archive else {
+            self.kept.iter().for_each(f);
+            return Ok(());
+        };
+        // Calls come in runs of one name: look a name up when it changes.
+        let mut last: Option<(String, u32)> = None;
+        let mut unknown: Option<String> = None;
+        let read = archive.for_each_call(|row| {
+            let id = match &last {
+                Some((name, id)) if name == row.name => *id,
+                _ => match self.ids.get(row.name) {
+                    Some(&id) => {
+                        last = Some((row.name.to_owned(), id));
+                        id
+                    }
+                    None => {
+                        unknown.get_or_insert_with(|| row.name.to_owned());
+                        return;
+                    }
+                },
+            };
+            f(&compact(row, id));
+        })?;
+        if read != self.count || unknown.is_some() {
+            return Err(TraceError::CorruptTable {
+                path: archive.dir().join(Syscall::NAME),
+                reason: format!(
+                    "it changed while it was analysed ({read} calls read again, {} at first{})",
+                    self.count,
+                    unknown.map_or(String::new(), |n| format!("; `{n}` is new"))
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds a call to what the calls add up; returns it compact.
+    fn add(&mut self, row: &CallRef) -> Call {
+        let id = match self.ids.get(row.name) {
+            Some(&id) => id,
+            None => {
+                let id = self.names.len() as u32;
+                self.names.push(row.name.to_owned());
+                self.io.push(IO_CALLS.contains(&row.name));
+                self.ids.insert(row.name.to_owned(), id);
+                self.totals.push(Totals::default());
+                id
+            }
+        };
+        if row.name == "futex" && futex_op_waits(row.arg1) {
+            self.futex_waits.push(FutexWait {
+                time_ns: row.time_ns,
+                end_ns: row.duration_ns.map(|d| row.time_ns + d),
+                pid: row.pid,
+                tid: row.tid,
+                address: row.arg0,
+            });
+        }
+        let call = compact(row, id);
+        let totals = &mut self.totals[id as usize];
+        totals.count += 1;
+        totals.errors += u64::from(call.failed());
+        if let Some(d) = call.duration_ns() {
+            totals.total_ns += d;
+            totals.timed += 1;
+        }
+        self.count += 1;
+        self.last_ns = self.last_ns.max(Some(row.time_ns));
+        self.tids.insert(row.tid);
+        call
     }
 
     /// A call of a name left out part of the time (it would come and go
@@ -118,7 +239,7 @@ impl Calls {
         if self.untraced.is_empty() {
             return Some(0);
         }
-        let end = end_ns.or_else(|| self.rows.iter().map(|c| c.time_ns).max())?;
+        let end = end_ns.or(self.last_ns)?;
         self.untraced.complete_since(start_ns, end)
     }
 
@@ -127,48 +248,9 @@ impl Calls {
         self.untraced.traced_share(duration_ns)
     }
 
-    /// From full rows (tests, callers that have them).
-    pub fn from_rows(rows: &[Syscall]) -> Calls {
-        let mut calls = Calls::default();
-        calls.extend(rows);
-        calls
-    }
-
-    fn extend(&mut self, rows: &[Syscall]) {
-        for row in rows {
-            self.push(row);
-        }
-    }
-
-    fn push(&mut self, row: &Syscall) {
-        let name = row.name.as_str();
-        let id = match self.ids.get(name) {
-            Some(&id) => id,
-            None => {
-                let id = self.names.len() as u32;
-                self.names.push(name.to_owned());
-                self.io.push(IO_CALLS.contains(&name));
-                self.ids.insert(name.to_owned(), id);
-                id
-            }
-        };
-        if name == "futex" && futex_op_waits(row.arg1) {
-            self.futex_waits.push(FutexWait {
-                time_ns: row.time_ns,
-                end_ns: row.duration_ns.map(|d| row.time_ns + d),
-                pid: row.pid,
-                tid: row.tid,
-                address: row.arg0,
-            });
-        }
-        let failed = row.ret.is_some_and(|r| (-4095..0).contains(&r));
-        self.rows.push(Call {
-            time_ns: row.time_ns,
-            duration: row.duration_ns.map_or(0, |d| d.min(DURATION) | TIMED)
-                | if failed { FAILED } else { 0 },
-            tid: row.tid,
-            name: id,
-        });
+    /// Whether thread `tid` made any call.
+    pub(crate) fn made_calls(&self, tid: u32) -> bool {
+        self.tids.contains(&tid)
     }
 
     /// The call's name as an index (0.. the number of distinct names).
@@ -191,7 +273,24 @@ impl Calls {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.count == 0
+    }
+
+    /// How many calls there are.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+}
+
+/// A row of the table as analysis keeps it, its name as `id`.
+fn compact(row: &CallRef, id: u32) -> Call {
+    let failed = row.ret.is_some_and(|r| (-4095..0).contains(&r));
+    Call {
+        time_ns: row.time_ns,
+        duration: row.duration_ns.map_or(0, |d| d.min(DURATION) | TIMED)
+            | if failed { FAILED } else { 0 },
+        tid: row.tid,
+        name: id,
     }
 }
 
@@ -240,34 +339,22 @@ pub struct SyscallRow {
 /// hold fewer calls than the untraced spans, by a factor nobody measured.)
 pub fn syscall_table(calls: &Calls, duration_ns: Option<u64>) -> Vec<SyscallRow> {
     let traced_ns = duration_ns.map(|d| (d as f64 * calls.traced_share(d)) as u64);
-    // Per name id: (count, errors, total ns, timed calls).
-    let mut per: Vec<(u64, u64, u64, u64)> = vec![(0, 0, 0, 0); calls.names.len()];
-    for call in &calls.rows {
-        let slot = &mut per[call.name as usize];
-        slot.0 += 1;
-        if call.failed() {
-            slot.1 += 1;
-        }
-        if let Some(d) = call.duration_ns() {
-            slot.2 += d;
-            slot.3 += 1;
-        }
-    }
-    let per = per
-        .into_iter()
+    let per = calls
+        .totals
+        .iter()
         .enumerate()
-        .filter(|(_, p)| p.0 > 0)
-        .map(|(id, p)| (calls.names[id].as_str(), p));
+        .filter(|(_, t)| t.count > 0)
+        .map(|(id, t)| (calls.names[id].as_str(), t));
     let mut rows: Vec<SyscallRow> = per
         .into_iter()
-        .map(|(name, (count, errors, total_ns, timed))| SyscallRow {
+        .map(|(name, t)| SyscallRow {
             name: name.to_owned(),
-            count,
-            errors,
-            total_ns,
-            mean_ns: total_ns.checked_div(timed).unwrap_or(0),
+            count: t.count,
+            errors: t.errors,
+            total_ns: t.total_ns,
+            mean_ns: t.total_ns.checked_div(t.timed).unwrap_or(0),
             wall_share: match traced_ns {
-                Some(d) if d > 0 => total_ns as f64 / d as f64,
+                Some(d) if d > 0 => t.total_ns as f64 / d as f64,
                 _ => 0.0,
             },
         })
@@ -369,6 +456,90 @@ mod tests {
         );
     }
 
+    /// An archive at `dir` whose `syscalls` table holds `rows`.
+    fn archive_of(dir: &std::path::Path, rows: &[Syscall]) -> Archive {
+        let writer = sofa_trace::ArchiveWriter::create(dir, sofa_trace::Meta::new(vec![])).unwrap();
+        let mut table = writer.table::<Syscall>().unwrap();
+        for row in rows {
+            table.push(row.clone()).unwrap();
+        }
+        table.finish().unwrap();
+        writer.finish().unwrap();
+        Archive::open(dir).unwrap()
+    }
+
+    #[test]
+    fn calls_read_again_from_the_archive_are_the_calls_kept_in_memory() {
+        let names = ["read", "read", "futex", "write", "read", "openat", "futex"];
+        let rows: Vec<Syscall> = (0..700u64)
+            .map(|i| Syscall {
+                tid: 7 + (i % 3) as u32,
+                arg0: 0x40 + i % 2,
+                arg1: if i % 5 == 0 { 0 } else { 1 },
+                ..row(
+                    i * 1000,
+                    names[(i / 3) as usize % names.len()],
+                    (i % 4 != 0).then_some(i % 97),
+                    (i % 4 != 0).then_some(if i % 9 == 0 { -11 } else { 8 }),
+                )
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let archive = archive_of(dir.path(), &rows);
+        let read = Calls::read(&archive).unwrap();
+        let kept = Calls::from_rows(&rows);
+        let all = |calls: &Calls| {
+            let mut all = Vec::new();
+            calls
+                .for_each(|c| all.push((*c, calls.name(c).to_owned())))
+                .unwrap();
+            all
+        };
+        assert_eq!(all(&read).len(), 700);
+        assert_eq!(all(&read), all(&kept));
+        assert_eq!(read.futex_waits, kept.futex_waits);
+        assert!(!read.futex_waits.is_empty());
+        assert_eq!(read.len(), 700);
+        assert_eq!(read.complete_since(0, None), Some(0));
+        assert!(read.made_calls(9) && !read.made_calls(10));
+        assert_eq!(
+            syscall_table(&read, Some(10)),
+            syscall_table(&kept, Some(10))
+        );
+        // A table that changed after the first read is an error, not
+        // calls of another recording mixed in.
+        drop(archive);
+        let other: Vec<Syscall> = rows
+            .iter()
+            .map(|r| Syscall {
+                name: if r.name == "openat" {
+                    "close".into()
+                } else {
+                    r.name.clone()
+                },
+                ..r.clone()
+            })
+            .collect();
+        let changed = tempfile::tempdir().unwrap();
+        let changed_archive = archive_of(changed.path(), &other);
+        let swapped = Calls {
+            archive: Some(&changed_archive),
+            ..Calls::read(&Archive::open(dir.path()).unwrap()).unwrap()
+        };
+        let err = swapped.for_each(|_| ()).unwrap_err().to_string();
+        assert!(
+            err.contains("changed while it was analysed") && err.contains("`close` is new"),
+            "{err}"
+        );
+        let fewer = archive_of(changed.path(), &rows[..600]);
+        let swapped = Calls {
+            archive: Some(&fewer),
+            ..Calls::read(&Archive::open(dir.path()).unwrap()).unwrap()
+        };
+        let err = swapped.for_each(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("600 calls read again, 700 at first"), "{err}");
+    }
+
     #[test]
     fn compact_calls_keep_what_the_table_needs() {
         let calls = Calls::from_rows(&[
@@ -378,12 +549,12 @@ mod tests {
             row(4, "openat", Some(5), Some(-2)),
         ]);
         assert_eq!(calls.names.len(), 3, "names interned");
-        let second = &calls.rows[1];
+        let second = &calls.kept[1];
         assert_eq!((calls.name(second), second.duration_ns()), ("futex", None));
         assert_eq!(std::mem::size_of::<Call>(), 24);
-        assert_eq!(calls.rows[2].duration_ns(), Some(30), "failed and timed");
-        assert!(calls.is_io(&calls.rows[0]) && !calls.is_io(second));
-        assert!(calls.rows[2].failed() && !calls.rows[0].failed());
+        assert_eq!(calls.kept[2].duration_ns(), Some(30), "failed and timed");
+        assert!(calls.is_io(&calls.kept[0]) && !calls.is_io(second));
+        assert!(calls.kept[2].failed() && !calls.kept[0].failed());
         let table = syscall_table(&calls, Some(1000));
         let read = table.iter().find(|r| r.name == "read").unwrap();
         assert_eq!(

@@ -465,7 +465,12 @@ fn thread_lanes(
     (names, lanes)
 }
 
-pub(crate) fn build(archive: &Archive, l: &Labelled, i: &Inputs) -> Views {
+/// Fails only where the system calls, read again, fail to read.
+pub(crate) fn build(
+    archive: &Archive,
+    l: &Labelled,
+    i: &Inputs,
+) -> Result<Views, sofa_trace::TraceError> {
     let (first, last) = l.samples.iter().fold((u64::MAX, 0), |(lo, hi), s| {
         (lo.min(s.time_ns), hi.max(s.time_ns))
     });
@@ -504,15 +509,18 @@ pub(crate) fn build(archive: &Archive, l: &Labelled, i: &Inputs) -> Views {
     if swarm_samples[rows].iter().all(|&n| n == 0) {
         swarm_samples.pop();
     }
-    let syscalls = l.syscalls_recorded.then_some(l.syscalls).map(|calls| {
-        let mut per = vec![0u32; axis.bins];
-        for c in &calls.rows {
-            if let Some(b) = axis.bin(c.time_ns) {
-                per[b] = per[b].saturating_add(1);
-            }
+    let syscalls = match l.syscalls_recorded.then_some(l.syscalls) {
+        Some(calls) => {
+            let mut per = vec![0u32; axis.bins];
+            calls.for_each(|c| {
+                if let Some(b) = axis.bin(c.time_ns) {
+                    per[b] = per[b].saturating_add(1);
+                }
+            })?;
+            Some(per)
         }
-        per
-    });
+        None => None,
+    };
     let (net_tx_bytes, net_rx_bytes) = {
         let mut tx = vec![0u64; axis.bins];
         let mut rx = vec![0u64; axis.bins];
@@ -700,11 +708,11 @@ pub(crate) fn build(archive: &Archive, l: &Labelled, i: &Inputs) -> Views {
         cells,
         dropped_cells,
     };
-    Views {
+    Ok(Views {
         timeline,
         scatter,
         flamegraphs,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -295,25 +295,67 @@ impl<'a, T: CallSpan> InFlight<'a, T> {
 /// Gives waits of reason `other` without a stack of their own the reason
 /// of the system call their thread was in when it left the CPU (a call
 /// that began before the wait and had not ended); returns how many.
-pub(crate) fn reasons_from_calls(waits: &mut [Wait], calls: &crate::Calls) -> u64 {
+///
+/// One pass over the calls, keeping none: a call is the candidate of the
+/// first of its thread's waits that starts at or after it, and each
+/// wait's call is the latest candidate of it and the waits before it.
+pub(crate) fn reasons_from_calls(
+    waits: &mut [Wait],
+    calls: &crate::Calls,
+) -> Result<u64, sofa_trace::TraceError> {
     let unknown = |w: &Wait| !w.own_stack && w.reason == WaitReason::Other;
-    let tids: rustc_hash::FxHashSet<u32> =
-        waits.iter().filter(|w| unknown(w)).map(|w| w.tid).collect();
-    if tids.is_empty() {
-        return 0;
+    // Per thread: its unknown waits' (start, index), in start order.
+    let mut by_tid: FastMap<u32, Vec<(u64, usize)>> = FastMap::default();
+    for (i, w) in waits.iter().enumerate().filter(|(_, w)| unknown(w)) {
+        by_tid.entry(w.tid).or_default().push((w.start_ns, i));
     }
-    let in_flight = InFlight::new(calls.rows.iter().filter(|c| tids.contains(&c.tid)));
-    let mut given = 0;
-    for w in waits.iter_mut().filter(|w| unknown(w)) {
-        let Some(call) = in_flight.at(w.tid, w.start_ns) else {
-            continue;
+    if by_tid.is_empty() {
+        return Ok(0);
+    }
+    for list in by_tid.values_mut() {
+        list.sort_unstable();
+    }
+    // Per thread and wait: its latest candidate, as (start, row, call):
+    // of calls that start together the later row, as a stable sort by
+    // start would order them.
+    type Candidate = Option<(u64, u64, crate::Call)>;
+    let mut candidates: FastMap<u32, Vec<Candidate>> = by_tid
+        .iter()
+        .map(|(&tid, list)| (tid, vec![None; list.len()]))
+        .collect();
+    let mut row = 0u64;
+    calls.for_each(|c| {
+        row += 1;
+        let Some(list) = by_tid.get(&c.tid) else {
+            return;
         };
-        if let Some(reason) = call_reason(calls.name(call)) {
-            w.reason = reason;
-            given += 1;
+        let k = list.partition_point(|&(t, _)| t < c.time_ns);
+        if let Some(slot) = candidates.get_mut(&c.tid).and_then(|v| v.get_mut(k))
+            && slot.is_none_or(|(t, r, _)| (c.time_ns, row) > (t, r))
+        {
+            *slot = Some((c.time_ns, row, *c));
+        }
+    })?;
+    let mut given = 0;
+    for (tid, list) in &by_tid {
+        let mut latest: Candidate = None;
+        for (&(t, i), candidate) in list.iter().zip(&candidates[tid]) {
+            if candidate.is_some_and(|c| latest.is_none_or(|l| (c.0, c.1) > (l.0, l.1))) {
+                latest = *candidate;
+            }
+            let Some((_, _, call)) = latest else {
+                continue;
+            };
+            if call.end_ns().is_some_and(|end| end < t) {
+                continue;
+            }
+            if let Some(reason) = call_reason(calls.name(&call)) {
+                waits[i].reason = reason;
+                given += 1;
+            }
         }
     }
-    given
+    Ok(given)
 }
 
 /// How far inside a wait a CPU sample of its thread must be to prove the
@@ -1079,10 +1121,83 @@ mod tests {
             wait(2, 12, true, WaitReason::Other),   // its own stack said other
             wait(2, 13, false, WaitReason::Sleep),  // its borrowed stack said
         ];
-        assert_eq!(reasons_from_calls(&mut waits, &calls), 2);
+        assert_eq!(reasons_from_calls(&mut waits, &calls).unwrap(), 2);
         let got: Vec<WaitReason> = waits.iter().map(|w| w.reason).collect();
         use WaitReason::*;
         assert_eq!(got, [Poll, Other, Lock, Other, Other, Sleep]);
+    }
+
+    #[test]
+    fn reasons_in_one_pass_are_those_of_the_call_in_flight() {
+        // Calls out of time order, several at one time, waits before any
+        // call, between calls, in one and at a call's start; checked
+        // against a lookup in each thread's calls sorted by start.
+        let names = [
+            "poll",
+            "read",
+            "futex",
+            "clock_nanosleep",
+            "wait4",
+            "recvmsg",
+        ];
+        let mut x = 12345u64;
+        let mut next = move |m: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % m
+        };
+        let rows: Vec<sofa_trace::tables::Syscall> = (0..400)
+            .map(|_| {
+                let t = next(2000) * 10;
+                let tid = 1 + next(3) as u32;
+                let name = names[next(names.len() as u64) as usize];
+                crate::test_syscall(t, tid, name, (next(4) != 0).then(|| next(300)))
+            })
+            .collect();
+        let calls = crate::Calls::from_rows(&rows);
+        let mut kept = Vec::new();
+        calls.for_each(|c| kept.push(*c)).unwrap();
+        let mut waits: Vec<Wait> = (0..300)
+            .map(|i| Wait {
+                pid: 1,
+                tid: 1 + next(4) as u32,
+                start_ns: if i % 7 == 0 {
+                    rows[i].time_ns
+                } else {
+                    next(2100) * 10 + 5
+                },
+                end_ns: 0,
+                reason: if i % 11 == 0 {
+                    WaitReason::Sleep
+                } else {
+                    WaitReason::Other
+                },
+                stack_id: None,
+                own_stack: i % 13 == 0,
+            })
+            .collect();
+        for w in &mut waits {
+            w.end_ns = w.start_ns + 50;
+        }
+        let in_flight = InFlight::new(kept.iter());
+        let want: Vec<WaitReason> = waits
+            .iter()
+            .map(|w| {
+                if w.own_stack || w.reason != WaitReason::Other {
+                    return w.reason;
+                }
+                in_flight
+                    .at(w.tid, w.start_ns)
+                    .and_then(|c| call_reason(calls.name(c)))
+                    .unwrap_or(w.reason)
+            })
+            .collect();
+        let given = reasons_from_calls(&mut waits, &calls).unwrap();
+        let got: Vec<WaitReason> = waits.iter().map(|w| w.reason).collect();
+        assert_eq!(got, want);
+        assert!(given > 50, "{given}");
+        assert!(got.iter().filter(|r| **r == WaitReason::Other).count() > 20);
     }
 
     #[test]

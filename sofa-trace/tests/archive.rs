@@ -244,6 +244,58 @@ fn complete_archive(path: &Path, n: u64) {
 }
 
 #[test]
+fn calls_lent_one_at_a_time_are_the_rows_of_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    // Several files before compaction, one after: both read the same.
+    let writer =
+        ArchiveWriter::create_with_policy(dir.path(), Meta::new(vec![]), small_policy()).unwrap();
+    let expected = write_rows::<Syscall>(&writer, 450);
+    let archive_of_parts = Archive::open(dir.path()).unwrap();
+    assert_eq!(archive_of_parts.table_files("syscalls").unwrap().len(), 5);
+    let lent = |archive: &Archive| {
+        let mut lent = Vec::new();
+        let n = archive
+            .for_each_call(|c| {
+                lent.push((
+                    c.time_ns,
+                    c.duration_ns,
+                    c.pid,
+                    c.tid,
+                    c.name.to_owned(),
+                    c.ret,
+                    c.arg0,
+                    c.arg1,
+                ))
+            })
+            .unwrap();
+        assert_eq!(n, lent.len() as u64);
+        lent
+    };
+    let want: Vec<_> = expected
+        .iter()
+        .map(|r| {
+            let r = r.clone();
+            (
+                r.time_ns,
+                r.duration_ns,
+                r.pid,
+                r.tid,
+                r.name,
+                r.ret,
+                r.arg0,
+                r.arg1,
+            )
+        })
+        .collect();
+    assert!(want.iter().any(|w| w.1.is_none()) && want.iter().any(|w| w.5.is_some()));
+    assert_eq!(lent(&archive_of_parts), want);
+    writer.finish().unwrap();
+    let archive = Archive::open(dir.path()).unwrap();
+    assert_eq!(archive.table_files("syscalls").unwrap().len(), 1);
+    assert_eq!(lent(&archive), want);
+}
+
+#[test]
 fn corrupt_table_file_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     complete_archive(dir.path(), 500);
@@ -340,14 +392,16 @@ fn wrong_column_type_is_an_error_naming_the_column() {
     meta.tables.get_mut("syscalls").unwrap().rows = 1;
     meta.tables.get_mut("syscalls").unwrap().crc32.clear(); // as before format 1.2
     fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
-    let err = Archive::open(dir.path())
-        .unwrap()
-        .read_table::<Syscall>()
-        .unwrap_err();
+    let archive = Archive::open(dir.path()).unwrap();
+    let err = archive.read_table::<Syscall>().unwrap_err();
     assert!(
         err.to_string().contains("column `duration_ns` is missing"),
         "{err}"
     );
+    let err = archive.for_each_call(|_| ()).unwrap_err();
+    assert!(matches!(err, TraceError::CorruptTable { .. }), "{err}");
+    assert!(err.to_string().contains("syscalls"), "{err}");
+    assert_eq!(err.to_string().lines().count(), 1, "one line: {err}");
 }
 
 #[test]

@@ -38,6 +38,9 @@ fn names_it(function: &str, marker: &str) -> bool {
             .is_some_and(|head| head.ends_with('.') || head.ends_with("::"))
 }
 
+/// The marker's events, (thread, time), and what kind of marker it is.
+pub(crate) type MarkerEvents = (Vec<(u32, u64)>, &'static str);
+
 /// The marker's events in the main process, (thread, time), and what kind
 /// of marker it is: a system call of that name if the process made any,
 /// else the samples with a function of that name on their stack.
@@ -48,16 +51,16 @@ pub(crate) fn events(
     calls: Option<&Calls>,
     pid: Option<u32>,
     threads: &HashSet<u32>,
-) -> (Vec<(u32, u64)>, &'static str) {
+) -> Result<MarkerEvents, sofa_trace::TraceError> {
     if let Some(calls) = calls {
-        let hits: Vec<(u32, u64)> = calls
-            .rows
-            .iter()
-            .filter(|c| threads.contains(&c.tid) && calls.name(c) == marker)
-            .map(|c| (c.tid, c.time_ns))
-            .collect();
+        let mut hits: Vec<(u32, u64)> = Vec::new();
+        calls.for_each(|c| {
+            if threads.contains(&c.tid) && calls.name(c) == marker {
+                hits.push((c.tid, c.time_ns));
+            }
+        })?;
         if !hits.is_empty() {
-            return (hits, "system call");
+            return Ok((hits, "system call"));
         }
     }
     let mut on_stack: StackMap<bool> = StackMap::default();
@@ -73,7 +76,7 @@ pub(crate) fn events(
         })
         .map(|s| (s.tid, s.time_ns))
         .collect();
-    (hits, "function")
+    Ok((hits, "function"))
 }
 
 /// Steps at the marker's `events`, (thread, time) in any order. With the

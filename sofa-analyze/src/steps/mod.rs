@@ -27,6 +27,7 @@ use crate::Sample;
 use crate::fasthash::{FastMap, StackMap};
 use crate::syscalls::Calls;
 use serde::Serialize;
+use sofa_trace::TraceError;
 use std::collections::HashSet;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -220,7 +221,7 @@ pub(crate) struct StepInputs<'a> {
     /// The main process (all samples when `None`).
     pub pid: Option<u32>,
     /// System calls, when they were recorded.
-    pub calls: Option<&'a Calls>,
+    pub calls: Option<&'a Calls<'a>>,
     /// Calls before this time are left out: the end of the last span in
     /// which they were not traced (`--syscall-rate`); 0 when all were.
     pub calls_since_ns: u64,
@@ -238,8 +239,9 @@ pub(crate) struct StepInputs<'a> {
     pub marker: Option<(&'a str, &'a crate::functions::CallStacks)>,
 }
 
-/// Detects steps in every stream of the main process and fuses them.
-pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
+/// Detects steps in every stream of the main process and fuses them;
+/// fails only where the system calls, read again, fail to read.
+pub(crate) fn detect_steps(inputs: &StepInputs) -> Result<Steps, TraceError> {
     let (py_loop, loop_snapshots) = match (inputs.py_loop, inputs.pid) {
         (Some(snapshots), Some(pid)) => pyloop::detect(snapshots, inputs.samples, pid),
         _ => (none("no Python snapshots of the main thread", 0.0), 0.0),
@@ -247,7 +249,7 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
     // The event streams first: each is dropped before the next, and
     // before the CPU samples' (16 bytes an event each).
     let calls = match inputs.calls {
-        Some(calls) => syscall_steps(calls, inputs.calls_since_ns, inputs.threads),
+        Some(calls) => syscall_steps(calls, inputs.calls_since_ns, inputs.threads)?,
         None => none("no system calls recorded", 0.0),
     };
     let packets = match inputs.packets {
@@ -303,7 +305,7 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
         .collect();
     let fused = fuse_with(answers, &backing, loop_snapshots);
     let Some((name, stacks)) = inputs.marker else {
-        return fused;
+        return Ok(fused);
     };
     let (events, kind) = marker::events(
         name,
@@ -313,7 +315,7 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
         inputs.calls.filter(|_| inputs.calls_since_ns == 0),
         inputs.pid,
         inputs.threads,
-    );
+    )?;
     let found = (fused.count > 0).then_some(&fused);
     let mut pinned = marker::steps_at(name, &events, kind, found);
     pinned.streams = fused.streams.clone();
@@ -327,18 +329,28 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Steps {
         cpu_support: None,
         doubled: false,
     });
-    pinned
+    Ok(pinned)
 }
 
 /// The system-call stream: each call an event of its thread, labelled by
 /// its name and by "any call".
-fn syscall_steps(calls: &Calls, since_ns: u64, threads: &HashSet<u32>) -> Steps {
-    let events = calls
-        .rows
-        .iter()
-        .filter(|c| c.time_ns >= since_ns && threads.contains(&c.tid) && !calls.is_left_out(c))
-        .map(|c| (c.time_ns, c.tid, calls.name_index(c)));
-    event_steps(events, calls.name_count(), "system calls", "system calls")
+fn syscall_steps(
+    calls: &Calls,
+    since_ns: u64,
+    threads: &HashSet<u32>,
+) -> Result<Steps, TraceError> {
+    let mut events = Vec::new();
+    calls.for_each(|c| {
+        if c.time_ns >= since_ns && threads.contains(&c.tid) && !calls.is_left_out(c) {
+            events.push((c.time_ns, c.tid, calls.name_index(c)));
+        }
+    })?;
+    Ok(event_steps(
+        events.into_iter(),
+        calls.name_count(),
+        "system calls",
+        "system calls",
+    ))
 }
 
 /// The network stream: each packet an event, labelled by interface and
@@ -703,6 +715,7 @@ pub(crate) mod tests {
             py_loop: None,
             marker: None,
         })
+        .expect("no calls to read")
     }
 
     /// Samples every 1 ms following `phase(t_ms)` as the self function.
@@ -864,7 +877,7 @@ pub(crate) mod tests {
     fn system_calls_alone_find_a_loop_after_its_setup() {
         let lengths: Vec<u64> = (0..100).map(|i| 30 + i % 3).collect();
         let calls = Calls::from_rows(&syscall_rows(&lengths, 800));
-        let steps = syscall_steps(&calls, 0, &HashSet::from([1]));
+        let steps = syscall_steps(&calls, 0, &HashSet::from([1])).unwrap();
         assert_eq!(steps.method.as_deref(), Some("system calls"));
         assert!(
             steps.count.abs_diff(100) <= 2,
@@ -888,13 +901,16 @@ pub(crate) mod tests {
             &steps.boundaries_ns[..3]
         );
         // Calls of other threads (another process's) are not looked at.
-        assert_eq!(syscall_steps(&calls, 0, &HashSet::from([2])).count, 0);
+        assert_eq!(
+            syscall_steps(&calls, 0, &HashSet::from([2])).unwrap().count,
+            0
+        );
     }
 
     #[test]
     fn system_calls_at_random_times_are_not_steps() {
         let calls = Calls::from_rows(&syscall_rows(&[], 4000));
-        let steps = syscall_steps(&calls, 0, &HashSet::from([1]));
+        let steps = syscall_steps(&calls, 0, &HashSet::from([1])).unwrap();
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
     }
 
