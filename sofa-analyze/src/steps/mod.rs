@@ -249,7 +249,12 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Result<Steps, TraceError> {
     // The event streams first: each is dropped before the next, and
     // before the CPU samples' (16 bytes an event each).
     let calls = match inputs.calls {
-        Some(calls) => syscall_steps(calls, inputs.calls_since_ns, inputs.threads)?,
+        Some(calls) => syscall_steps(
+            calls,
+            inputs.calls_since_ns,
+            inputs.threads,
+            STREAM_EVENTS_MAX,
+        )?,
         None => none("no system calls recorded", 0.0),
     };
     let packets = match inputs.packets {
@@ -338,19 +343,77 @@ fn syscall_steps(
     calls: &Calls,
     since_ns: u64,
     threads: &HashSet<u32>,
+    bound: u64,
 ) -> Result<Steps, TraceError> {
+    let looked_at = |c: &crate::Call| {
+        c.time_ns >= since_ns && threads.contains(&c.tid) && !calls.is_left_out(c)
+    };
+    // Past the bound, each name's calls are counted first, and the most
+    // frequent thinned.
+    let mut per_name = vec![0u64; calls.name_count()];
+    if calls.len() > bound {
+        calls.for_each(|c| {
+            if looked_at(c) {
+                per_name[calls.name_index(c) as usize] += 1;
+            }
+        })?;
+    }
+    let every = thinning(&per_name, bound);
+    let mut seen = vec![0u64; calls.name_count()];
     let mut events = Vec::new();
     calls.for_each(|c| {
-        if c.time_ns >= since_ns && threads.contains(&c.tid) && !calls.is_left_out(c) {
-            events.push((c.time_ns, c.tid, calls.name_index(c)));
+        if looked_at(c) {
+            let name = calls.name_index(c) as usize;
+            if seen[name] % every[name] == 0 {
+                events.push((c.time_ns, c.tid, name as u32));
+            }
+            seen[name] += 1;
         }
     })?;
-    Ok(event_steps(
+    let (kept, all) = (events.len() as u64, seen.iter().sum::<u64>());
+    let mut steps = event_steps(
         events.into_iter(),
         calls.name_count(),
         "system calls",
         "system calls",
-    ))
+    );
+    if kept < all {
+        let thinned = format!(
+            "{kept} of the loop's {all} calls looked at (the most frequent names' thinned evenly)"
+        );
+        steps.note = Some(match steps.note.take() {
+            Some(note) => format!("{note}; {thinned}"),
+            None => thinned,
+        });
+    }
+    Ok(steps)
+}
+
+/// The most events an event stream looks at (16 bytes each: 256 MiB),
+/// so that its memory stops growing with a job's calls or packets.
+const STREAM_EVENTS_MAX: u64 = 1 << 24;
+
+/// Per key, the `k` of "every k-th event kept" that keeps at most `bound`
+/// of events `counts` per key: keys with few events keep them all, the
+/// rest share what is left evenly (the steps of a loop show as well in
+/// every tenth of a million `read`s as in all of them, and a call made
+/// once a step is not lost beside them).
+fn thinning(counts: &[u64], bound: u64) -> Vec<u64> {
+    let mut every = vec![1; counts.len()];
+    if counts.iter().sum::<u64>() <= bound {
+        return every;
+    }
+    let mut order: Vec<usize> = (0..counts.len()).collect();
+    order.sort_by_key(|&i| counts[i]);
+    let mut left = bound;
+    for (j, &i) in order.iter().enumerate() {
+        let share = left / (order.len() - j) as u64;
+        if counts[i] > share {
+            every[i] = counts[i].div_ceil(share.max(1));
+        }
+        left = left.saturating_sub(counts[i].div_ceil(every[i]));
+    }
+    every
 }
 
 /// The network stream: each packet an event, labelled by interface and
@@ -877,7 +940,7 @@ pub(crate) mod tests {
     fn system_calls_alone_find_a_loop_after_its_setup() {
         let lengths: Vec<u64> = (0..100).map(|i| 30 + i % 3).collect();
         let calls = Calls::from_rows(&syscall_rows(&lengths, 800));
-        let steps = syscall_steps(&calls, 0, &HashSet::from([1])).unwrap();
+        let steps = syscall_steps(&calls, 0, &HashSet::from([1]), STREAM_EVENTS_MAX).unwrap();
         assert_eq!(steps.method.as_deref(), Some("system calls"));
         assert!(
             steps.count.abs_diff(100) <= 2,
@@ -902,15 +965,64 @@ pub(crate) mod tests {
         );
         // Calls of other threads (another process's) are not looked at.
         assert_eq!(
-            syscall_steps(&calls, 0, &HashSet::from([2])).unwrap().count,
+            syscall_steps(&calls, 0, &HashSet::from([2]), STREAM_EVENTS_MAX)
+                .unwrap()
+                .count,
             0
         );
     }
 
     #[test]
+    fn a_stream_past_its_bound_thins_the_most_frequent_keys_evenly() {
+        assert_eq!(thinning(&[5, 10, 20], 35), [1, 1, 1], "within the bound");
+        let counts = [10, 300, 1_000_000, 5_000_000, 0];
+        let every = thinning(&counts, 10_000);
+        assert_eq!(&every[..2], [1, 1], "few events: all kept");
+        let kept: Vec<u64> = counts
+            .iter()
+            .zip(&every)
+            .map(|(n, k)| n.div_ceil(*k))
+            .collect();
+        assert!(kept.iter().sum::<u64>() <= 10_000, "{kept:?}");
+        // The two thinned keys share what is left alike (but for rounding).
+        assert!(
+            kept[2].abs_diff(kept[3]) <= 50 && kept[2] >= 4_800,
+            "{kept:?}"
+        );
+    }
+
+    #[test]
+    fn system_calls_thinned_past_the_bound_still_find_the_loop() {
+        let lengths: Vec<u64> = (0..100).map(|i| 30 + i % 3).collect();
+        let calls = Calls::from_rows(&syscall_rows(&lengths, 800));
+        let all = calls.len();
+        let steps = syscall_steps(&calls, 0, &HashSet::from([1]), all / 2).unwrap();
+        assert!(
+            steps.count.abs_diff(100) <= 2,
+            "{} {:?}",
+            steps.count,
+            steps.note
+        );
+        let note = steps.note.unwrap_or_default();
+        let thinned = note.rsplit("; ").next().unwrap_or_default();
+        assert!(
+            thinned.ends_with(&format!(
+                " of the loop's {all} calls looked at (the most frequent names' thinned evenly)"
+            )),
+            "{note}"
+        );
+        let kept: u64 = thinned
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(kept <= all / 2 && kept > all / 3, "{note}");
+    }
+
+    #[test]
     fn system_calls_at_random_times_are_not_steps() {
         let calls = Calls::from_rows(&syscall_rows(&[], 4000));
-        let steps = syscall_steps(&calls, 0, &HashSet::from([1])).unwrap();
+        let steps = syscall_steps(&calls, 0, &HashSet::from([1]), STREAM_EVENTS_MAX).unwrap();
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
     }
 
