@@ -364,7 +364,7 @@ fn syscall_steps(
     calls.for_each(|c| {
         if looked_at(c) {
             let name = calls.name_index(c) as usize;
-            if seen[name] % every[name] == 0 {
+            if seen[name].is_multiple_of(every[name]) {
                 events.push((c.time_ns, c.tid, name as u32));
             }
             seen[name] += 1;
