@@ -41,8 +41,8 @@ fn step_of(boundaries: &[u64], t: u64) -> Option<usize> {
 /// The breakdown of each step between `boundaries`; `main_waits`: the
 /// main thread's waits, when context switches were recorded, except in
 /// `untraced` (a step that overlaps a span off gets none: it would show
-/// waits missing). Fails only where the system calls, read again, fail
-/// to read.
+/// waits missing). Fails only where the system calls or packets, read
+/// again, fail to read.
 pub(crate) fn step_breakdown(
     i: &Labelled,
     boundaries: &[u64],
@@ -110,11 +110,11 @@ pub(crate) fn step_breakdown(
     for (row, (busy, all)) in rows.iter_mut().zip(gpu) {
         row.gpu_busy_share = (all > 0).then(|| busy as f64 / all as f64);
     }
-    for e in &i.net.rows {
+    i.net.for_each(|e| {
         if let Some(step) = step_of(b, e.time_ns) {
             rows[step].net_bytes += u64::from(e.len);
         }
-    }
+    })?;
     Ok(rows)
 }
 

@@ -30,7 +30,7 @@ pub(crate) struct Labelled<'a> {
     /// Whether system calls were recorded (an empty table then means none made).
     pub syscalls_recorded: bool,
     pub gpu: &'a [GpuCounter],
-    pub net: &'a Packets,
+    pub net: &'a Packets<'a>,
 }
 
 impl<'a> Labelled<'a> {
@@ -43,7 +43,7 @@ impl<'a> Labelled<'a> {
         syscalls: &'a Calls<'a>,
         syscalls_recorded: bool,
         gpu: &'a [GpuCounter],
-        net: &'a Packets,
+        net: &'a Packets<'a>,
     ) -> Self {
         Labelled {
             samples,

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use sofa_trace::tables::NetEvent;
-use sofa_trace::{Archive, NetSource, TraceError};
+use sofa_trace::{Archive, NetSource, PacketRef, Table, TraceError};
 use std::collections::{BTreeMap, HashMap};
 
 /// A packet the kernel sent or received (a `net` tracepoint row), as the
@@ -18,56 +18,124 @@ pub struct Packet {
     pub tx: bool,
 }
 
-/// The `net` table: tracepoint packets compact, captured headers
-/// (`--net-capture`, for flows) as full rows.
+/// The `net` table: tracepoint packets read again, compact and one at a
+/// time, by each pass that needs them ([`Packets::for_each`]), so memory
+/// does not grow with them; captured headers (`--net-capture`, for flows)
+/// as full rows.
 #[derive(Debug, Default)]
-pub struct Packets {
-    pub rows: Vec<Packet>,
+pub struct Packets<'a> {
+    /// Where the packets are read again from; `None` for packets given in
+    /// memory ([`Packets::from_rows`]), kept in `kept`.
+    archive: Option<&'a Archive>,
+    kept: Vec<Packet>,
+    /// Tracepoint packets.
+    count: u64,
     pub captured: Vec<NetEvent>,
     interfaces: Vec<String>,
 }
 
-impl Packets {
-    /// Reads the table a slice at a time.
-    pub fn read(archive: &Archive) -> Result<Packets, TraceError> {
-        let mut packets = Packets::default();
-        archive.for_each_rows(|rows: Vec<NetEvent>| packets.extend(rows))?;
+impl<'a> Packets<'a> {
+    /// Reads the table once, keeping the interfaces' names, the count and
+    /// the captured headers.
+    pub fn read(archive: &'a Archive) -> Result<Packets<'a>, TraceError> {
+        let mut packets = Packets {
+            archive: Some(archive),
+            ..Packets::default()
+        };
+        let mut captures = false;
+        archive.for_each_packet(|row| {
+            if row.source == NetSource::Capture.as_str() {
+                captures = true;
+            } else {
+                packets.compact(row);
+                packets.count += 1;
+            }
+        })?;
+        if captures {
+            archive.for_each_rows(|rows: Vec<NetEvent>| {
+                let captured = rows.into_iter().filter(|e| e.source == NetSource::Capture);
+                packets.captured.extend(captured);
+            })?;
+        }
         Ok(packets)
     }
 
-    /// From full rows (tests, callers that have them).
-    pub fn from_rows(rows: Vec<NetEvent>) -> Packets {
+    /// From full rows, kept in memory (tests, callers that have them).
+    pub fn from_rows(rows: Vec<NetEvent>) -> Packets<'static> {
         let mut packets = Packets::default();
-        packets.extend(rows);
+        for e in rows {
+            if e.source == NetSource::Capture {
+                packets.captured.push(e);
+                continue;
+            }
+            let packet = packets.compact(&PacketRef {
+                time_ns: e.time_ns,
+                source: &e.source,
+                ifname: e.ifname.as_deref(),
+                len: e.len,
+            });
+            packets.kept.push(packet);
+            packets.count += 1;
+        }
         packets
     }
 
-    fn extend(&mut self, rows: Vec<NetEvent>) {
-        for e in rows {
-            if e.source == NetSource::Capture {
-                self.captured.push(e);
-                continue;
+    /// Calls `f` with every tracepoint packet, in the table's order: read
+    /// again from the archive, or from memory.
+    pub fn for_each(&self, mut f: impl FnMut(&Packet)) -> Result<(), TraceError> {
+        let Some(archive) = self.archive else {
+            self.kept.iter().for_each(f);
+            return Ok(());
+        };
+        let mut read = 0u64;
+        let mut unknown: Option<String> = None;
+        archive.for_each_packet(|row| {
+            if row.source == NetSource::Capture.as_str() {
+                return;
             }
-            let name = e.ifname.as_deref().unwrap_or("?");
-            let interface = match self.interfaces.iter().position(|n| n == name) {
-                Some(i) => i,
+            read += 1;
+            let name = row.ifname.unwrap_or("?");
+            match self.interfaces.iter().position(|n| n == name) {
+                Some(i) => f(&packet(row, i)),
                 None => {
-                    self.interfaces.push(name.to_owned());
-                    self.interfaces.len() - 1
+                    unknown.get_or_insert_with(|| name.to_owned());
                 }
-            };
-            self.rows.push(Packet {
-                time_ns: e.time_ns,
-                len: e.len,
-                interface: u16::try_from(interface).unwrap_or(u16::MAX),
-                tx: e.source != NetSource::Recv,
+            }
+        })?;
+        if read != self.count || unknown.is_some() {
+            return Err(TraceError::CorruptTable {
+                path: archive.dir().join(NetEvent::NAME),
+                reason: format!(
+                    "it changed while it was analysed ({read} packets read again, {} at first{})",
+                    self.count,
+                    unknown.map_or(String::new(), |n| format!("; interface `{n}` is new"))
+                ),
             });
         }
+        Ok(())
+    }
+
+    /// The row compact, its interface named in `interfaces`.
+    fn compact(&mut self, row: &PacketRef) -> Packet {
+        let name = row.ifname.unwrap_or("?");
+        let interface = match self.interfaces.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                self.interfaces.push(name.to_owned());
+                self.interfaces.len() - 1
+            }
+        };
+        packet(row, interface)
     }
 
     /// The packet's interface as an index (0.. the number of interfaces).
     pub(crate) fn interface_index(&self, packet: &Packet) -> u16 {
         packet.interface
+    }
+
+    /// How many interfaces the packets went through.
+    pub(crate) fn interface_count(&self) -> usize {
+        self.interfaces.len()
     }
 
     pub fn interface(&self, packet: &Packet) -> &str {
@@ -76,8 +144,22 @@ impl Packets {
             .map_or("?", String::as_str)
     }
 
+    /// Tracepoint packets (captured headers not counted).
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.captured.is_empty()
+        self.count == 0 && self.captured.is_empty()
+    }
+}
+
+fn packet(row: &PacketRef, interface: usize) -> Packet {
+    Packet {
+        time_ns: row.time_ns,
+        len: row.len,
+        interface: u16::try_from(interface).unwrap_or(u16::MAX),
+        tx: row.source != NetSource::Recv.as_str(),
     }
 }
 
@@ -129,10 +211,14 @@ pub struct InterfaceTraffic {
     pub rx_peak_bytes_per_s: f64,
 }
 
-/// `None` when no packet was recorded.
-pub fn net_summary(packets: &Packets, duration_ns: Option<u64>) -> Option<NetSummary> {
+/// `None` when no packet was recorded; fails only where the packets, read
+/// again, fail to read.
+pub fn net_summary(
+    packets: &Packets,
+    duration_ns: Option<u64>,
+) -> Result<Option<NetSummary>, TraceError> {
     if packets.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut per: BTreeMap<String, InterfaceTraffic> = BTreeMap::new();
     let mut windows: HashMap<(u16, bool, u64), u64> = HashMap::new();
@@ -155,7 +241,7 @@ pub fn net_summary(packets: &Packets, duration_ns: Option<u64>) -> Option<NetSum
         pair.0 += 1;
         pair.1 += len;
     }
-    for p in &packets.rows {
+    packets.for_each(|p| {
         let name = packets.interface(p);
         let slot = per
             .entry(name.to_owned())
@@ -174,7 +260,7 @@ pub fn net_summary(packets: &Packets, duration_ns: Option<u64>) -> Option<NetSum
         *windows
             .entry((p.interface, p.tx, p.time_ns / PEAK_WINDOW_NS))
             .or_default() += len;
-    }
+    })?;
     let per_s = 1e9 / PEAK_WINDOW_NS as f64;
     for ((interface, tx, _), bytes) in windows {
         let name = packets
@@ -227,13 +313,13 @@ pub fn net_summary(packets: &Packets, duration_ns: Option<u64>) -> Option<NetSum
         })
         .collect();
     hosts.sort_by_key(|h| std::cmp::Reverse(h.bytes));
-    Some(NetSummary {
+    Ok(Some(NetSummary {
         tx_bytes: interfaces.iter().map(|i| i.tx_bytes).sum(),
         rx_bytes: interfaces.iter().map(|i| i.rx_bytes).sum(),
         interfaces,
         flows,
         hosts,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -256,6 +342,54 @@ mod tests {
     }
 
     #[test]
+    fn packets_read_again_from_the_archive_are_the_packets_kept_in_memory() {
+        let sources = [NetSource::Xmit, NetSource::Recv, NetSource::Capture];
+        let ifnames = ["eth0", "lo", "ib0"];
+        let rows: Vec<NetEvent> = (0..500u64)
+            .map(|i| {
+                let mut e = event(
+                    i * 1_000_000,
+                    sources[(i % 3) as usize],
+                    ifnames[(i / 7 % 3) as usize],
+                    60 + i as u32,
+                );
+                if i % 11 == 0 {
+                    e.ifname = None;
+                }
+                e
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let writer =
+            sofa_trace::ArchiveWriter::create(dir.path(), sofa_trace::Meta::new(vec![])).unwrap();
+        let mut table = writer.table::<NetEvent>().unwrap();
+        for row in &rows {
+            table.push(row.clone()).unwrap();
+        }
+        table.finish().unwrap();
+        writer.finish().unwrap();
+        let archive = Archive::open(dir.path()).unwrap();
+        let read = Packets::read(&archive).unwrap();
+        let kept = Packets::from_rows(rows);
+        let all = |packets: &Packets| {
+            let mut all = Vec::new();
+            packets
+                .for_each(|p| all.push((*p, packets.interface(p).to_owned())))
+                .unwrap();
+            all
+        };
+        assert_eq!(all(&read).len(), 334);
+        assert_eq!(all(&read), all(&kept));
+        assert_eq!(read.captured, kept.captured);
+        assert_eq!((read.len(), read.captured.len()), (334, 166));
+        assert_eq!(read.interface_count(), 4, "eth0, lo, ib0 and ?");
+        assert_eq!(
+            net_summary(&read, Some(1_000_000_000)).unwrap(),
+            net_summary(&kept, Some(1_000_000_000)).unwrap()
+        );
+    }
+
+    #[test]
     fn packets_are_kept_compact_and_captures_feed_only_flows() {
         let packets = Packets::from_rows(vec![
             event(0, NetSource::Xmit, "eth0", 1000),
@@ -264,9 +398,9 @@ mod tests {
             event(60_000_000, NetSource::Capture, "eth0", 1000),
         ]);
         assert_eq!(std::mem::size_of::<Packet>(), 16);
-        assert_eq!((packets.rows.len(), packets.captured.len()), (3, 1));
-        assert_eq!(packets.interface(&packets.rows[2]), "lo");
-        let s = net_summary(&packets, Some(1_000_000_000)).unwrap();
+        assert_eq!((packets.kept.len(), packets.captured.len()), (3, 1));
+        assert_eq!(packets.interface(&packets.kept[2]), "lo");
+        let s = net_summary(&packets, Some(1_000_000_000)).unwrap().unwrap();
         assert_eq!(
             (s.tx_bytes, s.rx_bytes),
             (1500, 64),
@@ -277,6 +411,6 @@ mod tests {
         // Both sends in one 100 ms window: 1500 B / 0.1 s.
         assert!((eth0.tx_peak_bytes_per_s - 15_000.0).abs() < 1e-6);
         assert_eq!((s.flows.len(), s.flows[0].bytes), (1, 1000));
-        assert!(net_summary(&Packets::default(), None).is_none());
+        assert!(net_summary(&Packets::default(), None).unwrap().is_none());
     }
 }

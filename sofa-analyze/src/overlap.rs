@@ -32,7 +32,7 @@ impl Timelines {
 }
 
 /// Fills the overlap fields of `swarms`.
-/// Fails only where the system calls, read again, fail to read.
+/// Fails only where the system calls or packets, read again, fail to read.
 pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) -> Result<(), TraceError> {
     // Timelines of the threads that made system calls and of the busiest
     // thread (GPU and network samples), not of every thread: 16 bytes a
@@ -84,10 +84,9 @@ pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) -> Result<(), Tra
     for (swarm, (sum, n)) in swarms.iter_mut().zip(gpu) {
         swarm.gpu_util_mean = (n > 0).then(|| sum / n as f64);
     }
-    for e in &i.net.rows {
+    i.net.for_each(|e| {
         if let Some(swarm) = timelines.swarm_at(main, e.time_ns) {
             swarms[swarm].net_bytes += u64::from(e.len);
         }
-    }
-    Ok(())
+    })
 }

@@ -462,7 +462,7 @@ fn analyze_inner(
     let system_rows = archive.read_table::<SystemCounter>()?;
     let system = crate::system::summarize(&system_rows);
     let gpu = gpu_table(&gpu_rows, &archive.meta().gpus);
-    let net = net_summary(&packets, run.duration_ns);
+    let net = net_summary(&packets, run.duration_ns)?;
     let phases_of = crate::phases::phase_map(&sample_rows, &stacks, main_pid);
     let phases = crate::phases::phase_summary(&sample_rows, &phases_of, steps.span());
     if !phases.phases.is_empty() {

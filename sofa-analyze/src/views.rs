@@ -465,7 +465,7 @@ fn thread_lanes(
     (names, lanes)
 }
 
-/// Fails only where the system calls, read again, fail to read.
+/// Fails only where the system calls or packets, read again, fail to read.
 pub(crate) fn build(
     archive: &Archive,
     l: &Labelled,
@@ -525,13 +525,13 @@ pub(crate) fn build(
         let mut tx = vec![0u64; axis.bins];
         let mut rx = vec![0u64; axis.bins];
         let mut any = false;
-        for e in &l.net.rows {
+        l.net.for_each(|e| {
             any = true;
             if let Some(b) = axis.bin(e.time_ns) {
                 let slot = if e.tx { &mut tx } else { &mut rx };
                 slot[b] += u64::from(e.len);
             }
-        }
+        })?;
         if any {
             (Some(tx), Some(rx))
         } else {

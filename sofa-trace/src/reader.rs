@@ -42,6 +42,16 @@ pub struct CallRef<'a> {
     pub arg1: u64,
 }
 
+/// A row of the `net` table as [`Archive::for_each_packet`] lends it
+/// (see [`tables::NetEvent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketRef<'a> {
+    pub time_ns: u64,
+    pub source: &'a str,
+    pub ifname: Option<&'a str>,
+    pub len: u32,
+}
+
 /// Something a reader should tell the user about an archive that can still be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Warning {
@@ -342,6 +352,55 @@ impl Archive {
                     ret,
                     arg0,
                     arg1,
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// Calls `f` with each packet of the `net` table, in the table's
+    /// order, its strings borrowed from the decoded slice (the capture
+    /// columns are not decoded; [`Archive::read_table`] has them). Returns
+    /// the rows read.
+    pub fn for_each_packet(&self, mut f: impl FnMut(&PacketRef<'_>)) -> Result<u64, TraceError> {
+        let path = self.dir.join(tables::NetEvent::NAME);
+        let corrupt = |reason: String| TraceError::CorruptTable {
+            path: path.clone(),
+            reason,
+        };
+        let columns = ["time_ns", "source", "ifname", "len"];
+        self.for_each_projected_slice(tables::NetEvent::NAME, Some(&columns), |frame| {
+            let column = |name: &str| {
+                frame
+                    .column(name)
+                    .map_err(|_| corrupt(format!("no column `{name}`")))
+            };
+            let mismatch = |name: &str| corrupt(format!("column `{name}` has the wrong type"));
+            let time = column("time_ns")?.u64().map_err(|_| mismatch("time_ns"))?;
+            let source = column("source")?.str().map_err(|_| mismatch("source"))?;
+            let ifname = column("ifname")?.str().map_err(|_| mismatch("ifname"))?;
+            let len = column("len")?.u32().map_err(|_| mismatch("len"))?;
+            for (what, nulls) in [
+                ("time_ns", time.null_count()),
+                ("source", source.null_count()),
+                ("len", len.null_count()),
+            ] {
+                if nulls > 0 {
+                    return Err(corrupt(format!(
+                        "column `{what}` holds {nulls} nulls but may not be null"
+                    )));
+                }
+            }
+            let rows = time
+                .into_no_null_iter()
+                .zip(source.iter().map(Option::unwrap_or_default))
+                .zip(ifname.iter().zip(len.into_no_null_iter()));
+            for ((time_ns, source), (ifname, len)) in rows {
+                f(&PacketRef {
+                    time_ns,
+                    source,
+                    ifname,
+                    len,
                 });
             }
             Ok(())

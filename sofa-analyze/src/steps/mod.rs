@@ -226,7 +226,7 @@ pub(crate) struct StepInputs<'a> {
     /// which they were not traced (`--syscall-rate`); 0 when all were.
     pub calls_since_ns: u64,
     /// Packets the kernel saw (all processes), when they were recorded.
-    pub packets: Option<&'a crate::net::Packets>,
+    pub packets: Option<&'a crate::net::Packets<'a>>,
     /// Threads of the main process (system calls carry only a thread id).
     pub threads: &'a HashSet<u32>,
     /// Off-CPU intervals of every thread, when they were recorded.
@@ -240,7 +240,7 @@ pub(crate) struct StepInputs<'a> {
 }
 
 /// Detects steps in every stream of the main process and fuses them;
-/// fails only where the system calls, read again, fail to read.
+/// fails only where the system calls or packets, read again, fail to read.
 pub(crate) fn detect_steps(inputs: &StepInputs) -> Result<Steps, TraceError> {
     let (py_loop, loop_snapshots) = match (inputs.py_loop, inputs.pid) {
         (Some(snapshots), Some(pid)) => pyloop::detect(snapshots, inputs.samples, pid),
@@ -258,7 +258,7 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Result<Steps, TraceError> {
         None => none("no system calls recorded", 0.0),
     };
     let packets = match inputs.packets {
-        Some(packets) => network_steps(packets),
+        Some(packets) => network_steps(packets, STREAM_EVENTS_MAX)?,
         None => none("no packets recorded", 0.0),
     };
     let waits = match inputs.waits {
@@ -378,15 +378,20 @@ fn syscall_steps(
         "system calls",
     );
     if kept < all {
-        let thinned = format!(
-            "{kept} of the loop's {all} calls looked at (the most frequent names' thinned evenly)"
-        );
-        steps.note = Some(match steps.note.take() {
-            Some(note) => format!("{note}; {thinned}"),
-            None => thinned,
-        });
+        note_thinning(&mut steps, kept, all, "calls", "names'");
     }
     Ok(steps)
+}
+
+/// Says in the stream's note that it looked at `kept` of `all` events.
+fn note_thinning(steps: &mut Steps, kept: u64, all: u64, what: &str, whose: &str) {
+    let thinned = format!(
+        "{kept} of the loop's {all} {what} looked at (the most frequent {whose} thinned evenly)"
+    );
+    steps.note = Some(match steps.note.take() {
+        Some(note) => format!("{note}; {thinned}"),
+        None => thinned,
+    });
 }
 
 /// The most events an event stream looks at (16 bytes each: 256 MiB),
@@ -419,18 +424,31 @@ fn thinning(counts: &[u64], bound: u64) -> Vec<u64> {
 /// The network stream: each packet an event, labelled by interface and
 /// direction and by "any packet" (data-parallel training all-reduces its
 /// gradients once per step: a burst of packets per step).
-fn network_steps(packets: &crate::net::Packets) -> Steps {
-    let interfaces = packets
-        .rows
-        .iter()
-        .map(|p| packets.interface_index(p) as usize + 1)
-        .max()
-        .unwrap_or(0);
-    let events = packets.rows.iter().map(|p| {
-        let link = 2 * u32::from(packets.interface_index(p)) + u32::from(p.tx);
-        (p.time_ns, 0, link)
-    });
-    event_steps(events, 2 * interfaces, "network", "packets")
+fn network_steps(packets: &crate::net::Packets, bound: u64) -> Result<Steps, TraceError> {
+    let links = 2 * packets.interface_count();
+    let link = |p: &crate::net::Packet| 2 * packets.interface_index(p) as usize + usize::from(p.tx);
+    // Past the bound, each link's packets are counted first, and the
+    // busiest thinned.
+    let mut per_link = vec![0u64; links];
+    if packets.len() > bound {
+        packets.for_each(|p| per_link[link(p)] += 1)?;
+    }
+    let every = thinning(&per_link, bound);
+    let mut seen = vec![0u64; links];
+    let mut events = Vec::new();
+    packets.for_each(|p| {
+        let link = link(p);
+        if seen[link].is_multiple_of(every[link]) {
+            events.push((p.time_ns, 0, link as u32));
+        }
+        seen[link] += 1;
+    })?;
+    let (kept, all) = (events.len() as u64, seen.iter().sum::<u64>());
+    let mut steps = event_steps(events.into_iter(), links, "network", "packets");
+    if kept < all {
+        note_thinning(&mut steps, kept, all, "packets", "links'");
+    }
+    Ok(steps)
 }
 
 /// The off-CPU stream: each blocking wait of the main process's threads an
@@ -1017,6 +1035,78 @@ pub(crate) mod tests {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         assert!(kept <= all / 2 && kept > all / 3, "{note}");
+    }
+
+    /// Packets of a data-parallel loop: 120 steps of 40 ms (+-1 ms), each
+    /// ending in an all-reduce (12 packets sent, 12 received on eth0),
+    /// beside a steady stream received on `lo` at random times, 5 times as
+    /// many.
+    fn loop_packets() -> crate::net::Packets<'static> {
+        use sofa_trace::tables::NetEvent;
+        let mut next = xorshift(0x9e3779b97f4a7c15);
+        let ms = 1_000_000u64;
+        let packet = |time_ns: u64, source: &str, ifname: &str| NetEvent {
+            time_ns,
+            source: source.into(),
+            ifname: Some(ifname.into()),
+            len: 1500,
+            pid: None,
+            protocol: None,
+            src_addr: None,
+            dst_addr: None,
+            src_port: None,
+            dst_port: None,
+        };
+        let mut rows = Vec::new();
+        let mut start = 1_000 * ms;
+        for _ in 0..120 {
+            let at = start + 30 * ms + next() % ms;
+            for k in 0..12 {
+                rows.push(packet(at + k * 100_000, "xmit", "eth0"));
+                rows.push(packet(at + k * 100_000 + 50_000, "recv", "eth0"));
+            }
+            for _ in 0..120 {
+                rows.push(packet(start + next() % (40 * ms), "recv", "lo"));
+            }
+            start += 40 * ms;
+        }
+        rows.sort_by_key(|r| r.time_ns);
+        crate::net::Packets::from_rows(rows)
+    }
+
+    #[test]
+    fn packets_find_a_data_parallel_loop_thinned_or_not() {
+        let packets = loop_packets();
+        let whole = network_steps(&packets, STREAM_EVENTS_MAX).unwrap();
+        assert!(
+            whole.count.abs_diff(120) <= 2,
+            "{} {:?}",
+            whole.count,
+            whole.note
+        );
+        let period = whole.period_ns.unwrap() as f64 / 1e6;
+        assert!((period - 40.0).abs() < 1.0, "{period}");
+        assert!(
+            whole
+                .note
+                .as_deref()
+                .is_none_or(|n| !n.contains("looked at"))
+        );
+        // A bound of a third: the random stream on lo is thinned, the
+        // all-reduce's packets are kept.
+        let all = packets.len();
+        let thinned = network_steps(&packets, all / 3).unwrap();
+        assert!(
+            thinned.count.abs_diff(120) <= 2,
+            "{} {:?}",
+            thinned.count,
+            thinned.note
+        );
+        let note = thinned.note.unwrap_or_default();
+        assert!(
+            note.contains(&format!(" of the loop's {all} packets looked at")),
+            "{note}"
+        );
     }
 
     #[test]
