@@ -88,7 +88,7 @@ pub(crate) fn step_breakdown(
         }
     }
     for s in i.samples {
-        if let (Some(step), Some(swarm)) = (step_of(b, s.time_ns), i.swarm_of(s.stack_id)) {
+        if let (Some(step), Some(swarm)) = (step_of(b, s.time_ns), i.swarm_of(s.stack_id())) {
             rows[step].samples_by_swarm[swarm.0] += 1;
         }
     }

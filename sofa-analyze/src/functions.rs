@@ -255,7 +255,7 @@ pub(crate) fn functions_of(stacks: &CallStacks, samples: &[Sample]) -> Functions
     let mut per_stack: FastMap<Option<u64>, u64> = FastMap::default();
     let total = samples.len() as u64;
     for sample in samples {
-        *per_stack.entry(sample.stack_id).or_default() += 1;
+        *per_stack.entry(sample.stack_id()).or_default() += 1;
     }
     let unknown = ("[unknown]".to_owned(), "[unknown]".to_owned());
 

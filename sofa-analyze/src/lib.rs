@@ -31,12 +31,7 @@ mod waits;
 /// (1 ms period), for the unit tests.
 #[cfg(test)]
 pub(crate) fn test_sample(time_ns: u64, stack: u64) -> Sample {
-    Sample {
-        time_ns,
-        pid: 1,
-        tid: 1,
-        stack_id: Some(stack),
-    }
+    Sample::new(time_ns, Some(stack), 1, 1)
 }
 
 /// A system call of thread `tid` of process 1 at `time_ns`, for tests.

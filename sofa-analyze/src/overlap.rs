@@ -37,7 +37,8 @@ pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) -> Result<(), Tra
     // Timelines of the threads that made system calls and of the busiest
     // thread (GPU and network samples), not of every thread: 16 bytes a
     // sample.
-    let in_swarm = |s: &&crate::Sample| i.swarm_of(s.stack_id).is_some_and(|w| w.0 < swarms.len());
+    let in_swarm =
+        |s: &&crate::Sample| i.swarm_of(s.stack_id()).is_some_and(|w| w.0 < swarms.len());
     let mut per_thread: FastMap<u32, usize> = FastMap::default();
     for s in i.samples.iter().filter(in_swarm) {
         *per_thread.entry(s.tid).or_default() += 1;
@@ -58,7 +59,7 @@ pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) -> Result<(), Tra
     }
     for s in i.samples.iter().filter(in_swarm) {
         if let Some(line) = lines.get_mut(&s.tid) {
-            let swarm = i.swarm_of(s.stack_id).expect("in a swarm");
+            let swarm = i.swarm_of(s.stack_id()).expect("in a swarm");
             line.push((s.time_ns, swarm.0));
         }
     }

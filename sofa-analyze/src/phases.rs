@@ -163,13 +163,13 @@ pub(crate) fn phase_map(samples: &[Sample], stacks: &CallStacks, pid: Option<u32
     let mut by_stack: StackMap<Phase> = StackMap::default();
     for s in samples.iter().filter(|s| mine(s)) {
         by_stack
-            .entry(s.stack_id)
-            .or_insert_with(|| stack_phase(stacks, s.stack_id));
+            .entry(s.stack_id())
+            .or_insert_with(|| stack_phase(stacks, s.stack_id()));
     }
     let mut out: Vec<Phase> = samples
         .iter()
         .map(|s| match mine(s) {
-            true => by_stack.get(&s.stack_id).copied().unwrap_or(Phase::Other),
+            true => by_stack.get(&s.stack_id()).copied().unwrap_or(Phase::Other),
             false => Phase::Other,
         })
         .collect();
@@ -187,11 +187,11 @@ fn lend_to_pool_workers(samples: &[Sample], stacks: &CallStacks, pid: u32, phase
     let mut seen: StackMap<(bool, bool)> = StackMap::default();
     let mut threads: FastMap<u32, (bool, bool)> = FastMap::default();
     for s in samples.iter().filter(|s| s.pid == pid && s.tid != pid) {
-        let (pool, python) = *seen.entry(s.stack_id).or_insert_with(|| {
+        let (pool, python) = *seen.entry(s.stack_id()).or_insert_with(|| {
             (
-                pool_rooted(stacks, s.stack_id),
+                pool_rooted(stacks, s.stack_id()),
                 stacks
-                    .names(s.stack_id)
+                    .names(s.stack_id())
                     .any(|(_, m)| m.starts_with(crate::PY_MODULE_PREFIX)),
             )
         });
@@ -344,7 +344,7 @@ pub(crate) fn per_swarm(
 ) -> Vec<Option<(Phase, f64)>> {
     let mut per_stack: FastMap<(Option<u64>, Phase), u64> = FastMap::default();
     for (s, phase) in phases_of.samples(samples) {
-        *per_stack.entry((s.stack_id, phase)).or_default() += 1;
+        *per_stack.entry((s.stack_id(), phase)).or_default() += 1;
     }
     let mut counts: Vec<FastMap<Phase, u64>> = vec![FastMap::default(); swarms];
     for (&(stack, phase), &n) in &per_stack {
@@ -476,22 +476,16 @@ mod tests {
                 ("clone3", "libc.so.6"),
             ],
         ]);
-        let at = |ms: u64, tid: u32, stack: u64| Sample {
-            tid,
-            ..crate::test_sample(ms * 1_000_000, stack)
-        };
+        let at = |ms: u64, tid: u32, stack: u64| Sample::new(ms * 1_000_000, Some(stack), 1, tid);
         let samples = vec![
-            at(10, 1, 1), // 0: main, forward
-            at(11, 7, 3), // 1: worker, 1 ms after forward
-            at(13, 7, 4), // 2: worker, cut short
-            at(20, 1, 2), // 3: main, optimizer
-            at(22, 7, 4), // 4: worker, 2 ms after the optimizer
-            at(40, 7, 3), // 5: worker, 20 ms from the main thread
-            at(21, 9, 5), // 6: own thread
-            Sample {
-                pid: 2,
-                ..at(12, 2, 3)
-            }, // 7: another process
+            at(10, 1, 1),                           // 0: main, forward
+            at(11, 7, 3),                           // 1: worker, 1 ms after forward
+            at(13, 7, 4),                           // 2: worker, cut short
+            at(20, 1, 2),                           // 3: main, optimizer
+            at(22, 7, 4),                           // 4: worker, 2 ms after the optimizer
+            at(40, 7, 3),                           // 5: worker, 20 ms from the main thread
+            at(21, 9, 5),                           // 6: own thread
+            Sample::new(12_000_000, Some(3), 2, 2), // 7: another process
         ];
         let phases = phase_map(&samples, &s, Some(1));
         let got: Vec<Phase> = (0..samples.len()).map(|i| phases.of(i)).collect();

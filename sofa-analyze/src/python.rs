@@ -166,11 +166,11 @@ fn merge_with(
             continue;
         };
         let (merged, kept) = *merged_of
-            .entry((sample.stack_id, py_stack))
+            .entry((sample.stack_id(), py_stack))
             .or_insert_with(|| {
-                let native: Vec<u64> = stacks.frame_ids(sample.stack_id).collect();
+                let native: Vec<u64> = stacks.frame_ids(sample.stack_id()).collect();
                 if native.iter().any(|f| is_trampoline(stacks, *f)) {
-                    return (sample.stack_id, true);
+                    return (sample.stack_id(), true);
                 }
                 let python = python_groups(py_stack, py_nodes, py_frames, &frame_of_py);
                 (built.add(&interleave(stacks, &native, &python)), false)
@@ -180,7 +180,7 @@ fn merge_with(
         } else {
             summary.merged += 1;
         }
-        sample.stack_id = merged;
+        sample.set_stack_id(merged);
     }
     built.insert_into(stacks);
     PythonSummary {
@@ -245,15 +245,15 @@ pub(crate) fn python_only(samples: &mut [Sample], stacks: &mut CallStacks) {
     let mut built = NewStacks::after(stacks);
     let mut reduced: FastMap<Option<u64>, Option<u64>> = FastMap::default();
     for sample in samples.iter_mut() {
-        let stack = sample.stack_id;
-        sample.stack_id = *reduced.entry(stack).or_insert_with(|| {
+        let stack = sample.stack_id();
+        sample.set_stack_id(*reduced.entry(stack).or_insert_with(|| {
             let python: Vec<u64> = stacks.frame_ids(stack).filter(|&f| is_python(f)).collect();
             if python.is_empty() {
                 stack
             } else {
                 built.add(&python)
             }
-        });
+        }));
     }
     built.insert_into(stacks);
 }
@@ -535,7 +535,7 @@ mod tests {
         );
         assert_eq!(summary.merged, 1);
         assert_eq!(
-            merged_names(&f, samples[0].stack_id),
+            merged_names(&f, samples[0].stack_id()),
             [
                 "sgemm@libopenblas.so",
                 "matmul@_multiarray_umath.so",
@@ -567,7 +567,7 @@ mod tests {
             &mut f.stacks,
         );
         assert_eq!(
-            merged_names(&f, samples[0].stack_id),
+            merged_names(&f, samples[0].stack_id()),
             [
                 "pymalloc_alloc@python3.11",
                 "_PyObject_Malloc@python3.11",
@@ -592,7 +592,7 @@ mod tests {
             &mut f.stacks,
         );
         assert_eq!(
-            merged_names(&f, samples[0].stack_id),
+            merged_names(&f, samples[0].stack_id()),
             [
                 "memcpy@libc.so.6",
                 "list_extend@python3.11",
@@ -633,11 +633,11 @@ mod tests {
         assert_eq!(summary.without_snapshot, 1);
         assert_eq!(summary.trampolined, 1);
         assert_eq!(summary.merged, 1);
-        assert_eq!(samples[0].stack_id, Some(100));
-        assert_eq!(samples[1].stack_id, Some(100));
-        assert_eq!(samples[2].stack_id, Some(200));
+        assert_eq!(samples[0].stack_id(), Some(100));
+        assert_eq!(samples[1].stack_id(), Some(100));
+        assert_eq!(samples[2].stack_id(), Some(200));
         assert_eq!(
-            merged_names(&f, samples[3].stack_id),
+            merged_names(&f, samples[3].stack_id()),
             ["work@app", "hot_a@py:train.py"]
         );
     }

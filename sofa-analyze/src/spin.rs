@@ -191,7 +191,7 @@ pub(crate) fn spin_summary(samples: &[Sample], stacks: &CallStacks) -> SpinSumma
     let mut per_stack: StackMap<u64> = StackMap::default();
     let mut per_thread: FastMap<(u32, u32), u64> = FastMap::default();
     for s in samples {
-        *per_stack.entry(s.stack_id).or_default() += 1;
+        *per_stack.entry(s.stack_id()).or_default() += 1;
         *per_thread.entry((s.pid, s.tid)).or_default() += 1;
     }
     let spin_of: StackMap<(Pool, String)> = per_stack
@@ -200,7 +200,7 @@ pub(crate) fn spin_summary(samples: &[Sample], stacks: &CallStacks) -> SpinSumma
         .collect();
     let mut pools: FastMap<Pool, PoolCounts> = FastMap::default();
     for s in samples {
-        if let Some((pool, function)) = spin_of.get(&s.stack_id) {
+        if let Some((pool, function)) = spin_of.get(&s.stack_id()) {
             let entry = pools.entry(*pool).or_default();
             entry.0 += 1;
             *entry.1.entry(function.clone()).or_default() += 1;
@@ -392,10 +392,7 @@ mod tests {
         let samples: Vec<Sample> = [(1, 2), (2, 2), (3, 2), (3, 2), (4, 3), (1, 1)]
             .iter()
             .enumerate()
-            .map(|(i, &(stack, tid))| Sample {
-                tid,
-                ..crate::test_sample(i as u64, stack)
-            })
+            .map(|(i, &(stack, tid))| Sample::new(i as u64, Some(stack), 1, tid))
             .collect();
         let sum = spin_summary(&samples, &s);
         assert_eq!(sum.samples, 6);
@@ -424,12 +421,7 @@ mod tests {
         // Two threads sampled every ms for a second on two CPUs; a third
         // preempted through the second half.
         let samples: Vec<Sample> = (0..1000u64)
-            .flat_map(|ms| {
-                [1, 2].map(|tid| Sample {
-                    tid,
-                    ..crate::test_sample(ms * 1_000_000, 1)
-                })
-            })
+            .flat_map(|ms| [1, 2].map(|tid| Sample::new(ms * 1_000_000, Some(1), 1, tid)))
             .collect();
         let over = oversubscription(&samples, Some(&[wait(3, 500, 1000)]), 2).unwrap();
         assert_eq!(over.bins, 100);

@@ -201,7 +201,7 @@ pub fn folded_stacks(
     } = samples_and_stacks(archive, options)?;
     let mut per_stack: StackMap<u64> = StackMap::default();
     for s in &samples {
-        *per_stack.entry(s.stack_id).or_default() += 1;
+        *per_stack.entry(s.stack_id()).or_default() += 1;
     }
     let mut ids: Vec<Option<u64>> = per_stack.keys().copied().collect();
     ids.sort();

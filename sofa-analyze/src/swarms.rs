@@ -72,12 +72,12 @@ pub(crate) fn name_python_functions(
     let mut counts: Vec<HashMap<usize, u64>> = vec![HashMap::new(); swarms.len()];
     for s in samples {
         let Some(SwarmId(swarm)) = self_of_stack
-            .get(&s.stack_id)
+            .get(&s.stack_id())
             .and_then(|&f| swarm_of_function.get(f).copied().flatten())
         else {
             continue;
         };
-        if let (Some(&f), Some(c)) = (python_of_stack.get(&s.stack_id), counts.get_mut(swarm)) {
+        if let (Some(&f), Some(c)) = (python_of_stack.get(&s.stack_id()), counts.get_mut(swarm)) {
             *c.entry(f).or_default() += 1;
         }
     }
@@ -142,7 +142,7 @@ fn neighbours(
     type Ring = [Option<(usize, u64)>; NEIGHBOURS];
     let mut recent: FastMap<u32, (Ring, usize)> = FastMap::default();
     for s in samples {
-        let Some(&f) = self_of_stack.get(&s.stack_id) else {
+        let Some(&f) = self_of_stack.get(&s.stack_id()) else {
             continue;
         };
         let (ring, next) = recent.entry(s.tid).or_insert(([None; NEIGHBOURS], 0));
@@ -325,7 +325,7 @@ pub fn find_swarms(
         }
     }
     for s in samples {
-        if let Some(&f) = self_of_stack.get(&s.stack_id) {
+        if let Some(&f) = self_of_stack.get(&s.stack_id()) {
             let a = &mut acc[swarm_of[f]];
             a.samples += 1;
             a.start = a.start.min(s.time_ns);
@@ -456,7 +456,7 @@ mod tests {
             })
             .collect();
         for s in &samples {
-            functions[s.stack_id.unwrap() as usize].self_samples += 1;
+            functions[s.stack_id().unwrap() as usize].self_samples += 1;
         }
         Run {
             samples,

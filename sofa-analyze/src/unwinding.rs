@@ -47,7 +47,7 @@ pub fn summarize(
     let end_of: HashMap<u64, &str> = ends.iter().map(|e| (e.stack_id, e.end.as_str())).collect();
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     for s in samples {
-        if let Some(end) = s.stack_id.and_then(|id| end_of.get(&id)) {
+        if let Some(end) = s.stack_id().and_then(|id| end_of.get(&id)) {
             *counts.entry(end).or_default() += 1;
         }
     }
@@ -79,12 +79,7 @@ mod tests {
     use super::*;
 
     fn sample(stack_id: Option<u64>) -> Sample {
-        Sample {
-            time_ns: 0,
-            pid: 1,
-            tid: 1,
-            stack_id,
-        }
+        Sample::new(0, stack_id, 1, 1)
     }
 
     #[test]

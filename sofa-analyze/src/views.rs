@@ -325,7 +325,7 @@ pub(crate) fn fold_stacks(
 pub(crate) fn incomplete_share(stacks: &CallStacks, samples: &[Sample]) -> f64 {
     let mut per_stack: crate::StackMap<u64> = Default::default();
     for s in samples {
-        *per_stack.entry(s.stack_id).or_default() += 1;
+        *per_stack.entry(s.stack_id()).or_default() += 1;
     }
     let mut incomplete = 0u64;
     for (stack_id, n) in per_stack {
@@ -496,15 +496,15 @@ pub(crate) fn build(
     let mut cells: FastMap<(u32, usize), u32> = FastMap::default();
     let mut per_stack: FastMap<Option<u64>, u64> = FastMap::default();
     for s in l.samples {
-        let swarm = swarm_of(s.stack_id);
+        let swarm = swarm_of(s.stack_id());
         if let Some(b) = axis.bin(s.time_ns) {
             let row = swarm.unwrap_or(rows);
             swarm_samples[row][b] = swarm_samples[row][b].saturating_add(1);
         }
-        if let (Some(b), Some(f)) = (scatter_axis.bin(s.time_ns), l.function_of(s.stack_id)) {
+        if let (Some(b), Some(f)) = (scatter_axis.bin(s.time_ns), l.function_of(s.stack_id())) {
             *cells.entry((b as u32, f.0)).or_default() += 1;
         }
-        *per_stack.entry(s.stack_id).or_default() += 1;
+        *per_stack.entry(s.stack_id()).or_default() += 1;
     }
     if swarm_samples[rows].iter().all(|&n| n == 0) {
         swarm_samples.pop();

@@ -109,16 +109,16 @@ impl Switches {
             let was_preempted = out.is_some_and(|o| o.preempted);
             let stack = out.and_then(|o| o.stack_id);
             outs.push((
-                Sample {
-                    time_ns: start,
-                    pid: b.pid,
-                    tid: b.tid,
-                    stack_id: stack.or_else(|| {
+                Sample::new(
+                    start,
+                    stack.or_else(|| {
                         (end - start <= BORROW_MAX_NS)
                             .then(|| borrow.nearest(b.tid, was_preempted, start))
                             .flatten()
                     }),
-                },
+                    b.pid,
+                    b.tid,
+                ),
                 end,
             ));
             preempted.push(was_preempted);
@@ -147,9 +147,9 @@ impl Switches {
                 start_ns: out.time_ns,
                 end_ns: *end_ns,
                 reason: *reasons
-                    .entry((out.stack_id, preempted))
-                    .or_insert_with(|| reason_of(stacks, out.stack_id, preempted)),
-                stack_id: out.stack_id,
+                    .entry((out.stack_id(), preempted))
+                    .or_insert_with(|| reason_of(stacks, out.stack_id(), preempted)),
+                stack_id: out.stack_id(),
                 own_stack,
             };
             if self.gaps.is_empty() {
@@ -1389,12 +1389,7 @@ mod tests {
             stack_id: None,
             own_stack: false,
         };
-        let sample = |tid, time_ns| Sample {
-            time_ns,
-            pid: 1,
-            tid,
-            stack_id: None,
-        };
+        let sample = |tid, time_ns| Sample::new(time_ns, None, 1, tid);
         let mut waits = vec![
             w(1, 0, 1_000_000),
             w(1, 2_000_000, 9_000_000),

@@ -68,9 +68,9 @@ pub(crate) fn events(
         .iter()
         .filter(|s| pid.is_none_or(|p| s.pid == p))
         .filter(|s| {
-            *on_stack.entry(s.stack_id).or_insert_with(|| {
+            *on_stack.entry(s.stack_id()).or_insert_with(|| {
                 stacks
-                    .names(s.stack_id)
+                    .names(s.stack_id())
                     .any(|(function, _)| names_it(function, marker))
             })
         })

@@ -857,7 +857,7 @@ pub(crate) mod tests {
                 y ^= y << 13;
                 y ^= y >> 7;
                 y ^= y << 17;
-                s.stack_id = Some(phase(i as u64) * 100 + y % 20);
+                s.set_stack_id(Some(phase(i as u64) * 100 + y % 20));
                 s
             })
             .collect();
@@ -894,7 +894,7 @@ pub(crate) mod tests {
                 y ^= y << 13;
                 y ^= y >> 7;
                 y ^= y << 17;
-                s.stack_id = Some(y % 5);
+                s.set_stack_id(Some(y % 5));
                 s
             })
             .collect();

@@ -94,7 +94,7 @@ pub fn detect(samples: &[Sample], self_of_stack: &StackMap<usize>, pid: Option<u
         .map(|s| {
             // Label 0 is "no sample"; functions are 1-based.
             let label = self_of_stack
-                .get(&s.stack_id)
+                .get(&s.stack_id())
                 .map_or(u32::MAX, |&i| i as u32 + 1);
             (s.time_ns, label)
         })

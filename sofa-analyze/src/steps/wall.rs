@@ -414,9 +414,9 @@ pub(super) fn cpu_stream(
     let mut events = Vec::new();
     for s in samples.iter().filter(|s| pid.is_none_or(|p| s.pid == p)) {
         let next = keys.len() as u32;
-        let key = *keys.entry(s.stack_id).or_insert_with(|| {
+        let key = *keys.entry(s.stack_id()).or_insert_with(|| {
             for (labels, of) in labels.iter_mut().zip(labellings) {
-                labels.push(of.get(&s.stack_id).map_or(NO_LABEL, |&f| f as u32));
+                labels.push(of.get(&s.stack_id()).map_or(NO_LABEL, |&f| f as u32));
             }
             next
         });
