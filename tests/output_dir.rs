@@ -191,3 +191,60 @@ fn a_second_recorder_into_the_same_directory_is_refused() {
     assert!(recorded_command(&d).contains("sleep"));
     assert!(!d.join(".sofa-lock").exists());
 }
+
+#[test]
+fn an_archive_still_being_recorded_analyses_as_far_as_it_was_flushed() {
+    // System calls and packets are read more than once in an analysis:
+    // parts flushed in between must not make it fail or count twice.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("live");
+    let fixture = common::hotspots();
+    let mut recorder = std::process::Command::new(assert_cmd::cargo::cargo_bin("sofa"))
+        .arg("record")
+        .arg("-o")
+        .arg(&d)
+        .args(["--", fixture.to_str().unwrap(), "150", "3000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let flushed = |table: &str| {
+        fs::read_dir(d.join(table)).is_ok_and(|files| {
+            files
+                .flatten()
+                .any(|f| f.file_name().to_string_lossy().ends_with(".parquet"))
+        })
+    };
+    let started = Instant::now();
+    while !(flushed("syscalls") && flushed("samples")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no system calls flushed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut live = 0;
+    while recorder.try_wait().unwrap().is_none() {
+        let out = sofa().args(["analyze", "--json"]).arg(&d).output().unwrap();
+        assert_success(&out);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let calls: u64 = json["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["count"].as_u64().unwrap())
+            .sum();
+        assert!(calls > 0, "{}", String::from_utf8_lossy(&out.stderr));
+        if json["run"]["warnings"]
+            .to_string()
+            .contains("still being recorded")
+        {
+            live += 1;
+        }
+    }
+    assert!(recorder.wait().unwrap().success());
+    assert!(live >= 1, "no analysis while it was being recorded");
+    // Complete, it analyses as any archive.
+    let json = analyze_json(&d);
+    assert!(json["run"]["truncated"] == false, "{}", json["run"]);
+}

@@ -81,7 +81,8 @@ impl<'a> Packets<'a> {
     }
 
     /// Calls `f` with every tracepoint packet, in the table's order: read
-    /// again from the archive, or from memory.
+    /// again from the archive, or from memory. Of an archive still being
+    /// recorded, the packets of the first read.
     pub fn for_each(&self, mut f: impl FnMut(&Packet)) -> Result<(), TraceError> {
         let Some(archive) = self.archive else {
             self.kept.iter().for_each(f);
@@ -90,7 +91,7 @@ impl<'a> Packets<'a> {
         let mut read = 0u64;
         let mut unknown: Option<String> = None;
         archive.for_each_packet(|row| {
-            if row.source == NetSource::Capture.as_str() {
+            if row.source == NetSource::Capture.as_str() || read == self.count {
                 return;
             }
             read += 1;
@@ -102,7 +103,7 @@ impl<'a> Packets<'a> {
                 }
             }
         })?;
-        if read != self.count || unknown.is_some() {
+        if read < self.count || unknown.is_some() {
             return Err(TraceError::CorruptTable {
                 path: archive.dir().join(NetEvent::NAME),
                 reason: format!(
