@@ -86,6 +86,23 @@ pub use views::{
 };
 pub use waits::{LockRow, LoopWaits, ReasonRow, ThreadWaits, Wait, WaitStackRow, WaitSummary};
 
+/// The error of a table read again that no longer holds what the first
+/// read found: fewer rows, or a `new` name.
+pub(crate) fn changed_while_analysed(
+    path: std::path::PathBuf,
+    (read, first): (u64, u64),
+    rows: &str,
+    new: Option<String>,
+) -> sofa_trace::TraceError {
+    sofa_trace::TraceError::CorruptTable {
+        path,
+        reason: format!(
+            "it changed while it was analysed ({read} {rows} read again, {first} at first{})",
+            new.map_or(String::new(), |n| format!("; {n} is new"))
+        ),
+    }
+}
+
 /// Errors of analysis; reading the archive is the only thing that can fail so far.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzeError {

@@ -104,14 +104,12 @@ impl<'a> Packets<'a> {
             }
         })?;
         if read < self.count || unknown.is_some() {
-            return Err(TraceError::CorruptTable {
-                path: archive.dir().join(NetEvent::NAME),
-                reason: format!(
-                    "it changed while it was analysed ({read} packets read again, {} at first{})",
-                    self.count,
-                    unknown.map_or(String::new(), |n| format!("; interface `{n}` is new"))
-                ),
-            });
+            return Err(crate::changed_while_analysed(
+                archive.dir().join(NetEvent::NAME),
+                (read, self.count),
+                "packets",
+                unknown.map(|n| format!("interface `{n}`")),
+            ));
         }
         Ok(())
     }

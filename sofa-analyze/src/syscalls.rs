@@ -179,14 +179,12 @@ impl<'a> Calls<'a> {
             f(&compact(row, id));
         })?;
         if read < self.count || unknown.is_some() {
-            return Err(TraceError::CorruptTable {
-                path: archive.dir().join(Syscall::NAME),
-                reason: format!(
-                    "it changed while it was analysed ({read} calls read again, {} at first{})",
-                    self.count,
-                    unknown.map_or(String::new(), |n| format!("; `{n}` is new"))
-                ),
-            });
+            return Err(crate::changed_while_analysed(
+                archive.dir().join(Syscall::NAME),
+                (read, self.count),
+                "calls",
+                unknown.map(|n| format!("`{n}`")),
+            ));
         }
         Ok(())
     }

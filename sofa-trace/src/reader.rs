@@ -52,6 +52,41 @@ pub struct PacketRef<'a> {
     pub len: u32,
 }
 
+/// A decoded slice's columns, typed, for readers that borrow its values;
+/// errors name the table's `path`.
+struct Columns<'f> {
+    frame: &'f DataFrame,
+    path: &'f Path,
+}
+
+impl<'f> Columns<'f> {
+    /// Column `name` as `typed` reads it, checked to hold no null unless
+    /// `nullable`.
+    fn get<T: PolarsDataType>(
+        &self,
+        name: &str,
+        nullable: bool,
+        typed: impl FnOnce(&'f Column) -> PolarsResult<&'f ChunkedArray<T>>,
+    ) -> Result<&'f ChunkedArray<T>, TraceError> {
+        let corrupt = |reason: String| TraceError::CorruptTable {
+            path: self.path.to_path_buf(),
+            reason,
+        };
+        let column = self
+            .frame
+            .column(name)
+            .map_err(|_| corrupt(format!("no column `{name}`")))?;
+        let values =
+            typed(column).map_err(|_| corrupt(format!("column `{name}` has the wrong type")))?;
+        match values.null_count() {
+            nulls if nulls > 0 && !nullable => Err(corrupt(format!(
+                "column `{name}` holds {nulls} nulls but may not be null"
+            ))),
+            _ => Ok(values),
+        }
+    }
+}
+
 /// Something a reader should tell the user about an archive that can still be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Warning {
@@ -300,42 +335,18 @@ impl Archive {
     /// columns are not decoded). Returns the calls read.
     pub fn for_each_call(&self, mut f: impl FnMut(&CallRef<'_>)) -> Result<u64, TraceError> {
         let path = self.dir.join(tables::Syscall::NAME);
-        let corrupt = |reason: String| TraceError::CorruptTable {
-            path: path.clone(),
-            reason,
-        };
         self.for_each_projected_slice(tables::Syscall::NAME, Some(&CALL_COLUMNS), |frame| {
-            let column = |name: &str| {
-                frame
-                    .column(name)
-                    .map_err(|_| corrupt(format!("no column `{name}`")))
-            };
-            let mismatch = |name: &str| corrupt(format!("column `{name}` has the wrong type"));
-            let u64s = |name: &str| column(name)?.u64().map_err(|_| mismatch(name));
-            let u32s = |name: &str| column(name)?.u32().map_err(|_| mismatch(name));
-            let (time, duration, arg0, arg1) = (
-                u64s("time_ns")?,
-                u64s("duration_ns")?,
-                u64s("arg0")?,
-                u64s("arg1")?,
+            let c = Columns { frame, path: &path };
+            let time = c.get("time_ns", false, Column::u64)?;
+            let duration = c.get("duration_ns", true, Column::u64)?;
+            let (pid, tid) = (
+                c.get("pid", false, Column::u32)?,
+                c.get("tid", false, Column::u32)?,
             );
-            let (pid, tid) = (u32s("pid")?, u32s("tid")?);
-            let ret = column("ret")?.i64().map_err(|_| mismatch("ret"))?;
-            let name = column("name")?.str().map_err(|_| mismatch("name"))?;
-            for (what, nulls) in [
-                ("time_ns", time.null_count()),
-                ("pid", pid.null_count()),
-                ("tid", tid.null_count()),
-                ("name", name.null_count()),
-                ("arg0", arg0.null_count()),
-                ("arg1", arg1.null_count()),
-            ] {
-                if nulls > 0 {
-                    return Err(corrupt(format!(
-                        "column `{what}` holds {nulls} nulls but may not be null"
-                    )));
-                }
-            }
+            let name = c.get("name", false, Column::str)?;
+            let ret = c.get("ret", true, Column::i64)?;
+            let arg0 = c.get("arg0", false, Column::u64)?;
+            let arg1 = c.get("arg1", false, Column::u64)?;
             let rows = time
                 .into_no_null_iter()
                 .zip(duration.iter())
@@ -364,33 +375,13 @@ impl Archive {
     /// the rows read.
     pub fn for_each_packet(&self, mut f: impl FnMut(&PacketRef<'_>)) -> Result<u64, TraceError> {
         let path = self.dir.join(tables::NetEvent::NAME);
-        let corrupt = |reason: String| TraceError::CorruptTable {
-            path: path.clone(),
-            reason,
-        };
         let columns = ["time_ns", "source", "ifname", "len"];
         self.for_each_projected_slice(tables::NetEvent::NAME, Some(&columns), |frame| {
-            let column = |name: &str| {
-                frame
-                    .column(name)
-                    .map_err(|_| corrupt(format!("no column `{name}`")))
-            };
-            let mismatch = |name: &str| corrupt(format!("column `{name}` has the wrong type"));
-            let time = column("time_ns")?.u64().map_err(|_| mismatch("time_ns"))?;
-            let source = column("source")?.str().map_err(|_| mismatch("source"))?;
-            let ifname = column("ifname")?.str().map_err(|_| mismatch("ifname"))?;
-            let len = column("len")?.u32().map_err(|_| mismatch("len"))?;
-            for (what, nulls) in [
-                ("time_ns", time.null_count()),
-                ("source", source.null_count()),
-                ("len", len.null_count()),
-            ] {
-                if nulls > 0 {
-                    return Err(corrupt(format!(
-                        "column `{what}` holds {nulls} nulls but may not be null"
-                    )));
-                }
-            }
+            let c = Columns { frame, path: &path };
+            let time = c.get("time_ns", false, Column::u64)?;
+            let source = c.get("source", false, Column::str)?;
+            let ifname = c.get("ifname", true, Column::str)?;
+            let len = c.get("len", false, Column::u32)?;
             let rows = time
                 .into_no_null_iter()
                 .zip(source.iter().map(Option::unwrap_or_default))
