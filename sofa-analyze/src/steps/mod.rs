@@ -348,39 +348,48 @@ fn syscall_steps(
     let looked_at = |c: &crate::Call| {
         c.time_ns >= since_ns && threads.contains(&c.tid) && !calls.is_left_out(c)
     };
-    // Past the bound, each name's calls are counted first, and the most
-    // frequent thinned.
-    let mut per_name = vec![0u64; calls.name_count()];
-    if calls.len() > bound {
+    let keys = calls.name_count();
+    let (events, all) = bounded_events(keys, calls.len(), bound, |event| {
         calls.for_each(|c| {
             if looked_at(c) {
-                per_name[calls.name_index(c) as usize] += 1;
+                event(c.time_ns, c.tid, calls.name_index(c));
             }
-        })?;
-    }
-    let every = thinning(&per_name, bound);
-    let mut seen = vec![0u64; calls.name_count()];
-    let mut events = Vec::new();
-    calls.for_each(|c| {
-        if looked_at(c) {
-            let name = calls.name_index(c) as usize;
-            if seen[name].is_multiple_of(every[name]) {
-                events.push((c.time_ns, c.tid, name as u32));
-            }
-            seen[name] += 1;
-        }
+        })
     })?;
-    let (kept, all) = (events.len() as u64, seen.iter().sum::<u64>());
-    let mut steps = event_steps(
-        events.into_iter(),
-        calls.name_count(),
-        "system calls",
-        "system calls",
-    );
+    let kept = events.len() as u64;
+    let mut steps = event_steps(events.into_iter(), keys, "system calls", "system calls");
     if kept < all {
         note_thinning(&mut steps, kept, all, "calls", "names'");
     }
     Ok(steps)
+}
+
+/// A stream's events, (time, tid, key) with keys below `keys`, as
+/// `each_event` gives them (every time it is called, the same), and how
+/// many it gave: all when `total` (events, or more) is within `bound`,
+/// else counted per key first and the most frequent keys thinned
+/// ([`thinning`]).
+fn bounded_events(
+    keys: usize,
+    total: u64,
+    bound: u64,
+    each_event: impl Fn(&mut dyn FnMut(u64, u32, u32)) -> Result<(), TraceError>,
+) -> Result<(Vec<(u64, u32, u32)>, u64), TraceError> {
+    let mut per_key = vec![0u64; keys];
+    if total > bound {
+        each_event(&mut |_, _, key| per_key[key as usize] += 1)?;
+    }
+    let every = thinning(&per_key, bound);
+    let mut seen = vec![0u64; keys];
+    let mut events = Vec::new();
+    each_event(&mut |time_ns, tid, key| {
+        let k = key as usize;
+        if seen[k].is_multiple_of(every[k]) {
+            events.push((time_ns, tid, key));
+        }
+        seen[k] += 1;
+    })?;
+    Ok((events, seen.iter().sum()))
 }
 
 /// Says in the stream's note that it looked at `kept` of `all` events.
@@ -431,24 +440,16 @@ fn thinning(counts: &[u64], bound: u64) -> Vec<u64> {
 /// gradients once per step: a burst of packets per step).
 fn network_steps(packets: &crate::net::Packets, bound: u64) -> Result<Steps, TraceError> {
     let links = 2 * packets.interface_count();
-    let link = |p: &crate::net::Packet| 2 * packets.interface_index(p) as usize + usize::from(p.tx);
-    // Past the bound, each link's packets are counted first, and the
-    // busiest thinned.
-    let mut per_link = vec![0u64; links];
-    if packets.len() > bound {
-        packets.for_each(|p| per_link[link(p)] += 1)?;
-    }
-    let every = thinning(&per_link, bound);
-    let mut seen = vec![0u64; links];
-    let mut events = Vec::new();
-    packets.for_each(|p| {
-        let link = link(p);
-        if seen[link].is_multiple_of(every[link]) {
-            events.push((p.time_ns, 0, link as u32));
-        }
-        seen[link] += 1;
+    let (events, all) = bounded_events(links, packets.len(), bound, |event| {
+        packets.for_each(|p| {
+            event(
+                p.time_ns,
+                0,
+                2 * u32::from(packets.interface_index(p)) + u32::from(p.tx),
+            );
+        })
     })?;
-    let (kept, all) = (events.len() as u64, seen.iter().sum::<u64>());
+    let kept = events.len() as u64;
     let mut steps = event_steps(events.into_iter(), links, "network", "packets");
     if kept < all {
         note_thinning(&mut steps, kept, all, "packets", "links'");
