@@ -364,6 +364,9 @@ fn syscall_steps(
     Ok(steps)
 }
 
+/// An event of a stream: (time, tid, key).
+type KeyedEvent = (u64, u32, u32);
+
 /// A stream's events, (time, tid, key) with keys below `keys`, as
 /// `each_event` gives them (every time it is called, the same), and how
 /// many it gave: all when `total` (events, or more) is within `bound`,
@@ -374,7 +377,7 @@ fn bounded_events(
     total: u64,
     bound: u64,
     each_event: impl Fn(&mut dyn FnMut(u64, u32, u32)) -> Result<(), TraceError>,
-) -> Result<(Vec<(u64, u32, u32)>, u64), TraceError> {
+) -> Result<(Vec<KeyedEvent>, u64), TraceError> {
     let mut per_key = vec![0u64; keys];
     if total > bound {
         each_event(&mut |_, _, key| per_key[key as usize] += 1)?;
