@@ -52,6 +52,11 @@ pub struct PacketRef<'a> {
     pub len: u32,
 }
 
+/// The error of a file that is not there (any more).
+fn is_not_found(e: &TraceError) -> bool {
+    matches!(e, TraceError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+}
+
 /// A decoded slice's columns, typed, for readers that borrow its values;
 /// errors name the table's `path`.
 struct Columns<'f> {
@@ -261,11 +266,23 @@ impl Archive {
         {
             return Ok(info.rows);
         }
-        let mut rows = 0;
-        for file in self.table_files(table)? {
-            rows += parquet_rows(&file)?;
+        // Parts merged away by a recording that ended meanwhile: count
+        // again in what it left.
+        let mut relisted = 0;
+        'count: loop {
+            let mut rows = 0;
+            for file in self.table_files(table)? {
+                match parquet_rows(&file) {
+                    Ok(n) => rows += n,
+                    Err(e) if relisted < 3 && is_not_found(&e) => {
+                        relisted += 1;
+                        continue 'count;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(rows);
         }
-        Ok(rows)
     }
 
     /// Reads a whole table as one frame (one chunk per column). A table the
@@ -424,14 +441,33 @@ impl Archive {
             .filter(|_| !self.is_truncated())
             .map(|info| &info.crc32);
         let mut total = 0u64;
-        for file in self.table_files(table)? {
+        let mut files = self.table_files(table)?;
+        // A recording that ends while its archive is read compacts each
+        // table's parts into one file and deletes them: the same rows in
+        // the same order, so reading goes on there past the rows read.
+        let (mut relisted, mut skip, mut i) = (0, 0usize, 0);
+        while let Some(file) = files.get(i).cloned() {
+            i += 1;
             let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
             let crc = checksums.and_then(|c| c.get(name.as_deref()?));
-            let bytes = read_checked(&file, crc.map(String::as_str))?;
+            let bytes = match read_checked(&file, crc.map(String::as_str)) {
+                Ok(bytes) => bytes,
+                Err(e) if self.is_truncated() && relisted < 3 && is_not_found(&e) => {
+                    relisted += 1;
+                    files = self.table_files(table)?;
+                    (skip, i) = (total as usize, 0);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let rows = decode(&file, || {
                 ParquetReader::new(std::io::Cursor::new(bytes.as_slice())).num_rows()
             })?;
-            for offset in (0..rows).step_by(SLICE_ROWS) {
+            if skip >= rows {
+                skip -= rows;
+                continue;
+            }
+            for offset in (std::mem::take(&mut skip)..rows).step_by(SLICE_ROWS) {
                 let slice = decode(&file, || {
                     ParquetReader::new(std::io::Cursor::new(bytes.as_slice()))
                         .with_slice(Some((offset, SLICE_ROWS)))

@@ -296,6 +296,43 @@ fn calls_lent_one_at_a_time_are_the_rows_of_the_table() {
 }
 
 #[test]
+fn a_recording_that_ends_while_it_is_read_is_read_on_in_its_compacted_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer =
+        ArchiveWriter::create_with_policy(dir.path(), Meta::new(vec![]), small_policy()).unwrap();
+    let expected = write_rows::<Syscall>(&writer, 450);
+    let live = Archive::open(dir.path()).unwrap();
+    assert!(live.is_truncated());
+    assert_eq!(live.table_files("syscalls").unwrap().len(), 5, "parts");
+    // The recorder finishes after the first part was read: the other
+    // parts are gone, merged into one file.
+    let mut writer = Some(writer);
+    let mut times = Vec::new();
+    let n = live
+        .for_each_call(|c| {
+            if let Some(w) = writer.take() {
+                w.finish().unwrap();
+            }
+            times.push(c.time_ns);
+        })
+        .unwrap();
+    assert!(writer.is_none());
+    assert_eq!(
+        Archive::open(dir.path())
+            .unwrap()
+            .table_files("syscalls")
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(n, 450);
+    assert_eq!(
+        times,
+        expected.iter().map(|r| r.time_ns).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn corrupt_table_file_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     complete_archive(dir.path(), 500);
