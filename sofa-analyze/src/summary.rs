@@ -283,7 +283,7 @@ fn analyze_inner(
     let Sampled {
         samples: sample_rows,
         stacks,
-        switches,
+        mut switches,
         python,
         ends: mut stack_summary,
     } = samples_and_stacks(archive, options)?;
@@ -297,10 +297,10 @@ fn analyze_inner(
     let names = Names::read(archive)?;
     let (processes, mut threads) = processes_and_threads(&names, &sample_rows);
     let mut impossible = 0;
-    // Each table is read once and serves the waits, steps, its summary
-    // and the step breakdown.
+    // What the calls add up comes from one read; the passes that need
+    // single calls read them again (`Calls::for_each`).
     let calls = Calls::read(archive)?;
-    let wait_rows = switches.as_ref().map(|sw| {
+    let wait_rows = switches.as_mut().map(|sw| {
         let mut rows = sw.waits(&stacks);
         impossible = crate::waits::drop_impossible(&mut rows, &sample_rows);
         crate::waits::reasons_from_calls(&mut rows, &calls).map(|_| rows)

@@ -134,13 +134,17 @@ impl Switches {
     }
 
     /// The waits with their reasons, from their (merged) stacks: a wait
-    /// across gaps is one per part outside them.
-    pub(crate) fn waits(&self, stacks: &CallStacks) -> Vec<Wait> {
+    /// across gaps is one per part outside them. The switch-outs become
+    /// the waits: they are not kept beside them (32 bytes a wait).
+    pub(crate) fn waits(&mut self, stacks: &CallStacks) -> Vec<Wait> {
         let mut reasons: FastMap<(Option<u64>, bool), WaitReason> = FastMap::default();
-        let mut waits = Vec::with_capacity(self.outs.len());
-        for (((out, end_ns), &preempted), &own_stack) in
-            self.outs.iter().zip(&self.preempted).zip(&self.own)
-        {
+        let outs = std::mem::take(&mut self.outs);
+        let (preempted, own) = (
+            std::mem::take(&mut self.preempted),
+            std::mem::take(&mut self.own),
+        );
+        let mut waits = Vec::with_capacity(outs.len());
+        for (((out, end_ns), &preempted), &own_stack) in outs.iter().zip(&preempted).zip(&own) {
             let wait = Wait {
                 pid: out.pid,
                 tid: out.tid,
@@ -1257,7 +1261,7 @@ mod tests {
     #[test]
     fn an_out_and_the_threads_next_in_make_a_wait() {
         let s = stacks(&[FUTEX]);
-        let switches = Switches::pair(
+        let mut switches = Switches::pair(
             vec![
                 row(10, 7, true, false, Some(100)),
                 row(12, 8, true, true, None),
@@ -1297,7 +1301,7 @@ mod tests {
         let s = stacks(&[FUTEX]);
         // Not recorded: 100..200 and 300..400.
         let gaps = Gaps::from(vec![(100, 200), (300, 400)]);
-        let switches = Switches::pair(
+        let mut switches = Switches::pair(
             vec![
                 // Thread 7: out at 50, in at 450: off-CPU throughout, but
                 // only 50..100, 200..300 and 400..450 were seen.
@@ -1347,7 +1351,7 @@ mod tests {
     #[test]
     fn a_wait_without_a_stack_takes_its_threads_nearest_of_the_same_kind() {
         let s = stacks(&[FUTEX, &["schedule@[kernel]", "do_nanosleep@[kernel]"]]);
-        let switches = Switches::pair(
+        let mut switches = Switches::pair(
             vec![
                 row(0, 7, true, false, Some(100)),
                 row(1, 7, false, false, None),
