@@ -30,6 +30,8 @@ pub struct Packets<'a> {
     kept: Vec<Packet>,
     /// Tracepoint packets.
     count: u64,
+    /// Rows of the table at the first read, captured headers included.
+    rows: u64,
     pub captured: Vec<NetEvent>,
     interfaces: Vec<String>,
 }
@@ -43,7 +45,7 @@ impl<'a> Packets<'a> {
             ..Packets::default()
         };
         let mut captures = false;
-        archive.for_each_packet(|row| {
+        packets.rows = archive.for_each_packet(None, |row| {
             if row.source == NetSource::Capture.as_str() {
                 captures = true;
             } else {
@@ -90,8 +92,8 @@ impl<'a> Packets<'a> {
         };
         let mut read = 0u64;
         let mut unknown: Option<String> = None;
-        archive.for_each_packet(|row| {
-            if row.source == NetSource::Capture.as_str() || read == self.count {
+        archive.for_each_packet(Some(self.rows), |row| {
+            if row.source == NetSource::Capture.as_str() {
                 return;
             }
             read += 1;

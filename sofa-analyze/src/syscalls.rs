@@ -112,7 +112,7 @@ impl<'a> Calls<'a> {
             archive: Some(archive),
             ..Calls::default()
         };
-        archive.for_each_call(|row| {
+        archive.for_each_call(None, |row| {
             calls.add(row);
         })?;
         for span in archive.read_table::<Untraced>()? {
@@ -157,12 +157,7 @@ impl<'a> Calls<'a> {
         // Calls come in runs of one name: look a name up when it changes.
         let mut last: Option<(String, u32)> = None;
         let mut unknown: Option<String> = None;
-        let mut read = 0u64;
-        archive.for_each_call(|row| {
-            if read == self.count {
-                return;
-            }
-            read += 1;
+        let read = archive.for_each_call(Some(self.count), |row| {
             let id = match &last {
                 Some((name, id)) if name == row.name => *id,
                 _ => match self.ids.get(row.name) {

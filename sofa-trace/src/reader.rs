@@ -349,10 +349,17 @@ impl Archive {
     /// table's order, its name borrowed from the decoded slice: a pass
     /// over 10^7 calls that keeps none of them allocates nothing per row
     /// (typed rows cost a `String` each, and the unread `nr` and `arg2`
-    /// columns are not decoded). Returns the calls read.
-    pub fn for_each_call(&self, mut f: impl FnMut(&CallRef<'_>)) -> Result<u64, TraceError> {
+    /// columns are not decoded). Only the first `rows` when given (a
+    /// second read of an archive still being recorded: what the first
+    /// read saw). Returns the calls read.
+    pub fn for_each_call(
+        &self,
+        rows: Option<u64>,
+        mut f: impl FnMut(&CallRef<'_>),
+    ) -> Result<u64, TraceError> {
         let path = self.dir.join(tables::Syscall::NAME);
-        self.for_each_projected_slice(tables::Syscall::NAME, Some(&CALL_COLUMNS), |frame| {
+        let table = tables::Syscall::NAME;
+        self.for_each_projected_slice(table, Some(&CALL_COLUMNS), rows, |frame| {
             let c = Columns { frame, path: &path };
             let time = c.get("time_ns", false, Column::u64)?;
             let duration = c.get("duration_ns", true, Column::u64)?;
@@ -388,12 +395,18 @@ impl Archive {
 
     /// Calls `f` with each packet of the `net` table, in the table's
     /// order, its strings borrowed from the decoded slice (the capture
-    /// columns are not decoded; [`Archive::read_table`] has them). Returns
+    /// columns are not decoded; [`Archive::read_table`] has them). Only
+    /// the first `rows` when given, as [`Archive::for_each_call`]. Returns
     /// the rows read.
-    pub fn for_each_packet(&self, mut f: impl FnMut(&PacketRef<'_>)) -> Result<u64, TraceError> {
+    pub fn for_each_packet(
+        &self,
+        rows: Option<u64>,
+        mut f: impl FnMut(&PacketRef<'_>),
+    ) -> Result<u64, TraceError> {
         let path = self.dir.join(tables::NetEvent::NAME);
         let columns = ["time_ns", "source", "ifname", "len"];
-        self.for_each_projected_slice(tables::NetEvent::NAME, Some(&columns), |frame| {
+        let table = tables::NetEvent::NAME;
+        self.for_each_projected_slice(table, Some(&columns), rows, |frame| {
             let c = Columns { frame, path: &path };
             let time = c.get("time_ns", false, Column::u64)?;
             let source = c.get("source", false, Column::str)?;
@@ -424,16 +437,19 @@ impl Archive {
         table: &str,
         f: impl FnMut(&DataFrame) -> Result<(), TraceError>,
     ) -> Result<u64, TraceError> {
-        self.for_each_projected_slice(table, None, f)
+        self.for_each_projected_slice(table, None, None, f)
     }
 
-    /// [`Archive::for_each_slice`] decoding only `columns` (all when `None`).
+    /// [`Archive::for_each_slice`] decoding only `columns` (all when
+    /// `None`), and only the first `limit` rows when given.
     fn for_each_projected_slice(
         &self,
         table: &str,
         columns: Option<&[&str]>,
+        limit: Option<u64>,
         mut f: impl FnMut(&DataFrame) -> Result<(), TraceError>,
     ) -> Result<u64, TraceError> {
+        let limit = limit.unwrap_or(u64::MAX);
         let checksums = self
             .meta
             .tables
@@ -446,7 +462,7 @@ impl Archive {
         // table's parts into one file and deletes them: the same rows in
         // the same order, so reading goes on there past the rows read.
         let (mut relisted, mut skip, mut i) = (0, 0usize, 0);
-        while let Some(file) = files.get(i).cloned() {
+        while let Some(file) = files.get(i).cloned().filter(|_| total < limit) {
             i += 1;
             let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
             let crc = checksums.and_then(|c| c.get(name.as_deref()?));
@@ -468,9 +484,14 @@ impl Archive {
                 continue;
             }
             for offset in (std::mem::take(&mut skip)..rows).step_by(SLICE_ROWS) {
+                let wanted =
+                    usize::try_from(limit - total).map_or(SLICE_ROWS, |w| w.min(SLICE_ROWS));
+                if wanted == 0 {
+                    break;
+                }
                 let slice = decode(&file, || {
                     ParquetReader::new(std::io::Cursor::new(bytes.as_slice()))
-                        .with_slice(Some((offset, SLICE_ROWS)))
+                        .with_slice(Some((offset, wanted)))
                         .with_columns(
                             columns.map(|c| c.iter().map(|&name| name.to_owned()).collect()),
                         )
@@ -480,7 +501,11 @@ impl Archive {
                 f(&slice)?;
             }
         }
-        self.check_rows(table, total)?;
+        // A read of the first rows only leaves the rest unread: the read
+        // of them all (an earlier one) checked the count.
+        if limit == u64::MAX {
+            self.check_rows(table, total)?;
+        }
         Ok(total)
     }
 

@@ -255,7 +255,7 @@ fn calls_lent_one_at_a_time_are_the_rows_of_the_table() {
     let lent = |archive: &Archive| {
         let mut lent = Vec::new();
         let n = archive
-            .for_each_call(|c| {
+            .for_each_call(None, |c| {
                 lent.push((
                     c.time_ns,
                     c.duration_ns,
@@ -309,7 +309,7 @@ fn a_recording_that_ends_while_it_is_read_is_read_on_in_its_compacted_file() {
     let mut writer = Some(writer);
     let mut times = Vec::new();
     let n = live
-        .for_each_call(|c| {
+        .for_each_call(None, |c| {
             if let Some(w) = writer.take() {
                 w.finish().unwrap();
             }
@@ -435,7 +435,7 @@ fn wrong_column_type_is_an_error_naming_the_column() {
         err.to_string().contains("column `duration_ns` is missing"),
         "{err}"
     );
-    let err = archive.for_each_call(|_| ()).unwrap_err();
+    let err = archive.for_each_call(None, |_| ()).unwrap_err();
     assert!(matches!(err, TraceError::CorruptTable { .. }), "{err}");
     assert!(err.to_string().contains("syscalls"), "{err}");
     assert_eq!(err.to_string().lines().count(), 1, "one line: {err}");
