@@ -82,7 +82,6 @@ pub struct Calls<'a> {
     /// memory ([`Calls::from_rows`]), which are then kept in `kept`.
     archive: Option<&'a Archive>,
     kept: Vec<Call>,
-    count: u64,
     /// The latest call's entry time.
     last_ns: Option<u64>,
     /// Per name id.
@@ -157,7 +156,8 @@ impl<'a> Calls<'a> {
         // Calls come in runs of one name: look a name up when it changes.
         let mut last: Option<(String, u32)> = None;
         let mut unknown: Option<String> = None;
-        let read = archive.for_each_call(Some(self.count), |row| {
+        let first = self.len();
+        let read = archive.for_each_call(Some(first), |row| {
             let id = match &last {
                 Some((name, id)) if name == row.name => *id,
                 _ => match self.ids.get(row.name) {
@@ -173,10 +173,10 @@ impl<'a> Calls<'a> {
             };
             f(&compact(row, id));
         })?;
-        if read < self.count || unknown.is_some() {
+        if read < first || unknown.is_some() {
             return Err(crate::changed_while_analysed(
                 archive.dir().join(Syscall::NAME),
-                (read, self.count),
+                (read, first),
                 "calls",
                 unknown.map(|n| format!("`{n}`")),
             ));
@@ -214,7 +214,6 @@ impl<'a> Calls<'a> {
             totals.total_ns += d;
             totals.timed += 1;
         }
-        self.count += 1;
         self.last_ns = self.last_ns.max(Some(row.time_ns));
         self.tids.insert(row.tid);
         call
@@ -273,12 +272,12 @@ impl<'a> Calls<'a> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.len() == 0
     }
 
     /// How many calls there are.
     pub fn len(&self) -> u64 {
-        self.count
+        self.totals.iter().map(|t| t.count).sum()
     }
 }
 
