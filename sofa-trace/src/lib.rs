@@ -29,7 +29,7 @@ pub use meta::{
     GpuInfo, HostInfo, Meta, RecordingStatus, SamplingInfo, TableInfo,
 };
 pub use output::{FORMAT_MARKER, LOCK_FILE, PREVIOUS_DIR};
-pub use reader::{Archive, CallRef, PacketRef, Warning};
+pub use reader::{Archive, CallRef, PacketRef, SampleRef, Warning};
 pub use vocab::{CollectorName, FrameKind, Metric, NetSource, StackEnd, SymbolSource, WaitReason};
 pub use writer::{ArchiveWriter, FlushPolicy, TableSummary, TableWriter};
 

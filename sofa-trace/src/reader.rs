@@ -52,6 +52,16 @@ pub struct PacketRef<'a> {
     pub len: u32,
 }
 
+/// A row of the `samples` table as [`Archive::for_each_sample`] lends
+/// it: the columns analysis reads (see [`tables::Sample`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleRef {
+    pub time_ns: u64,
+    pub stack_id: Option<u64>,
+    pub pid: u32,
+    pub tid: u32,
+}
+
 /// The error of a file that is not there (any more).
 fn is_not_found(e: &TraceError) -> bool {
     matches!(e, TraceError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
@@ -387,6 +397,40 @@ impl Archive {
                     ret,
                     arg0,
                     arg1,
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// Calls `f` with each CPU sample of the `samples` table, in the
+    /// table's order, decoding only the columns analysis reads (not the
+    /// CPU, event and period). Only the first `rows` when given, as
+    /// [`Archive::for_each_call`]. Returns the rows read.
+    pub fn for_each_sample(
+        &self,
+        rows: Option<u64>,
+        mut f: impl FnMut(&SampleRef),
+    ) -> Result<u64, TraceError> {
+        let path = self.dir.join(tables::Sample::NAME);
+        let columns = ["time_ns", "stack_id", "pid", "tid"];
+        let table = tables::Sample::NAME;
+        self.for_each_projected_slice(table, Some(&columns), rows, |frame| {
+            let c = Columns { frame, path: &path };
+            let time = c.get("time_ns", false, Column::u64)?;
+            let stack = c.get("stack_id", true, Column::u64)?;
+            let pid = c.get("pid", false, Column::u32)?;
+            let tid = c.get("tid", false, Column::u32)?;
+            let rows = time
+                .into_no_null_iter()
+                .zip(stack.iter())
+                .zip(pid.into_no_null_iter().zip(tid.into_no_null_iter()));
+            for ((time_ns, stack_id), (pid, tid)) in rows {
+                f(&SampleRef {
+                    time_ns,
+                    stack_id,
+                    pid,
+                    tid,
                 });
             }
             Ok(())

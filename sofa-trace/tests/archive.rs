@@ -3,7 +3,7 @@
 use sofa_trace::tables::*;
 use sofa_trace::{
     Archive, ArchiveWriter, CollectorState, CollectorStatus, FlushPolicy, Meta, RecordingStatus,
-    Table, TraceError, Warning,
+    SampleRef, Table, TraceError, Warning,
 };
 use std::fs;
 use std::path::Path;
@@ -293,6 +293,40 @@ fn calls_lent_one_at_a_time_are_the_rows_of_the_table() {
     let archive = Archive::open(dir.path()).unwrap();
     assert_eq!(archive.table_files("syscalls").unwrap().len(), 1);
     assert_eq!(lent(&archive), want);
+}
+
+#[test]
+fn samples_lent_one_at_a_time_are_the_rows_of_the_table_or_the_first_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer =
+        ArchiveWriter::create_with_policy(dir.path(), Meta::new(vec![]), small_policy()).unwrap();
+    let expected = write_rows::<Sample>(&writer, 450);
+    let want: Vec<SampleRef> = expected
+        .iter()
+        .map(|r| SampleRef {
+            time_ns: r.time_ns,
+            stack_id: r.stack_id,
+            pid: r.pid,
+            tid: r.tid,
+        })
+        .collect();
+    assert!(want.iter().any(|w| w.stack_id.is_none()) && want.iter().any(|w| w.stack_id.is_some()));
+    let lent = |archive: &Archive, rows: Option<u64>| {
+        let mut lent = Vec::new();
+        let n = archive.for_each_sample(rows, |s| lent.push(*s)).unwrap();
+        assert_eq!(n, lent.len() as u64);
+        lent
+    };
+    let parts = Archive::open(dir.path()).unwrap();
+    assert_eq!(lent(&parts, None), want);
+    // The first rows only: past a part's end, and within one.
+    assert_eq!(lent(&parts, Some(250)), want[..250]);
+    assert_eq!(lent(&parts, Some(37)), want[..37]);
+    writer.finish().unwrap();
+    let archive = Archive::open(dir.path()).unwrap();
+    assert_eq!(archive.table_files("samples").unwrap().len(), 1);
+    assert_eq!(lent(&archive, None), want);
+    assert_eq!(lent(&archive, Some(250)), want[..250]);
 }
 
 #[test]
