@@ -87,11 +87,11 @@ pub(crate) fn step_breakdown(
             }
         }
     }
-    for s in i.samples {
+    i.samples.for_each(|s| {
         if let (Some(step), Some(swarm)) = (step_of(b, s.time_ns), i.swarm_of(s.stack_id())) {
             rows[step].samples_by_swarm[swarm.0] += 1;
         }
-    }
+    })?;
     i.syscalls.for_each(|c| {
         if let (Some(step), Some(d)) = (step_of(b, c.time_ns), c.duration_ns()) {
             rows[step].syscall_ns += d;
@@ -129,7 +129,8 @@ mod tests {
     #[test]
     fn a_step_that_overlaps_a_gap_in_switch_records_has_no_waits() {
         let (stacks, calls, packets) = (StackMap::default(), Calls::default(), Packets::default());
-        let labelled = Labelled::new(&[], &stacks, &[], 0, &calls, false, &[], &packets);
+        let samples = crate::Samples::default();
+        let labelled = Labelled::new(&samples, &stacks, &[], 0, &calls, false, &[], &packets);
         let wait = |start_ns, end_ns| Wait {
             pid: 1,
             tid: 1,

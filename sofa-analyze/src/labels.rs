@@ -3,7 +3,7 @@
 //! the step breakdown, the swarms' overlaps and the report's views, so
 //! "which swarm is this sample in" is answered in one place.
 
-use crate::Sample;
+use crate::Samples;
 use crate::fasthash::StackMap;
 use crate::net::Packets;
 use crate::syscalls::Calls;
@@ -19,7 +19,7 @@ pub struct SwarmId(pub usize);
 
 /// Samples, labelled, and what else was recorded beside them.
 pub(crate) struct Labelled<'a> {
-    pub samples: &'a [Sample],
+    pub samples: &'a Samples<'a>,
     /// Self function of each sampled stack (an index into the function table).
     self_of_stack: &'a StackMap<usize>,
     /// Swarm of each function of the table; `None`: in no swarm.
@@ -36,7 +36,7 @@ pub(crate) struct Labelled<'a> {
 impl<'a> Labelled<'a> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        samples: &'a [Sample],
+        samples: &'a Samples<'a>,
         self_of_stack: &'a StackMap<usize>,
         swarm_of_function: &'a [Option<SwarmId>],
         swarms: usize,
@@ -90,8 +90,9 @@ mod tests {
         let swarm_of_function = [Some(SwarmId(1)), None, Some(SwarmId(5)), Some(SwarmId(0))];
         let packets = Packets::default();
         let calls = Calls::default();
+        let samples = Samples::default();
         let l = Labelled::new(
-            &[],
+            &samples,
             &self_of_stack,
             &swarm_of_function,
             2,

@@ -68,7 +68,7 @@ pub use net::{Flow, HostPair, InterfaceTraffic, NetSummary, Packet, Packets, net
 pub use phases::{Phase, PhaseRow, PhaseSummary};
 pub use python::{PY_MODULE_PREFIX, PythonSummary};
 pub use render::{ExportError, export, render_json, render_multi_text, render_text};
-pub use sample::Sample;
+pub use sample::{Sample, Samples};
 pub use silhouette::{distance, silhouette, weighted_silhouette};
 pub use spin::{Oversubscription, Pool, PoolSpin, SpinSummary, SpinThread};
 pub use steps::{Steps, StreamEvidence};

@@ -37,12 +37,13 @@ pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) -> Result<(), Tra
     // Timelines of the threads that made system calls and of the busiest
     // thread (GPU and network samples), not of every thread: 16 bytes a
     // sample.
-    let in_swarm =
-        |s: &&crate::Sample| i.swarm_of(s.stack_id()).is_some_and(|w| w.0 < swarms.len());
+    let in_swarm = |s: &crate::Sample| i.swarm_of(s.stack_id()).is_some_and(|w| w.0 < swarms.len());
     let mut per_thread: FastMap<u32, usize> = FastMap::default();
-    for s in i.samples.iter().filter(in_swarm) {
-        *per_thread.entry(s.tid).or_default() += 1;
-    }
+    i.samples.for_each(|s| {
+        if in_swarm(s) {
+            *per_thread.entry(s.tid).or_default() += 1;
+        }
+    })?;
     let busiest = per_thread
         .iter()
         .max_by_key(|(tid, n)| (**n, std::cmp::Reverse(**tid)))
@@ -57,12 +58,12 @@ pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) -> Result<(), Tra
             .entry(tid)
             .or_insert_with(|| Vec::with_capacity(per_thread[&tid]));
     }
-    for s in i.samples.iter().filter(in_swarm) {
-        if let Some(line) = lines.get_mut(&s.tid) {
+    i.samples.for_each(|s| {
+        if let Some(line) = lines.get_mut(&s.tid).filter(|_| in_swarm(s)) {
             let swarm = i.swarm_of(s.stack_id()).expect("in a swarm");
             line.push((s.time_ns, swarm.0));
         }
-    }
+    })?;
     for line in lines.values_mut() {
         line.sort_unstable();
     }

@@ -12,10 +12,11 @@
 //! thread's phase at the time, from its nearest sample within
 //! `LEND_WINDOW_NS` (`other` when it has none that near).
 
-use crate::Sample;
 use crate::fasthash::{FastMap, StackMap};
 use crate::functions::CallStacks;
+use crate::{Sample, Samples};
 use serde::Serialize;
+use sofa_trace::TraceError;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -131,26 +132,57 @@ fn pool_rooted(stacks: &CallStacks, stack: Option<u64>) -> bool {
         })
 }
 
-/// Each sample's phase, by its index in the samples the map was made
-/// for, and the process it was made for (all when `None`).
+/// The phase of each sample of a process (all when `None`): its stack's,
+/// or for a pool worker's sample without one, the main thread's at the
+/// time. Sized by the stacks and the main thread's samples (only where
+/// the process has pool workers), not by all samples.
 pub(crate) struct SamplePhases {
-    phases: Vec<Phase>,
+    by_stack: StackMap<Phase>,
     pid: Option<u32>,
+    /// The process's pool workers: threads started by a pool, with no
+    /// Python frame in any of their stacks.
+    workers: rustc_hash::FxHashSet<u32>,
+    /// The main thread's samples (time, phase), by time, when there are
+    /// workers.
+    main: Vec<(u64, Phase)>,
 }
 
 impl SamplePhases {
-    fn of(&self, i: usize) -> Phase {
-        self.phases.get(i).copied().unwrap_or(Phase::Other)
+    /// A sample's phase (`Other` outside the map's process).
+    pub(crate) fn phase(&self, s: &Sample) -> Phase {
+        if self.pid.is_some_and(|p| s.pid != p) {
+            return Phase::Other;
+        }
+        let phase = self
+            .by_stack
+            .get(&s.stack_id())
+            .copied()
+            .unwrap_or(Phase::Other);
+        if phase != Phase::Other || !self.workers.contains(&s.tid) {
+            return phase;
+        }
+        let at = self.main.partition_point(|&(t, _)| t < s.time_ns);
+        let near = [at.checked_sub(1), Some(at)]
+            .into_iter()
+            .flatten()
+            .filter_map(|i| self.main.get(i))
+            .map(|&(t, p)| (t.abs_diff(s.time_ns), p))
+            .filter(|&(d, _)| d <= LEND_WINDOW_NS)
+            .min_by_key(|&(d, _)| d);
+        near.map_or(phase, |(_, p)| p)
     }
 
-    /// The samples of its process among `samples` (those the map was made
-    /// for), with their phase.
-    fn samples<'a>(&'a self, samples: &'a [Sample]) -> impl Iterator<Item = (&'a Sample, Phase)> {
-        samples
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| self.pid.is_none_or(|p| s.pid == p))
-            .map(|(i, s)| (s, self.of(i)))
+    /// Calls `f` with each sample of its process and the sample's phase.
+    fn for_each(
+        &self,
+        samples: &Samples,
+        mut f: impl FnMut(&Sample, Phase),
+    ) -> Result<(), TraceError> {
+        samples.for_each(|s| {
+            if self.pid.is_none_or(|p| s.pid == p) {
+                f(s, self.phase(s));
+            }
+        })
     }
 }
 
@@ -158,35 +190,26 @@ impl SamplePhases {
 /// `pid` is `None`), worked out once for the summary, the steps and the
 /// swarms: its stack's, or for a pool worker's sample without one, the
 /// main thread's at the time.
-pub(crate) fn phase_map(samples: &[Sample], stacks: &CallStacks, pid: Option<u32>) -> SamplePhases {
+pub(crate) fn phase_map(
+    samples: &Samples,
+    stacks: &CallStacks,
+    pid: Option<u32>,
+) -> Result<SamplePhases, TraceError> {
     let mine = |s: &Sample| pid.is_none_or(|p| s.pid == p);
     let mut by_stack: StackMap<Phase> = StackMap::default();
-    for s in samples.iter().filter(|s| mine(s)) {
-        by_stack
-            .entry(s.stack_id())
-            .or_insert_with(|| stack_phase(stacks, s.stack_id()));
-    }
-    let mut out: Vec<Phase> = samples
-        .iter()
-        .map(|s| match mine(s) {
-            true => by_stack.get(&s.stack_id()).copied().unwrap_or(Phase::Other),
-            false => Phase::Other,
-        })
-        .collect();
-    if let Some(pid) = pid {
-        lend_to_pool_workers(samples, stacks, pid, &mut out);
-    }
-    SamplePhases { phases: out, pid }
-}
-
-/// Gives the samples of process `pid`'s pool workers that have no phase
-/// of their own (`phases`, by sample) the main thread's phase at the time.
-fn lend_to_pool_workers(samples: &[Sample], stacks: &CallStacks, pid: u32, phases: &mut [Phase]) {
     // Pool workers: threads of the process (not its main thread) started
     // by a pool, with no Python frame in any of their stacks.
     let mut seen: StackMap<(bool, bool)> = StackMap::default();
     let mut threads: FastMap<u32, (bool, bool)> = FastMap::default();
-    for s in samples.iter().filter(|s| s.pid == pid && s.tid != pid) {
+    samples.for_each(|s| {
+        if mine(s) {
+            by_stack
+                .entry(s.stack_id())
+                .or_insert_with(|| stack_phase(stacks, s.stack_id()));
+        }
+        if pid.is_none_or(|p| s.pid != p || s.tid == p) {
+            return;
+        }
         let (pool, python) = *seen.entry(s.stack_id()).or_insert_with(|| {
             (
                 pool_rooted(stacks, s.stack_id()),
@@ -198,56 +221,46 @@ fn lend_to_pool_workers(samples: &[Sample], stacks: &CallStacks, pid: u32, phase
         let t = threads.entry(s.tid).or_default();
         t.0 |= pool;
         t.1 |= python;
-    }
+    })?;
     let workers: rustc_hash::FxHashSet<u32> = threads
         .into_iter()
         .filter(|(_, (pool, python))| *pool && !python)
         .map(|(tid, _)| tid)
         .collect();
-    if workers.is_empty() {
-        return;
+    let mut main = Vec::new();
+    if let Some(pid) = pid.filter(|_| !workers.is_empty()) {
+        samples.for_each(|s| {
+            if s.pid == pid && s.tid == pid {
+                let phase = by_stack.get(&s.stack_id()).copied();
+                main.push((s.time_ns, phase.unwrap_or(Phase::Other)));
+            }
+        })?;
+        main.sort_unstable_by_key(|&(t, _)| t);
     }
-    let mut main: Vec<(u64, Phase)> = samples
-        .iter()
-        .zip(phases.iter())
-        .filter(|(s, _)| s.pid == pid && s.tid == pid)
-        .map(|(s, &phase)| (s.time_ns, phase))
-        .collect();
-    main.sort_unstable_by_key(|&(t, _)| t);
-    for (s, phase) in samples.iter().zip(phases.iter_mut()) {
-        if s.pid != pid || *phase != Phase::Other || !workers.contains(&s.tid) {
-            continue;
-        }
-        let at = main.partition_point(|&(t, _)| t < s.time_ns);
-        let near = [at.checked_sub(1), Some(at)]
-            .into_iter()
-            .flatten()
-            .filter_map(|i| main.get(i))
-            .map(|&(t, p)| (t.abs_diff(s.time_ns), p))
-            .filter(|&(d, _)| d <= LEND_WINDOW_NS)
-            .min_by_key(|&(d, _)| d);
-        if let Some((_, p)) = near {
-            *phase = p;
-        }
-    }
+    Ok(SamplePhases {
+        by_stack,
+        pid,
+        workers,
+        main,
+    })
 }
 
 /// The map's process's samples per phase and timeline bin (`bin_of` a
 /// time's bin, `None` outside): phases with any, in the enum's order.
 pub(crate) fn per_bin(
-    samples: &[Sample],
+    samples: &Samples,
     phases_of: &SamplePhases,
     bin_of: impl Fn(u64) -> Option<usize>,
     bins: usize,
-) -> Vec<(Phase, Vec<u32>)> {
+) -> Result<Vec<(Phase, Vec<u32>)>, TraceError> {
     let mut rows: BTreeMap<Phase, Vec<u32>> = BTreeMap::new();
-    for (s, phase) in phases_of.samples(samples) {
+    phases_of.for_each(samples, |s, phase| {
         if let Some(b) = bin_of(s.time_ns).filter(|&b| b < bins) {
             let row = rows.entry(phase).or_insert_with(|| vec![0; bins]);
             row[b] = row[b].saturating_add(1);
         }
-    }
-    rows.into_iter().collect()
+    })?;
+    Ok(rows.into_iter().collect())
 }
 
 /// CPU samples per phase.
@@ -275,25 +288,24 @@ pub struct PhaseRow {
 /// Phases of the map's process's samples in the loop's `span` when there
 /// is one.
 pub(crate) fn phase_summary(
-    samples: &[Sample],
+    samples: &Samples,
     phases_of: &SamplePhases,
     span: Option<(u64, u64)>,
-) -> PhaseSummary {
+) -> Result<PhaseSummary, TraceError> {
     let inside = |t: u64| span.is_none_or(|(a, b)| t >= a && t < b);
     let mut per_phase: FastMap<Phase, u64> = FastMap::default();
-    for (_, phase) in phases_of
-        .samples(samples)
-        .filter(|(s, _)| inside(s.time_ns))
-    {
-        *per_phase.entry(phase).or_default() += 1;
-    }
+    phases_of.for_each(samples, |s, phase| {
+        if inside(s.time_ns) {
+            *per_phase.entry(phase).or_default() += 1;
+        }
+    })?;
     let total: u64 = per_phase.values().sum();
     if per_phase.keys().all(|p| *p == Phase::Other) {
-        return PhaseSummary {
+        return Ok(PhaseSummary {
             samples: total,
             in_loop: span.is_some(),
             phases: Vec::new(),
-        };
+        });
     }
     let mut phases: Vec<PhaseRow> = per_phase
         .into_iter()
@@ -305,54 +317,53 @@ pub(crate) fn phase_summary(
         })
         .collect();
     phases.sort_by_key(|r| r.phase);
-    PhaseSummary {
+    Ok(PhaseSummary {
         samples: total,
         in_loop: span.is_some(),
         phases,
-    }
+    })
 }
 
 /// The map's process's samples of each step between `boundaries`, per
 /// phase name.
 pub(crate) fn per_step(
-    samples: &[Sample],
+    samples: &Samples,
     phases_of: &SamplePhases,
     boundaries: &[u64],
-) -> Vec<BTreeMap<String, u64>> {
+) -> Result<Vec<BTreeMap<String, u64>>, TraceError> {
     let steps = boundaries.len().saturating_sub(1);
     let mut out = vec![BTreeMap::new(); steps];
     if steps == 0 {
-        return out;
+        return Ok(out);
     }
-    for (s, phase) in phases_of
-        .samples(samples)
-        .filter(|(s, _)| s.time_ns >= boundaries[0] && s.time_ns < boundaries[steps])
-    {
-        let step = boundaries.partition_point(|&b| b <= s.time_ns) - 1;
-        *out[step].entry(phase.name().to_owned()).or_default() += 1;
-    }
-    out
+    phases_of.for_each(samples, |s, phase| {
+        if s.time_ns >= boundaries[0] && s.time_ns < boundaries[steps] {
+            let step = boundaries.partition_point(|&b| b <= s.time_ns) - 1;
+            *out[step].entry(phase.name().to_owned()).or_default() += 1;
+        }
+    })?;
+    Ok(out)
 }
 
 /// Each of `swarms` swarms' phase of most of the map's process's samples
 /// in it, with their share.
 pub(crate) fn per_swarm(
-    samples: &[Sample],
+    samples: &Samples,
     phases_of: &SamplePhases,
     swarm_of: impl Fn(Option<u64>) -> Option<usize>,
     swarms: usize,
-) -> Vec<Option<(Phase, f64)>> {
+) -> Result<Vec<Option<(Phase, f64)>>, TraceError> {
     let mut per_stack: FastMap<(Option<u64>, Phase), u64> = FastMap::default();
-    for (s, phase) in phases_of.samples(samples) {
+    phases_of.for_each(samples, |s, phase| {
         *per_stack.entry((s.stack_id(), phase)).or_default() += 1;
-    }
+    })?;
     let mut counts: Vec<FastMap<Phase, u64>> = vec![FastMap::default(); swarms];
     for (&(stack, phase), &n) in &per_stack {
         if let Some(swarm) = swarm_of(stack).filter(|&w| w < swarms) {
             *counts[swarm].entry(phase).or_default() += n;
         }
     }
-    counts
+    Ok(counts
         .into_iter()
         .map(|by| {
             let total: u64 = by.values().sum();
@@ -360,7 +371,7 @@ pub(crate) fn per_swarm(
                 .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
                 .map(|(phase, n)| (phase, n as f64 / total as f64))
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
@@ -397,13 +408,14 @@ mod tests {
             // 5: nothing of a framework.
             &[("memcpy", "libc.so.6")],
         ]);
-        let samples: Vec<Sample> = [1, 1, 2, 2, 2, 3, 4, 5]
+        let rows: Vec<Sample> = [1, 1, 2, 2, 2, 3, 4, 5]
             .iter()
             .enumerate()
             .map(|(i, &stack)| crate::test_sample(i as u64 * 1_000_000, stack))
             .collect();
-        let phases_of = phase_map(&samples, &s, Some(1));
-        let sum = phase_summary(&samples, &phases_of, None);
+        let samples = Samples::from_rows(rows.clone());
+        let phases_of = phase_map(&samples, &s, Some(1)).unwrap();
+        let sum = phase_summary(&samples, &phases_of, None).unwrap();
         let shares: Vec<(Phase, u64)> = sum.phases.iter().map(|p| (p.phase, p.samples)).collect();
         assert_eq!(
             shares,
@@ -417,17 +429,22 @@ mod tests {
         assert!((sum.phases.iter().map(|p| p.share).sum::<f64>() - 1.0).abs() < 1e-9);
         // The loop's span only; a job of no known framework has none.
         assert_eq!(
-            phase_summary(&samples, &phases_of, Some((0, 2_000_000))).samples,
+            phase_summary(&samples, &phases_of, Some((0, 2_000_000)))
+                .unwrap()
+                .samples,
             2
         );
+        let tail = Samples::from_rows(rows[6..].to_vec());
+        let tail_phases = phase_map(&tail, &s, Some(1)).unwrap();
         assert!(
-            phase_summary(&samples[6..], &phase_map(&samples[6..], &s, Some(1)), None)
+            phase_summary(&tail, &tail_phases, None)
+                .unwrap()
                 .phases
                 .is_empty()
         );
         // Per step: samples at 0..8 ms in steps [0, 3) and [3, 7) ms; the
         // last sample is after the loop.
-        let steps = per_step(&samples, &phases_of, &[0, 3_000_000, 7_000_000]);
+        let steps = per_step(&samples, &phases_of, &[0, 3_000_000, 7_000_000]).unwrap();
         let names = |m: &BTreeMap<String, u64>| -> Vec<(String, u64)> {
             m.iter().map(|(k, v)| (k.clone(), *v)).collect()
         };
@@ -437,7 +454,7 @@ mod tests {
         );
         // Per swarm (stacks 1-3 one swarm, 4-5 another): the phase of most
         // of its samples, with their share.
-        let swarms = per_swarm(&samples, &phases_of, |k| k.map(|k| usize::from(k > 3)), 2);
+        let swarms = per_swarm(&samples, &phases_of, |k| k.map(|k| usize::from(k > 3)), 2).unwrap();
         assert_eq!(swarms[0], Some((Phase::Backward, 0.5)));
         assert_eq!(swarms[1], Some((Phase::Other, 1.0)));
         assert_eq!(
@@ -487,8 +504,14 @@ mod tests {
             at(21, 9, 5),                           // 6: own thread
             Sample::new(12_000_000, Some(3), 2, 2), // 7: another process
         ];
-        let phases = phase_map(&samples, &s, Some(1));
-        let got: Vec<Phase> = (0..samples.len()).map(|i| phases.of(i)).collect();
+        let phases_of = |rows: &[Sample]| {
+            let rows = Samples::from_rows(rows.to_vec());
+            let map = phase_map(&rows, &s, Some(1)).unwrap();
+            let mut got = Vec::new();
+            rows.for_each(|s| got.push(map.phase(s))).unwrap();
+            got
+        };
+        let got = phases_of(&samples);
         use Phase::*;
         assert_eq!(
             got,
@@ -499,9 +522,9 @@ mod tests {
         // A thread with Python frames of its own is no pool worker.
         let mut python = samples.clone();
         python.push(at(30, 7, 2));
-        let phases = phase_map(&python, &s, Some(1));
-        assert_eq!(phases.of(1), Other);
-        assert_eq!(phases.of(8), Optimizer);
+        let got = phases_of(&python);
+        assert_eq!(got[1], Other);
+        assert_eq!(got[8], Optimizer);
     }
 
     #[test]

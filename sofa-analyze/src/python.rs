@@ -15,13 +15,13 @@
 //! shown under the caller that was on the stack at the nearest snapshot.
 
 use crate::AnalyzeError;
-use crate::Sample;
-use crate::fasthash::FastMap;
+use crate::fasthash::{FastMap, StackMap};
 use crate::functions::{CallStacks, Resolved};
 use crate::steps::pyloop::MainThreads;
+use crate::{Sample, Samples};
 use serde::Serialize;
-use sofa_trace::Archive;
 use sofa_trace::tables::{PyFrame, PyOuter, PySample, PyStackNode, StackNode};
+use sofa_trace::{Archive, TraceError};
 
 use std::collections::HashMap;
 
@@ -54,13 +54,15 @@ type PerThread = FastMap<(u32, u32), Timeline>;
 /// tell them from native ones.
 pub const PY_MODULE_PREFIX: &str = "py:";
 
-/// Rewrites `samples`' stack ids to merged stacks added to `stacks`.
-/// `also` (the stacks of threads leaving a CPU, each with the end of its
-/// wait) get Python frames the same way, without counting in the summary,
-/// from a snapshot taken while they waited, where there is one.
+/// Merges Python frames into the stacks of `samples`: the merged stacks
+/// are added to `stacks`, and `samples` rewrites each sample's stack id to
+/// its merged stack as it is read from now on. `also` (the stacks of
+/// threads leaving a CPU, each with the end of its wait) get Python frames
+/// the same way, without counting in the summary, from a snapshot taken
+/// while they waited, where there is one.
 pub(crate) fn merge(
     archive: &Archive,
-    samples: &mut [Sample],
+    samples: &mut Samples,
     also: &mut [(Sample, u64)],
     stacks: &mut CallStacks,
 ) -> Result<Option<(PythonSummary, GilByThread, MainThreads)>, AnalyzeError> {
@@ -87,18 +89,81 @@ pub(crate) fn merge(
     let outer = archive.read_table::<PyOuter>()?;
     let main_threads =
         crate::steps::pyloop::main_threads(&snapshots, &outer, &py_nodes, &py_frames);
-    let summary = merge_with(snapshots, &py_nodes, &py_frames, samples, also, stacks);
+    let (summary, merged) = merge_with(snapshots, &py_nodes, &py_frames, samples, also, stacks)?;
+    samples.remap_mut().merge = Some(merged);
     Ok(Some((summary, gil, main_threads)))
+}
+
+/// (native stack, Python stack) → (merged stack, whether the native one
+/// was kept because trampolines already named its Python frames).
+type MergedOf = FastMap<(Option<u64>, Option<u64>), (Option<u64>, bool)>;
+
+/// What a sample's stack becomes with Python frames: its thread's
+/// snapshot nearest in time, and the merged stack of the two.
+#[derive(Debug, Default)]
+pub(crate) struct Merged {
+    per_thread: PerThread,
+    window: u64,
+    merged_of: MergedOf,
+}
+
+impl Merged {
+    /// Rewrites the stack of a sample the merge saw.
+    pub(crate) fn apply(&self, sample: &mut Sample) {
+        let Some(list) = self.per_thread.get(&(sample.pid, sample.tid)) else {
+            return;
+        };
+        if let Some(py_stack) = nearest(list, sample.time_ns, self.window)
+            && let Some(&(merged, _)) = self.merged_of.get(&(sample.stack_id(), py_stack))
+        {
+            sample.set_stack_id(merged);
+        }
+    }
+}
+
+/// Builds the merged stacks as the merge meets them, sharing nodes.
+struct Merging<'s> {
+    stacks: &'s CallStacks,
+    py_nodes: &'s HashMap<u64, PyStackNode>,
+    py_frames: &'s HashMap<u64, PyFrame>,
+    frame_of_py: HashMap<u64, u64>,
+    built: NewStacks,
+    merged_of: MergedOf,
+}
+
+impl Merging<'_> {
+    /// The merged stack of a native and a Python stack, and whether the
+    /// native one was kept.
+    fn merged(&mut self, native_stack: Option<u64>, py_stack: Option<u64>) -> (Option<u64>, bool) {
+        let Merging {
+            stacks,
+            py_nodes,
+            py_frames,
+            frame_of_py,
+            built,
+            merged_of,
+        } = self;
+        *merged_of
+            .entry((native_stack, py_stack))
+            .or_insert_with(|| {
+                let native: Vec<u64> = stacks.frame_ids(native_stack).collect();
+                if native.iter().any(|f| is_trampoline(stacks, *f)) {
+                    return (native_stack, true);
+                }
+                let python = python_groups(py_stack, py_nodes, py_frames, frame_of_py);
+                (built.add(&interleave(stacks, &native, &python)), false)
+            })
+    }
 }
 
 fn merge_with(
     snapshots: Vec<PySample>,
     py_nodes: &HashMap<u64, PyStackNode>,
     py_frames: &HashMap<u64, PyFrame>,
-    samples: &mut [Sample],
+    samples: &Samples,
     also: &mut [(Sample, u64)],
     stacks: &mut CallStacks,
-) -> PythonSummary {
+) -> Result<(PythonSummary, Merged), TraceError> {
     let mut summary = PythonSummary {
         snapshots: snapshots.len() as u64,
         ..PythonSummary::default()
@@ -111,6 +176,7 @@ fn merge_with(
             .or_default()
             .push((s.time_ns + s.read_ns / 2, s.stack_id));
     }
+    drop(snapshots);
     for list in per_thread.values_mut() {
         list.sort_unstable_by_key(|s| s.0);
     }
@@ -133,63 +199,49 @@ fn merge_with(
         );
         frame_of_py.insert(*id, next_frame);
     }
-    let mut built = NewStacks::after(stacks);
-    // (native stack, Python stack) → (merged stack, whether the native one
-    // was kept because trampolines already named its Python frames).
-    type Pair = (Option<u64>, Option<u64>);
-    let mut merged_of: FastMap<Pair, (Option<u64>, bool)> = FastMap::default();
-
-    let mut counted = PythonSummary::default();
-    for (sample, wait_end) in samples
-        .iter_mut()
-        .map(|s| (s, None))
-        .chain(also.iter_mut().map(|(s, end)| (s, Some(*end))))
-    {
-        let summary = if wait_end.is_none() {
-            &mut counted
-        } else {
-            &mut PythonSummary::default()
-        };
+    let mut m = Merging {
+        stacks: &*stacks,
+        py_nodes,
+        py_frames,
+        frame_of_py,
+        built: NewStacks::after(stacks),
+        merged_of: MergedOf::default(),
+    };
+    samples.for_each(|sample| {
         let Some(list) = per_thread.get(&(sample.pid, sample.tid)) else {
-            continue;
+            return;
         };
         summary.samples_of_python_threads += 1;
-        // A wait takes only a snapshot of its own: the ones either side
-        // may show the code before and after it (a short sleep between
-        // two busy calls), so without one it keeps its native frames.
-        let py_stack = match wait_end {
-            Some(end) => during(list, sample.time_ns, end),
-            None => nearest(list, sample.time_ns, window),
-        };
-        let Some(py_stack) = py_stack else {
+        let Some(py_stack) = nearest(list, sample.time_ns, window) else {
             summary.without_snapshot += 1;
-            continue;
+            return;
         };
-        let (merged, kept) = *merged_of
-            .entry((sample.stack_id(), py_stack))
-            .or_insert_with(|| {
-                let native: Vec<u64> = stacks.frame_ids(sample.stack_id()).collect();
-                if native.iter().any(|f| is_trampoline(stacks, *f)) {
-                    return (sample.stack_id(), true);
-                }
-                let python = python_groups(py_stack, py_nodes, py_frames, &frame_of_py);
-                (built.add(&interleave(stacks, &native, &python)), false)
-            });
-        if kept {
-            summary.trampolined += 1;
-        } else {
-            summary.merged += 1;
+        match m.merged(sample.stack_id(), py_stack) {
+            (_, true) => summary.trampolined += 1,
+            (_, false) => summary.merged += 1,
         }
-        sample.set_stack_id(merged);
+    })?;
+    // A wait takes only a snapshot of its own: the ones either side may
+    // show the code before and after it (a short sleep between two busy
+    // calls), so without one it keeps its native frames.
+    for (sample, end) in also.iter_mut() {
+        if let Some(py_stack) = per_thread
+            .get(&(sample.pid, sample.tid))
+            .and_then(|list| during(list, sample.time_ns, *end))
+        {
+            sample.set_stack_id(m.merged(sample.stack_id(), py_stack).0);
+        }
     }
+    let Merging {
+        built, merged_of, ..
+    } = m;
     built.insert_into(stacks);
-    PythonSummary {
-        samples_of_python_threads: counted.samples_of_python_threads,
-        merged: counted.merged,
-        trampolined: counted.trampolined,
-        without_snapshot: counted.without_snapshot,
-        ..summary
-    }
+    let merged = Merged {
+        per_thread,
+        window,
+        merged_of,
+    };
+    Ok((summary, merged))
 }
 
 /// Stacks added to a call-stack tree, with ids after its own.
@@ -236,26 +288,32 @@ impl NewStacks {
 
 /// Reduces every stack that has Python frames to those frames alone (the
 /// "my code only" view); stacks without any keep their native frames.
-pub(crate) fn python_only(samples: &mut [Sample], stacks: &mut CallStacks) {
+/// `samples` read so from now on.
+pub(crate) fn python_only(
+    samples: &mut Samples,
+    stacks: &mut CallStacks,
+) -> Result<(), TraceError> {
     let is_python = |frame: u64| {
         names(stacks, frame)
             .iter()
             .any(|(_, module)| module.starts_with(PY_MODULE_PREFIX))
     };
     let mut built = NewStacks::after(stacks);
-    let mut reduced: FastMap<Option<u64>, Option<u64>> = FastMap::default();
-    for sample in samples.iter_mut() {
+    let mut reduced: StackMap<Option<u64>> = StackMap::default();
+    samples.for_each(|sample| {
         let stack = sample.stack_id();
-        sample.set_stack_id(*reduced.entry(stack).or_insert_with(|| {
+        reduced.entry(stack).or_insert_with(|| {
             let python: Vec<u64> = stacks.frame_ids(stack).filter(|&f| is_python(f)).collect();
             if python.is_empty() {
                 stack
             } else {
                 built.add(&python)
             }
-        }));
-    }
+        });
+    })?;
     built.insert_into(stacks);
+    samples.remap_mut().reduced = Some(reduced);
+    Ok(())
 }
 
 /// The module a Python frame is shown in: `py:` and the file, shortened to
@@ -487,6 +545,23 @@ mod tests {
         (nodes, table)
     }
 
+    /// `merge_with` over samples in memory, rewritten as read after it.
+    fn merge_rows(
+        snapshots: Vec<PySample>,
+        nodes: &HashMap<u64, PyStackNode>,
+        frames: &HashMap<u64, PyFrame>,
+        samples: &mut Vec<Sample>,
+        also: &mut [(Sample, u64)],
+        stacks: &mut CallStacks,
+    ) -> PythonSummary {
+        let mut rows = Samples::from_rows(samples.clone());
+        let (summary, merged) = merge_with(snapshots, nodes, frames, &rows, also, stacks).unwrap();
+        rows.remap_mut().merge = Some(merged);
+        samples.clear();
+        rows.for_each(|s| samples.push(*s)).unwrap();
+        summary
+    }
+
     fn snapshot(time_ns: u64, stack_id: Option<u64>) -> PySample {
         PySample {
             time_ns,
@@ -525,7 +600,7 @@ mod tests {
         let (nodes, frames) = python(&[("step", true), ("main", false), ("<module>", true)]);
         let mut f = f;
         let mut samples = vec![crate::test_sample(1_000_000, 100)];
-        let summary = merge_with(
+        let summary = merge_rows(
             vec![snapshot(1_004_000, Some(1003)), snapshot(11_000_000, None)],
             &nodes,
             &frames,
@@ -558,7 +633,7 @@ mod tests {
         ]]);
         let (nodes, frames) = python(&[("hot_a", true), ("<module>", true)]);
         let mut samples = vec![crate::test_sample(5_000_000, 100)];
-        merge_with(
+        merge_rows(
             vec![snapshot(0, Some(1002)), snapshot(10_000_000, Some(1002))],
             &nodes,
             &frames,
@@ -583,7 +658,7 @@ mod tests {
             "junk@libfoo.so",
         ]]);
         let mut samples = vec![crate::test_sample(5_000_000, 100)];
-        merge_with(
+        merge_rows(
             vec![snapshot(0, Some(1002)), snapshot(10_000_000, Some(1002))],
             &nodes,
             &frames,
@@ -616,7 +691,7 @@ mod tests {
             crate::test_sample(10_000_000, 200),
             crate::test_sample(0, 100),
         ];
-        let summary = merge_with(
+        let summary = merge_rows(
             vec![
                 snapshot(0, Some(1001)),
                 snapshot(10_000_000, Some(1001)),

@@ -1,5 +1,6 @@
 //! CPU samples as the analysis keeps them.
 
+use crate::fasthash::StackMap;
 use sofa_trace::tables;
 use sofa_trace::{Archive, Table, TraceError};
 
@@ -49,16 +50,105 @@ impl From<&tables::Sample> for Sample {
     }
 }
 
-/// The `samples` table, a slice at a time, so only the compact rows stay.
-pub(crate) fn read(archive: &Archive) -> Result<Vec<Sample>, TraceError> {
-    let mut samples = Vec::new();
-    if let Ok(n) = archive.table_rows(tables::Sample::NAME) {
-        samples.reserve_exact(n as usize);
+/// How stacks are rewritten as samples are read: Python frames merged in
+/// ([`crate::python::merge`]), then native frames of Python stacks left
+/// out (`--python-only`). Sized by the distinct stacks, not the samples.
+#[derive(Debug, Default)]
+pub(crate) struct Remap {
+    pub merge: Option<crate::python::Merged>,
+    /// Stack → the stack of its Python frames only.
+    pub reduced: Option<StackMap<Option<u64>>>,
+}
+
+impl Remap {
+    fn apply(&self, s: &mut Sample) {
+        if let Some(m) = &self.merge {
+            m.apply(s);
+        }
+        if let Some(reduced) = &self.reduced {
+            let stack = s.stack_id();
+            s.set_stack_id(reduced.get(&stack).copied().unwrap_or(stack));
+        }
     }
-    archive.for_each_rows(|rows: Vec<tables::Sample>| {
-        samples.extend(rows.iter().map(Sample::from));
-    })?;
-    Ok(samples)
+}
+
+/// The `samples` table as analysis sees it: read again, compact and one at
+/// a time, by each pass over the samples ([`Samples::for_each`]), its
+/// stacks rewritten on the way (Python frames merged in). Memory does not
+/// grow with the samples: 10^7 of them held as 24-byte rows took 229 MiB.
+#[derive(Debug, Default)]
+pub struct Samples<'a> {
+    /// Where the samples are read again from; `None` for samples given in
+    /// memory ([`Samples::from_rows`]), which are then kept in `kept`.
+    archive: Option<&'a Archive>,
+    kept: Vec<Sample>,
+    /// Rows of the first read.
+    rows: u64,
+    remap: Remap,
+}
+
+impl<'a> Samples<'a> {
+    /// Counts the table's rows in a first read; passes read the samples
+    /// again with [`Samples::for_each`].
+    pub fn read(archive: &'a Archive) -> Result<Samples<'a>, TraceError> {
+        let rows = archive.for_each_sample(None, |_| {})?;
+        Ok(Samples {
+            archive: Some(archive),
+            rows,
+            ..Samples::default()
+        })
+    }
+
+    /// Samples kept in memory (tests, callers that have them).
+    pub fn from_rows(rows: Vec<Sample>) -> Samples<'static> {
+        Samples {
+            rows: rows.len() as u64,
+            kept: rows,
+            ..Samples::default()
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Calls `f` with every sample, in the table's order, its stack
+    /// rewritten: read again from the archive (a pass over 10^7 samples
+    /// takes ~0.3 s), or from memory. Of an archive still being recorded,
+    /// the samples of the first read.
+    pub fn for_each(&self, mut f: impl FnMut(&Sample)) -> Result<(), TraceError> {
+        let Some(archive) = self.archive else {
+            for s in &self.kept {
+                let mut s = *s;
+                self.remap.apply(&mut s);
+                f(&s);
+            }
+            return Ok(());
+        };
+        let read = archive.for_each_sample(Some(self.rows), |row| {
+            let mut s = Sample::new(row.time_ns, row.stack_id, row.pid, row.tid);
+            self.remap.apply(&mut s);
+            f(&s);
+        })?;
+        if read < self.rows {
+            return Err(crate::changed_while_analysed(
+                archive.dir().join(tables::Sample::NAME),
+                (read, self.rows),
+                "samples",
+                None,
+            ));
+        }
+        Ok(())
+    }
+
+    /// How stacks are rewritten from now on.
+    pub(crate) fn remap_mut(&mut self) -> &mut Remap {
+        &mut self.remap
+    }
 }
 
 #[cfg(test)]

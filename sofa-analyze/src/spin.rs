@@ -8,12 +8,12 @@
 //! nothing but yields and kernel frames: a worker that runs a kernel
 //! (`blas_thread_server` → `inner_thread` → `dgemm_kernel`) is working.
 
-use crate::Sample;
+use crate::Samples;
 use crate::fasthash::{FastMap, StackMap};
 use crate::functions::CallStacks;
 use crate::waits::Wait;
 use serde::Serialize;
-use sofa_trace::WaitReason;
+use sofa_trace::{TraceError, WaitReason};
 
 /// A thread pool's spin loops: the library (file name test) and the
 /// functions in it (name test) that wait.
@@ -187,27 +187,32 @@ pub struct SpinThread {
 type PoolCounts = (u64, FastMap<String, u64>, FastMap<(u32, u32), u64>);
 
 /// Spinning samples per pool, function and thread.
-pub(crate) fn spin_summary(samples: &[Sample], stacks: &CallStacks) -> SpinSummary {
+pub(crate) fn spin_summary(
+    samples: &Samples,
+    stacks: &CallStacks,
+) -> Result<SpinSummary, TraceError> {
     let mut per_stack: StackMap<u64> = StackMap::default();
     let mut per_thread: FastMap<(u32, u32), u64> = FastMap::default();
-    for s in samples {
+    samples.for_each(|s| {
         *per_stack.entry(s.stack_id()).or_default() += 1;
         *per_thread.entry((s.pid, s.tid)).or_default() += 1;
-    }
+    })?;
     let spin_of: StackMap<(Pool, String)> = per_stack
         .keys()
         .filter_map(|&id| spinning(stacks, id).map(|(p, f)| (id, (p, f.to_owned()))))
         .collect();
     let mut pools: FastMap<Pool, PoolCounts> = FastMap::default();
-    for s in samples {
-        if let Some((pool, function)) = spin_of.get(&s.stack_id()) {
-            let entry = pools.entry(*pool).or_default();
-            entry.0 += 1;
-            *entry.1.entry(function.clone()).or_default() += 1;
-            *entry.2.entry((s.pid, s.tid)).or_default() += 1;
-        }
+    if !spin_of.is_empty() {
+        samples.for_each(|s| {
+            if let Some((pool, function)) = spin_of.get(&s.stack_id()) {
+                let entry = pools.entry(*pool).or_default();
+                entry.0 += 1;
+                *entry.1.entry(function.clone()).or_default() += 1;
+                *entry.2.entry((s.pid, s.tid)).or_default() += 1;
+            }
+        })?;
     }
-    let total = samples.len() as u64;
+    let total = samples.len();
     let share = |n: u64, of: u64| n as f64 / of.max(1) as f64;
     let mut pools: Vec<PoolSpin> = pools
         .into_iter()
@@ -236,12 +241,12 @@ pub(crate) fn spin_summary(samples: &[Sample], stacks: &CallStacks) -> SpinSumma
         .collect();
     pools.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.pool.cmp(&b.pool)));
     let spinning = pools.iter().map(|p| p.samples).sum();
-    SpinSummary {
+    Ok(SpinSummary {
         samples: total,
         spinning,
         share: share(spinning, total),
         pools,
-    }
+    })
 }
 
 /// More of the job's threads runnable than CPUs: per 10 ms bin of the
@@ -270,22 +275,31 @@ const BIN_NS: u64 = 10_000_000;
 /// Runnable threads over time; `None` without context switches (a
 /// preempted thread is invisible to CPU samples).
 pub(crate) fn oversubscription(
-    samples: &[Sample],
+    samples: &Samples,
     waits: Option<&[Wait]>,
     cpus: u32,
-) -> Option<Oversubscription> {
-    let waits = waits?;
+) -> Result<Option<Oversubscription>, TraceError> {
+    let Some(waits) = waits else {
+        return Ok(None);
+    };
     if samples.is_empty() || cpus == 0 {
-        return None;
+        return Ok(None);
     }
-    let first = samples.iter().map(|s| s.time_ns).min()?;
-    let last = samples.iter().map(|s| s.time_ns).max()?;
+    let (mut first, mut last) = (u64::MAX, 0);
+    samples.for_each(|s| {
+        first = first.min(s.time_ns);
+        last = last.max(s.time_ns);
+    })?;
     let n = ((last - first) / BIN_NS + 1) as usize;
-    // Per bin, the threads seen running and those waiting for a CPU.
+    // Per bin, the threads seen running (each once, in order) and those
+    // waiting for a CPU.
     let mut running: Vec<Vec<u32>> = vec![Vec::new(); n];
-    for s in samples {
-        running[((s.time_ns - first) / BIN_NS) as usize].push(s.tid);
-    }
+    samples.for_each(|s| {
+        let run = &mut running[((s.time_ns - first) / BIN_NS) as usize];
+        if let Err(i) = run.binary_search(&s.tid) {
+            run.insert(i, s.tid);
+        }
+    })?;
     let mut queued: Vec<Vec<u32>> = vec![Vec::new(); n];
     for w in waits.iter().filter(|w| w.reason == WaitReason::Preempted) {
         // Only a wait covering half the bin counts: a thread preempted for
@@ -323,19 +337,20 @@ pub(crate) fn oversubscription(
             runnable_sum += runnable;
         }
     }
-    Some(Oversubscription {
+    Ok(Some(Oversubscription {
         cpus,
         bins,
         over_bins: over,
         share: over as f64 / bins.max(1) as f64,
         runnable: runnable_sum as f64 / over.max(1) as f64,
         peak_running: peak,
-    })
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Sample;
 
     use crate::functions::test_stacks as stacks;
 
@@ -394,7 +409,7 @@ mod tests {
             .enumerate()
             .map(|(i, &(stack, tid))| Sample::new(i as u64, Some(stack), 1, tid))
             .collect();
-        let sum = spin_summary(&samples, &s);
+        let sum = spin_summary(&Samples::from_rows(samples), &s).unwrap();
         assert_eq!(sum.samples, 6);
         assert_eq!(sum.spinning, 4);
         assert_eq!(sum.pools[0].pool, Pool::Openblas);
@@ -420,10 +435,14 @@ mod tests {
     fn more_runnable_threads_than_cpus() {
         // Two threads sampled every ms for a second on two CPUs; a third
         // preempted through the second half.
-        let samples: Vec<Sample> = (0..1000u64)
-            .flat_map(|ms| [1, 2].map(|tid| Sample::new(ms * 1_000_000, Some(1), 1, tid)))
-            .collect();
-        let over = oversubscription(&samples, Some(&[wait(3, 500, 1000)]), 2).unwrap();
+        let samples = Samples::from_rows(
+            (0..1000u64)
+                .flat_map(|ms| [1, 2].map(|tid| Sample::new(ms * 1_000_000, Some(1), 1, tid)))
+                .collect(),
+        );
+        let over = oversubscription(&samples, Some(&[wait(3, 500, 1000)]), 2)
+            .unwrap()
+            .unwrap();
         assert_eq!(over.bins, 100);
         assert_eq!(over.over_bins, 50);
         assert_eq!(over.runnable, 3.0);
@@ -432,6 +451,7 @@ mod tests {
         assert_eq!(
             oversubscription(&samples, Some(&[wait(3, 500, 1000)]), 4)
                 .unwrap()
+                .unwrap()
                 .over_bins,
             0
         );
@@ -439,9 +459,10 @@ mod tests {
         assert_eq!(
             oversubscription(&samples, Some(&blips), 2)
                 .unwrap()
+                .unwrap()
                 .over_bins,
             0
         );
-        assert_eq!(oversubscription(&samples, None, 2), None);
+        assert_eq!(oversubscription(&samples, None, 2).unwrap(), None);
     }
 }

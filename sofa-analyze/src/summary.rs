@@ -1,5 +1,4 @@
 use crate::AnalyzeError;
-use crate::Sample;
 use crate::breakdown::{StepBreakdown, step_breakdown};
 use crate::fasthash::StackMap;
 use crate::functions::{CallStacks, FunctionRow, Functions, ModuleRow, functions_of, modules};
@@ -16,6 +15,7 @@ use crate::system::SystemSummary;
 use crate::tasks::{Names, ProcessRow, ThreadRow, processes_and_threads};
 use crate::views::Views;
 use crate::waits::{Switches, WaitSummary};
+use crate::{Sample, Samples};
 use serde::Serialize;
 use sofa_trace::CollectorName;
 use sofa_trace::tables::{Binary, GpuCounter, StackEndRow, SystemCounter};
@@ -151,8 +151,8 @@ type PythonMerge = (
 /// What analysis reads of the stacks: the samples and their stacks, Python
 /// frames merged in, the switch-outs (their stacks merged the same way),
 /// the Python merge, and how the stacks as recorded ended.
-struct Sampled {
-    samples: Vec<Sample>,
+struct Sampled<'a> {
+    samples: Samples<'a>,
     stacks: CallStacks,
     switches: Option<Switches>,
     python: Option<PythonMerge>,
@@ -161,15 +161,18 @@ struct Sampled {
 
 /// The CPU samples and their stacks, Python frames merged in (and, with
 /// `python_only`, native frames of Python stacks left out).
-fn samples_and_stacks(archive: &Archive, options: &Options) -> Result<Sampled, AnalyzeError> {
-    let mut samples = crate::sample::read(archive)?;
+fn samples_and_stacks<'a>(
+    archive: &'a Archive,
+    options: &Options,
+) -> Result<Sampled<'a>, AnalyzeError> {
+    let mut samples = Samples::read(archive)?;
     let sampling = archive.meta().sampling.as_ref();
     let ends = crate::unwinding::summarize(
         sampling.and_then(|s| s.call_graph.as_deref()),
         sampling.and_then(|s| s.stack_bytes),
         &samples,
         &archive.read_table::<StackEndRow>()?,
-    );
+    )?;
     let mut stacks = CallStacks::read(archive)?;
     let mut switches = Switches::read(archive)?;
     let outs: &mut [(Sample, u64)] = match &mut switches {
@@ -178,7 +181,7 @@ fn samples_and_stacks(archive: &Archive, options: &Options) -> Result<Sampled, A
     };
     let python = crate::python::merge(archive, &mut samples, outs, &mut stacks)?;
     if options.python_only {
-        crate::python::python_only(&mut samples, &mut stacks);
+        crate::python::python_only(&mut samples, &mut stacks)?;
     }
     Ok(Sampled {
         samples,
@@ -200,9 +203,9 @@ pub fn folded_stacks(
         samples, stacks, ..
     } = samples_and_stacks(archive, options)?;
     let mut per_stack: StackMap<u64> = StackMap::default();
-    for s in &samples {
+    samples.for_each(|s| {
         *per_stack.entry(s.stack_id()).or_default() += 1;
-    }
+    })?;
     let mut ids: Vec<Option<u64>> = per_stack.keys().copied().collect();
     ids.sort();
     let lines = crate::views::fold_stacks(&stacks, ids.into_iter());
@@ -281,28 +284,28 @@ fn analyze_inner(
         warnings: archive.warnings().iter().map(|w| w.to_string()).collect(),
     };
     let Sampled {
-        samples: sample_rows,
+        samples,
         stacks,
         mut switches,
         python,
         ends: mut stack_summary,
     } = samples_and_stacks(archive, options)?;
-    stack_summary.incomplete_share = crate::views::incomplete_share(&stacks, &sample_rows);
+    stack_summary.incomplete_share = crate::views::incomplete_share(&stacks, &samples)?;
     let Functions {
         rows: functions,
         self_of_stack,
         user_chain_of_stack,
         python_of_stack,
-    } = functions_of(&stacks, &sample_rows);
+    } = functions_of(&stacks, &samples)?;
     let names = Names::read(archive)?;
-    let (processes, mut threads) = processes_and_threads(&names, &sample_rows);
+    let (processes, mut threads) = processes_and_threads(&names, &samples)?;
     let mut impossible = 0;
     // What the calls add up comes from one read; the passes that need
     // single calls read them again (`Calls::for_each`).
     let calls = Calls::read(archive)?;
     let wait_rows = switches.as_mut().map(|sw| {
         let mut rows = sw.waits(&stacks);
-        impossible = crate::waits::drop_impossible(&mut rows, &sample_rows);
+        impossible = crate::waits::drop_impossible(&mut rows, &samples)?;
         crate::waits::reasons_from_calls(&mut rows, &calls).map(|_| rows)
     });
     let wait_rows = wait_rows.transpose()?;
@@ -386,7 +389,7 @@ fn analyze_inner(
         .zip(waits_since.filter(|&t| t > 0))
         .map(|(rows, t)| rows.iter().filter(|w| w.start_ns >= t).copied().collect());
     let mut steps = detect_steps(&StepInputs {
-        samples: &sample_rows,
+        samples: &samples,
         self_of_stack: &self_of_stack,
         labellings: &labellings,
         pid: main_pid,
@@ -417,24 +420,19 @@ fn analyze_inner(
         let exec_ns = names.last_exec.get(&pid).copied().unwrap_or(0);
         w.main = crate::waits::loop_waits(rows, gaps, &stacks, (pid, pid), span, exec_ns);
     }
-    let (mut swarms, swarm_of_function) = find_swarms(
-        &sample_rows,
-        &self_of_stack,
-        &functions,
-        &steps,
-        options.swarms,
-    );
+    let (mut swarms, swarm_of_function) =
+        find_swarms(&samples, &self_of_stack, &functions, &steps, options.swarms)?;
     crate::swarms::name_python_functions(
         &mut swarms,
-        &sample_rows,
+        &samples,
         &self_of_stack,
         &swarm_of_function,
         &python_of_stack,
         &functions,
-    );
+    )?;
     let gpu_rows = archive.read_table::<GpuCounter>()?;
     let labelled = Labelled::new(
-        &sample_rows,
+        &samples,
         &self_of_stack,
         &swarm_of_function,
         swarms.len(),
@@ -463,20 +461,20 @@ fn analyze_inner(
     let system = crate::system::summarize(&system_rows);
     let gpu = gpu_table(&gpu_rows, &archive.meta().gpus);
     let net = net_summary(&packets, run.duration_ns)?;
-    let phases_of = crate::phases::phase_map(&sample_rows, &stacks, main_pid);
-    let phases = crate::phases::phase_summary(&sample_rows, &phases_of, steps.span());
+    let phases_of = crate::phases::phase_map(&samples, &stacks, main_pid)?;
+    let phases = crate::phases::phase_summary(&samples, &phases_of, steps.span())?;
     if !phases.phases.is_empty() {
         let per_swarm = crate::phases::per_swarm(
-            &sample_rows,
+            &samples,
             &phases_of,
             |stack| labelled.swarm_of(stack).map(|s| s.0),
             swarms.len(),
-        );
+        )?;
         for (swarm, phase) in swarms.iter_mut().zip(per_swarm) {
             swarm.phase = phase.map(|(p, _)| p.name().to_owned());
             swarm.phase_share = phase.map(|(_, share)| share);
         }
-        let per_step = crate::phases::per_step(&sample_rows, &phases_of, &steps.boundaries_ns);
+        let per_step = crate::phases::per_step(&samples, &phases_of, &steps.boundaries_ns)?;
         for (row, by) in step_breakdown.iter_mut().zip(per_step) {
             row.samples_by_phase = Some(by);
         }
@@ -507,12 +505,12 @@ fn analyze_inner(
         stacks: stack_summary,
         waits,
         phases,
-        spin: crate::spin::spin_summary(&sample_rows, &stacks),
+        spin: crate::spin::spin_summary(&samples, &stacks)?,
         oversubscription: crate::spin::oversubscription(
-            &sample_rows,
+            &samples,
             wait_rows.as_deref(),
             meta.host.cpus,
-        ),
+        )?,
         hints: Vec::new(),
     };
     analysis.hints = hints(&analysis);

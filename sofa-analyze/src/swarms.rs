@@ -8,7 +8,7 @@
 //! per function, not per sample; one pass over the samples builds the
 //! features.
 
-use crate::Sample;
+use crate::Samples;
 use crate::fasthash::{FastMap, StackMap};
 use crate::functions::FunctionRow;
 use crate::labels::SwarmId;
@@ -18,6 +18,7 @@ use linfa::prelude::*;
 use linfa_clustering::KMeans;
 use ndarray::Array2;
 use serde::Serialize;
+use sofa_trace::TraceError;
 use std::collections::HashMap;
 
 /// Functions clustered directly (the busiest); the rest join the nearest swarm.
@@ -60,27 +61,27 @@ pub struct Swarm {
 /// quarter have), added to its caption unless the caption already names it.
 pub(crate) fn name_python_functions(
     swarms: &mut [Swarm],
-    samples: &[Sample],
+    samples: &Samples,
     self_of_stack: &StackMap<usize>,
     swarm_of_function: &[Option<SwarmId>],
     python_of_stack: &StackMap<usize>,
     functions: &[FunctionRow],
-) {
+) -> Result<(), TraceError> {
     if python_of_stack.is_empty() {
-        return;
+        return Ok(());
     }
     let mut counts: Vec<HashMap<usize, u64>> = vec![HashMap::new(); swarms.len()];
-    for s in samples {
+    samples.for_each(|s| {
         let Some(SwarmId(swarm)) = self_of_stack
             .get(&s.stack_id())
             .and_then(|&f| swarm_of_function.get(f).copied().flatten())
         else {
-            continue;
+            return;
         };
         if let (Some(&f), Some(c)) = (python_of_stack.get(&s.stack_id()), counts.get_mut(swarm)) {
             *c.entry(f).or_default() += 1;
         }
-    }
+    })?;
     for (swarm, c) in swarms.iter_mut().zip(counts) {
         let with_python: u64 = c.values().sum();
         let Some((f, n)) = c
@@ -98,6 +99,7 @@ pub(crate) fn name_python_functions(
         }
         swarm.python_function = Some(name);
     }
+    Ok(())
 }
 
 /// Samples of a thread keep company with this many samples before them.
@@ -107,14 +109,14 @@ const NEIGHBOURS: usize = 4;
 /// six sampling intervals of the busiest thread (so the neighbours are
 /// those of a running thread, not across a sleep), at most an eighth of a
 /// step when steps were found, never under two intervals.
-fn reach_ns(samples: &[Sample], steps: &Steps) -> u64 {
+fn reach_ns(samples: &Samples, steps: &Steps) -> Result<u64, TraceError> {
     let mut per_thread: FastMap<u32, (u64, u64, u64)> = FastMap::default();
-    for s in samples {
+    samples.for_each(|s| {
         let e = per_thread.entry(s.tid).or_insert((0, u64::MAX, 0));
         e.0 += 1;
         e.1 = e.1.min(s.time_ns);
         e.2 = e.2.max(s.time_ns);
-    }
+    })?;
     let interval = per_thread
         .values()
         .max_by_key(|e| e.0)
@@ -125,25 +127,25 @@ fn reach_ns(samples: &[Sample], steps: &Steps) -> u64 {
     if let Some(period) = steps.period_ns.filter(|_| steps.count > 0) {
         reach = reach.min(period / 8).max(2 * interval);
     }
-    reach
+    Ok(reach)
 }
 
 /// Calls `visit(f, g)` for every pair of samples that run together: a
 /// sample and each of the `NEIGHBOURS` samples of its thread before it,
 /// within `reach` ns; `f` and `g` are their functions.
 fn neighbours(
-    samples: &[Sample],
+    samples: &Samples,
     self_of_stack: &StackMap<usize>,
     reach: u64,
     mut visit: impl FnMut(usize, usize),
-) {
+) -> Result<(), TraceError> {
     // Per thread: its last samples (function, time), oldest overwritten,
     // and where the next one goes.
     type Ring = [Option<(usize, u64)>; NEIGHBOURS];
     let mut recent: FastMap<u32, (Ring, usize)> = FastMap::default();
-    for s in samples {
+    samples.for_each(|s| {
         let Some(&f) = self_of_stack.get(&s.stack_id()) else {
-            continue;
+            return;
         };
         let (ring, next) = recent.entry(s.tid).or_insert(([None; NEIGHBOURS], 0));
         for &(g, t) in ring.iter().flatten() {
@@ -153,7 +155,7 @@ fn neighbours(
         }
         ring[*next] = Some((f, s.time_ns));
         *next = (*next + 1) % NEIGHBOURS;
-    }
+    })
 }
 
 /// What runs beside each clustered function: row `i` holds, for every
@@ -161,26 +163,26 @@ fn neighbours(
 /// samples (pairs counted both ways; a function is its own neighbour only
 /// when it runs for a while).
 fn company(
-    samples: &[Sample],
+    samples: &Samples,
     self_of_stack: &StackMap<usize>,
     index_of: &[Option<usize>],
     n: usize,
     reach: u64,
-) -> Array2<f64> {
+) -> Result<Array2<f64>, TraceError> {
     let mut pairs = Array2::<f64>::zeros((n, n));
     neighbours(samples, self_of_stack, reach, |f, g| {
         if let (Some(i), Some(j)) = (index_of[f], index_of[g]) {
             pairs[[i, j]] += 1.0;
             pairs[[j, i]] += 1.0;
         }
-    });
+    })?;
     for mut row in pairs.rows_mut() {
         let sum = row.sum();
         if sum > 0.0 {
             row /= sum;
         }
     }
-    pairs
+    Ok(pairs)
 }
 
 fn kmeans(data: &Array2<f64>, k: usize) -> Option<Vec<usize>> {
@@ -197,14 +199,14 @@ fn kmeans(data: &Array2<f64>, k: usize) -> Option<Vec<usize>> {
 /// The swarms, largest first, and the swarm id of every function (by index
 /// into `functions`).
 pub fn find_swarms(
-    samples: &[Sample],
+    samples: &Samples,
     self_of_stack: &StackMap<usize>,
     functions: &[FunctionRow],
     steps: &Steps,
     force_k: Option<usize>,
-) -> (Vec<Swarm>, Vec<Option<SwarmId>>) {
+) -> Result<(Vec<Swarm>, Vec<Option<SwarmId>>), TraceError> {
     if samples.is_empty() || functions.is_empty() {
-        return (Vec::new(), Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     // Functions clustered directly: the busiest, with at least 0.05 % of the
     // samples (and five).
@@ -228,8 +230,8 @@ pub fn find_swarms(
     for (i, &f) in clustered.iter().enumerate() {
         index_of[f] = Some(i);
     }
-    let reach = reach_ns(samples, steps);
-    let data = company(samples, self_of_stack, &index_of, clustered.len(), reach);
+    let reach = reach_ns(samples, steps)?;
+    let data = company(samples, self_of_stack, &index_of, clustered.len(), reach)?;
     // Weights: square roots of the samples, so hot functions decide the
     // number of swarms without a single one overruling the rest.
     let weights: Vec<f64> = clustered
@@ -280,7 +282,7 @@ pub fn find_swarms(
                     votes.entry(rare).or_insert_with(|| vec![0; k])[labels[i]] += 1;
                 }
             }
-        });
+        })?;
     }
     let swarm_of: Vec<usize> = cluster_of
         .into_iter()
@@ -324,7 +326,7 @@ pub fn find_swarms(
             *a.modules.entry(row.module.clone()).or_default() += row.self_samples;
         }
     }
-    for s in samples {
+    samples.for_each(|s| {
         if let Some(&f) = self_of_stack.get(&s.stack_id()) {
             let a = &mut acc[swarm_of[f]];
             a.samples += 1;
@@ -332,7 +334,7 @@ pub fn find_swarms(
             a.end = a.end.max(s.time_ns);
             *a.threads.entry(s.tid).or_default() += 1;
         }
-    }
+    })?;
     let all = samples.len() as f64;
     // Clusters that got samples, by cluster index.
     let kept: Vec<usize> = (0..k).filter(|&c| acc[c].samples > 0).collect();
@@ -395,7 +397,7 @@ pub fn find_swarms(
         sorted.push(swarm);
     }
     let swarm_of_function = swarm_of.into_iter().map(|c| id_of_cluster[c]).collect();
-    (sorted, swarm_of_function)
+    Ok((sorted, swarm_of_function))
 }
 
 #[cfg(test)]
@@ -405,7 +407,7 @@ mod tests {
     const PHASES: [(usize, u64); 3] = [(0, 24), (1, 8), (2, 8)]; // (phase, ms)
 
     struct Run {
-        samples: Vec<Sample>,
+        samples: Samples<'static>,
         self_of_stack: StackMap<usize>,
         functions: Vec<FunctionRow>,
         /// True phase of each function.
@@ -459,7 +461,7 @@ mod tests {
             functions[s.stack_id().unwrap() as usize].self_samples += 1;
         }
         Run {
-            samples,
+            samples: Samples::from_rows(samples),
             self_of_stack: (0..13).map(|f| (Some(f), f as usize)).collect(),
             functions,
             phase_of: (0..13).map(|f| (f / 4).min(2)).collect(),
@@ -484,7 +486,7 @@ mod tests {
         }
         assert_eq!(
             swarms.iter().map(|s| s.samples).sum::<u64>(),
-            r.samples.len() as u64
+            r.samples.len()
         );
     }
 
@@ -498,7 +500,8 @@ mod tests {
             &r.functions,
             &Steps::default(),
             None,
-        );
+        )
+        .unwrap();
         assert_phases(&r, &swarms, &swarm_of);
         // The longest phase is the biggest swarm, captioned by its functions.
         assert!(
@@ -518,10 +521,10 @@ mod tests {
             ..Steps::default()
         };
         let (swarms, swarm_of) =
-            find_swarms(&r.samples, &r.self_of_stack, &r.functions, &steps, None);
+            find_swarms(&r.samples, &r.self_of_stack, &r.functions, &steps, None).unwrap();
         assert_phases(&r, &swarms, &swarm_of);
         // Deterministic.
-        let again = find_swarms(&r.samples, &r.self_of_stack, &r.functions, &steps, None);
+        let again = find_swarms(&r.samples, &r.self_of_stack, &r.functions, &steps, None).unwrap();
         assert_eq!(again, (swarms, swarm_of));
     }
 
@@ -534,7 +537,8 @@ mod tests {
             &r.functions,
             &Steps::default(),
             Some(2),
-        );
+        )
+        .unwrap();
         assert_eq!(swarms.len(), 2);
     }
 
@@ -547,7 +551,8 @@ mod tests {
             &r.functions,
             &Steps::default(),
             None,
-        );
+        )
+        .unwrap();
         // Stacks of phase 0's functions run under Python `forward` (row 12
         // stands in for it); the others have no Python frames.
         let python_of_stack: StackMap<usize> = (0..4).map(|f| (Some(f), 12)).collect();
@@ -559,7 +564,8 @@ mod tests {
             &swarm_of,
             &python_of_stack,
             &r.functions,
-        );
+        )
+        .unwrap();
         let phase0 = swarm_of[0].unwrap().0;
         for (i, s) in swarms.iter().enumerate() {
             if i == phase0 {

@@ -1,11 +1,11 @@
 //! Samples per process and per thread, named by the kernel's comm records.
 
 use crate::AnalyzeError;
-use crate::Sample;
+use crate::Samples;
 use crate::fasthash::FastMap;
 use serde::Serialize;
-use sofa_trace::Archive;
 use sofa_trace::tables::TaskEvent;
+use sofa_trace::{Archive, TraceError};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -93,13 +93,13 @@ impl Names {
 
 pub(crate) fn processes_and_threads(
     names: &Names,
-    samples: &[Sample],
-) -> (Vec<ProcessRow>, Vec<ThreadRow>) {
+    samples: &Samples,
+) -> Result<(Vec<ProcessRow>, Vec<ThreadRow>), TraceError> {
     let mut per_thread: FastMap<(u32, u32), u64> = FastMap::default();
-    let total = samples.len() as u64;
-    for s in samples {
+    let total = samples.len();
+    samples.for_each(|s| {
         *per_thread.entry((s.pid, s.tid)).or_default() += 1;
-    }
+    })?;
     let share = |n: u64| {
         if total == 0 {
             0.0
@@ -135,5 +135,5 @@ pub(crate) fn processes_and_threads(
         })
         .collect();
     threads.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.tid.cmp(&b.tid)));
-    (processes, threads)
+    Ok((processes, threads))
 }

@@ -1,10 +1,10 @@
 //! How complete the recorded call stacks are: with `--call-graph dwarf` or
 //! `auto`, how each sample's unwound user stack ended (`stack_ends`).
 
-use crate::Sample;
+use crate::Samples;
 use serde::Serialize;
-use sofa_trace::StackEnd;
 use sofa_trace::tables::StackEndRow;
+use sofa_trace::{StackEnd, TraceError};
 use std::collections::{BTreeMap, HashMap};
 
 /// How the user parts of the sampled stacks were taken and how they ended.
@@ -41,16 +41,16 @@ impl StackSummary {
 pub fn summarize(
     call_graph: Option<&str>,
     stack_bytes: Option<u32>,
-    samples: &[Sample],
+    samples: &Samples,
     ends: &[StackEndRow],
-) -> StackSummary {
+) -> Result<StackSummary, TraceError> {
     let end_of: HashMap<u64, &str> = ends.iter().map(|e| (e.stack_id, e.end.as_str())).collect();
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-    for s in samples {
+    samples.for_each(|s| {
         if let Some(end) = s.stack_id().and_then(|id| end_of.get(&id)) {
             *counts.entry(end).or_default() += 1;
         }
-    }
+    })?;
     let unwound: u64 = counts.values().sum();
     let mut ends: Vec<(String, u64)> = counts.into_iter().map(|(e, n)| (e.to_owned(), n)).collect();
     ends.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -71,12 +71,13 @@ pub fn summarize(
             .sum();
         summary.root_share = Some(complete as f64 / unwound as f64);
     }
-    summary
+    Ok(summary)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Sample;
 
     fn sample(stack_id: Option<u64>) -> Sample {
         Sample::new(0, stack_id, 1, 1)
@@ -94,20 +95,20 @@ mod tests {
                 end: "stack-copy".into(),
             },
         ];
-        let samples = [
+        let samples = Samples::from_rows(vec![
             sample(Some(1)),
             sample(Some(1)),
             sample(Some(1)),
             sample(Some(2)),
             sample(Some(3)),
             sample(None),
-        ];
-        let s = summarize(Some("dwarf"), Some(16384), &samples, &ends);
+        ]);
+        let s = summarize(Some("dwarf"), Some(16384), &samples, &ends).unwrap();
         assert_eq!(s.unwound, 4);
         assert_eq!(s.root_share, Some(0.75));
         assert_eq!(s.ends[0], ("root".to_owned(), 3));
         assert_eq!(s.count(StackEnd::StackCopy), 1);
-        let fp = summarize(None, None, &samples, &[]);
+        let fp = summarize(None, None, &samples, &[]).unwrap();
         assert_eq!(fp.call_graph, "fp");
         assert_eq!(fp.root_share, None);
     }

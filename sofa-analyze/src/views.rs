@@ -3,15 +3,15 @@
 //! and the time × address scatter. Every view is aggregated to a bounded size
 //! (bins, cells, stacks), so a run of 10^7 samples gives a report of a few MB.
 
-use crate::Sample;
+use crate::Samples;
 use crate::fasthash::FastMap;
 use crate::functions::CallStacks;
 use crate::labels::{FunctionId, Labelled};
 use serde::Serialize;
-use sofa_trace::Archive;
 use sofa_trace::Metric;
 use sofa_trace::WaitReason;
 use sofa_trace::tables::{GpuCounter, SystemCounter};
+use sofa_trace::{Archive, TraceError};
 use std::collections::{BTreeMap, HashMap};
 
 /// Time bins of the timeline (fewer for short runs: at least 1 ms a bin).
@@ -322,11 +322,11 @@ pub(crate) fn fold_stacks(
 
 /// Share of samples whose stack `fold_stacks` puts under
 /// `[incomplete stack]`: outer frames outside every known module.
-pub(crate) fn incomplete_share(stacks: &CallStacks, samples: &[Sample]) -> f64 {
+pub(crate) fn incomplete_share(stacks: &CallStacks, samples: &Samples) -> Result<f64, TraceError> {
     let mut per_stack: crate::StackMap<u64> = Default::default();
-    for s in samples {
+    samples.for_each(|s| {
         *per_stack.entry(s.stack_id()).or_default() += 1;
-    }
+    })?;
     let mut incomplete = 0u64;
     for (stack_id, n) in per_stack {
         let mut known = 0usize;
@@ -341,7 +341,7 @@ pub(crate) fn incomplete_share(stacks: &CallStacks, samples: &[Sample]) -> f64 {
             incomplete += n;
         }
     }
-    incomplete as f64 / samples.len().max(1) as f64
+    Ok(incomplete as f64 / samples.len().max(1) as f64)
 }
 
 /// A Python frame as py-spy names it, so it stands out from native frames.
@@ -471,9 +471,10 @@ pub(crate) fn build(
     l: &Labelled,
     i: &Inputs,
 ) -> Result<Views, sofa_trace::TraceError> {
-    let (first, last) = l.samples.iter().fold((u64::MAX, 0), |(lo, hi), s| {
-        (lo.min(s.time_ns), hi.max(s.time_ns))
-    });
+    let (mut first, mut last) = (u64::MAX, 0);
+    l.samples.for_each(|s| {
+        (first, last) = (first.min(s.time_ns), last.max(s.time_ns));
+    })?;
     let start = archive.meta().clock.start_ns;
     let start = if first < start { first } else { start };
     let end = i
@@ -495,7 +496,7 @@ pub(crate) fn build(
     let scatter_axis = Axis::new(start, end, SCATTER_BINS);
     let mut cells: FastMap<(u32, usize), u32> = FastMap::default();
     let mut per_stack: FastMap<Option<u64>, u64> = FastMap::default();
-    for s in l.samples {
+    l.samples.for_each(|s| {
         let swarm = swarm_of(s.stack_id());
         if let Some(b) = axis.bin(s.time_ns) {
             let row = swarm.unwrap_or(rows);
@@ -505,7 +506,7 @@ pub(crate) fn build(
             *cells.entry((b as u32, f.0)).or_default() += 1;
         }
         *per_stack.entry(s.stack_id()).or_default() += 1;
-    }
+    })?;
     if swarm_samples[rows].iter().all(|&n| n == 0) {
         swarm_samples.pop();
     }
@@ -552,18 +553,16 @@ pub(crate) fn build(
         Some(waits) => thread_lanes(waits, i.untraced_waits, &axis, i.thread_name),
         None => (Vec::new(), Vec::new()),
     };
-    let phase_samples = i
-        .phases
-        .map(|of| {
-            crate::phases::per_bin(l.samples, of, |t| axis.bin(t), axis.bins)
-                .into_iter()
-                .map(|(phase, samples)| PhaseBins {
-                    phase: phase.name().to_owned(),
-                    samples,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let phase_samples = match i.phases {
+        Some(of) => crate::phases::per_bin(l.samples, of, |t| axis.bin(t), axis.bins)?
+            .into_iter()
+            .map(|(phase, samples)| PhaseBins {
+                phase: phase.name().to_owned(),
+                samples,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let timeline = Timeline {
         phase_samples,
         thread_states,

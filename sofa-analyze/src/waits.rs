@@ -4,13 +4,13 @@
 //! for; `take_gil` above a futex wait says the GIL), summed per thread,
 //! per reason and per stack.
 
-use crate::Sample;
 use crate::fasthash::FastMap;
 use crate::functions::CallStacks;
 use crate::{AnalyzeError, Gaps};
+use crate::{Sample, Samples};
 use serde::Serialize;
 use sofa_trace::tables::Switch;
-use sofa_trace::{Archive, CollectorName, CollectorState, Table, WaitReason};
+use sofa_trace::{Archive, CollectorName, CollectorState, Table, TraceError, WaitReason};
 use std::collections::BTreeMap;
 
 /// One off-CPU interval of one thread.
@@ -369,26 +369,49 @@ const SAMPLE_MARGIN_NS: u64 = 20_000;
 
 /// Drops the waits during which their thread was sampled running: a lost
 /// switch-in record paired a switch-out with a later switch-in. Returns
-/// how many.
-pub(crate) fn drop_impossible(waits: &mut Vec<Wait>, samples: &[Sample]) -> u64 {
-    let mut times: FastMap<u32, Vec<u64>> = FastMap::default();
-    for s in samples {
-        times.entry(s.tid).or_default().push(s.time_ns);
+/// how many. What a wait needs is its thread's first sample after its
+/// start (and the margin): per thread, the waits' starts in order, and
+/// for each gap between two of them the earliest sample in it; the
+/// earliest after a start is the least of the gaps' after it. Memory
+/// grows with the waits, not the samples.
+pub(crate) fn drop_impossible(waits: &mut Vec<Wait>, samples: &Samples) -> Result<u64, TraceError> {
+    // Per thread: its waits' starts (plus the margin), in order, and the
+    // earliest sample after `from[i - 1]` and up to `from[i]` (`earliest[i]`).
+    let mut per_thread: FastMap<u32, (Vec<u64>, Vec<u64>)> = FastMap::default();
+    for w in waits.iter() {
+        per_thread
+            .entry(w.tid)
+            .or_default()
+            .0
+            .push(w.start_ns + SAMPLE_MARGIN_NS);
     }
-    for v in times.values_mut() {
-        v.sort_unstable();
+    for (from, earliest) in per_thread.values_mut() {
+        from.sort_unstable();
+        *earliest = vec![u64::MAX; from.len() + 1];
+    }
+    samples.for_each(|s| {
+        if let Some((from, earliest)) = per_thread.get_mut(&s.tid) {
+            let i = from.partition_point(|&f| f < s.time_ns);
+            earliest[i] = earliest[i].min(s.time_ns);
+        }
+    })?;
+    // The earliest sample after each start: the least of the gaps after it.
+    for (_, earliest) in per_thread.values_mut() {
+        for i in (0..earliest.len() - 1).rev() {
+            earliest[i] = earliest[i].min(earliest[i + 1]);
+        }
     }
     let before = waits.len();
     waits.retain(|w| {
-        let Some(ts) = times.get(&w.tid) else {
+        let Some((from, earliest)) = per_thread.get(&w.tid) else {
             return true;
         };
-        let from = w.start_ns + SAMPLE_MARGIN_NS;
-        let i = ts.partition_point(|&t| t <= from);
-        ts.get(i)
-            .is_none_or(|&t| t.saturating_add(SAMPLE_MARGIN_NS) >= w.end_ns)
+        let i = from.partition_point(|&f| f < w.start_ns + SAMPLE_MARGIN_NS);
+        // Samples after this start: those of the gaps after it.
+        let next = earliest[i + 1];
+        next == u64::MAX || next.saturating_add(SAMPLE_MARGIN_NS) >= w.end_ns
     });
-    (before - waits.len()) as u64
+    Ok((before - waits.len()) as u64)
 }
 
 /// Functions whose presence on a stack says why it waits, checked in this
@@ -1399,17 +1422,74 @@ mod tests {
             w(1, 2_000_000, 9_000_000),
             w(2, 0, 9_000_000),
         ];
-        let samples = [
+        let samples = Samples::from_rows(vec![
             // At the edges of thread 1's first wait: not inside it.
             sample(1, 5_000),
             sample(1, 990_000),
             // Inside its second: an `in` record was lost.
             sample(1, 5_000_000),
             sample(3, 5_000_000),
-        ];
-        assert_eq!(drop_impossible(&mut waits, &samples), 1);
+        ]);
+        assert_eq!(drop_impossible(&mut waits, &samples).unwrap(), 1);
         assert_eq!(waits.len(), 2);
         assert_eq!((waits[0].start_ns, waits[1].tid), (0, 2));
+    }
+
+    #[test]
+    fn impossible_waits_are_those_a_lookup_in_every_sample_time_finds() {
+        // Waits that overlap, share starts or lie inside one another, and
+        // samples out of order, on a coarse grid so that they meet the
+        // margins exactly.
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let grid = SAMPLE_MARGIN_NS / 2;
+        for _ in 0..20 {
+            let mut waits: Vec<Wait> = (0..300)
+                .map(|_| {
+                    let start_ns = next(400) * grid;
+                    Wait {
+                        pid: 1,
+                        tid: 1 + next(4) as u32,
+                        start_ns,
+                        end_ns: start_ns + next(12) * grid,
+                        reason: WaitReason::Lock,
+                        stack_id: None,
+                        own_stack: false,
+                    }
+                })
+                .collect();
+            let samples: Vec<Sample> = (0..200)
+                .map(|_| Sample::new(next(420) * grid, None, 1, 1 + next(5) as u32))
+                .collect();
+            // Each wait against its thread's first sample after its start.
+            let kept: Vec<bool> = waits
+                .iter()
+                .map(|w| {
+                    let from = w.start_ns + SAMPLE_MARGIN_NS;
+                    samples
+                        .iter()
+                        .filter(|s| s.tid == w.tid && s.time_ns > from)
+                        .map(|s| s.time_ns)
+                        .min()
+                        .is_none_or(|t| t + SAMPLE_MARGIN_NS >= w.end_ns)
+                })
+                .collect();
+            let want: Vec<Wait> = waits
+                .iter()
+                .zip(&kept)
+                .filter(|(_, k)| **k)
+                .map(|(w, _)| *w)
+                .collect();
+            let dropped = drop_impossible(&mut waits, &Samples::from_rows(samples)).unwrap();
+            assert_eq!(waits, want);
+            assert_eq!(dropped as usize, kept.iter().filter(|k| !**k).count());
+            assert!(dropped > 0 && !waits.is_empty());
+        }
     }
 
     #[test]

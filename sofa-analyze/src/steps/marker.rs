@@ -13,7 +13,7 @@
 
 use super::signal::median_gap;
 use super::{Steps, none};
-use crate::Sample;
+use crate::Samples;
 use crate::fasthash::StackMap;
 use crate::functions::CallStacks;
 use crate::syscalls::Calls;
@@ -46,7 +46,7 @@ pub(crate) type MarkerEvents = (Vec<(u32, u64)>, &'static str);
 /// else the samples with a function of that name on their stack.
 pub(crate) fn events(
     marker: &str,
-    samples: &[Sample],
+    samples: &Samples,
     stacks: &CallStacks,
     calls: Option<&Calls>,
     pid: Option<u32>,
@@ -64,18 +64,18 @@ pub(crate) fn events(
         }
     }
     let mut on_stack: StackMap<bool> = StackMap::default();
-    let hits = samples
-        .iter()
-        .filter(|s| pid.is_none_or(|p| s.pid == p))
-        .filter(|s| {
-            *on_stack.entry(s.stack_id()).or_insert_with(|| {
+    let mut hits = Vec::new();
+    samples.for_each(|s| {
+        if pid.is_none_or(|p| s.pid == p)
+            && *on_stack.entry(s.stack_id()).or_insert_with(|| {
                 stacks
                     .names(s.stack_id())
                     .any(|(function, _)| names_it(function, marker))
             })
-        })
-        .map(|s| (s.tid, s.time_ns))
-        .collect();
+        {
+            hits.push((s.tid, s.time_ns));
+        }
+    })?;
     Ok((hits, "function"))
 }
 

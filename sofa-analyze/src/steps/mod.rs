@@ -23,7 +23,7 @@ mod sequence;
 mod signal;
 mod wall;
 
-use crate::Sample;
+use crate::Samples;
 use crate::fasthash::{FastMap, StackMap};
 use crate::syscalls::Calls;
 use serde::Serialize;
@@ -211,7 +211,7 @@ const WAIT_CHANNELS: [usize; 3] = [8, 4, 1];
 /// What the detectors read: the CPU samples with their labellings, and the
 /// other streams the archive has.
 pub(crate) struct StepInputs<'a> {
-    pub samples: &'a [Sample],
+    pub samples: &'a Samples<'a>,
     /// Each stack's self function (the sequence detector's labels).
     pub self_of_stack: &'a StackMap<usize>,
     /// The wall-clock detector's labellings: the innermost user-space
@@ -243,7 +243,7 @@ pub(crate) struct StepInputs<'a> {
 /// fails only where the system calls or packets, read again, fail to read.
 pub(crate) fn detect_steps(inputs: &StepInputs) -> Result<Steps, TraceError> {
     let (py_loop, loop_snapshots) = match (inputs.py_loop, inputs.pid) {
-        (Some(snapshots), Some(pid)) => pyloop::detect(snapshots, inputs.samples, pid),
+        (Some(snapshots), Some(pid)) => pyloop::detect(snapshots, inputs.samples, pid)?,
         _ => (none("no Python snapshots of the main thread", 0.0), 0.0),
     };
     // The event streams first: each is dropped before the next, and
@@ -265,10 +265,10 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Result<Steps, TraceError> {
         Some(waits) => wait_steps(waits, inputs.pid),
         None => none("no off-CPU waits recorded", 0.0),
     };
-    let cpu = wall::cpu_stream(inputs.samples, inputs.labellings, inputs.pid);
+    let cpu = wall::cpu_stream(inputs.samples, inputs.labellings, inputs.pid)?;
     // Every stream has its place (see STREAMS), recorded or not.
     let mut answers = vec![
-        sequence::detect(inputs.samples, inputs.self_of_stack, inputs.pid),
+        sequence::detect(inputs.samples, inputs.self_of_stack, inputs.pid)?,
         wall::detect(&cpu),
         calls,
         packets,
@@ -785,6 +785,7 @@ fn fuse_with(answers: Vec<Steps>, backing: &[Backing], loop_snapshots: f64) -> S
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::Sample;
 
     /// Steps from CPU samples alone (process 1).
     pub(crate) fn cpu(
@@ -793,7 +794,7 @@ pub(crate) mod tests {
         labellings: &[&StackMap<usize>],
     ) -> Steps {
         detect_steps(&StepInputs {
-            samples,
+            samples: &Samples::from_rows(samples.to_vec()),
             self_of_stack,
             labellings,
             pid: Some(1),

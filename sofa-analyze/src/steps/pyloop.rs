@@ -27,8 +27,9 @@
 //! too: a loop whose body is one long call is counted by them.
 
 use super::{Steps, none};
-use crate::Sample;
+use crate::Samples;
 use crate::fasthash::FastMap;
+use sofa_trace::TraceError;
 use sofa_trace::tables::{PyFrame, PyOuter, PySample, PyStackNode};
 use std::collections::HashMap;
 
@@ -169,14 +170,23 @@ fn wrap_between(a: &Snapshot, b: &Snapshot, at: usize) -> Option<Wrap> {
 /// The loop's steps in the main thread's snapshots, their work compared by
 /// the CPU samples of `pid` in each, and the median number of snapshots
 /// per step (how surely each wrap was seen; 0 when none was found).
-pub(super) fn detect(snapshots: &[Snapshot], samples: &[Sample], pid: u32) -> (Steps, f64) {
+pub(super) fn detect(
+    snapshots: &[Snapshot],
+    samples: &Samples,
+    pid: u32,
+) -> Result<(Steps, f64), TraceError> {
     let mut seen = 0.0;
-    let steps = find(snapshots, samples, pid, &mut seen);
+    let steps = find(snapshots, samples, pid, &mut seen)?;
     let seen = if steps.count > 0 { seen } else { 0.0 };
-    (steps, seen)
+    Ok((steps, seen))
 }
 
-fn find(snapshots: &[Snapshot], samples: &[Sample], pid: u32, per_step_seen: &mut f64) -> Steps {
+fn find(
+    snapshots: &[Snapshot],
+    samples: &Samples,
+    pid: u32,
+    per_step_seen: &mut f64,
+) -> Result<Steps, TraceError> {
     let wraps: Vec<Wrap> = snapshots
         .windows(2)
         .enumerate()
@@ -211,7 +221,7 @@ fn find(snapshots: &[Snapshot], samples: &[Sample], pid: u32, per_step_seen: &mu
         .filter(|&&(k, at)| !inside(k, at))
         .max_by_key(|&&((depth, code), at)| (at.len(), std::cmp::Reverse((depth, code))))
     else {
-        return none("no loop in the main thread's Python snapshots", 0.0);
+        return Ok(none("no loop in the main thread's Python snapshots", 0.0));
     };
     let (depth, code) = (*depth, *code);
     // One function may hold several loops (a set-up loop, then the training
@@ -268,7 +278,7 @@ fn find(snapshots: &[Snapshot], samples: &[Sample], pid: u32, per_step_seen: &mu
         let reads = snapshots.iter().filter(|s| !s.full && at_frame(s)).count();
         let again: Vec<Wrap> = reruns.iter().filter(|w| w.to == hot).copied().collect();
         if reads < members.len().max(again.len()) {
-            return none(
+            return Ok(none(
                 &format!(
                     "the main thread's loop wrapped {} times, but {:.0} % of its snapshots are \
                      on one line: too few see where an iteration starts to count them",
@@ -276,7 +286,7 @@ fn find(snapshots: &[Snapshot], samples: &[Sample], pid: u32, per_step_seen: &mu
                     100.0 * most as f64 / on_loop.max(1) as f64
                 ),
                 0.0,
-            );
+            ));
         }
         if members.is_empty() {
             (lo, hi) = (hot, hot);
@@ -286,7 +296,7 @@ fn find(snapshots: &[Snapshot], samples: &[Sample], pid: u32, per_step_seen: &mu
         members.extend(again);
     }
     if members.len() < MIN_WRAPS {
-        return none("no loop in the main thread's Python snapshots", 0.0);
+        return Ok(none("no loop in the main thread's Python snapshots", 0.0));
     }
     members.sort_by_key(|w| w.after);
     let mut starts: Vec<u64> = members
@@ -337,47 +347,51 @@ fn find(snapshots: &[Snapshot], samples: &[Sample], pid: u32, per_step_seen: &mu
     let steps = boundaries.len() - 1;
 
     // Snapshots per iteration, and the work each iteration did.
-    let per_step = |times: &mut dyn Iterator<Item = u64>| -> Vec<f64> {
-        let mut counts = vec![0.0; steps];
-        for t in times {
-            if t >= boundaries[0] && t < boundaries[steps] {
-                counts[boundaries.partition_point(|&b| b <= t) - 1] += 1.0;
-            }
+    let add = |counts: &mut [f64], t: u64| {
+        if t >= boundaries[0] && t < boundaries[steps] {
+            counts[boundaries.partition_point(|&b| b <= t) - 1] += 1.0;
         }
-        counts
     };
-    let seen = per_step(&mut snapshots.iter().map(|s| s.time_ns));
+    let mut seen = vec![0.0; steps];
+    for s in snapshots {
+        add(&mut seen, s.time_ns);
+    }
     *per_step_seen = median_f(&seen);
     if *per_step_seen < MIN_SNAPSHOTS_PER_STEP as f64 {
-        return none(
+        return Ok(none(
             &format!(
                 "the main thread's loop wrapped {} times, too few Python snapshots per \
                  iteration to count them (more with sofa record --py-hz 250)",
                 members.len()
             ),
             0.0,
-        );
+        ));
     }
-    let work = per_step(&mut samples.iter().filter(|s| s.pid == pid).map(|s| s.time_ns));
+    let mut work = vec![0.0; steps];
+    samples.for_each(|s| {
+        if s.pid == pid {
+            add(&mut work, s.time_ns);
+        }
+    })?;
     let mid = median_f(&work);
     if mid <= 0.0 {
-        return none("no CPU samples in the main thread's loop", 0.0);
+        return Ok(none("no CPU samples in the main thread's loop", 0.0));
     }
     let mut sorted = work.clone();
     sorted.sort_by(f64::total_cmp);
     let iqr = sorted[sorted.len() * 3 / 4] - sorted[sorted.len() / 4];
     let confidence = (1.0 - iqr / mid).clamp(0.0, 1.0);
     if confidence < MIN_CONFIDENCE {
-        return none(
+        return Ok(none(
             &format!(
                 "the main thread's loop ran {steps} iterations, but their work varies too much \
                  to be training steps (CPU samples per iteration: median {mid:.0}, \
                  interquartile range {iqr:.0})"
             ),
             confidence,
-        );
+        ));
     }
-    Steps::between(boundaries, confidence, "python loop")
+    Ok(Steps::between(boundaries, confidence, "python loop"))
 }
 
 fn midpoint(a: u64, b: u64) -> u64 {
@@ -399,6 +413,7 @@ fn median_f(values: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Sample;
     use crate::steps::tests::xorshift;
 
     /// A main thread whose `main` (code 1, under `<module>`, code 0) runs
@@ -463,7 +478,7 @@ mod tests {
         // Steps of 40-160 ms (a CPU hog beside the job), the same work.
         let mut rng = xorshift(7);
         let (snapshots, samples, starts) = run(30, 80, |_| (40 + rng() % 120, 40));
-        let (steps, _) = detect(&snapshots, &samples, 1);
+        let (steps, _) = detect(&snapshots, &Samples::from_rows(samples.clone()), 1).unwrap();
         assert!(
             steps.count.abs_diff(80) <= 2,
             "{} {:?}",
@@ -491,7 +506,7 @@ mod tests {
             let ms = 30 + (-u.ln() * 100.0) as u64;
             (ms, ms)
         });
-        let (steps, _) = detect(&snapshots, &samples, 1);
+        let (steps, _) = detect(&snapshots, &Samples::from_rows(samples.clone()), 1).unwrap();
         assert_eq!(steps.count, 0);
         assert!(
             steps.note.as_deref().unwrap().contains("work varies"),
@@ -504,7 +519,7 @@ mod tests {
     fn too_few_snapshots_per_step_count_nothing() {
         // Steps of 20 ms, two snapshots each: wraps are missed.
         let (snapshots, samples, _) = run(0, 100, |_| (20, 20));
-        let (steps, _) = detect(&snapshots, &samples, 1);
+        let (steps, _) = detect(&snapshots, &Samples::from_rows(samples.clone()), 1).unwrap();
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
         assert!(steps.note.unwrap().contains("too few Python snapshots"));
     }
@@ -545,7 +560,7 @@ mod tests {
             t += ms;
         }
         snapshots.sort_by_key(|s| s.time_ns);
-        let (steps, seen) = detect(&snapshots, &samples, 1);
+        let (steps, seen) = detect(&snapshots, &Samples::from_rows(samples.clone()), 1).unwrap();
         assert_eq!(steps.count, 100, "{:?}", steps.note);
         assert!(seen >= 4.0, "{seen}");
         for b in &steps.boundaries_ns[1..steps.boundaries_ns.len() - 1] {
@@ -554,7 +569,13 @@ mod tests {
         }
         // Without them, too few.
         snapshots.retain(|s| s.full);
-        assert_eq!(detect(&snapshots, &samples, 1).0.count, 0);
+        assert_eq!(
+            detect(&snapshots, &Samples::from_rows(samples.clone()), 1)
+                .unwrap()
+                .0
+                .count,
+            0
+        );
     }
 
     #[test]
@@ -566,7 +587,7 @@ mod tests {
                 s.frames[1].1 = 12;
             }
         }
-        let (steps, _) = detect(&snapshots, &samples, 1);
+        let (steps, _) = detect(&snapshots, &Samples::from_rows(samples.clone()), 1).unwrap();
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
     }
 
@@ -591,7 +612,7 @@ mod tests {
             }
         }
         snapshots.sort_by_key(|s| s.time_ns);
-        let (steps, _) = detect(&snapshots, &samples, 1);
+        let (steps, _) = detect(&snapshots, &Samples::from_rows(samples.clone()), 1).unwrap();
         assert!(
             steps.count.abs_diff(60) <= 1,
             "{} {:?}",

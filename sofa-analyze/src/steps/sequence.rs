@@ -8,8 +8,9 @@
 
 use super::signal::{Ties, mean_and_cv, period_peak, refine_period};
 use super::{Steps, none};
-use crate::Sample;
+use crate::Samples;
 use crate::fasthash::{FastMap, StackMap};
+use sofa_trace::TraceError;
 
 /// Longest series analysed; longer recordings use wider bins.
 const MAX_BINS: usize = 8_192;
@@ -74,31 +75,41 @@ fn periodic_region(labels: &[u32], lag: usize, threshold: f64) -> (usize, usize)
 }
 
 /// Steps in the busiest thread of `pid`, from its self functions.
-pub fn detect(samples: &[Sample], self_of_stack: &StackMap<usize>, pid: Option<u32>) -> Steps {
+pub fn detect(
+    samples: &Samples,
+    self_of_stack: &StackMap<usize>,
+    pid: Option<u32>,
+) -> Result<Steps, TraceError> {
     // The busiest thread of the process runs the loop; other threads (BLAS
     // pools, data loaders) would blur its sequence.
     let mut per_thread: FastMap<u32, u64> = FastMap::default();
-    for s in samples.iter().filter(|s| pid.is_none_or(|p| s.pid == p)) {
-        *per_thread.entry(s.tid).or_default() += 1;
-    }
+    samples.for_each(|s| {
+        if pid.is_none_or(|p| s.pid == p) {
+            *per_thread.entry(s.tid).or_default() += 1;
+        }
+    })?;
     let Some(tid) = per_thread
         .iter()
         .max_by_key(|(tid, n)| (**n, std::cmp::Reverse(**tid)))
         .map(|(tid, _)| *tid)
     else {
-        return none("no samples to look for steps", 0.0);
+        return Ok(none("no samples to look for steps", 0.0));
     };
-    let mut points: Vec<(u64, u32)> = samples
-        .iter()
-        .filter(|s| pid.is_none_or(|p| s.pid == p) && s.tid == tid)
-        .map(|s| {
+    let mut points: Vec<(u64, u32)> = Vec::new();
+    samples.for_each(|s| {
+        if pid.is_none_or(|p| s.pid == p) && s.tid == tid {
             // Label 0 is "no sample"; functions are 1-based.
             let label = self_of_stack
                 .get(&s.stack_id())
                 .map_or(u32::MAX, |&i| i as u32 + 1);
-            (s.time_ns, label)
-        })
-        .collect();
+            points.push((s.time_ns, label));
+        }
+    })?;
+    Ok(detect_in(points))
+}
+
+/// [`detect`] on the busiest thread's samples, (time, label).
+fn detect_in(mut points: Vec<(u64, u32)>) -> Steps {
     if points.len() < 64 {
         return none("too few samples to look for steps", 0.0);
     }

@@ -19,8 +19,9 @@
 use super::placement::{local_periods, place_starts, trim_unlike_ends};
 use super::signal::{Ties, autocorrelation, mean_and_cv, median_gap, period_peak, refine_period};
 use super::{Steps, none};
-use crate::Sample;
+use crate::Samples;
 use crate::fasthash::{FastMap, StackMap};
+use sofa_trace::TraceError;
 use std::collections::HashMap;
 
 /// Most bins of the first pass; longer recordings use wider bins.
@@ -405,14 +406,17 @@ const CPU_READING: Reading = Reading {
 /// The CPU samples of `pid` (all when `None`) as the wall-clock detector
 /// reads them: each distinct stack a key, labelled by each labelling.
 pub(super) fn cpu_stream(
-    samples: &[Sample],
+    samples: &Samples,
     labellings: &[&StackMap<usize>],
     pid: Option<u32>,
-) -> Stream {
+) -> Result<Stream, TraceError> {
     let mut keys: StackMap<u32> = StackMap::default();
     let mut labels: Vec<Vec<u32>> = vec![Vec::new(); labellings.len()];
     let mut events = Vec::new();
-    for s in samples.iter().filter(|s| pid.is_none_or(|p| s.pid == p)) {
+    samples.for_each(|s| {
+        if pid.is_some_and(|p| s.pid != p) {
+            return;
+        }
         let next = keys.len() as u32;
         let key = *keys.entry(s.stack_id()).or_insert_with(|| {
             for (labels, of) in labels.iter_mut().zip(labellings) {
@@ -425,8 +429,8 @@ pub(super) fn cpu_stream(
             tid: s.tid,
             key,
         });
-    }
-    Stream::new(events, labels, CPU_READING)
+    })?;
+    Ok(Stream::new(events, labels, CPU_READING))
 }
 
 /// The wall-clock detector on the CPU samples of a [`cpu_stream`].
@@ -769,7 +773,8 @@ mod tests {
                 phase_in(&lengths, t).unwrap()
             }
         });
-        let steps = detect(&cpu_stream(&rows, &[&map], Some(1)));
+        let steps =
+            detect(&cpu_stream(&Samples::from_rows(rows.clone()), &[&map], Some(1)).unwrap());
         assert!(
             steps.count.abs_diff(80) <= 1,
             "{} {:?}",
@@ -807,7 +812,8 @@ mod tests {
                 phase_in(&lengths, t - setup).unwrap()
             }
         });
-        let steps = detect(&cpu_stream(&rows, &[&map], Some(1)));
+        let steps =
+            detect(&cpu_stream(&Samples::from_rows(rows.clone()), &[&map], Some(1)).unwrap());
         assert!(
             steps.count.abs_diff(60) <= 1,
             "{} {:?}",
