@@ -2,11 +2,11 @@
 
 use crate::AnalyzeError;
 use crate::Samples;
-use crate::fasthash::{FastMap, StackMap};
+use crate::fasthash::StackMap;
 use serde::Serialize;
+use sofa_trace::Archive;
 use sofa_trace::FrameKind;
 use sofa_trace::tables::{Binary, Frame, Mapping, StackNode, Symbol};
-use sofa_trace::{Archive, TraceError};
 use std::collections::{HashMap, HashSet};
 
 /// One function's share of the samples. Shares are fractions of all samples.
@@ -247,19 +247,13 @@ pub(crate) fn test_stacks(list: &[&[(&str, &str)]]) -> CallStacks {
 /// Self and total samples per function, most self samples first. Work is per
 /// distinct stack, not per sample: samples are counted by stack first.
 pub fn top_functions(archive: &Archive, samples: &Samples) -> Result<Functions, AnalyzeError> {
-    Ok(functions_of(&CallStacks::read(archive)?, samples)?)
+    Ok(functions_of(&CallStacks::read(archive)?, samples))
 }
 
 /// `top_functions` over stacks already read.
-pub(crate) fn functions_of(
-    stacks: &CallStacks,
-    samples: &Samples,
-) -> Result<Functions, TraceError> {
-    let mut per_stack: FastMap<Option<u64>, u64> = FastMap::default();
+pub(crate) fn functions_of(stacks: &CallStacks, samples: &Samples) -> Functions {
+    let per_stack = samples.tally().per_stack();
     let total = samples.len();
-    samples.for_each(|sample| {
-        *per_stack.entry(sample.stack_id()).or_default() += 1;
-    })?;
     let unknown = ("[unknown]".to_owned(), "[unknown]".to_owned());
 
     let mut counts: HashMap<(String, String), (u64, u64)> = HashMap::new();
@@ -364,12 +358,12 @@ pub(crate) fn functions_of(
         .into_iter()
         .map(|(stack, (name, module))| (stack, position[&(name.as_str(), module.as_str())]))
         .collect();
-    Ok(Functions {
+    Functions {
         rows,
         self_of_stack,
         user_chain_of_stack,
         python_of_stack,
-    })
+    }
 }
 
 /// Self samples per module (binary, library, `[kernel]`, `[jit]`).

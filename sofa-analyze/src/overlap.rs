@@ -37,13 +37,13 @@ pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) -> Result<(), Tra
     // Timelines of the threads that made system calls and of the busiest
     // thread (GPU and network samples), not of every thread: 16 bytes a
     // sample.
-    let in_swarm = |s: &crate::Sample| i.swarm_of(s.stack_id()).is_some_and(|w| w.0 < swarms.len());
+    let in_swarm = |stack: Option<u64>| i.swarm_of(stack).is_some_and(|w| w.0 < swarms.len());
     let mut per_thread: FastMap<u32, usize> = FastMap::default();
-    i.samples.for_each(|s| {
-        if in_swarm(s) {
-            *per_thread.entry(s.tid).or_default() += 1;
+    for ((stack, _, tid), n) in i.samples.tally().per_stack_thread() {
+        if in_swarm(stack) {
+            *per_thread.entry(tid).or_default() += n as usize;
         }
-    })?;
+    }
     let busiest = per_thread
         .iter()
         .max_by_key(|(tid, n)| (**n, std::cmp::Reverse(**tid)))
@@ -59,7 +59,7 @@ pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) -> Result<(), Tra
             .or_insert_with(|| Vec::with_capacity(per_thread[&tid]));
     }
     i.samples.for_each(|s| {
-        if let Some(line) = lines.get_mut(&s.tid).filter(|_| in_swarm(s)) {
+        if let Some(line) = lines.get_mut(&s.tid).filter(|_| in_swarm(s.stack_id())) {
             let swarm = i.swarm_of(s.stack_id()).expect("in a swarm");
             line.push((s.time_ns, swarm.0));
         }

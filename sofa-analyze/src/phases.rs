@@ -195,33 +195,32 @@ pub(crate) fn phase_map(
     stacks: &CallStacks,
     pid: Option<u32>,
 ) -> Result<SamplePhases, TraceError> {
-    let mine = |s: &Sample| pid.is_none_or(|p| s.pid == p);
     let mut by_stack: StackMap<Phase> = StackMap::default();
     // Pool workers: threads of the process (not its main thread) started
     // by a pool, with no Python frame in any of their stacks.
     let mut seen: StackMap<(bool, bool)> = StackMap::default();
     let mut threads: FastMap<u32, (bool, bool)> = FastMap::default();
-    samples.for_each(|s| {
-        if mine(s) {
+    for ((stack, p, tid), _) in samples.tally().per_stack_thread() {
+        if pid.is_none_or(|pid| p == pid) {
             by_stack
-                .entry(s.stack_id())
-                .or_insert_with(|| stack_phase(stacks, s.stack_id()));
+                .entry(stack)
+                .or_insert_with(|| stack_phase(stacks, stack));
         }
-        if pid.is_none_or(|p| s.pid != p || s.tid == p) {
-            return;
+        if pid.is_none_or(|pid| p != pid || tid == pid) {
+            continue;
         }
-        let (pool, python) = *seen.entry(s.stack_id()).or_insert_with(|| {
+        let (pool, python) = *seen.entry(stack).or_insert_with(|| {
             (
-                pool_rooted(stacks, s.stack_id()),
+                pool_rooted(stacks, stack),
                 stacks
-                    .names(s.stack_id())
+                    .names(stack)
                     .any(|(_, m)| m.starts_with(crate::PY_MODULE_PREFIX)),
             )
         });
-        let t = threads.entry(s.tid).or_default();
+        let t = threads.entry(tid).or_default();
         t.0 |= pool;
         t.1 |= python;
-    })?;
+    }
     let workers: rustc_hash::FxHashSet<u32> = threads
         .into_iter()
         .filter(|(_, (pool, python))| *pool && !python)

@@ -90,7 +90,7 @@ pub(crate) fn merge(
     let main_threads =
         crate::steps::pyloop::main_threads(&snapshots, &outer, &py_nodes, &py_frames);
     let (summary, merged) = merge_with(snapshots, &py_nodes, &py_frames, samples, also, stacks)?;
-    samples.remap_mut().merge = Some(merged);
+    samples.set_merge(merged)?;
     Ok(Some((summary, gil, main_threads)))
 }
 
@@ -312,8 +312,7 @@ pub(crate) fn python_only(
         });
     })?;
     built.insert_into(stacks);
-    samples.remap_mut().reduced = Some(reduced);
-    Ok(())
+    samples.set_reduced(reduced)
 }
 
 /// The module a Python frame is shown in: `py:` and the file, shortened to
@@ -556,7 +555,7 @@ mod tests {
     ) -> PythonSummary {
         let mut rows = Samples::from_rows(samples.clone());
         let (summary, merged) = merge_with(snapshots, nodes, frames, &rows, also, stacks).unwrap();
-        rows.remap_mut().merge = Some(merged);
+        rows.set_merge(merged).unwrap();
         samples.clear();
         rows.for_each(|s| samples.push(*s)).unwrap();
         summary

@@ -1,6 +1,6 @@
 //! CPU samples as the analysis keeps them.
 
-use crate::fasthash::StackMap;
+use crate::fasthash::{FastMap, StackMap};
 use sofa_trace::tables;
 use sofa_trace::{Archive, Table, TraceError};
 
@@ -54,10 +54,10 @@ impl From<&tables::Sample> for Sample {
 /// ([`crate::python::merge`]), then native frames of Python stacks left
 /// out (`--python-only`). Sized by the distinct stacks, not the samples.
 #[derive(Debug, Default)]
-pub(crate) struct Remap {
-    pub merge: Option<crate::python::Merged>,
+struct Remap {
+    merge: Option<crate::python::Merged>,
     /// Stack → the stack of its Python frames only.
-    pub reduced: Option<StackMap<Option<u64>>>,
+    reduced: Option<StackMap<Option<u64>>>,
 }
 
 impl Remap {
@@ -69,6 +69,62 @@ impl Remap {
             let stack = s.stack_id();
             s.set_stack_id(reduced.get(&stack).copied().unwrap_or(stack));
         }
+    }
+}
+
+/// What one pass over the samples counts, for the passes that only
+/// count: samples per stack and thread, and each thread's first and last
+/// sample. Sized by the distinct stacks of each thread.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    per_stack_thread: FastMap<(Option<u64>, u32, u32), u64>,
+    /// Per thread (pid, tid): its first and last sample's time.
+    spans: FastMap<(u32, u32), (u64, u64)>,
+}
+
+impl Tally {
+    fn add(&mut self, s: &Sample) {
+        *self
+            .per_stack_thread
+            .entry((s.stack_id(), s.pid, s.tid))
+            .or_default() += 1;
+        let span = self.spans.entry((s.pid, s.tid)).or_insert((u64::MAX, 0));
+        *span = (span.0.min(s.time_ns), span.1.max(s.time_ns));
+    }
+
+    /// Samples per (stack, pid, tid).
+    pub fn per_stack_thread(&self) -> impl Iterator<Item = ((Option<u64>, u32, u32), u64)> + '_ {
+        self.per_stack_thread.iter().map(|(&k, &n)| (k, n))
+    }
+
+    /// Samples per stack.
+    pub fn per_stack(&self) -> StackMap<u64> {
+        let mut out = StackMap::default();
+        for ((stack, _, _), n) in self.per_stack_thread() {
+            *out.entry(stack).or_default() += n;
+        }
+        out
+    }
+
+    /// Samples per thread (pid, tid).
+    pub fn per_thread(&self) -> FastMap<(u32, u32), u64> {
+        let mut out = FastMap::default();
+        for ((_, pid, tid), n) in self.per_stack_thread() {
+            *out.entry((pid, tid)).or_default() += n;
+        }
+        out
+    }
+
+    /// Each thread's (pid, tid) first and last sample's time.
+    pub fn spans(&self) -> impl Iterator<Item = ((u32, u32), (u64, u64))> + '_ {
+        self.spans.iter().map(|(&k, &v)| (k, v))
+    }
+
+    /// The first and last sample's time; `None` without samples.
+    pub fn span(&self) -> Option<(u64, u64)> {
+        self.spans()
+            .map(|(_, span)| span)
+            .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
     }
 }
 
@@ -85,27 +141,61 @@ pub struct Samples<'a> {
     /// Rows of the first read.
     rows: u64,
     remap: Remap,
+    /// What the samples count, as they are read now.
+    tally: Tally,
 }
 
 impl<'a> Samples<'a> {
-    /// Counts the table's rows in a first read; passes read the samples
-    /// again with [`Samples::for_each`].
+    /// Counts the table's rows and tallies them in a first read; passes
+    /// read the samples again with [`Samples::for_each`].
     pub fn read(archive: &'a Archive) -> Result<Samples<'a>, TraceError> {
-        let rows = archive.for_each_sample(None, |_| {})?;
+        let mut tally = Tally::default();
+        let rows = archive.for_each_sample(None, |row| {
+            tally.add(&Sample::new(row.time_ns, row.stack_id, row.pid, row.tid));
+        })?;
         Ok(Samples {
             archive: Some(archive),
             rows,
+            tally,
             ..Samples::default()
         })
     }
 
     /// Samples kept in memory (tests, callers that have them).
     pub fn from_rows(rows: Vec<Sample>) -> Samples<'static> {
+        let mut tally = Tally::default();
+        rows.iter().for_each(|s| tally.add(s));
         Samples {
             rows: rows.len() as u64,
             kept: rows,
+            tally,
             ..Samples::default()
         }
+    }
+
+    /// What the samples count, as they are read.
+    pub(crate) fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    /// Python frames merged into the stacks from now on (a pass to tally
+    /// the samples again).
+    pub(crate) fn set_merge(&mut self, merged: crate::python::Merged) -> Result<(), TraceError> {
+        self.remap.merge = Some(merged);
+        self.retally()
+    }
+
+    /// Stacks reduced (to their Python frames) from now on.
+    pub(crate) fn set_reduced(&mut self, reduced: StackMap<Option<u64>>) -> Result<(), TraceError> {
+        self.remap.reduced = Some(reduced);
+        self.retally()
+    }
+
+    fn retally(&mut self) -> Result<(), TraceError> {
+        let mut tally = Tally::default();
+        self.for_each(|s| tally.add(s))?;
+        self.tally = tally;
+        Ok(())
     }
 
     pub fn len(&self) -> u64 {
@@ -143,11 +233,6 @@ impl<'a> Samples<'a> {
             ));
         }
         Ok(())
-    }
-
-    /// How stacks are rewritten from now on.
-    pub(crate) fn remap_mut(&mut self) -> &mut Remap {
-        &mut self.remap
     }
 }
 

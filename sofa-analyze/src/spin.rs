@@ -187,30 +187,22 @@ pub struct SpinThread {
 type PoolCounts = (u64, FastMap<String, u64>, FastMap<(u32, u32), u64>);
 
 /// Spinning samples per pool, function and thread.
-pub(crate) fn spin_summary(
-    samples: &Samples,
-    stacks: &CallStacks,
-) -> Result<SpinSummary, TraceError> {
-    let mut per_stack: StackMap<u64> = StackMap::default();
-    let mut per_thread: FastMap<(u32, u32), u64> = FastMap::default();
-    samples.for_each(|s| {
-        *per_stack.entry(s.stack_id()).or_default() += 1;
-        *per_thread.entry((s.pid, s.tid)).or_default() += 1;
-    })?;
+pub(crate) fn spin_summary(samples: &Samples, stacks: &CallStacks) -> SpinSummary {
+    let tally = samples.tally();
+    let per_stack = tally.per_stack();
+    let per_thread = tally.per_thread();
     let spin_of: StackMap<(Pool, String)> = per_stack
         .keys()
         .filter_map(|&id| spinning(stacks, id).map(|(p, f)| (id, (p, f.to_owned()))))
         .collect();
     let mut pools: FastMap<Pool, PoolCounts> = FastMap::default();
-    if !spin_of.is_empty() {
-        samples.for_each(|s| {
-            if let Some((pool, function)) = spin_of.get(&s.stack_id()) {
-                let entry = pools.entry(*pool).or_default();
-                entry.0 += 1;
-                *entry.1.entry(function.clone()).or_default() += 1;
-                *entry.2.entry((s.pid, s.tid)).or_default() += 1;
-            }
-        })?;
+    for ((stack, pid, tid), n) in tally.per_stack_thread() {
+        if let Some((pool, function)) = spin_of.get(&stack) {
+            let entry = pools.entry(*pool).or_default();
+            entry.0 += n;
+            *entry.1.entry(function.clone()).or_default() += n;
+            *entry.2.entry((pid, tid)).or_default() += n;
+        }
     }
     let total = samples.len();
     let share = |n: u64, of: u64| n as f64 / of.max(1) as f64;
@@ -241,12 +233,12 @@ pub(crate) fn spin_summary(
         .collect();
     pools.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.pool.cmp(&b.pool)));
     let spinning = pools.iter().map(|p| p.samples).sum();
-    Ok(SpinSummary {
+    SpinSummary {
         samples: total,
         spinning,
         share: share(spinning, total),
         pools,
-    })
+    }
 }
 
 /// More of the job's threads runnable than CPUs: per 10 ms bin of the
@@ -285,11 +277,9 @@ pub(crate) fn oversubscription(
     if samples.is_empty() || cpus == 0 {
         return Ok(None);
     }
-    let (mut first, mut last) = (u64::MAX, 0);
-    samples.for_each(|s| {
-        first = first.min(s.time_ns);
-        last = last.max(s.time_ns);
-    })?;
+    let Some((first, last)) = samples.tally().span() else {
+        return Ok(None);
+    };
     let n = ((last - first) / BIN_NS + 1) as usize;
     // Per bin, the threads seen running (each once, in order) and those
     // waiting for a CPU.
@@ -409,7 +399,7 @@ mod tests {
             .enumerate()
             .map(|(i, &(stack, tid))| Sample::new(i as u64, Some(stack), 1, tid))
             .collect();
-        let sum = spin_summary(&Samples::from_rows(samples), &s).unwrap();
+        let sum = spin_summary(&Samples::from_rows(samples), &s);
         assert_eq!(sum.samples, 6);
         assert_eq!(sum.spinning, 4);
         assert_eq!(sum.pools[0].pool, Pool::Openblas);

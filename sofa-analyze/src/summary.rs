@@ -172,7 +172,7 @@ fn samples_and_stacks<'a>(
         sampling.and_then(|s| s.stack_bytes),
         &samples,
         &archive.read_table::<StackEndRow>()?,
-    )?;
+    );
     let mut stacks = CallStacks::read(archive)?;
     let mut switches = Switches::read(archive)?;
     let outs: &mut [(Sample, u64)] = match &mut switches {
@@ -290,15 +290,15 @@ fn analyze_inner(
         python,
         ends: mut stack_summary,
     } = samples_and_stacks(archive, options)?;
-    stack_summary.incomplete_share = crate::views::incomplete_share(&stacks, &samples)?;
+    stack_summary.incomplete_share = crate::views::incomplete_share(&stacks, &samples);
     let Functions {
         rows: functions,
         self_of_stack,
         user_chain_of_stack,
         python_of_stack,
-    } = functions_of(&stacks, &samples)?;
+    } = functions_of(&stacks, &samples);
     let names = Names::read(archive)?;
-    let (processes, mut threads) = processes_and_threads(&names, &samples)?;
+    let (processes, mut threads) = processes_and_threads(&names, &samples);
     let mut impossible = 0;
     // What the calls add up comes from one read; the passes that need
     // single calls read them again (`Calls::for_each`).
@@ -505,7 +505,7 @@ fn analyze_inner(
         stacks: stack_summary,
         waits,
         phases,
-        spin: crate::spin::spin_summary(&samples, &stacks)?,
+        spin: crate::spin::spin_summary(&samples, &stacks),
         oversubscription: crate::spin::oversubscription(
             &samples,
             wait_rows.as_deref(),

@@ -111,12 +111,13 @@ const NEIGHBOURS: usize = 4;
 /// step when steps were found, never under two intervals.
 fn reach_ns(samples: &Samples, steps: &Steps) -> Result<u64, TraceError> {
     let mut per_thread: FastMap<u32, (u64, u64, u64)> = FastMap::default();
-    samples.for_each(|s| {
-        let e = per_thread.entry(s.tid).or_insert((0, u64::MAX, 0));
-        e.0 += 1;
-        e.1 = e.1.min(s.time_ns);
-        e.2 = e.2.max(s.time_ns);
-    })?;
+    let counts = samples.tally().per_thread();
+    for ((pid, tid), (first, last)) in samples.tally().spans() {
+        let e = per_thread.entry(tid).or_insert((0, u64::MAX, 0));
+        e.0 += counts[&(pid, tid)];
+        e.1 = e.1.min(first);
+        e.2 = e.2.max(last);
+    }
     let interval = per_thread
         .values()
         .max_by_key(|e| e.0)

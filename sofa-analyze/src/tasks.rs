@@ -4,8 +4,8 @@ use crate::AnalyzeError;
 use crate::Samples;
 use crate::fasthash::FastMap;
 use serde::Serialize;
+use sofa_trace::Archive;
 use sofa_trace::tables::TaskEvent;
-use sofa_trace::{Archive, TraceError};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -94,12 +94,9 @@ impl Names {
 pub(crate) fn processes_and_threads(
     names: &Names,
     samples: &Samples,
-) -> Result<(Vec<ProcessRow>, Vec<ThreadRow>), TraceError> {
-    let mut per_thread: FastMap<(u32, u32), u64> = FastMap::default();
+) -> (Vec<ProcessRow>, Vec<ThreadRow>) {
+    let per_thread = samples.tally().per_thread();
     let total = samples.len();
-    samples.for_each(|s| {
-        *per_thread.entry((s.pid, s.tid)).or_default() += 1;
-    })?;
     let share = |n: u64| {
         if total == 0 {
             0.0
@@ -135,5 +132,5 @@ pub(crate) fn processes_and_threads(
         })
         .collect();
     threads.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.tid.cmp(&b.tid)));
-    Ok((processes, threads))
+    (processes, threads)
 }

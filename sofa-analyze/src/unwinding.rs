@@ -3,8 +3,8 @@
 
 use crate::Samples;
 use serde::Serialize;
+use sofa_trace::StackEnd;
 use sofa_trace::tables::StackEndRow;
-use sofa_trace::{StackEnd, TraceError};
 use std::collections::{BTreeMap, HashMap};
 
 /// How the user parts of the sampled stacks were taken and how they ended.
@@ -43,14 +43,14 @@ pub fn summarize(
     stack_bytes: Option<u32>,
     samples: &Samples,
     ends: &[StackEndRow],
-) -> Result<StackSummary, TraceError> {
+) -> StackSummary {
     let end_of: HashMap<u64, &str> = ends.iter().map(|e| (e.stack_id, e.end.as_str())).collect();
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-    samples.for_each(|s| {
-        if let Some(end) = s.stack_id().and_then(|id| end_of.get(&id)) {
-            *counts.entry(end).or_default() += 1;
+    for (stack, n) in samples.tally().per_stack() {
+        if let Some(end) = stack.and_then(|id| end_of.get(&id)) {
+            *counts.entry(end).or_default() += n;
         }
-    })?;
+    }
     let unwound: u64 = counts.values().sum();
     let mut ends: Vec<(String, u64)> = counts.into_iter().map(|(e, n)| (e.to_owned(), n)).collect();
     ends.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -71,7 +71,7 @@ pub fn summarize(
             .sum();
         summary.root_share = Some(complete as f64 / unwound as f64);
     }
-    Ok(summary)
+    summary
 }
 
 #[cfg(test)]
@@ -103,12 +103,12 @@ mod tests {
             sample(Some(3)),
             sample(None),
         ]);
-        let s = summarize(Some("dwarf"), Some(16384), &samples, &ends).unwrap();
+        let s = summarize(Some("dwarf"), Some(16384), &samples, &ends);
         assert_eq!(s.unwound, 4);
         assert_eq!(s.root_share, Some(0.75));
         assert_eq!(s.ends[0], ("root".to_owned(), 3));
         assert_eq!(s.count(StackEnd::StackCopy), 1);
-        let fp = summarize(None, None, &samples, &[]).unwrap();
+        let fp = summarize(None, None, &samples, &[]);
         assert_eq!(fp.call_graph, "fp");
         assert_eq!(fp.root_share, None);
     }

@@ -8,10 +8,10 @@ use crate::fasthash::FastMap;
 use crate::functions::CallStacks;
 use crate::labels::{FunctionId, Labelled};
 use serde::Serialize;
+use sofa_trace::Archive;
 use sofa_trace::Metric;
 use sofa_trace::WaitReason;
 use sofa_trace::tables::{GpuCounter, SystemCounter};
-use sofa_trace::{Archive, TraceError};
 use std::collections::{BTreeMap, HashMap};
 
 /// Time bins of the timeline (fewer for short runs: at least 1 ms a bin).
@@ -322,11 +322,8 @@ pub(crate) fn fold_stacks(
 
 /// Share of samples whose stack `fold_stacks` puts under
 /// `[incomplete stack]`: outer frames outside every known module.
-pub(crate) fn incomplete_share(stacks: &CallStacks, samples: &Samples) -> Result<f64, TraceError> {
-    let mut per_stack: crate::StackMap<u64> = Default::default();
-    samples.for_each(|s| {
-        *per_stack.entry(s.stack_id()).or_default() += 1;
-    })?;
+pub(crate) fn incomplete_share(stacks: &CallStacks, samples: &Samples) -> f64 {
+    let per_stack = samples.tally().per_stack();
     let mut incomplete = 0u64;
     for (stack_id, n) in per_stack {
         let mut known = 0usize;
@@ -341,7 +338,7 @@ pub(crate) fn incomplete_share(stacks: &CallStacks, samples: &Samples) -> Result
             incomplete += n;
         }
     }
-    Ok(incomplete as f64 / samples.len().max(1) as f64)
+    incomplete as f64 / samples.len().max(1) as f64
 }
 
 /// A Python frame as py-spy names it, so it stands out from native frames.
@@ -471,10 +468,7 @@ pub(crate) fn build(
     l: &Labelled,
     i: &Inputs,
 ) -> Result<Views, sofa_trace::TraceError> {
-    let (mut first, mut last) = (u64::MAX, 0);
-    l.samples.for_each(|s| {
-        (first, last) = (first.min(s.time_ns), last.max(s.time_ns));
-    })?;
+    let (first, last) = l.samples.tally().span().unwrap_or((u64::MAX, 0));
     let start = archive.meta().clock.start_ns;
     let start = if first < start { first } else { start };
     let end = i

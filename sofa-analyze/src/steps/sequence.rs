@@ -83,11 +83,11 @@ pub fn detect(
     // The busiest thread of the process runs the loop; other threads (BLAS
     // pools, data loaders) would blur its sequence.
     let mut per_thread: FastMap<u32, u64> = FastMap::default();
-    samples.for_each(|s| {
-        if pid.is_none_or(|p| s.pid == p) {
-            *per_thread.entry(s.tid).or_default() += 1;
+    for ((_, p, tid), n) in samples.tally().per_stack_thread() {
+        if pid.is_none_or(|pid| p == pid) {
+            *per_thread.entry(tid).or_default() += n;
         }
-    })?;
+    }
     let Some(tid) = per_thread
         .iter()
         .max_by_key(|(tid, n)| (**n, std::cmp::Reverse(**tid)))
