@@ -23,6 +23,7 @@ use crate::Samples;
 use crate::fasthash::{FastMap, StackMap};
 use sofa_trace::TraceError;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 /// Most bins of the first pass; longer recordings use wider bins.
 const MAX_BINS: usize = 8_192;
@@ -404,17 +405,42 @@ const CPU_READING: Reading = Reading {
 };
 
 /// The CPU samples of `pid` (all when `None`) as the wall-clock detector
-/// reads them: each distinct stack a key, labelled by each labelling.
+/// reads them: each distinct stack a key, labelled by each labelling; about
+/// `bound` of them at most (16 bytes each): past that, one in k samples,
+/// picked by a hash of its time and thread, so that each thread's share of
+/// each function stays as it was. Not every k-th sample: samples come on a
+/// 1 ms grid, and every third one fills every third 1 ms bin only (a 37 ms
+/// step then never meets itself); nor a multiplying hash (Fx), whose
+/// choices of times a millisecond apart follow a pattern of their own.
+/// SipHash's look random: a 37 ms loop is found with one in three samples
+/// as with all of them. Returns the stream, the samples in it and the
+/// process's samples.
 pub(super) fn cpu_stream(
     samples: &Samples,
     labellings: &[&StackMap<usize>],
     pid: Option<u32>,
-) -> Result<Stream, TraceError> {
+    bound: u64,
+) -> Result<(Stream, u64, u64), TraceError> {
+    let all: u64 = samples
+        .tally()
+        .per_stack_thread()
+        .filter(|((_, p, _), _)| pid.is_none_or(|pid| *p == pid))
+        .map(|(_, n)| n)
+        .sum();
+    let every = all.div_ceil(bound.max(1)).max(1);
+    let below = u64::MAX / every;
     let mut keys: StackMap<u32> = StackMap::default();
     let mut labels: Vec<Vec<u32>> = vec![Vec::new(); labellings.len()];
     let mut events = Vec::new();
     samples.for_each(|s| {
         if pid.is_some_and(|p| s.pid != p) {
+            return;
+        }
+        if every > 1 && {
+            let mut h = std::hash::DefaultHasher::new();
+            (s.time_ns, s.tid).hash(&mut h);
+            h.finish() > below
+        } {
             return;
         }
         let next = keys.len() as u32;
@@ -430,7 +456,8 @@ pub(super) fn cpu_stream(
             key,
         });
     })?;
-    Ok(Stream::new(events, labels, CPU_READING))
+    let kept = events.len() as u64;
+    Ok((Stream::new(events, labels, CPU_READING), kept, all))
 }
 
 /// The wall-clock detector on the CPU samples of a [`cpu_stream`].
@@ -673,6 +700,7 @@ fn smooth(s: &[f64], reach: usize) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Sample;
     use crate::steps::tests::samples;
 
     #[test]
@@ -755,6 +783,48 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_past_its_bound_keeps_one_in_k_of_each_threads_samples_and_the_loop() {
+        // Two threads sampled every ms through 150 steps of 37 ms (three
+        // phases), another process beside them: bound to a half, a third.
+        let (rows, map) = samples(5550, |t| match t % 37 {
+            0..=19 => 0,
+            20..=29 => 1,
+            _ => 2,
+        });
+        let mut all = Vec::new();
+        for s in rows {
+            all.push(s);
+            let mut twin = s;
+            twin.tid = 2;
+            all.push(twin);
+            all.push(Sample::new(s.time_ns, Some(7), 9, 9));
+        }
+        let samples = Samples::from_rows(all);
+        let (whole, kept, of) = cpu_stream(&samples, &[&map], Some(1), 1 << 22).unwrap();
+        assert_eq!((kept, of), (11_100, 11_100));
+        let mut streams = vec![whole];
+        for (bound, every) in [(5_550, 2), (3_700, 3)] {
+            let (thinned, kept, of) = cpu_stream(&samples, &[&map], Some(1), bound).unwrap();
+            assert_eq!((thinned.len() as u64, of), (kept, 11_100));
+            assert!(kept.abs_diff(bound) < 200, "{kept} of {bound}");
+            for t in &thinned.threads {
+                let n = (t.2 - t.1) as u64;
+                assert!(n.abs_diff(5_550 / every) < 150, "one in {every}: {t:?}");
+            }
+            streams.push(thinned);
+        }
+        for stream in &streams {
+            let steps = detect(stream);
+            assert!(
+                steps.count.abs_diff(150) <= 1,
+                "{} {:?}",
+                steps.count,
+                steps.note
+            );
+        }
+    }
+
+    #[test]
     fn a_loop_that_slows_down_is_followed() {
         // 40 steps of 30 ms, then 40 of 34 ms, a fifth of the samples
         // stray: every step is found and the boundaries follow the tempo.
@@ -773,8 +843,11 @@ mod tests {
                 phase_in(&lengths, t).unwrap()
             }
         });
-        let steps =
-            detect(&cpu_stream(&Samples::from_rows(rows.clone()), &[&map], Some(1)).unwrap());
+        let steps = detect(
+            &cpu_stream(&Samples::from_rows(rows.clone()), &[&map], Some(1), 1 << 22)
+                .unwrap()
+                .0,
+        );
         assert!(
             steps.count.abs_diff(80) <= 1,
             "{} {:?}",
@@ -812,8 +885,11 @@ mod tests {
                 phase_in(&lengths, t - setup).unwrap()
             }
         });
-        let steps =
-            detect(&cpu_stream(&Samples::from_rows(rows.clone()), &[&map], Some(1)).unwrap());
+        let steps = detect(
+            &cpu_stream(&Samples::from_rows(rows.clone()), &[&map], Some(1), 1 << 22)
+                .unwrap()
+                .0,
+        );
         assert!(
             steps.count.abs_diff(60) <= 1,
             "{} {:?}",
