@@ -64,7 +64,15 @@ impl Switches {
             return Ok(None);
         }
         let gaps = Gaps::read(archive, CollectorName::OffCpu)?;
-        Ok(Some(Switches::pair(archive.read_table::<Switch>()?, gaps)))
+        // Compact rows, a slice at a time (the archive's rows take 40 bytes).
+        let mut rows: Vec<SwitchRow> = Vec::new();
+        if let Ok(n) = archive.table_rows(Switch::NAME) {
+            rows.reserve_exact(n as usize);
+        }
+        archive.for_each_rows(|slice: Vec<Switch>| {
+            rows.extend(slice.iter().map(SwitchRow::from));
+        })?;
+        Ok(Some(Switches::pair_rows(rows, gaps)))
     }
 
     /// Each thread's waits: an `out` row and the thread's next `in` row.
@@ -73,9 +81,12 @@ impl Switches {
     /// `out` before it and another `out` after it waited until the gap
     /// began; an `in` before it and another `in` after it waited from
     /// the gap's end (that wait has no switch-out, so no stack of its own).
+    #[cfg(test)]
     pub(crate) fn pair(rows: Vec<Switch>, gaps: Gaps) -> Switches {
-        let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.sort_by_key(|&i| (rows[i].tid, rows[i].time_ns, !rows[i].out));
+        Switches::pair_rows(rows.iter().map(SwitchRow::from).collect(), gaps)
+    }
+
+    fn pair_rows(mut rows: Vec<SwitchRow>, gaps: Gaps) -> Switches {
         let mut outs = Vec::new();
         let mut preempted = Vec::new();
         let borrow = Borrow::new(&rows);
@@ -88,8 +99,10 @@ impl Switches {
             s.0 = s.0.min(r.time_ns);
             s.1 = s.1.max(r.time_ns);
         }
-        for pair in order.windows(2) {
-            let (a, b) = (&rows[pair[0]], &rows[pair[1]]);
+        // In place, stable: rows of one key keep the table's order.
+        rows.sort_by_key(|r| (r.tid, r.time_ns, !r.out));
+        for pair in rows.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
             if a.tid != b.tid {
                 continue;
             }
@@ -107,7 +120,7 @@ impl Switches {
                 (false, true) => continue,
             };
             let was_preempted = out.is_some_and(|o| o.preempted);
-            let stack = out.and_then(|o| o.stack_id);
+            let stack = out.and_then(|o| o.stack_id());
             outs.push((
                 Sample::new(
                     start,
@@ -192,11 +205,43 @@ struct Borrow {
     stacked: FastMap<(u32, bool), Vec<(u64, u64)>>,
 }
 
+/// A `switches` row as pairing reads it: 32 bytes (its CPU left out, the
+/// stack a plain `u64`).
+#[derive(Debug, Clone, Copy)]
+struct SwitchRow {
+    time_ns: u64,
+    /// Innermost node of its stack, `u64::MAX` for none.
+    stack: u64,
+    pid: u32,
+    tid: u32,
+    out: bool,
+    preempted: bool,
+}
+
+impl SwitchRow {
+    fn stack_id(&self) -> Option<u64> {
+        (self.stack != u64::MAX).then_some(self.stack)
+    }
+}
+
+impl From<&Switch> for SwitchRow {
+    fn from(r: &Switch) -> SwitchRow {
+        SwitchRow {
+            time_ns: r.time_ns,
+            stack: r.stack_id.unwrap_or(u64::MAX),
+            pid: r.pid,
+            tid: r.tid,
+            out: r.out,
+            preempted: r.preempted,
+        }
+    }
+}
+
 impl Borrow {
-    fn new(rows: &[Switch]) -> Borrow {
+    fn new(rows: &[SwitchRow]) -> Borrow {
         let mut stacked: FastMap<(u32, bool), Vec<(u64, u64)>> = FastMap::default();
         for r in rows.iter().filter(|r| r.out) {
-            if let Some(stack) = r.stack_id {
+            if let Some(stack) = r.stack_id() {
                 stacked
                     .entry((r.tid, r.preempted))
                     .or_default()
@@ -1403,6 +1448,23 @@ mod tests {
         let summary = summarize(&waits, &switches, &s, |_| None);
         let all = 4.0 + (BORROW_MAX_NS + 1) as f64;
         assert!((summary.own_stack_share - 2.0 / all).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_switch_row_takes_32_bytes() {
+        assert_eq!(std::mem::size_of::<SwitchRow>(), 32);
+        let mut row = Switch {
+            time_ns: 1,
+            pid: 2,
+            tid: 3,
+            cpu: 0,
+            out: true,
+            preempted: false,
+            stack_id: None,
+        };
+        assert_eq!(SwitchRow::from(&row).stack_id(), None);
+        row.stack_id = Some(0);
+        assert_eq!(SwitchRow::from(&row).stack_id(), Some(0));
     }
 
     #[test]
