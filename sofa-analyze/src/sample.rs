@@ -78,8 +78,9 @@ impl Remap {
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
     per_stack_thread: FastMap<(Option<u64>, u32, u32), u64>,
-    /// Per thread (pid, tid): its first and last sample's time.
-    spans: FastMap<(u32, u32), (u64, u64)>,
+    /// Per thread (pid, tid): its first and last sample's time, and
+    /// whether its samples come in strictly increasing time.
+    spans: FastMap<(u32, u32), (u64, u64, bool)>,
 }
 
 impl Tally {
@@ -88,8 +89,20 @@ impl Tally {
             .per_stack_thread
             .entry((s.stack_id(), s.pid, s.tid))
             .or_default() += 1;
-        let span = self.spans.entry((s.pid, s.tid)).or_insert((u64::MAX, 0));
-        *span = (span.0.min(s.time_ns), span.1.max(s.time_ns));
+        let t = s.time_ns;
+        self.spans
+            .entry((s.pid, s.tid))
+            .and_modify(|(first, last, in_order)| {
+                *in_order &= t > *last;
+                (*first, *last) = ((*first).min(t), (*last).max(t));
+            })
+            .or_insert((t, t, true));
+    }
+
+    /// Whether the samples of thread (pid, tid) come in strictly
+    /// increasing time (true for a thread without samples).
+    pub fn in_order(&self, pid: u32, tid: u32) -> bool {
+        self.spans.get(&(pid, tid)).is_none_or(|s| s.2)
     }
 
     /// Samples per (stack, pid, tid).
@@ -117,7 +130,9 @@ impl Tally {
 
     /// Each thread's (pid, tid) first and last sample's time.
     pub fn spans(&self) -> impl Iterator<Item = ((u32, u32), (u64, u64))> + '_ {
-        self.spans.iter().map(|(&k, &v)| (k, v))
+        self.spans
+            .iter()
+            .map(|(&k, &(first, last, _))| (k, (first, last)))
     }
 
     /// The first and last sample's time; `None` without samples.

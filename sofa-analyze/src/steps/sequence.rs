@@ -95,32 +95,66 @@ pub fn detect(
     else {
         return Ok(none("no samples to look for steps", 0.0));
     };
-    let mut points: Vec<(u64, u32)> = Vec::new();
-    samples.for_each(|s| {
-        if pid.is_none_or(|p| s.pid == p) && s.tid == tid {
-            // Label 0 is "no sample"; functions are 1-based.
-            let label = self_of_stack
-                .get(&s.stack_id())
-                .map_or(u32::MAX, |&i| i as u32 + 1);
-            points.push((s.time_ns, label));
+    let mine = |p: u32, t: u32| pid.is_none_or(|pid| p == pid) && t == tid;
+    let (mut n, mut pids, mut in_order) = (0u64, rustc_hash::FxHashSet::default(), true);
+    for ((_, p, t), k) in samples.tally().per_stack_thread() {
+        if mine(p, t) {
+            n += k;
+            pids.insert(p);
+            in_order &= samples.tally().in_order(p, t);
         }
-    })?;
-    Ok(detect_in(points))
-}
-
-/// [`detect`] on the busiest thread's samples, (time, label).
-fn detect_in(mut points: Vec<(u64, u32)>) -> Steps {
-    if points.len() < 64 {
-        return none("too few samples to look for steps", 0.0);
     }
-    points.sort_unstable();
+    if n < 64 {
+        return Ok(none("too few samples to look for steps", 0.0));
+    }
+    // Label 0 is "no sample"; functions are 1-based.
+    let label_of = |stack: Option<u64>| {
+        self_of_stack
+            .get(&stack)
+            .map_or(u32::MAX, |&i| i as u32 + 1)
+    };
     // One bin per sample (per `group` samples on long runs), in order: the
     // sequence advances with the thread's CPU time, so time it spent
-    // descheduled or blocked does not smear the pattern.
-    let end = points[points.len() - 1].0;
-    let group = points.len().div_ceil(MAX_BINS);
-    let labels: Vec<u32> = points.chunks(group).map(|c| c[c.len() - 1].1).collect();
-    let times: Vec<u64> = points.chunks(group).map(|c| c[0].0).collect();
+    // descheduled or blocked does not smear the pattern. Each bin: its
+    // first sample's time, its last one's label.
+    let group = n.div_ceil(MAX_BINS as u64) as usize;
+    let (mut labels, mut times, mut end) = (Vec::new(), Vec::new(), 0);
+    let mut bin = |i: usize, (time, label): (u64, u32)| {
+        if i.is_multiple_of(group) {
+            times.push(time);
+        }
+        if (i + 1).is_multiple_of(group) || i + 1 == n as usize {
+            labels.push(label);
+        }
+        end = time;
+    };
+    if in_order && pids.len() == 1 {
+        // In time order as read: binned as they come, none kept.
+        let mut i = 0;
+        samples.for_each(|s| {
+            if mine(s.pid, s.tid) {
+                bin(i, (s.time_ns, label_of(s.stack_id())));
+                i += 1;
+            }
+        })?;
+    } else {
+        let mut points: Vec<(u64, u32)> = Vec::new();
+        samples.for_each(|s| {
+            if mine(s.pid, s.tid) {
+                points.push((s.time_ns, label_of(s.stack_id())));
+            }
+        })?;
+        points.sort_unstable();
+        for (i, &point) in points.iter().enumerate() {
+            bin(i, point);
+        }
+    }
+    Ok(detect_in(labels, times, end))
+}
+
+/// [`detect`] on the busiest thread's sequence: per bin, its label and
+/// its first sample's time; `end` the last sample's time.
+fn detect_in(labels: Vec<u32>, times: Vec<u64>, end: u64) -> Steps {
     let n = labels.len();
     let time_at = |bin: usize| times.get(bin).copied().unwrap_or(end);
 
@@ -203,5 +237,50 @@ fn detect_in(mut points: Vec<(u64, u32)>) -> Steps {
         expected: None,
         method: Some("sequence".to_owned()),
         streams: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::steps::tests::samples;
+
+    #[test]
+    fn samples_out_of_order_give_the_sequence_of_samples_in_order() {
+        // A 37 ms loop of three phases over 20,000 samples (three to a
+        // bin), the busiest thread's; another thread less busy.
+        let (rows, map) = samples(20_000, |t| match t % 37 {
+            0..=19 => 0,
+            20..=29 => 1,
+            _ => 2,
+        });
+        let mut in_order = rows.clone();
+        in_order.extend(rows.iter().take(500).map(|s| {
+            let mut other = *s;
+            other.tid = 2;
+            other
+        }));
+        let ordered = Samples::from_rows(in_order.clone());
+        assert!(ordered.tally().in_order(1, 1));
+        // The same samples, pairs swapped: read out of order.
+        let mut shuffled = in_order;
+        for pair in shuffled.chunks_mut(2) {
+            pair.swap(0, 1);
+        }
+        let shuffled = Samples::from_rows(shuffled);
+        assert!(!shuffled.tally().in_order(1, 1));
+        let a = detect(&ordered, &map, Some(1)).unwrap();
+        let b = detect(&shuffled, &map, Some(1)).unwrap();
+        assert!(a.count.abs_diff(540) <= 2, "{:?} {:?}", a.count, a.note);
+        assert_eq!(
+            (a.count, a.period_ns, &a.boundaries_ns),
+            (b.count, b.period_ns, &b.boundaries_ns)
+        );
+        // Too few samples of the thread.
+        let few = Samples::from_rows(rows[..63].to_vec());
+        assert_eq!(
+            detect(&few, &map, Some(1)).unwrap().note.as_deref(),
+            Some("too few samples to look for steps")
+        );
     }
 }
