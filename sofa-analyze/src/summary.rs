@@ -202,10 +202,7 @@ pub fn folded_stacks(
     let Sampled {
         samples, stacks, ..
     } = samples_and_stacks(archive, options)?;
-    let mut per_stack: StackMap<u64> = StackMap::default();
-    samples.for_each(|s| {
-        *per_stack.entry(s.stack_id()).or_default() += 1;
-    })?;
+    let per_stack = samples.tally().per_stack();
     let mut ids: Vec<Option<u64>> = per_stack.keys().copied().collect();
     ids.sort();
     let lines = crate::views::fold_stacks(&stacks, ids.into_iter());

@@ -854,17 +854,23 @@ pub(crate) mod tests {
         (rows, map)
     }
 
+    /// Samples every 1 ms of a 37 ms loop of three phases (functions 0,
+    /// 1, 2 for 20, 10 and 7 ms).
+    pub(crate) fn loop_37_ms(ms: u64) -> (Vec<Sample>, StackMap<usize>) {
+        samples(ms, |t| match t % 37 {
+            0..=19 => 0,
+            20..=29 => 1,
+            _ => 2,
+        })
+    }
+
     fn fuse(answers: Vec<Steps>) -> Steps {
         fuse_with(answers, &[], SURE_SNAPSHOTS)
     }
 
     #[test]
     fn finds_a_37_ms_loop_of_three_phases() {
-        let (rows, map) = samples(3700, |t| match t % 37 {
-            0..=19 => 0,
-            20..=29 => 1,
-            _ => 2,
-        });
+        let (rows, map) = loop_37_ms(3700);
         let steps = cpu(&rows, &map, &[&map]);
         let b = &steps.boundaries_ns;
         assert_eq!(

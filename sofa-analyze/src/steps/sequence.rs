@@ -243,17 +243,13 @@ fn detect_in(labels: Vec<u32>, times: Vec<u64>, end: u64) -> Steps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::steps::tests::samples;
+    use crate::steps::tests::loop_37_ms;
 
     #[test]
     fn samples_out_of_order_give_the_sequence_of_samples_in_order() {
         // A 37 ms loop of three phases over 20,000 samples (three to a
         // bin), the busiest thread's; another thread less busy.
-        let (rows, map) = samples(20_000, |t| match t % 37 {
-            0..=19 => 0,
-            20..=29 => 1,
-            _ => 2,
-        });
+        let (rows, map) = loop_37_ms(20_000);
         let mut in_order = rows.clone();
         in_order.extend(rows.iter().take(500).map(|s| {
             let mut other = *s;

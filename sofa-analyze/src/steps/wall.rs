@@ -701,7 +701,7 @@ fn smooth(s: &[f64], reach: usize) -> Vec<f64> {
 mod tests {
     use super::*;
     use crate::Sample;
-    use crate::steps::tests::samples;
+    use crate::steps::tests::{loop_37_ms, samples};
 
     #[test]
     fn a_stream_finds_each_threads_events_of_a_window_as_a_scan_would() {
@@ -786,11 +786,7 @@ mod tests {
     fn a_stream_past_its_bound_keeps_one_in_k_of_each_threads_samples_and_the_loop() {
         // Two threads sampled every ms through 150 steps of 37 ms (three
         // phases), another process beside them: bound to a half, a third.
-        let (rows, map) = samples(5550, |t| match t % 37 {
-            0..=19 => 0,
-            20..=29 => 1,
-            _ => 2,
-        });
+        let (rows, map) = loop_37_ms(5550);
         let mut all = Vec::new();
         for s in rows {
             all.push(s);
