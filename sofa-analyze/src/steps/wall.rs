@@ -594,9 +594,15 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
         let hi = (i + 2).min(m);
         *v = raw[lo..hi].iter().sum::<f64>() / (hi - lo) as f64;
     }
-    let mut positive: Vec<f64> = marker.iter().copied().filter(|&v| v > 0.0).collect();
-    positive.sort_by(f64::total_cmp);
-    let Some(&scale) = positive.get(positive.len() * 9 / 10) else {
+    // (Arrays of a bin per sixteenth of a step over the whole run: each is
+    // given up as soon as it is used, the placement below holds five.)
+    drop(raw);
+    let scale = {
+        let mut positive: Vec<f64> = marker.iter().copied().filter(|&v| v > 0.0).collect();
+        positive.sort_by(f64::total_cmp);
+        positive.get(positive.len() * 9 / 10).copied()
+    };
+    let Some(scale) = scale else {
         return none("no periodic structure found", confidence);
     };
     marker.iter_mut().for_each(|v| *v /= scale);
@@ -608,6 +614,7 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
     let average = marker.iter().sum::<f64>() / m as f64;
     let centred: Vec<f64> = marker.iter().map(|v| v - average).collect();
     let all = place_starts(&centred, &local_periods(&marker, period_coarse));
+    drop(centred);
     let mut strengths: Vec<f64> = all.iter().map(|&t| marker[t]).collect();
     strengths.sort_by(f64::total_cmp);
     let median = strengths.get(strengths.len() / 2).copied().unwrap_or(0.0);
