@@ -299,7 +299,7 @@ fn report_of_a_job_that_waits_draws_thread_states_and_off_cpu_graphs() {
 }
 
 /// Framework phases on a stand-in for a PyTorch loop (CI has no torch):
-/// `framework_phases.py` runs the same product 2, 4 and 2 times under
+/// `framework_phases.py` runs the same product 4, 8 and 4 times under
 /// `torch/nn`, `torch/autograd` and `torch/optim` paths, on OpenBLAS's
 /// workers too. The shares come out near 25/50/25 % only if the workers'
 /// samples (no Python frames) take the main thread's phase; the report

@@ -118,10 +118,12 @@ fn reach_ns(samples: &Samples, steps: &Steps) -> Result<u64, TraceError> {
         e.1 = e.1.min(first);
         e.2 = e.2.max(last);
     }
+    // The busiest thread; of two as busy, the lower tid (not whichever
+    // the map gives last).
     let interval = per_thread
-        .values()
-        .max_by_key(|e| e.0)
-        .map(|&(n, lo, hi)| (hi - lo) / n.max(1))
+        .iter()
+        .max_by_key(|&(tid, e)| (e.0, std::cmp::Reverse(*tid)))
+        .map(|(_, &(n, lo, hi))| (hi - lo) / n.max(1))
         .unwrap_or(1_000_000)
         .max(1_000);
     let mut reach = 6 * interval;
