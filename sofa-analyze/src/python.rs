@@ -17,6 +17,7 @@
 use crate::AnalyzeError;
 use crate::fasthash::{FastMap, StackMap};
 use crate::functions::{CallStacks, Resolved};
+use crate::sample::Tally;
 use crate::steps::pyloop::MainThreads;
 use crate::{Sample, Samples};
 use serde::Serialize;
@@ -89,8 +90,9 @@ pub(crate) fn merge(
     let outer = archive.read_table::<PyOuter>()?;
     let main_threads =
         crate::steps::pyloop::main_threads(&snapshots, &outer, &py_nodes, &py_frames);
-    let (summary, merged) = merge_with(snapshots, &py_nodes, &py_frames, samples, also, stacks)?;
-    samples.set_merge(merged)?;
+    let (summary, merged, tally) =
+        merge_with(snapshots, &py_nodes, &py_frames, samples, also, stacks)?;
+    samples.set_merge(merged, tally);
     Ok(Some((summary, gil, main_threads)))
 }
 
@@ -163,7 +165,7 @@ fn merge_with(
     samples: &Samples,
     also: &mut [(Sample, u64)],
     stacks: &mut CallStacks,
-) -> Result<(PythonSummary, Merged), TraceError> {
+) -> Result<(PythonSummary, Merged, Tally), TraceError> {
     let mut summary = PythonSummary {
         snapshots: snapshots.len() as u64,
         ..PythonSummary::default()
@@ -207,19 +209,25 @@ fn merge_with(
         built: NewStacks::after(stacks),
         merged_of: MergedOf::default(),
     };
+    // The samples as they will be read, tallied in the same pass.
+    let mut tally = Tally::default();
     samples.for_each(|sample| {
-        let Some(list) = per_thread.get(&(sample.pid, sample.tid)) else {
-            return;
-        };
-        summary.samples_of_python_threads += 1;
-        let Some(py_stack) = nearest(list, sample.time_ns, window) else {
-            summary.without_snapshot += 1;
-            return;
-        };
-        match m.merged(sample.stack_id(), py_stack) {
-            (_, true) => summary.trampolined += 1,
-            (_, false) => summary.merged += 1,
+        let mut rewritten = *sample;
+        if let Some(list) = per_thread.get(&(sample.pid, sample.tid)) {
+            summary.samples_of_python_threads += 1;
+            match nearest(list, sample.time_ns, window) {
+                None => summary.without_snapshot += 1,
+                Some(py_stack) => {
+                    let (merged, kept) = m.merged(sample.stack_id(), py_stack);
+                    match kept {
+                        true => summary.trampolined += 1,
+                        false => summary.merged += 1,
+                    }
+                    rewritten.set_stack_id(merged);
+                }
+            }
         }
+        tally.add(&rewritten);
     })?;
     // A wait takes only a snapshot of its own: the ones either side may
     // show the code before and after it (a short sleep between two busy
@@ -241,7 +249,7 @@ fn merge_with(
         window,
         merged_of,
     };
-    Ok((summary, merged))
+    Ok((summary, merged, tally))
 }
 
 /// Stacks added to a call-stack tree, with ids after its own.
@@ -300,9 +308,10 @@ pub(crate) fn python_only(
     };
     let mut built = NewStacks::after(stacks);
     let mut reduced: StackMap<Option<u64>> = StackMap::default();
+    let mut tally = Tally::default();
     samples.for_each(|sample| {
         let stack = sample.stack_id();
-        reduced.entry(stack).or_insert_with(|| {
+        let python_stack = *reduced.entry(stack).or_insert_with(|| {
             let python: Vec<u64> = stacks.frame_ids(stack).filter(|&f| is_python(f)).collect();
             if python.is_empty() {
                 stack
@@ -310,9 +319,13 @@ pub(crate) fn python_only(
                 built.add(&python)
             }
         });
+        let mut rewritten = *sample;
+        rewritten.set_stack_id(python_stack);
+        tally.add(&rewritten);
     })?;
     built.insert_into(stacks);
-    samples.set_reduced(reduced)
+    samples.set_reduced(reduced, tally);
+    Ok(())
 }
 
 /// The module a Python frame is shown in: `py:` and the file, shortened to
@@ -554,10 +567,16 @@ mod tests {
         stacks: &mut CallStacks,
     ) -> PythonSummary {
         let mut rows = Samples::from_rows(samples.clone());
-        let (summary, merged) = merge_with(snapshots, nodes, frames, &rows, also, stacks).unwrap();
-        rows.set_merge(merged).unwrap();
+        let (summary, merged, tally) =
+            merge_with(snapshots, nodes, frames, &rows, also, stacks).unwrap();
+        rows.set_merge(merged, tally);
         samples.clear();
         rows.for_each(|s| samples.push(*s)).unwrap();
+        // The merge's tally is that of the samples as they are read now.
+        let mut again = Tally::default();
+        samples.iter().for_each(|s| again.add(s));
+        assert_eq!(rows.tally().per_stack(), again.per_stack());
+        assert_eq!(rows.tally().per_thread(), again.per_thread());
         summary
     }
 

@@ -78,7 +78,7 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, s: &Sample) {
+    pub(crate) fn add(&mut self, s: &Sample) {
         *self
             .per_stack_thread
             .entry((s.stack_id(), s.pid, s.tid))
@@ -187,24 +187,18 @@ impl<'a> Samples<'a> {
         &self.tally
     }
 
-    /// Python frames merged into the stacks from now on (a pass to tally
-    /// the samples again).
-    pub(crate) fn set_merge(&mut self, merged: crate::python::Merged) -> Result<(), TraceError> {
+    /// Python frames merged into the stacks from now on; `tally` is of the
+    /// samples so rewritten (taken by the pass that built the merge).
+    pub(crate) fn set_merge(&mut self, merged: crate::python::Merged, tally: Tally) {
         self.remap.merge = Some(merged);
-        self.retally()
-    }
-
-    /// Stacks reduced (to their Python frames) from now on.
-    pub(crate) fn set_reduced(&mut self, reduced: StackMap<Option<u64>>) -> Result<(), TraceError> {
-        self.remap.reduced = Some(reduced);
-        self.retally()
-    }
-
-    fn retally(&mut self) -> Result<(), TraceError> {
-        let mut tally = Tally::default();
-        self.for_each(|s| tally.add(s))?;
         self.tally = tally;
-        Ok(())
+    }
+
+    /// Stacks reduced (to their Python frames) from now on; `tally` as for
+    /// [`Samples::set_merge`].
+    pub(crate) fn set_reduced(&mut self, reduced: StackMap<Option<u64>>, tally: Tally) {
+        self.remap.reduced = Some(reduced);
+        self.tally = tally;
     }
 
     pub fn len(&self) -> u64 {
