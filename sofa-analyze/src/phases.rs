@@ -284,31 +284,60 @@ pub struct PhaseRow {
     pub share: f64,
 }
 
-/// Phases of the map's process's samples in the loop's `span` when there
-/// is one.
-pub(crate) fn phase_summary(
+/// The map's process's samples per phase, counted in one pass: in the
+/// loop's span, per stack (for the swarms) and per step.
+pub(crate) struct PhaseCounts {
+    span: Option<(u64, u64)>,
+    in_span: FastMap<Phase, u64>,
+    per_stack: FastMap<(Option<u64>, Phase), u64>,
+    per_step: Vec<BTreeMap<String, u64>>,
+}
+
+/// Counts the map's process's samples per phase: in the loop's `span`
+/// (all when `None`), per stack, and per step between `boundaries`.
+pub(crate) fn count(
     samples: &Samples,
     phases_of: &SamplePhases,
     span: Option<(u64, u64)>,
-) -> Result<PhaseSummary, TraceError> {
+    boundaries: &[u64],
+) -> Result<PhaseCounts, TraceError> {
     let inside = |t: u64| span.is_none_or(|(a, b)| t >= a && t < b);
-    let mut per_phase: FastMap<Phase, u64> = FastMap::default();
+    let steps = boundaries.len().saturating_sub(1);
+    let mut c = PhaseCounts {
+        span,
+        in_span: FastMap::default(),
+        per_stack: FastMap::default(),
+        per_step: vec![BTreeMap::new(); steps],
+    };
     phases_of.for_each(samples, |s, phase| {
         if inside(s.time_ns) {
-            *per_phase.entry(phase).or_default() += 1;
+            *c.in_span.entry(phase).or_default() += 1;
+        }
+        *c.per_stack.entry((s.stack_id(), phase)).or_default() += 1;
+        if steps > 0 && s.time_ns >= boundaries[0] && s.time_ns < boundaries[steps] {
+            let step = boundaries.partition_point(|&b| b <= s.time_ns) - 1;
+            *c.per_step[step].entry(phase.name().to_owned()).or_default() += 1;
         }
     })?;
+    Ok(c)
+}
+
+/// Phases of the map's process's samples in the loop's span when there
+/// is one.
+pub(crate) fn phase_summary(c: &PhaseCounts) -> PhaseSummary {
+    let span = c.span;
+    let per_phase = &c.in_span;
     let total: u64 = per_phase.values().sum();
     if per_phase.keys().all(|p| *p == Phase::Other) {
-        return Ok(PhaseSummary {
+        return PhaseSummary {
             samples: total,
             in_loop: span.is_some(),
             phases: Vec::new(),
-        });
+        };
     }
     let mut phases: Vec<PhaseRow> = per_phase
-        .into_iter()
-        .map(|(phase, n)| PhaseRow {
+        .iter()
+        .map(|(&phase, &n)| PhaseRow {
             phase,
             name: phase.name().to_owned(),
             samples: n,
@@ -316,53 +345,32 @@ pub(crate) fn phase_summary(
         })
         .collect();
     phases.sort_by_key(|r| r.phase);
-    Ok(PhaseSummary {
+    PhaseSummary {
         samples: total,
         in_loop: span.is_some(),
         phases,
-    })
+    }
 }
 
-/// The map's process's samples of each step between `boundaries`, per
-/// phase name.
-pub(crate) fn per_step(
-    samples: &Samples,
-    phases_of: &SamplePhases,
-    boundaries: &[u64],
-) -> Result<Vec<BTreeMap<String, u64>>, TraceError> {
-    let steps = boundaries.len().saturating_sub(1);
-    let mut out = vec![BTreeMap::new(); steps];
-    if steps == 0 {
-        return Ok(out);
-    }
-    phases_of.for_each(samples, |s, phase| {
-        if s.time_ns >= boundaries[0] && s.time_ns < boundaries[steps] {
-            let step = boundaries.partition_point(|&b| b <= s.time_ns) - 1;
-            *out[step].entry(phase.name().to_owned()).or_default() += 1;
-        }
-    })?;
-    Ok(out)
+/// The map's process's samples of each step, per phase name.
+pub(crate) fn per_step(c: PhaseCounts) -> Vec<BTreeMap<String, u64>> {
+    c.per_step
 }
 
 /// Each of `swarms` swarms' phase of most of the map's process's samples
 /// in it, with their share.
 pub(crate) fn per_swarm(
-    samples: &Samples,
-    phases_of: &SamplePhases,
+    c: &PhaseCounts,
     swarm_of: impl Fn(Option<u64>) -> Option<usize>,
     swarms: usize,
-) -> Result<Vec<Option<(Phase, f64)>>, TraceError> {
-    let mut per_stack: FastMap<(Option<u64>, Phase), u64> = FastMap::default();
-    phases_of.for_each(samples, |s, phase| {
-        *per_stack.entry((s.stack_id(), phase)).or_default() += 1;
-    })?;
+) -> Vec<Option<(Phase, f64)>> {
     let mut counts: Vec<FastMap<Phase, u64>> = vec![FastMap::default(); swarms];
-    for (&(stack, phase), &n) in &per_stack {
+    for (&(stack, phase), &n) in &c.per_stack {
         if let Some(swarm) = swarm_of(stack).filter(|&w| w < swarms) {
             *counts[swarm].entry(phase).or_default() += n;
         }
     }
-    Ok(counts
+    counts
         .into_iter()
         .map(|by| {
             let total: u64 = by.values().sum();
@@ -370,7 +378,7 @@ pub(crate) fn per_swarm(
                 .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
                 .map(|(phase, n)| (phase, n as f64 / total as f64))
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -414,7 +422,9 @@ mod tests {
             .collect();
         let samples = Samples::from_rows(rows.clone());
         let phases_of = phase_map(&samples, &s, Some(1)).unwrap();
-        let sum = phase_summary(&samples, &phases_of, None).unwrap();
+        let steps_at = [0, 3_000_000, 7_000_000];
+        let counts = count(&samples, &phases_of, None, &steps_at).unwrap();
+        let sum = phase_summary(&counts);
         let shares: Vec<(Phase, u64)> = sum.phases.iter().map(|p| (p.phase, p.samples)).collect();
         assert_eq!(
             shares,
@@ -428,22 +438,20 @@ mod tests {
         assert!((sum.phases.iter().map(|p| p.share).sum::<f64>() - 1.0).abs() < 1e-9);
         // The loop's span only; a job of no known framework has none.
         assert_eq!(
-            phase_summary(&samples, &phases_of, Some((0, 2_000_000)))
-                .unwrap()
-                .samples,
+            phase_summary(&count(&samples, &phases_of, Some((0, 2_000_000)), &[]).unwrap()).samples,
             2
         );
         let tail = Samples::from_rows(rows[6..].to_vec());
         let tail_phases = phase_map(&tail, &s, Some(1)).unwrap();
         assert!(
-            phase_summary(&tail, &tail_phases, None)
-                .unwrap()
+            phase_summary(&count(&tail, &tail_phases, None, &[]).unwrap())
                 .phases
                 .is_empty()
         );
         // Per step: samples at 0..8 ms in steps [0, 3) and [3, 7) ms; the
         // last sample is after the loop.
-        let steps = per_step(&samples, &phases_of, &[0, 3_000_000, 7_000_000]).unwrap();
+        let swarms = per_swarm(&counts, |k| k.map(|k| usize::from(k > 3)), 2);
+        let steps = per_step(counts);
         let names = |m: &BTreeMap<String, u64>| -> Vec<(String, u64)> {
             m.iter().map(|(k, v)| (k.clone(), *v)).collect()
         };
@@ -453,7 +461,6 @@ mod tests {
         );
         // Per swarm (stacks 1-3 one swarm, 4-5 another): the phase of most
         // of its samples, with their share.
-        let swarms = per_swarm(&samples, &phases_of, |k| k.map(|k| usize::from(k > 3)), 2).unwrap();
         assert_eq!(swarms[0], Some((Phase::Backward, 0.5)));
         assert_eq!(swarms[1], Some((Phase::Other, 1.0)));
         assert_eq!(

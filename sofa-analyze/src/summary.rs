@@ -459,19 +459,20 @@ fn analyze_inner(
     let gpu = gpu_table(&gpu_rows, &archive.meta().gpus);
     let net = net_summary(&packets, run.duration_ns)?;
     let phases_of = crate::phases::phase_map(&samples, &stacks, main_pid)?;
-    let phases = crate::phases::phase_summary(&samples, &phases_of, steps.span())?;
+    let phase_counts =
+        crate::phases::count(&samples, &phases_of, steps.span(), &steps.boundaries_ns)?;
+    let phases = crate::phases::phase_summary(&phase_counts);
     if !phases.phases.is_empty() {
         let per_swarm = crate::phases::per_swarm(
-            &samples,
-            &phases_of,
+            &phase_counts,
             |stack| labelled.swarm_of(stack).map(|s| s.0),
             swarms.len(),
-        )?;
+        );
         for (swarm, phase) in swarms.iter_mut().zip(per_swarm) {
             swarm.phase = phase.map(|(p, _)| p.name().to_owned());
             swarm.phase_share = phase.map(|(_, share)| share);
         }
-        let per_step = crate::phases::per_step(&samples, &phases_of, &steps.boundaries_ns)?;
+        let per_step = crate::phases::per_step(phase_counts);
         for (row, by) in step_breakdown.iter_mut().zip(per_step) {
             row.samples_by_phase = Some(by);
         }
