@@ -370,38 +370,45 @@ fn syscall_steps(
         })
     })?;
     let kept = events.len() as u64;
-    let mut steps = event_steps(events.into_iter(), keys, "system calls", "system calls");
+    let mut steps = event_steps(events, keys, "system calls", "system calls");
     if kept < all {
         note_thinning(&mut steps, kept, all, "calls", "names'");
     }
     Ok(steps)
 }
 
-/// An event of a stream: (time, tid, key).
-type KeyedEvent = (u64, u32, u32);
-
 /// A stream's events, (time, tid, key) with keys below `keys`, as
 /// `each_event` gives them (every time it is called, the same), and how
 /// many it gave: all when `total` (events, or more) is within `bound`,
 /// else counted per key first and the most frequent keys thinned
-/// ([`thinning`]).
+/// ([`thinning`]). Made as the detector keeps them (16 bytes each, in
+/// place as many as will come).
 fn bounded_events(
     keys: usize,
     total: u64,
     bound: u64,
     each_event: impl Fn(&mut dyn FnMut(u64, u32, u32)) -> Result<(), TraceError>,
-) -> Result<(Vec<KeyedEvent>, u64), TraceError> {
+) -> Result<(Vec<wall::Event>, u64), TraceError> {
     let mut per_key = vec![0u64; keys];
     if total > bound {
         each_event(&mut |_, _, key| per_key[key as usize] += 1)?;
     }
     let every = thinning(&per_key, bound);
+    let coming = if total > bound {
+        per_key
+            .iter()
+            .zip(&every)
+            .map(|(n, k)| n.div_ceil(*k))
+            .sum()
+    } else {
+        total
+    };
     let mut seen = vec![0u64; keys];
-    let mut events = Vec::new();
+    let mut events = Vec::with_capacity(coming as usize);
     each_event(&mut |time_ns, tid, key| {
         let k = key as usize;
         if seen[k].is_multiple_of(every[k]) {
-            events.push((time_ns, tid, key));
+            events.push(wall::Event { time_ns, tid, key });
         }
         seen[k] += 1;
     })?;
@@ -486,7 +493,7 @@ fn network_steps(packets: &crate::net::Packets, bound: u64) -> Result<Steps, Tra
         })
     })?;
     let kept = events.len() as u64;
-    let mut steps = event_steps(events.into_iter(), links, "network", "packets");
+    let mut steps = event_steps(events, links, "network", "packets");
     if kept < all {
         note_thinning(&mut steps, kept, all, "packets", "links'");
     }
@@ -542,15 +549,7 @@ fn wait_steps(waits: &[crate::waits::Wait], pid: Option<u32>) -> Steps {
 /// Steps in a stream of (time, thread, key) events whose keys are
 /// `0..keys`: each key a label, and all of them one ("any event"); counted
 /// per bin, not shared.
-fn event_steps(
-    events: impl Iterator<Item = (u64, u32, u32)>,
-    keys: usize,
-    method: &'static str,
-    what: &str,
-) -> Steps {
-    let events: Vec<wall::Event> = events
-        .map(|(time_ns, tid, key)| wall::Event { time_ns, tid, key })
-        .collect();
+fn event_steps(events: Vec<wall::Event>, keys: usize, method: &'static str, what: &str) -> Steps {
     if events.len() < 64 {
         return none(&format!("too few {what} to look for steps"), 0.0);
     }

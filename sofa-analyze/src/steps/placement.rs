@@ -23,18 +23,18 @@ const MIN_LIKENESS: f64 = 0.5;
 /// marker over windows of `LOCAL_PERIODS` periods, every quarter window,
 /// searched between 2/3 and 3/2 of the global `period` (so it cannot jump
 /// to a multiple), refined by a parabola. A window without a clear peak
-/// keeps the global period.
-pub(super) fn local_periods(marker: &[f64], period: f64) -> Vec<f64> {
+/// keeps the global period. Kept per window, not per bin (a bin per
+/// sixteenth of a step over the run).
+pub(super) fn local_periods(marker: &[f64], period: f64) -> Tempo {
     let n = marker.len();
-    let mut out = vec![period; n];
+    let mut centres = Vec::new();
     let window = (LOCAL_PERIODS * period).round() as usize;
     if n < 2 * window || period < 4.0 {
-        return out;
+        return Tempo { period, centres };
     }
     let hop = (window / 4).max(1);
     let lo = ((period * 2.0 / 3.0).floor() as usize).max(1);
     let hi = (period * 1.5).ceil() as usize;
-    let mut centres = Vec::new();
     let mut c = window / 2;
     while c < n {
         let start = c.saturating_sub(window / 2);
@@ -60,10 +60,23 @@ pub(super) fn local_periods(marker: &[f64], period: f64) -> Vec<f64> {
         centres.push((c, local.unwrap_or(period)));
         c += hop;
     }
-    // Each bin takes the nearest window's period.
-    for (t, v) in out.iter_mut().enumerate() {
-        let i = centres.partition_point(|&(c, _)| c < t);
-        let nearest = match (i.checked_sub(1).map(|j| centres[j]), centres.get(i)) {
+    Tempo { period, centres }
+}
+
+/// The local period of each bin: that of the nearest window's centre (the
+/// earlier one where two are as near), the global one without windows.
+pub(super) struct Tempo {
+    period: f64,
+    centres: Vec<(usize, f64)>,
+}
+
+impl Tempo {
+    fn at(&self, t: usize) -> f64 {
+        let i = self.centres.partition_point(|&(c, _)| c < t);
+        match (
+            i.checked_sub(1).map(|j| self.centres[j]),
+            self.centres.get(i),
+        ) {
             (Some(a), Some(b)) => {
                 if t - a.0 <= b.0 - t {
                     a.1
@@ -73,52 +86,65 @@ pub(super) fn local_periods(marker: &[f64], period: f64) -> Vec<f64> {
             }
             (Some(a), None) => a.1,
             (None, Some(b)) => b.1,
-            (None, None) => period,
-        };
-        *v = nearest;
+            (None, None) => self.period,
+        }
     }
-    out
 }
 
 /// Step starts (indices into `marker`) by dynamic programming: each start
-/// scores its marker value, each gap a penalty growing with its log-ratio to
-/// the local period where the gap ends.
-pub(super) fn place_starts(marker: &[f64], periods: &[f64]) -> Vec<usize> {
+/// scores its marker value less `offset` (centred, an ordinary stretch
+/// earns nothing), each gap a penalty growing with its log-ratio to the
+/// local period where the gap ends. Per bin it keeps only the gap back to
+/// its best previous start (4 bytes); scores live as long as a gap can
+/// reach back.
+pub(super) fn place_starts(marker: &[f64], offset: f64, tempo: &Tempo) -> Vec<usize> {
     let n = marker.len();
     if n == 0 {
         return Vec::new();
     }
     // Penalty tables per local period, which takes few distinct values.
     let mut tables: HashMap<u64, (usize, usize, Vec<f64>)> = HashMap::new();
-    let mut score = vec![0.0; n];
-    let mut previous = vec![usize::MAX; n];
+    let table = |period: f64| {
+        let lo = (0.5 * period).floor().max(1.0) as usize;
+        let hi = (2.5 * period).ceil() as usize;
+        let penalty = (0..=hi)
+            .map(|gap| GAP_WEIGHT * (gap.max(1) as f64 / period).ln().powi(2))
+            .collect();
+        (lo, hi, penalty)
+    };
+    // The scores a gap or the last steps' choice may look back at.
+    let periods = std::iter::once(tempo.period).chain(tempo.centres.iter().map(|c| c.1));
+    let reach = periods
+        .map(|p| (2.5 * p).ceil() as usize)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut score = vec![0.0; reach.min(n)];
+    let ring = score.len();
+    // The gap to each bin's previous start, 0 for none.
+    let mut gap_back = vec![0u32; n];
     for t in 0..n {
-        let period = periods[t];
-        let (lo, hi, penalty) = tables.entry(period.to_bits()).or_insert_with(|| {
-            let lo = (0.5 * period).floor().max(1.0) as usize;
-            let hi = (2.5 * period).ceil() as usize;
-            let penalty = (0..=hi)
-                .map(|gap| GAP_WEIGHT * (gap.max(1) as f64 / period).ln().powi(2))
-                .collect();
-            (lo, hi, penalty)
-        });
+        let period = tempo.at(t);
+        let (lo, hi, penalty) = tables
+            .entry(period.to_bits())
+            .or_insert_with(|| table(period));
         let mut best = 0.0;
         for gap in *lo..=(*hi).min(t) {
-            let v = score[t - gap] - penalty[gap];
+            let v = score[(t - gap) % ring] - penalty[gap];
             if v > best {
                 best = v;
-                previous[t] = t - gap;
+                gap_back[t] = gap as u32;
             }
         }
-        score[t] = marker[t] + best;
+        score[t % ring] = (marker[t] - offset) + best;
     }
-    let tail = n.saturating_sub((2.0 * periods[n - 1]).ceil() as usize);
-    let Some(mut t) = (tail..n).max_by(|&a, &b| score[a].total_cmp(&score[b])) else {
+    let tail = n.saturating_sub((2.0 * tempo.at(n - 1)).ceil() as usize);
+    let Some(mut t) = (tail..n).max_by(|&a, &b| score[a % ring].total_cmp(&score[b % ring])) else {
         return Vec::new();
     };
     let mut starts = vec![t];
-    while previous[t] != usize::MAX {
-        t = previous[t];
+    while gap_back[t] != 0 {
+        t -= gap_back[t] as usize;
         starts.push(t);
     }
     starts.reverse();

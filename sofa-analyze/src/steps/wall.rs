@@ -587,16 +587,21 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
             marker[((e.time_ns - first) / coarse_ns) as usize] += w;
         }
     }
-    // Light smoothing, then scale so a typical busy bin is 1.
-    let raw = marker.clone();
-    for (i, v) in marker.iter_mut().enumerate() {
-        let lo = i.saturating_sub(1);
-        let hi = (i + 2).min(m);
-        *v = raw[lo..hi].iter().sum::<f64>() / (hi - lo) as f64;
+    // Light smoothing (in place: the bin before as it was), then scale so
+    // a typical busy bin is 1. (The marker is a bin per sixteenth of a step
+    // over the whole run; the placement adds 4 bytes a bin.)
+    let mut before: Option<f64> = None;
+    for i in 0..m {
+        let own = marker[i];
+        let after = marker.get(i + 1).copied();
+        let mut sum = 0.0;
+        for v in [before, Some(own), after].into_iter().flatten() {
+            sum += v;
+        }
+        let count = 1 + usize::from(before.is_some()) + usize::from(after.is_some());
+        marker[i] = sum / count as f64;
+        before = Some(own);
     }
-    // (Arrays of a bin per sixteenth of a step over the whole run: each is
-    // given up as soon as it is used, the placement below holds five.)
-    drop(raw);
     let scale = {
         let mut positive: Vec<f64> = marker.iter().copied().filter(|&v| v > 0.0).collect();
         positive.sort_by(f64::total_cmp);
@@ -612,9 +617,7 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
     // rises does a start pay for its gap penalty (else the dynamic programme
     // would crowd in starts).
     let average = marker.iter().sum::<f64>() / m as f64;
-    let centred: Vec<f64> = marker.iter().map(|v| v - average).collect();
-    let all = place_starts(&centred, &local_periods(&marker, period_coarse));
-    drop(centred);
+    let all = place_starts(&marker, average, &local_periods(&marker, period_coarse));
     let mut strengths: Vec<f64> = all.iter().map(|&t| marker[t]).collect();
     strengths.sort_by(f64::total_cmp);
     let median = strengths.get(strengths.len() / 2).copied().unwrap_or(0.0);
