@@ -14,20 +14,103 @@ use sofa_trace::TraceError;
 /// Samples further than this from an event do not say what ran then.
 const TOLERANCE_NS: u64 = 5_000_000;
 
-/// Per thread: (time, swarm id) of its samples, in time order.
-struct Timelines(FastMap<u32, Vec<(u64, usize)>>);
+/// Per thread, its samples' swarms as runs: each run a stretch of samples
+/// of one swarm, none more than twice the tolerance after the one before.
+struct Timelines(FastMap<u32, Timeline>);
 
 impl Timelines {
     fn swarm_at(&self, tid: u32, t: u64) -> Option<usize> {
-        let line = self.0.get(&tid)?;
-        let i = line.partition_point(|&(time, _)| time < t);
-        [i.checked_sub(1), Some(i)]
+        self.0.get(&tid)?.swarm_at(t)
+    }
+}
+
+/// Samples of one swarm in a row: the first's time, the last's after it
+/// (16 bytes a run, as much as a sample took: a thread whose swarm changes
+/// at every sample costs no more than its samples did).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    first: u64,
+    span: u32,
+    swarm: u32,
+}
+
+impl Run {
+    fn last(&self) -> u64 {
+        self.first + u64::from(self.span)
+    }
+}
+
+/// One thread's runs, in time order.
+#[derive(Debug, Default)]
+struct Timeline {
+    runs: Vec<Run>,
+}
+
+impl Timeline {
+    /// Adds a sample at `time` of `swarm`, no earlier than the last one
+    /// added (at the same time, of no lower swarm).
+    fn push(&mut self, time: u64, swarm: usize) {
+        if let Some(run) = self.runs.last_mut()
+            && run.swarm as usize == swarm
+            && time - run.last() <= 2 * TOLERANCE_NS
+            && let Ok(span) = u32::try_from(time - run.first)
+        {
+            run.span = span;
+            return;
+        }
+        self.runs.push(Run {
+            first: time,
+            span: 0,
+            swarm: swarm as u32,
+        });
+    }
+
+    /// The swarm of the sample nearest `t` (the earlier of two as near),
+    /// if within the tolerance. Inside a run, every point is within it of
+    /// a sample of the run.
+    fn swarm_at(&self, t: u64) -> Option<usize> {
+        let j = self.runs.partition_point(|r| r.last() < t);
+        if let Some(run) = self.runs.get(j).filter(|r| r.first <= t) {
+            return Some(run.swarm as usize);
+        }
+        let before = j.checked_sub(1).map(|k| (self.runs[k].last(), self.runs[k].swarm));
+        let after = self.runs.get(j).map(|r| (r.first, r.swarm));
+        [before, after]
             .into_iter()
             .flatten()
-            .filter_map(|j| line.get(j))
             .filter(|(time, _)| time.abs_diff(t) <= TOLERANCE_NS)
             .min_by_key(|(time, _)| time.abs_diff(t))
-            .map(|&(_, swarm)| swarm)
+            .map(|(_, swarm)| swarm as usize)
+    }
+}
+
+/// A thread's timeline as its samples come: as runs where they come in
+/// order, else kept and sorted first.
+enum Building {
+    InOrder(Timeline),
+    Unordered(Vec<(u64, usize)>),
+}
+
+impl Building {
+    fn push(&mut self, time: u64, swarm: usize) {
+        match self {
+            Building::InOrder(line) => line.push(time, swarm),
+            Building::Unordered(samples) => samples.push((time, swarm)),
+        }
+    }
+
+    fn finish(self) -> Timeline {
+        match self {
+            Building::InOrder(line) => line,
+            Building::Unordered(mut samples) => {
+                samples.sort_unstable();
+                let mut line = Timeline::default();
+                for (time, swarm) in samples {
+                    line.push(time, swarm);
+                }
+                line
+            }
+        }
     }
 }
 
@@ -36,7 +119,7 @@ impl Timelines {
 pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) -> Result<(), TraceError> {
     // Timelines of the threads that made system calls and of the busiest
     // thread (GPU and network samples), not of every thread: 16 bytes a
-    // sample.
+    // run of samples of one swarm.
     let in_swarm = |stack: Option<u64>| i.swarm_of(stack).is_some_and(|w| w.0 < swarms.len());
     let mut per_thread: FastMap<u32, usize> = FastMap::default();
     for ((stack, _, tid), n) in i.samples.tally().per_stack_thread() {
@@ -48,26 +131,42 @@ pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) -> Result<(), Tra
         .iter()
         .max_by_key(|(tid, n)| (**n, std::cmp::Reverse(**tid)))
         .map(|(tid, _)| *tid);
-    let mut lines: FastMap<u32, Vec<(u64, usize)>> = per_thread
-        .iter()
-        .filter(|(tid, _)| i.syscalls.made_calls(**tid))
-        .map(|(&tid, &n)| (tid, Vec::with_capacity(n)))
+    // A thread's samples come in order where it has one process and the
+    // tally saw them in strictly increasing time.
+    let mut in_order: FastMap<u32, bool> = FastMap::default();
+    for ((pid, tid), _) in i.samples.tally().spans() {
+        in_order
+            .entry(tid)
+            .and_modify(|ok| *ok = false)
+            .or_insert_with(|| i.samples.tally().in_order(pid, tid));
+    }
+    let building = |tid: u32| {
+        if in_order.get(&tid).copied().unwrap_or(true) {
+            Building::InOrder(Timeline::default())
+        } else {
+            Building::Unordered(Vec::with_capacity(per_thread[&tid]))
+        }
+    };
+    let mut lines: FastMap<u32, Building> = per_thread
+        .keys()
+        .filter(|tid| i.syscalls.made_calls(**tid))
+        .map(|&tid| (tid, building(tid)))
         .collect();
     if let Some(tid) = busiest {
-        lines
-            .entry(tid)
-            .or_insert_with(|| Vec::with_capacity(per_thread[&tid]));
+        lines.entry(tid).or_insert_with(|| building(tid));
     }
     i.samples.for_each(|s| {
         if let Some(line) = lines.get_mut(&s.tid).filter(|_| in_swarm(s.stack_id())) {
             let swarm = i.swarm_of(s.stack_id()).expect("in a swarm");
-            line.push((s.time_ns, swarm.0));
+            line.push(s.time_ns, swarm.0);
         }
     })?;
-    for line in lines.values_mut() {
-        line.sort_unstable();
-    }
-    let timelines = Timelines(lines);
+    let timelines = Timelines(
+        lines
+            .into_iter()
+            .map(|(tid, line)| (tid, line.finish()))
+            .collect(),
+    );
 
     i.syscalls.for_each(|c| {
         if let Some(swarm) = timelines.swarm_at(c.tid, c.time_ns) {
@@ -91,4 +190,62 @@ pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) -> Result<(), Tra
             swarms[swarm].net_bytes += u64::from(e.len);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The swarm of the sample nearest `t` within the tolerance, the earlier
+    /// where two are as near, looked up in the samples themselves.
+    fn nearest(samples: &[(u64, usize)], t: u64) -> Option<usize> {
+        let i = samples.partition_point(|&(time, _)| time < t);
+        [i.checked_sub(1), Some(i)]
+            .into_iter()
+            .flatten()
+            .filter_map(|j| samples.get(j))
+            .filter(|(time, _)| time.abs_diff(t) <= TOLERANCE_NS)
+            .min_by_key(|(time, _)| time.abs_diff(t))
+            .map(|&(_, swarm)| swarm)
+    }
+
+    #[test]
+    fn runs_answer_as_the_nearest_sample_would() {
+        let mut next = crate::steps::tests::xorshift(7);
+        for round in 0..20 {
+            // Samples 0.5-12 ms apart (past twice the tolerance too), a few
+            // at the same time, of 1-3 swarms in stretches; times asked on
+            // a grid of 0.5 ms that hits the tolerance's edges.
+            let swarms = 1 + round % 3;
+            let mut samples = Vec::new();
+            let mut t = 1_000_000_000u64;
+            let mut swarm = 0;
+            for _ in 0..400 {
+                t += [0, 500_000, 1_000_000, 5_000_000, 12_000_000][next() as usize % 5];
+                if next().is_multiple_of(4) {
+                    swarm = next() as usize % swarms;
+                }
+                samples.push((t, swarm));
+            }
+            samples.sort_unstable();
+            samples.dedup();
+            let mut in_order = Building::InOrder(Timeline::default());
+            let mut shuffled = samples.clone();
+            shuffled.reverse();
+            let mut unordered = Building::Unordered(Vec::new());
+            for &(time, swarm) in &samples {
+                in_order.push(time, swarm);
+            }
+            for &(time, swarm) in &shuffled {
+                unordered.push(time, swarm);
+            }
+            let (a, b) = (in_order.finish(), unordered.finish());
+            assert!(a.runs.len() < samples.len(), "{} runs", a.runs.len());
+            for q in (samples[0].0 - 10_000_000..t + 10_000_000).step_by(500_000) {
+                let want = nearest(&samples, q);
+                assert_eq!(a.swarm_at(q), want, "round {round} at {q}");
+                assert_eq!(b.swarm_at(q), want, "round {round} at {q}");
+            }
+        }
+    }
 }
