@@ -73,7 +73,9 @@ impl Timeline {
         if let Some(run) = self.runs.get(j).filter(|r| r.first <= t) {
             return Some(run.swarm as usize);
         }
-        let before = j.checked_sub(1).map(|k| (self.runs[k].last(), self.runs[k].swarm));
+        let before = j
+            .checked_sub(1)
+            .map(|k| (self.runs[k].last(), self.runs[k].swarm));
         let after = self.runs.get(j).map(|r| (r.first, r.swarm));
         [before, after]
             .into_iter()

@@ -454,8 +454,7 @@ fn analyze_inner(
     let syscalls_traced_share = (!calls.complete())
         .then(|| run.duration_ns.map(|d| calls.traced_share(d)))
         .flatten();
-    let system_rows = archive.read_table::<SystemCounter>()?;
-    let system = crate::system::summarize(&system_rows);
+    let system = crate::system::system_summary(archive)?;
     let gpu = gpu_table(&gpu_rows, &archive.meta().gpus);
     let net = net_summary(&packets, run.duration_ns)?;
     let phases_of = crate::phases::phase_map(&samples, &stacks, main_pid)?;
@@ -514,6 +513,8 @@ fn analyze_inner(
     analysis.hints = hints(&analysis);
     let views = with_views
         .then(|| {
+            // The report's timeline draws every counter: read them again.
+            let system_rows = archive.read_table::<SystemCounter>()?;
             crate::views::build(
                 archive,
                 &labelled,
