@@ -39,14 +39,15 @@ fn step_of(boundaries: &[u64], t: u64) -> Option<usize> {
 }
 
 /// The breakdown of each step between `boundaries`; `main_waits`: the
-/// main thread's waits, when context switches were recorded, except in
+/// waits and the main process's id (its main thread's are counted), when
+/// context switches were recorded, except in
 /// `untraced` (a step that overlaps a span off gets none: it would show
 /// waits missing). Fails only where the system calls or packets, read
 /// again, fail to read.
 pub(crate) fn step_breakdown(
     i: &Labelled,
     boundaries: &[u64],
-    main_waits: Option<&[Wait]>,
+    main_waits: Option<(&[Wait], u32)>,
     untraced: &Gaps,
 ) -> Result<Vec<StepBreakdown>, sofa_trace::TraceError> {
     let b = boundaries;
@@ -73,7 +74,8 @@ pub(crate) fn step_breakdown(
         })
         .collect();
     // A wait across a boundary counts in each step for its part there.
-    for w in main_waits.unwrap_or_default() {
+    let (waits, main) = main_waits.unwrap_or_default();
+    for w in waits.iter().filter(|w| w.pid == main && w.tid == main) {
         let first = b.partition_point(|&t| t <= w.start_ns).saturating_sub(1);
         for (row, win) in rows.iter_mut().zip(b.windows(2)).skip(first) {
             if win[0] >= w.end_ns {
@@ -143,7 +145,8 @@ mod tests {
         // Steps of 100 ns; switches not recorded in 150..180.
         let waits = [wait(20, 50), wait(120, 150), wait(210, 240)];
         let gaps = Gaps::from(vec![(150, 180)]);
-        let rows = step_breakdown(&labelled, &[0, 100, 200, 300], Some(&waits), &gaps).unwrap();
+        let rows =
+            step_breakdown(&labelled, &[0, 100, 200, 300], Some((&waits, 1)), &gaps).unwrap();
         let lock = |row: &StepBreakdown| row.main_waits_ns.as_ref().map(|by| by["lock"]);
         assert_eq!(
             rows.iter().map(lock).collect::<Vec<_>>(),
@@ -153,7 +156,7 @@ mod tests {
         let rows = step_breakdown(
             &labelled,
             &[0, 100, 200, 300],
-            Some(&waits),
+            Some((&waits, 1)),
             &Gaps::default(),
         )
         .unwrap();

@@ -381,10 +381,6 @@ fn analyze_inner(
             .unwrap_or_else(|| rows.iter().map(|w| w.end_ns).max().unwrap_or(0));
         gaps.complete_since(meta.clock.start_ns, end)
     });
-    let late_waits: Option<Vec<crate::Wait>> = wait_rows
-        .as_ref()
-        .zip(waits_since.filter(|&t| t > 0))
-        .map(|(rows, t)| rows.iter().filter(|w| w.start_ns >= t).copied().collect());
     let mut steps = detect_steps(&StepInputs {
         samples: &samples,
         self_of_stack: &self_of_stack,
@@ -396,11 +392,7 @@ fn analyze_inner(
         calls_since_ns: calls_since.unwrap_or(0),
         packets: (!packets.is_empty()).then_some(&packets),
         threads: &main_threads,
-        waits: match waits_since {
-            Some(0) => wait_rows.as_deref(),
-            Some(_) => late_waits.as_deref(),
-            None => None,
-        },
+        waits: wait_rows.as_deref().zip(waits_since),
         py_loop: py_main_threads
             .as_ref()
             .zip(main_pid)
@@ -440,15 +432,8 @@ fn analyze_inner(
     );
     // Per step only where every switch of the step was recorded: a step
     // in a gap would show waits missing.
-    let main_waits: Option<Vec<crate::Wait>> =
-        wait_rows.as_ref().zip(main_pid).map(|(rows, pid)| {
-            rows.iter()
-                .filter(|w| w.pid == pid && w.tid == pid)
-                .copied()
-                .collect()
-        });
-    let mut step_breakdown =
-        step_breakdown(&labelled, &steps.boundaries_ns, main_waits.as_deref(), gaps)?;
+    let main_waits = wait_rows.as_deref().zip(main_pid);
+    let mut step_breakdown = step_breakdown(&labelled, &steps.boundaries_ns, main_waits, gaps)?;
     add_overlaps(&mut swarms, &labelled)?;
     let syscalls = syscall_table(&calls, run.duration_ns);
     let syscalls_traced_share = (!calls.complete())

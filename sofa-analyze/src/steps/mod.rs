@@ -229,8 +229,10 @@ pub(crate) struct StepInputs<'a> {
     pub packets: Option<&'a crate::net::Packets<'a>>,
     /// Threads of the main process (system calls carry only a thread id).
     pub threads: &'a HashSet<u32>,
-    /// Off-CPU intervals of every thread, when they were recorded.
-    pub waits: Option<&'a [crate::waits::Wait]>,
+    /// Off-CPU intervals of every thread, when they were recorded, and
+    /// the time from which they are looked at (the end of the last span
+    /// in which switches were not recorded; 0 when all were).
+    pub waits: Option<(&'a [crate::waits::Wait], u64)>,
     /// The main process's main-thread Python snapshots, when it ran Python.
     pub py_loop: Option<&'a [pyloop::Snapshot]>,
     /// `--step-marker NAME` and the stacks to find a function of that name
@@ -262,7 +264,7 @@ pub(crate) fn detect_steps(inputs: &StepInputs) -> Result<Steps, TraceError> {
         None => none("no packets recorded", 0.0),
     };
     let waits = match inputs.waits {
-        Some(waits) => wait_steps(waits, inputs.pid),
+        Some((waits, since_ns)) => wait_steps(waits, since_ns, inputs.pid),
         None => none("no off-CPU waits recorded", 0.0),
     };
     let (cpu, kept, all) = wall::cpu_stream(
@@ -507,12 +509,12 @@ fn network_steps(packets: &crate::net::Packets, bound: u64) -> Result<Steps, Tra
 /// workers, a thread pool's workers parking on a futex after each parallel
 /// region. Preemptions are left out: they follow the scheduler's time
 /// slices, not the program.
-fn wait_steps(waits: &[crate::waits::Wait], pid: Option<u32>) -> Steps {
+fn wait_steps(waits: &[crate::waits::Wait], since_ns: u64, pid: Option<u32>) -> Steps {
     let mut keys: FastMap<(Option<u64>, sofa_trace::WaitReason), u32> = FastMap::default();
     let mut by_reason: Vec<u32> = Vec::new();
     let events: Vec<wall::Event> = waits
         .iter()
-        .filter(|w| pid.is_none_or(|p| w.pid == p))
+        .filter(|w| w.start_ns >= since_ns && pid.is_none_or(|p| w.pid == p))
         .filter(|w| w.reason != sofa_trace::WaitReason::Preempted)
         .map(|w| {
             let next = keys.len() as u32;
@@ -1236,7 +1238,7 @@ pub(crate) mod tests {
         let mut next = xorshift(0x2545f4914f6cdd1d);
         let lengths: Vec<u64> = (0..100).map(|_| 40 + next() % 5).collect();
         let rows = wait_rows(&lengths, 900);
-        let steps = wait_steps(&rows, Some(1));
+        let steps = wait_steps(&rows, 0, Some(1));
         assert_eq!(steps.method.as_deref(), Some("waits"));
         assert!(
             steps.count.abs_diff(100) <= 2,
@@ -1254,13 +1256,13 @@ pub(crate) mod tests {
             &steps.boundaries_ns[..3]
         );
         // Another process's waits are not looked at.
-        assert_eq!(wait_steps(&rows, Some(2)).count, 0);
+        assert_eq!(wait_steps(&rows, 0, Some(2)).count, 0);
     }
 
     #[test]
     fn preemptions_and_random_sleeps_are_not_steps() {
         let rows = wait_rows(&[], 5000);
-        let steps = wait_steps(&rows, Some(1));
+        let steps = wait_steps(&rows, 0, Some(1));
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
         // Time slices alone: a rhythm of the scheduler, left out.
         let slices: Vec<crate::waits::Wait> = wait_rows(&[40; 100], 0)
@@ -1268,7 +1270,7 @@ pub(crate) mod tests {
             .filter(|w| w.reason == sofa_trace::WaitReason::Preempted)
             .collect();
         assert!(slices.len() > 600);
-        let steps = wait_steps(&slices, Some(1));
+        let steps = wait_steps(&slices, 0, Some(1));
         assert_eq!(steps.count, 0, "{:?}", steps.note);
     }
 
