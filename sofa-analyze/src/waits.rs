@@ -11,7 +11,8 @@ use crate::{Sample, Samples};
 use serde::Serialize;
 use sofa_trace::tables::Switch;
 use sofa_trace::{Archive, CollectorName, CollectorState, Table, TraceError, WaitReason};
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 
 /// One off-CPU interval of one thread.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,6 +65,9 @@ impl Switches {
             return Ok(None);
         }
         let gaps = Gaps::read(archive, CollectorName::OffCpu)?;
+        if let Some(switches) = Switches::pair_as_read(archive, &gaps)? {
+            return Ok(Some(switches));
+        }
         // Compact rows, a slice at a time (the archive's rows take 40 bytes).
         let mut rows: Vec<SwitchRow> = Vec::new();
         if let Ok(n) = archive.table_rows(Switch::NAME) {
@@ -86,11 +90,28 @@ impl Switches {
         Switches::pair_rows(rows.iter().map(SwitchRow::from).collect(), gaps)
     }
 
+    /// [`Switches::pair`] as the rows are read, put back in time order
+    /// within [`REORDER_NS`] (the recorder writes each CPU's switches as
+    /// it drains them: in the step corpus a thread's came up to 15 ms and
+    /// 131 rows late). `None` where a thread's rows still come out of
+    /// strictly increasing time (then the rows are kept and sorted).
+    fn pair_as_read(archive: &Archive, gaps: &Gaps) -> Result<Option<Switches>, AnalyzeError> {
+        let mut pairing = InOrder::new(gaps);
+        let mut in_order = true;
+        let mut reorder = Reorder::default();
+        archive.for_each_rows(|slice: Vec<Switch>| {
+            for r in &slice {
+                reorder.push(SwitchRow::from(r), |h| {
+                    in_order = in_order && pairing.add(h);
+                });
+            }
+        })?;
+        reorder.finish(|h| in_order = in_order && pairing.add(h));
+        Ok(in_order.then(|| pairing.finish()))
+    }
+
     fn pair_rows(mut rows: Vec<SwitchRow>, gaps: Gaps) -> Switches {
-        let mut outs = Vec::new();
-        let mut preempted = Vec::new();
         let borrow = Borrow::new(&rows);
-        let mut own = Vec::new();
         let mut spans: FastMap<(u32, u32), (u64, u64)> = FastMap::default();
         for r in &rows {
             let s = spans
@@ -101,42 +122,21 @@ impl Switches {
         }
         // In place, stable: rows of one key keep the table's order.
         rows.sort_by_key(|r| (r.tid, r.time_ns, !r.out));
+        let mut pairing = Pairing::default();
         for pair in rows.windows(2) {
             let (a, b) = (&pair[0], &pair[1]);
             if a.tid != b.tid {
                 continue;
             }
-            // (start, end, the switch-out that began it)
-            let (start, end, out) = match (a.out, b.out) {
-                (true, false) => (a.time_ns, b.time_ns, Some(a)),
-                (true, true) => match gaps.first_start_in(a.time_ns, b.time_ns) {
-                    Some(gap) => (a.time_ns, gap, Some(a)),
-                    None => continue,
-                },
-                (false, false) => match gaps.last_end_in(a.time_ns, b.time_ns) {
-                    Some(gap) => (gap, b.time_ns, None),
-                    None => continue,
-                },
-                (false, true) => continue,
-            };
-            let was_preempted = out.is_some_and(|o| o.preempted);
-            let stack = out.and_then(|o| o.stack_id());
-            outs.push((
-                Sample::new(
-                    start,
-                    stack.or_else(|| {
-                        (end - start <= BORROW_MAX_NS)
-                            .then(|| borrow.nearest(b.tid, was_preempted, start))
-                            .flatten()
-                    }),
-                    b.pid,
-                    b.tid,
-                ),
-                end,
-            ));
-            preempted.push(was_preempted);
-            own.push(stack.is_some());
+            pairing.push(a, b, &gaps, |tid, preempted, start| {
+                borrow.nearest(tid, preempted, start)
+            });
         }
+        let Pairing {
+            outs,
+            preempted,
+            own,
+        } = pairing;
         Switches {
             spans,
             gaps,
@@ -184,6 +184,224 @@ impl Switches {
             }
         }
         waits
+    }
+}
+
+/// The waits paired so far, as [`Switches`] keeps them.
+#[derive(Default)]
+struct Pairing {
+    outs: Vec<(Sample, u64)>,
+    preempted: Vec<bool>,
+    own: Vec<bool>,
+}
+
+impl Pairing {
+    /// The wait between a thread's consecutive rows `a` and `b`, if they
+    /// make one; a wait without a stack of its own, short enough to borrow
+    /// one, takes `borrow(tid, preempted, start)`'s. Whether it was such.
+    fn push(
+        &mut self,
+        a: &SwitchRow,
+        b: &SwitchRow,
+        gaps: &Gaps,
+        borrow: impl Fn(u32, bool, u64) -> Option<u64>,
+    ) -> bool {
+        // (start, end, the switch-out that began it)
+        let (start, end, out) = match (a.out, b.out) {
+            (true, false) => (a.time_ns, b.time_ns, Some(a)),
+            (true, true) => match gaps.first_start_in(a.time_ns, b.time_ns) {
+                Some(gap) => (a.time_ns, gap, Some(a)),
+                None => return false,
+            },
+            (false, false) => match gaps.last_end_in(a.time_ns, b.time_ns) {
+                Some(gap) => (gap, b.time_ns, None),
+                None => return false,
+            },
+            (false, true) => return false,
+        };
+        let was_preempted = out.is_some_and(|o| o.preempted);
+        let stack = out.and_then(|o| o.stack_id());
+        let borrows = stack.is_none() && end - start <= BORROW_MAX_NS;
+        let stack = stack.or_else(|| {
+            borrows
+                .then(|| borrow(b.tid, was_preempted, start))
+                .flatten()
+        });
+        self.outs
+            .push((Sample::new(start, stack, b.pid, b.tid), end));
+        self.preempted.push(was_preempted);
+        self.own.push(out.and_then(|o| o.stack_id()).is_some());
+        borrows
+    }
+}
+
+/// How late a switch may come in the table after later ones and still be
+/// paired as read: the rows held back are the switches of a second
+/// (bounded by `--switch-rate`).
+const REORDER_NS: u64 = 1_000_000_000;
+
+/// A row held back to be put in time order: (arrival, row), ordered by
+/// the row's time, then arrival.
+struct Held(u64, SwitchRow);
+
+impl Held {
+    fn key(&self) -> (u64, u64) {
+        (self.1.time_ns, self.0)
+    }
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Held) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Held {}
+
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Held) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Held {
+    fn cmp(&self, other: &Held) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// Rows put back in time order as they come, each held until a row
+/// [`REORDER_NS`] later has come.
+#[derive(Default)]
+struct Reorder {
+    held: BinaryHeap<Reverse<Held>>,
+    newest: u64,
+    seq: u64,
+}
+
+impl Reorder {
+    /// Takes `r`; gives `out` the rows no longer held, oldest first.
+    fn push(&mut self, r: SwitchRow, mut out: impl FnMut(SwitchRow)) {
+        self.newest = self.newest.max(r.time_ns);
+        self.held.push(Reverse(Held(self.seq, r)));
+        self.seq += 1;
+        while let Some(Reverse(Held(_, h))) = self.held.peek()
+            && h.time_ns.saturating_add(REORDER_NS) < self.newest
+        {
+            out(*h);
+            self.held.pop();
+        }
+    }
+
+    /// Gives `out` the rows still held, oldest first.
+    fn finish(mut self, mut out: impl FnMut(SwitchRow)) {
+        while let Some(Reverse(Held(_, h))) = self.held.pop() {
+            out(h);
+        }
+    }
+}
+
+/// Switches paired as they come, each thread's in strictly increasing
+/// time: a thread's last row is all it keeps of its rows, besides the
+/// switch-outs with a stack (to lend them).
+struct InOrder<'g> {
+    gaps: &'g Gaps,
+    last: FastMap<u32, SwitchRow>,
+    spans: FastMap<(u32, u32), (u64, u64)>,
+    stacked: FastMap<(u32, bool), Vec<(u64, u64)>>,
+    pairing: Pairing,
+    /// Waits whose stack is borrowed once every switch-out is known.
+    borrowing: Vec<usize>,
+}
+
+impl<'g> InOrder<'g> {
+    fn new(gaps: &'g Gaps) -> InOrder<'g> {
+        InOrder {
+            gaps,
+            last: FastMap::default(),
+            spans: FastMap::default(),
+            stacked: FastMap::default(),
+            pairing: Pairing::default(),
+            borrowing: Vec::new(),
+        }
+    }
+
+    /// Pairs `r` with its thread's row before; false where it is not later.
+    fn add(&mut self, r: SwitchRow) -> bool {
+        let s = self
+            .spans
+            .entry((r.pid, r.tid))
+            .or_insert((r.time_ns, r.time_ns));
+        s.0 = s.0.min(r.time_ns);
+        s.1 = s.1.max(r.time_ns);
+        if r.out
+            && let Some(stack) = r.stack_id()
+        {
+            self.stacked
+                .entry((r.tid, r.preempted))
+                .or_default()
+                .push((r.time_ns, stack));
+        }
+        let Some(a) = self.last.insert(r.tid, r) else {
+            return true;
+        };
+        if a.time_ns >= r.time_ns {
+            return false;
+        }
+        if self.pairing.push(&a, &r, self.gaps, |_, _, _| None) {
+            self.borrowing.push(self.pairing.outs.len() - 1);
+        }
+        true
+    }
+
+    /// The waits with their borrowed stacks, in the order of the sorted
+    /// rows (by thread, then time: a thread's waits start at distinct
+    /// times), so that the Python merge meets their stacks as it did.
+    fn finish(self) -> Switches {
+        let borrow = Borrow {
+            stacked: self.stacked,
+        };
+        let Pairing {
+            mut outs,
+            mut preempted,
+            mut own,
+        } = self.pairing;
+        for i in self.borrowing {
+            let (out, _) = &mut outs[i];
+            out.set_stack_id(borrow.nearest(out.tid, preempted[i], out.time_ns));
+        }
+        drop(borrow);
+        let mut order: Vec<u32> = (0..outs.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| (outs[i as usize].0.tid, outs[i as usize].0.time_ns));
+        permute(&mut order, |a, b| {
+            outs.swap(a, b);
+            preempted.swap(a, b);
+            own.swap(a, b);
+        });
+        Switches {
+            spans: self.spans,
+            gaps: self.gaps.clone(),
+            outs,
+            preempted,
+            own,
+        }
+    }
+}
+
+/// Puts the items of a list at `order`'s places (item `order[i]` at `i`),
+/// by the swaps `swap` makes, in place; `order` ends up as `0..n`.
+fn permute(order: &mut [u32], mut swap: impl FnMut(usize, usize)) {
+    for i in 0..order.len() {
+        let mut at = i;
+        loop {
+            let next = order[at] as usize;
+            order[at] = at as u32;
+            if next == i {
+                break;
+            }
+            swap(at, next);
+            at = next;
+        }
     }
 }
 
@@ -1066,6 +1284,83 @@ mod tests {
             }
         }
         stacks
+    }
+
+    #[test]
+    fn switches_paired_as_read_are_those_paired_sorted() {
+        let mut next = crate::steps::tests::xorshift(11);
+        for round in 0..20 {
+            // Three threads (one in two processes), switching at distinct
+            // times 1-15 ms apart, out or in at random (doubled rows make the
+            // waits around gaps), half the switch-outs with a stack; switches
+            // not recorded in two spans.
+            let mut rows = Vec::new();
+            let mut t = [1_000_000u64; 3];
+            for i in 0..600 {
+                let k = (next() % 3) as usize;
+                t[k] += 1_000_000 * (1 + next() % 15) + k as u64;
+                let out = next() % 3 != 0;
+                let stack = (out && next().is_multiple_of(2)).then(|| next() % 5);
+                let mut r = row(t[k], 10 + k as u32, out, next().is_multiple_of(4), stack);
+                if k == 2 && i % 2 == 0 {
+                    r.pid = 2;
+                }
+                rows.push(r);
+            }
+            // The table's order: by time.
+            rows.sort_by_key(|r| r.time_ns);
+            let gaps = Gaps::from(vec![(200_000_000, 260_000_000), (900_000_000, 990_000_000)]);
+            let sorted = Switches::pair(rows.clone(), gaps.clone());
+            // Then as the recorder writes them: each CPU's drained late.
+            for chunk in rows.chunks_mut(1 + (next() % 40) as usize) {
+                chunk.reverse();
+            }
+            let mut as_read = InOrder::new(&gaps);
+            let mut reorder = Reorder::default();
+            let mut in_order = true;
+            for r in &rows {
+                reorder.push(SwitchRow::from(r), |h| in_order &= as_read.add(h));
+            }
+            reorder.finish(|h| in_order &= as_read.add(h));
+            assert!(in_order);
+            let as_read = as_read.finish();
+            assert!(
+                sorted.outs.len() > 100,
+                "round {round}: {}",
+                sorted.outs.len()
+            );
+            assert!(sorted.own.iter().any(|o| !o) && sorted.own.iter().any(|o| *o));
+            assert_eq!(as_read.outs, sorted.outs, "round {round}");
+            assert_eq!(as_read.preempted, sorted.preempted);
+            assert_eq!(as_read.own, sorted.own);
+            assert_eq!(as_read.spans, sorted.spans);
+        }
+        // A row more than a second late is not put back in order.
+        let gaps = Gaps::default();
+        let mut as_read = InOrder::new(&gaps);
+        let mut reorder = Reorder::default();
+        let mut in_order = true;
+        for r in [
+            row(2_000_000_000, 1, true, false, None),
+            row(3_100_000_000, 2, true, false, None),
+            row(2_050_000_000, 1, false, false, None),
+            row(3_200_000_000, 2, false, false, None),
+            row(2_100_000_000, 1, true, false, None),
+        ] {
+            reorder.push(SwitchRow::from(&r), |h| in_order &= as_read.add(h));
+        }
+        assert!(in_order, "within a second");
+        reorder.push(
+            SwitchRow::from(&row(2_070_000_000, 1, false, false, None)),
+            |h| in_order &= as_read.add(h),
+        );
+        reorder.finish(|h| in_order &= as_read.add(h));
+        assert!(!in_order, "over a second late");
+        // A thread's row no later than its last is refused.
+        let mut as_read = InOrder::new(&gaps);
+        assert!(as_read.add(SwitchRow::from(&row(10, 1, true, false, None))));
+        assert!(as_read.add(SwitchRow::from(&row(5, 2, true, false, None))));
+        assert!(!as_read.add(SwitchRow::from(&row(10, 1, false, false, None))));
     }
 
     fn row(time_ns: u64, tid: u32, out: bool, preempted: bool, stack: Option<u64>) -> Switch {
