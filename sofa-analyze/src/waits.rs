@@ -1299,7 +1299,7 @@ mod tests {
             for i in 0..600 {
                 let k = (next() % 3) as usize;
                 t[k] += 1_000_000 * (1 + next() % 15) + k as u64;
-                let out = next() % 3 != 0;
+                let out = !next().is_multiple_of(3);
                 let stack = (out && next().is_multiple_of(2)).then(|| next() % 5);
                 let mut r = row(t[k], 10 + k as u32, out, next().is_multiple_of(4), stack);
                 if k == 2 && i % 2 == 0 {
