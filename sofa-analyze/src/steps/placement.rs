@@ -156,11 +156,13 @@ pub(super) fn place_starts(marker: &[f64], offset: f64, tempo: &Tempo) -> Vec<us
 /// before a training loop and the teardown after it are not steps, even
 /// when the placement found starts there. A step's make-up is compared by
 /// cosine with the mean of the middle half of the steps. Also returns the
-/// share of the kept steps that are unlike the typical one.
+/// share of the kept steps that are unlike the typical one. `threads`:
+/// each thread's events in time order. A step's make-up is counted again
+/// in each of three passes (not kept: steps times channels).
 pub(super) fn trim_unlike_ends<I: Iterator<Item = Channel>>(
     starts: &[usize],
     time_of: impl Fn(usize) -> u64,
-    events: &[Event],
+    threads: &[&[Event]],
     channels: &HashMap<Channel, f64>,
     channels_of: &impl Fn(&(u32, u32)) -> I,
 ) -> (Vec<usize>, f64) {
@@ -173,31 +175,37 @@ pub(super) fn trim_unlike_ends<I: Iterator<Item = Channel>>(
     let d = index.len();
     let bounds: Vec<u64> = starts.iter().map(|&t| time_of(t)).collect();
     let steps = bounds.len() - 1;
-    let mut make_up = vec![0.0f64; steps * d];
     let mut cache: FastMap<(u32, u32), Vec<usize>> = FastMap::default();
-    for e in events {
-        if e.time_ns < bounds[0] || e.time_ns >= bounds[steps] {
-            continue;
+    // The samples of each channel in `step`.
+    let mut make_up = |step: usize, row: &mut [f64]| {
+        row.iter_mut().for_each(|v| *v = 0.0);
+        let (from, to) = (bounds[step], bounds[step + 1]);
+        for own in threads {
+            let lo = own.partition_point(|e| e.time_ns < from);
+            let hi = own.partition_point(|e| e.time_ns < to);
+            for e in &own[lo..hi.max(lo)] {
+                let chans = cache.entry((e.tid, e.key)).or_insert_with(|| {
+                    channels_of(&(e.tid, e.key))
+                        .filter_map(|c| index.get(&c).copied())
+                        .collect()
+                });
+                for &c in chans.iter() {
+                    row[c] += 1.0;
+                }
+            }
         }
-        let step = bounds.partition_point(|&b| b <= e.time_ns) - 1;
-        let chans = cache.entry((e.tid, e.key)).or_insert_with(|| {
-            channels_of(&(e.tid, e.key))
-                .filter_map(|c| index.get(&c).copied())
-                .collect()
-        });
-        for &c in chans.iter() {
-            make_up[step * d + c] += 1.0;
-        }
-    }
+    };
     // Each channel in units of its mean per step, so the busiest one does
     // not decide alone.
+    let mut row = vec![0.0; d];
     let mut mean = vec![0.0; d];
-    for row in make_up.chunks(d) {
+    for step in 0..steps {
+        make_up(step, &mut row);
         for c in 0..d {
             mean[c] += row[c] / steps as f64;
         }
     }
-    for row in make_up.chunks_mut(d) {
+    let normalize = |row: &mut [f64]| {
         for c in 0..d {
             if mean[c] > 0.0 {
                 row[c] /= mean[c];
@@ -207,11 +215,13 @@ pub(super) fn trim_unlike_ends<I: Iterator<Item = Channel>>(
         if norm > 0.0 {
             row.iter_mut().for_each(|v| *v /= norm);
         }
-    }
+    };
     let mut reference = vec![0.0; d];
     for step in steps / 4..steps * 3 / 4 {
+        make_up(step, &mut row);
+        normalize(&mut row);
         for c in 0..d {
-            reference[c] += make_up[step * d + c];
+            reference[c] += row[c];
         }
     }
     let norm = reference
@@ -222,10 +232,9 @@ pub(super) fn trim_unlike_ends<I: Iterator<Item = Channel>>(
         .max(1e-12);
     let similarity: Vec<f64> = (0..steps)
         .map(|step| {
-            (0..d)
-                .map(|c| make_up[step * d + c] * reference[c])
-                .sum::<f64>()
-                / norm
+            make_up(step, &mut row);
+            normalize(&mut row);
+            (0..d).map(|c| row[c] * reference[c]).sum::<f64>() / norm
         })
         .collect();
     // The loop begins with the first run of five steps of which four are
@@ -281,7 +290,7 @@ mod tests {
         let (kept, unlike) = trim_unlike_ends(
             &starts,
             |t| t as u64 * 1_000_000,
-            &events,
+            &[&events],
             &weights,
             &channels_of,
         );

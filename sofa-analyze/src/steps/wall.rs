@@ -190,6 +190,14 @@ impl Stream {
         })
     }
 
+    /// Each thread's events, in time order.
+    pub(super) fn thread_events(&self) -> Vec<&[Event]> {
+        self.threads
+            .iter()
+            .map(|&(_, a, b)| &self.events[a..b])
+            .collect()
+    }
+
     /// Each thread's events in `[start, end)`, in time order.
     fn per_thread(&self, (start, end): (u64, u64)) -> impl Iterator<Item = (u32, &[Event])> {
         self.threads.iter().map(move |&(tid, a, b)| {
@@ -626,8 +634,13 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
         .filter(|&t| marker[t] >= WEAK_START * median)
         .collect();
     let time_of = |t: usize| first + t as u64 * coarse_ns;
-    let (starts, unlike) =
-        trim_unlike_ends(&starts, time_of, stream.events(), &weights, &channels_of);
+    let (starts, unlike) = trim_unlike_ends(
+        &starts,
+        time_of,
+        &stream.thread_events(),
+        &weights,
+        &channels_of,
+    );
     if starts.len() < 3 {
         return none("no periodic structure found", confidence);
     }
