@@ -133,15 +133,7 @@ pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) -> Result<(), Tra
         .iter()
         .max_by_key(|(tid, n)| (**n, std::cmp::Reverse(**tid)))
         .map(|(tid, _)| *tid);
-    // A thread's samples come in order where it has one process and the
-    // tally saw them in strictly increasing time.
-    let mut in_order: FastMap<u32, bool> = FastMap::default();
-    for ((pid, tid), _) in i.samples.tally().spans() {
-        in_order
-            .entry(tid)
-            .and_modify(|ok| *ok = false)
-            .or_insert_with(|| i.samples.tally().in_order(pid, tid));
-    }
+    let in_order = i.samples.tally().tids_in_order();
     let building = |tid: u32| {
         if in_order.get(&tid).copied().unwrap_or(true) {
             Building::InOrder(Timeline::default())

@@ -99,6 +99,18 @@ impl Tally {
         self.spans.get(&(pid, tid)).is_none_or(|s| s.2)
     }
 
+    /// Per thread id, whether its samples come in strictly increasing time:
+    /// false for a thread id seen in two processes.
+    pub fn tids_in_order(&self) -> FastMap<u32, bool> {
+        let mut out: FastMap<u32, bool> = FastMap::default();
+        for (&(_, tid), &(_, _, in_order)) in &self.spans {
+            out.entry(tid)
+                .and_modify(|ok| *ok = false)
+                .or_insert(in_order);
+        }
+        out
+    }
+
     /// Samples per (stack, pid, tid).
     pub fn per_stack_thread(&self) -> impl Iterator<Item = ((Option<u64>, u32, u32), u64)> + '_ {
         self.per_stack_thread.iter().map(|(&k, &n)| (k, n))

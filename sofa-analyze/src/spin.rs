@@ -281,47 +281,67 @@ pub(crate) fn oversubscription(
         return Ok(None);
     };
     let n = ((last - first) / BIN_NS + 1) as usize;
-    // Per bin, the threads seen running (each once, in order) and those
-    // waiting for a CPU.
-    let mut running: Vec<Vec<u32>> = vec![Vec::new(); n];
-    samples.for_each(|s| {
-        let run = &mut running[((s.time_ns - first) / BIN_NS) as usize];
-        if let Err(i) = run.binary_search(&s.tid) {
-            run.insert(i, s.tid);
-        }
-    })?;
-    let mut queued: Vec<Vec<u32>> = vec![Vec::new(); n];
+    // The threads waiting for a CPU, (tid, bin) once each: only a wait
+    // covering half the bin counts (a thread preempted for a moment is not
+    // a thread that wanted a CPU all along).
+    let mut queued: Vec<(u32, u32)> = Vec::new();
     for w in waits.iter().filter(|w| w.reason == WaitReason::Preempted) {
-        // Only a wait covering half the bin counts: a thread preempted for
-        // a moment is not a thread that wanted a CPU all along.
         let (lo, hi) = (w.start_ns.max(first), w.end_ns.min(last + 1));
         if hi <= lo {
             continue;
         }
-        let (from, to) = (
-            ((lo - first) / BIN_NS) as usize,
-            ((hi - 1 - first) / BIN_NS) as usize,
-        );
-        for (b, queue) in queued.iter_mut().enumerate().take(to + 1).skip(from) {
-            let (start, end) = (first + b as u64 * BIN_NS, first + (b as u64 + 1) * BIN_NS);
+        let (from, to) = ((lo - first) / BIN_NS, (hi - 1 - first) / BIN_NS);
+        for b in from..=to {
+            let (start, end) = (first + b * BIN_NS, first + (b + 1) * BIN_NS);
             if hi.min(end) - lo.max(start) >= BIN_NS / 2 {
-                queue.push(w.tid);
+                queued.push((w.tid, b as u32));
             }
         }
     }
+    queued.sort_unstable();
+    queued.dedup();
+    // Per bin, the threads seen running: counted at a thread's first
+    // sample in the bin where its samples come in order (else its bins
+    // are kept and sorted); a queued thread seen running is not queued.
+    let mut ran = vec![false; queued.len()];
+    let mut running = vec![0u32; n];
+    let in_order = samples.tally().tids_in_order();
+    let mut last_bin: FastMap<u32, usize> = FastMap::default();
+    let mut unordered: FastMap<u32, Vec<u32>> = FastMap::default();
+    samples.for_each(|s| {
+        let b = ((s.time_ns - first) / BIN_NS) as usize;
+        if in_order.get(&s.tid).copied().unwrap_or(true) {
+            if last_bin.insert(s.tid, b) == Some(b) {
+                return;
+            }
+            running[b] += 1;
+        } else {
+            unordered.entry(s.tid).or_default().push(b as u32);
+        }
+        if let Ok(i) = queued.binary_search(&(s.tid, b as u32)) {
+            ran[i] = true;
+        }
+    })?;
+    for bins in unordered.values_mut() {
+        bins.sort_unstable();
+        bins.dedup();
+        for &b in bins.iter() {
+            running[b as usize] += 1;
+        }
+    }
+    drop(unordered);
+    let mut waiting = vec![0u32; n];
+    for (&(_, b), _) in queued.iter().zip(&ran).filter(|(_, ran)| !**ran) {
+        waiting[b as usize] += 1;
+    }
     let (mut bins, mut over, mut runnable_sum, mut peak) = (0u64, 0u64, 0usize, 0u32);
-    for (run, queue) in running.iter_mut().zip(queued.iter_mut()) {
-        run.sort_unstable();
-        run.dedup();
-        queue.sort_unstable();
-        queue.dedup();
-        queue.retain(|t| run.binary_search(t).is_err());
-        if run.is_empty() && queue.is_empty() {
+    for (&run, &queue) in running.iter().zip(&waiting) {
+        if run == 0 && queue == 0 {
             continue;
         }
         bins += 1;
-        peak = peak.max(run.len() as u32);
-        let runnable = run.len() + queue.len();
+        peak = peak.max(run);
+        let runnable = (run + queue) as usize;
         if runnable > cpus as usize {
             over += 1;
             runnable_sum += runnable;
@@ -454,5 +474,26 @@ mod tests {
             0
         );
         assert_eq!(oversubscription(&samples, None, 2).unwrap(), None);
+    }
+
+    #[test]
+    fn a_queued_thread_seen_running_in_a_bin_is_counted_once_in_order_or_not() {
+        // As above, and the third thread also runs in 700-759 ms (six bins
+        // where it is running, not waiting too): samples in time order, then
+        // each thread's backwards.
+        let mut rows: Vec<Sample> = (0..1000u64)
+            .flat_map(|ms| [1, 2].map(|tid| Sample::new(ms * 1_000_000, Some(1), 1, tid)))
+            .chain((700..760u64).map(|ms| Sample::new(ms * 1_000_000 + 500_000, Some(1), 1, 3)))
+            .collect();
+        for _ in 0..2 {
+            let samples = Samples::from_rows(rows.clone());
+            let over = oversubscription(&samples, Some(&[wait(3, 500, 1000)]), 2)
+                .unwrap()
+                .unwrap();
+            assert_eq!((over.bins, over.over_bins), (100, 50));
+            assert_eq!(over.runnable, 3.0);
+            assert_eq!(over.peak_running, 3);
+            rows.reverse();
+        }
     }
 }
