@@ -56,7 +56,7 @@ pub(crate) fn test_syscall(
     }
 }
 
-pub use breakdown::StepBreakdown;
+pub use breakdown::{ByName, StepBreakdown};
 pub use fasthash::StackMap;
 pub use functions::{FunctionRow, Functions, ModuleRow, modules, top_functions};
 pub use gaps::Gaps;

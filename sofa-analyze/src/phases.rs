@@ -12,6 +12,7 @@
 //! thread's phase at the time, from its nearest sample within
 //! `LEND_WINDOW_NS` (`other` when it has none that near).
 
+use crate::breakdown::ByName;
 use crate::fasthash::{FastMap, StackMap};
 use crate::functions::CallStacks;
 use crate::{Sample, Samples};
@@ -290,7 +291,7 @@ pub(crate) struct PhaseCounts {
     span: Option<(u64, u64)>,
     in_span: FastMap<Phase, u64>,
     per_stack: FastMap<(Option<u64>, Phase), u64>,
-    per_step: Vec<BTreeMap<String, u64>>,
+    per_step: Vec<ByName>,
 }
 
 /// Counts the map's process's samples per phase: in the loop's `span`
@@ -307,7 +308,7 @@ pub(crate) fn count(
         span,
         in_span: FastMap::default(),
         per_stack: FastMap::default(),
-        per_step: vec![BTreeMap::new(); steps],
+        per_step: vec![ByName::default(); steps],
     };
     phases_of.for_each(samples, |s, phase| {
         if inside(s.time_ns) {
@@ -316,7 +317,7 @@ pub(crate) fn count(
         *c.per_stack.entry((s.stack_id(), phase)).or_default() += 1;
         if steps > 0 && s.time_ns >= boundaries[0] && s.time_ns < boundaries[steps] {
             let step = boundaries.partition_point(|&b| b <= s.time_ns) - 1;
-            *c.per_step[step].entry(phase.name().to_owned()).or_default() += 1;
+            c.per_step[step].add(phase.name(), 1);
         }
     })?;
     Ok(c)
@@ -353,7 +354,7 @@ pub(crate) fn phase_summary(c: &PhaseCounts) -> PhaseSummary {
 }
 
 /// The map's process's samples of each step, per phase name.
-pub(crate) fn per_step(c: PhaseCounts) -> Vec<BTreeMap<String, u64>> {
+pub(crate) fn per_step(c: PhaseCounts) -> Vec<ByName> {
     c.per_step
 }
 
@@ -452,8 +453,8 @@ mod tests {
         // last sample is after the loop.
         let swarms = per_swarm(&counts, |k| k.map(|k| usize::from(k > 3)), 2);
         let steps = per_step(counts);
-        let names = |m: &BTreeMap<String, u64>| -> Vec<(String, u64)> {
-            m.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        let names = |m: &ByName| -> Vec<(String, u64)> {
+            m.iter().map(|(k, v)| (k.to_owned(), v)).collect()
         };
         assert_eq!(
             names(&steps[0]),

@@ -376,11 +376,11 @@ fn step_breakdown(out: &mut String, analysis: &Analysis, limit: usize) {
                 row.push(b.main_waits_ns.as_ref().map_or_else(
                     || "-".to_owned(),
                     |by| {
-                        let mut by: Vec<(&String, &u64)> = by.iter().collect();
-                        by.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                        let mut by: Vec<(&str, u64)> = by.iter().collect();
+                        by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
                         by.iter()
                             .take(2)
-                            .map(|(r, ns)| format!("{r} {:.1}", **ns as f64 / 1e6))
+                            .map(|(r, ns)| format!("{r} {:.1}", *ns as f64 / 1e6))
                             .collect::<Vec<_>>()
                             .join(", ")
                     },
@@ -391,7 +391,7 @@ fn step_breakdown(out: &mut String, analysis: &Analysis, limit: usize) {
                     || "-".to_owned(),
                     |by| {
                         by.iter()
-                            .filter(|(_, n)| **n > 0)
+                            .filter(|(_, n)| *n > 0)
                             .map(|(phase, n)| format!("{phase} {n}"))
                             .collect::<Vec<_>>()
                             .join(", ")
