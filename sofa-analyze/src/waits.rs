@@ -110,40 +110,17 @@ impl Switches {
         Ok(in_order.then(|| pairing.finish()))
     }
 
+    /// The rows kept and sorted by thread, then time (an `out` before an
+    /// `in` at the same time; rows of one key in the table's order), then
+    /// paired as [`InOrder`] pairs them as read.
     fn pair_rows(mut rows: Vec<SwitchRow>, gaps: Gaps) -> Switches {
-        let borrow = Borrow::new(&rows);
-        let mut spans: FastMap<(u32, u32), (u64, u64)> = FastMap::default();
-        for r in &rows {
-            let s = spans
-                .entry((r.pid, r.tid))
-                .or_insert((r.time_ns, r.time_ns));
-            s.0 = s.0.min(r.time_ns);
-            s.1 = s.1.max(r.time_ns);
-        }
-        // In place, stable: rows of one key keep the table's order.
         rows.sort_by_key(|r| (r.tid, r.time_ns, !r.out));
-        let mut pairing = Pairing::default();
-        for pair in rows.windows(2) {
-            let (a, b) = (&pair[0], &pair[1]);
-            if a.tid != b.tid {
-                continue;
-            }
-            pairing.push(a, b, &gaps, |tid, preempted, start| {
-                borrow.nearest(tid, preempted, start)
-            });
+        let mut pairing = InOrder::new(&gaps);
+        pairing.ties = true;
+        for r in rows {
+            pairing.add(r);
         }
-        let Pairing {
-            outs,
-            preempted,
-            own,
-        } = pairing;
-        Switches {
-            spans,
-            gaps,
-            outs,
-            preempted,
-            own,
-        }
+        pairing.finish()
     }
 
     /// The waits with their reasons, from their (merged) stacks: a wait
@@ -306,6 +283,9 @@ impl Reorder {
 /// switch-outs with a stack (to lend them).
 struct InOrder<'g> {
     gaps: &'g Gaps,
+    /// Whether a thread's row may come at the same time as its last (rows
+    /// sorted with an `out` first); else that is out of order.
+    ties: bool,
     last: FastMap<u32, SwitchRow>,
     spans: FastMap<(u32, u32), (u64, u64)>,
     stacked: FastMap<(u32, bool), Vec<(u64, u64)>>,
@@ -318,6 +298,7 @@ impl<'g> InOrder<'g> {
     fn new(gaps: &'g Gaps) -> InOrder<'g> {
         InOrder {
             gaps,
+            ties: false,
             last: FastMap::default(),
             spans: FastMap::default(),
             stacked: FastMap::default(),
@@ -345,7 +326,7 @@ impl<'g> InOrder<'g> {
         let Some(a) = self.last.insert(r.tid, r) else {
             return true;
         };
-        if a.time_ns >= r.time_ns {
+        if a.time_ns > r.time_ns || (a.time_ns == r.time_ns && !self.ties) {
             return false;
         }
         if self.pairing.push(&a, &r, self.gaps, |_, _, _| None) {
@@ -355,9 +336,12 @@ impl<'g> InOrder<'g> {
     }
 
     /// The waits with their borrowed stacks, in the order of the sorted
-    /// rows (by thread, then time: a thread's waits start at distinct
-    /// times), so that the Python merge meets their stacks as it did.
-    fn finish(self) -> Switches {
+    /// rows (by thread, then start; as paired where starts are equal), so
+    /// that the Python merge meets their stacks as it did.
+    fn finish(mut self) -> Switches {
+        for list in self.stacked.values_mut() {
+            list.sort_unstable();
+        }
         let borrow = Borrow {
             stacked: self.stacked,
         };
@@ -372,7 +356,7 @@ impl<'g> InOrder<'g> {
         }
         drop(borrow);
         let mut order: Vec<u32> = (0..outs.len() as u32).collect();
-        order.sort_unstable_by_key(|&i| (outs[i as usize].0.tid, outs[i as usize].0.time_ns));
+        order.sort_by_key(|&i| (outs[i as usize].0.tid, outs[i as usize].0.time_ns));
         permute(&mut order, |a, b| {
             outs.swap(a, b);
             preempted.swap(a, b);
@@ -456,22 +440,6 @@ impl From<&Switch> for SwitchRow {
 }
 
 impl Borrow {
-    fn new(rows: &[SwitchRow]) -> Borrow {
-        let mut stacked: FastMap<(u32, bool), Vec<(u64, u64)>> = FastMap::default();
-        for r in rows.iter().filter(|r| r.out) {
-            if let Some(stack) = r.stack_id() {
-                stacked
-                    .entry((r.tid, r.preempted))
-                    .or_default()
-                    .push((r.time_ns, stack));
-            }
-        }
-        for list in stacked.values_mut() {
-            list.sort_unstable();
-        }
-        Borrow { stacked }
-    }
-
     fn nearest(&self, tid: u32, preempted: bool, t: u64) -> Option<u64> {
         let list = self.stacked.get(&(tid, preempted))?;
         let i = list.partition_point(|s| s.0 < t);
