@@ -1,8 +1,9 @@
 //! Per-step breakdown: what each training step spent its time on.
 
 use crate::Gaps;
+use crate::WaitList;
 use crate::labels::Labelled;
-use crate::waits::{Wait, overlap};
+use crate::waits::overlap;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
@@ -83,7 +84,7 @@ fn step_of(boundaries: &[u64], t: u64) -> Option<usize> {
 pub(crate) fn step_breakdown(
     i: &Labelled,
     boundaries: &[u64],
-    main_waits: Option<(&[Wait], u32)>,
+    main_waits: Option<(&WaitList, u32)>,
     untraced: &Gaps,
 ) -> Result<Vec<StepBreakdown>, sofa_trace::TraceError> {
     let b = boundaries;
@@ -110,14 +111,16 @@ pub(crate) fn step_breakdown(
         })
         .collect();
     // A wait across a boundary counts in each step for its part there.
-    let (waits, main) = main_waits.unwrap_or_default();
-    for w in waits.iter().filter(|w| w.pid == main && w.tid == main) {
+    let mine = main_waits
+        .into_iter()
+        .flat_map(|(waits, main)| waits.iter().filter(move |w| w.pid == main && w.tid == main));
+    for w in mine {
         let first = b.partition_point(|&t| t <= w.start_ns).saturating_sub(1);
         for (row, win) in rows.iter_mut().zip(b.windows(2)).skip(first) {
             if win[0] >= w.end_ns {
                 break;
             }
-            let d = overlap(w, win[0], win[1]);
+            let d = overlap(&w, win[0], win[1]);
             if d > 0
                 && let Some(by) = &mut row.main_waits_ns
             {
@@ -162,6 +165,7 @@ mod tests {
     use crate::fasthash::StackMap;
     use crate::net::Packets;
     use crate::syscalls::Calls;
+    use crate::waits::Wait;
     use sofa_trace::WaitReason;
 
     #[test]
@@ -179,7 +183,7 @@ mod tests {
             own_stack: false,
         };
         // Steps of 100 ns; switches not recorded in 150..180.
-        let waits = [wait(20, 50), wait(120, 150), wait(210, 240)];
+        let waits = WaitList::from(&[wait(20, 50), wait(120, 150), wait(210, 240)][..]);
         let gaps = Gaps::from(vec![(150, 180)]);
         let rows =
             step_breakdown(&labelled, &[0, 100, 200, 300], Some((&waits, 1)), &gaps).unwrap();

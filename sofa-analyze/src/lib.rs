@@ -25,6 +25,7 @@ mod system;
 mod tasks;
 mod unwinding;
 mod views;
+mod waitlist;
 mod waits;
 
 /// A CPU sample of thread 1 of process 1 at `time_ns` in stack `stack`
@@ -84,6 +85,7 @@ pub use unwinding::StackSummary;
 pub use views::{
     CpuSeries, Folded, GpuSeries, PhaseBins, Scatter, ScatterFunction, Series, Timeline, Views,
 };
+pub use waitlist::WaitList;
 pub use waits::{LockRow, LoopWaits, ReasonRow, ThreadWaits, Wait, WaitStackRow, WaitSummary};
 
 /// The error of a table read again that no longer holds what the first

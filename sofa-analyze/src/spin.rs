@@ -9,9 +9,9 @@
 //! (`blas_thread_server` → `inner_thread` → `dgemm_kernel`) is working.
 
 use crate::Samples;
+use crate::WaitList;
 use crate::fasthash::{FastMap, StackMap};
 use crate::functions::CallStacks;
-use crate::waits::Wait;
 use serde::Serialize;
 use sofa_trace::{TraceError, WaitReason};
 
@@ -268,7 +268,7 @@ const BIN_NS: u64 = 10_000_000;
 /// preempted thread is invisible to CPU samples).
 pub(crate) fn oversubscription(
     samples: &Samples,
-    waits: Option<&[Wait]>,
+    waits: Option<&WaitList>,
     cpus: u32,
 ) -> Result<Option<Oversubscription>, TraceError> {
     let Some(waits) = waits else {
@@ -361,6 +361,7 @@ pub(crate) fn oversubscription(
 mod tests {
     use super::*;
     use crate::Sample;
+    use crate::Wait;
 
     use crate::functions::test_stacks as stacks;
 
@@ -450,7 +451,7 @@ mod tests {
                 .flat_map(|ms| [1, 2].map(|tid| Sample::new(ms * 1_000_000, Some(1), 1, tid)))
                 .collect(),
         );
-        let over = oversubscription(&samples, Some(&[wait(3, 500, 1000)]), 2)
+        let over = oversubscription(&samples, Some(&[wait(3, 500, 1000)][..].into()), 2)
             .unwrap()
             .unwrap();
         assert_eq!(over.bins, 100);
@@ -459,7 +460,7 @@ mod tests {
         assert_eq!(over.peak_running, 2);
         // On four CPUs it is not; short preemptions do not count.
         assert_eq!(
-            oversubscription(&samples, Some(&[wait(3, 500, 1000)]), 4)
+            oversubscription(&samples, Some(&[wait(3, 500, 1000)][..].into()), 4)
                 .unwrap()
                 .unwrap()
                 .over_bins,
@@ -467,7 +468,7 @@ mod tests {
         );
         let blips: Vec<Wait> = (0..100).map(|i| wait(3, i * 10 + 1, i * 10 + 3)).collect();
         assert_eq!(
-            oversubscription(&samples, Some(&blips), 2)
+            oversubscription(&samples, Some(&blips[..].into()), 2)
                 .unwrap()
                 .unwrap()
                 .over_bins,
@@ -487,7 +488,7 @@ mod tests {
             .collect();
         for _ in 0..2 {
             let samples = Samples::from_rows(rows.clone());
-            let over = oversubscription(&samples, Some(&[wait(3, 500, 1000)]), 2)
+            let over = oversubscription(&samples, Some(&[wait(3, 500, 1000)][..].into()), 2)
                 .unwrap()
                 .unwrap();
             assert_eq!((over.bins, over.over_bins), (100, 50));

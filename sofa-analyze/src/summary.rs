@@ -303,12 +303,14 @@ fn analyze_inner(
     let wait_rows = switches.as_mut().map(|sw| {
         let mut rows = sw.waits(&stacks);
         impossible = crate::waits::drop_impossible(&mut rows, &samples)?;
-        crate::waits::reasons_from_calls(&mut rows, &calls).map(|_| rows)
+        crate::waits::reasons_from_calls(&mut rows, &calls)?;
+        // Packed for the passes that read them again (10 bytes a wait, not 48).
+        Ok::<_, AnalyzeError>(crate::WaitList::from(&rows[..]))
     });
     let wait_rows = wait_rows.transpose()?;
     let mut waits = switches
         .as_ref()
-        .zip(wait_rows.as_deref())
+        .zip(wait_rows.as_ref())
         .map(|(sw, rows)| crate::waits::summarize(rows, sw, &stacks, |tid| Some(names.of(tid))));
     if let Some(w) = &mut waits {
         w.impossible = impossible;
@@ -392,7 +394,7 @@ fn analyze_inner(
         calls_since_ns: calls_since.unwrap_or(0),
         packets: (!packets.is_empty()).then_some(&packets),
         threads: &main_threads,
-        waits: wait_rows.as_deref().zip(waits_since),
+        waits: wait_rows.as_ref().zip(waits_since),
         py_loop: py_main_threads
             .as_ref()
             .zip(main_pid)
@@ -432,7 +434,7 @@ fn analyze_inner(
     );
     // Per step only where every switch of the step was recorded: a step
     // in a gap would show waits missing.
-    let main_waits = wait_rows.as_deref().zip(main_pid);
+    let main_waits = wait_rows.as_ref().zip(main_pid);
     let mut step_breakdown = step_breakdown(&labelled, &steps.boundaries_ns, main_waits, gaps)?;
     add_overlaps(&mut swarms, &labelled)?;
     let syscalls = syscall_table(&calls, run.duration_ns);
@@ -490,7 +492,7 @@ fn analyze_inner(
         spin: crate::spin::spin_summary(&samples, &stacks),
         oversubscription: crate::spin::oversubscription(
             &samples,
-            wait_rows.as_deref(),
+            wait_rows.as_ref(),
             meta.host.cpus,
         )?,
         hints: Vec::new(),
@@ -513,7 +515,7 @@ fn analyze_inner(
                     system: &system_rows,
                     stacks: &stacks,
                     duration_ns: analysis.run.duration_ns,
-                    waits: wait_rows.as_deref(),
+                    waits: wait_rows.as_ref(),
                     untraced_waits: gaps,
                     period_ns: 1_000_000_000 / analysis.run.frequency_hz.unwrap_or(999).max(1),
                     thread_name: &|tid| names.of(tid),

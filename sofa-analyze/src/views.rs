@@ -155,7 +155,7 @@ pub(crate) struct Inputs<'a> {
     pub stacks: &'a CallStacks,
     pub duration_ns: Option<u64>,
     /// Off-CPU waits, when context switches were recorded.
-    pub waits: Option<&'a [crate::Wait]>,
+    pub waits: Option<&'a crate::WaitList>,
     /// When switches were not recorded (above `--switch-rate`).
     pub untraced_waits: &'a crate::Gaps,
     /// One sampling interval, ns: the weight of one sample, in which waits
@@ -387,47 +387,57 @@ fn folded(title: String, counts: HashMap<&str, u64>) -> Folded {
 /// The threads that waited or ran longest, each with its dominant state
 /// per bin: running between its waits, else the reason it waited for most.
 fn thread_lanes(
-    waits: &[crate::Wait],
+    waits: &crate::WaitList,
     gaps: &crate::Gaps,
     axis: &Axis,
     name: &dyn Fn(u32) -> String,
 ) -> (Vec<String>, Vec<ThreadLane>) {
     let mut names = vec!["running".to_owned()];
     names.extend(WaitReason::ALL.iter().map(|r| r.as_str().to_owned()));
-    let mut per_thread: BTreeMap<(u32, u32), Vec<&crate::Wait>> = BTreeMap::new();
-    for w in waits {
-        per_thread.entry((w.pid, w.tid)).or_default().push(w);
+    // Per thread: its first start, last end, and the end of the wait that
+    // starts last (of those that start together, the last given).
+    let mut per_thread: BTreeMap<(u32, u32), (u64, u64, u64, u64)> = BTreeMap::new();
+    for w in waits.iter() {
+        let t = per_thread
+            .entry((w.pid, w.tid))
+            .or_insert((u64::MAX, 0, 0, 0));
+        t.0 = t.0.min(w.start_ns);
+        t.1 = t.1.max(w.end_ns);
+        if w.start_ns >= t.2 {
+            (t.2, t.3) = (w.start_ns, w.end_ns);
+        }
     }
-    let mut threads: Vec<((u32, u32), Vec<&crate::Wait>)> = per_thread.into_iter().collect();
+    let mut threads: Vec<((u32, u32), (u64, u64, u64, u64))> = per_thread.into_iter().collect();
     // Longest observed first.
-    let span = |ws: &[&crate::Wait]| {
-        ws.iter().map(|w| w.end_ns).max().unwrap_or(0)
-            - ws.iter().map(|w| w.start_ns).min().unwrap_or(0)
-    };
+    let span = |t: &(u64, u64, u64, u64)| t.1 - t.0;
     threads.sort_by(|a, b| span(&b.1).cmp(&span(&a.1)).then(a.0.cmp(&b.0)));
     threads.truncate(LANES);
+    // Time per state per bin and lane; running fills what waits leave.
+    let lane_of: FastMap<(u32, u32), usize> =
+        threads.iter().enumerate().map(|(i, t)| (t.0, i)).collect();
+    let mut times = vec![vec![[0u64; 16]; axis.bins]; threads.len()];
+    for w in waits.iter() {
+        let Some(&lane) = lane_of.get(&(w.pid, w.tid)) else {
+            continue;
+        };
+        let time = &mut times[lane];
+        let state = 1 + WaitReason::ALL
+            .iter()
+            .position(|r| *r == w.reason)
+            .unwrap_or(0);
+        let mut t = w.start_ns;
+        while t < w.end_ns {
+            let Some(b) = axis.bin(t) else { break };
+            let bin_end = axis.start + (b as u64 + 1) * axis.bin_ns;
+            let until = bin_end.min(w.end_ns);
+            time[b][state] += until - t;
+            t = until;
+        }
+    }
     let lanes = threads
         .into_iter()
-        .map(|((pid, tid), mut ws)| {
-            ws.sort_by_key(|w| w.start_ns);
-            let first = ws.first().map_or(0, |w| w.start_ns);
-            let last = ws.last().map_or(0, |w| w.end_ns);
-            // Time per state per bin; running fills what waits leave.
-            let mut time = vec![[0u64; 16]; axis.bins];
-            for w in &ws {
-                let state = 1 + WaitReason::ALL
-                    .iter()
-                    .position(|r| *r == w.reason)
-                    .unwrap_or(0);
-                let mut t = w.start_ns;
-                while t < w.end_ns {
-                    let Some(b) = axis.bin(t) else { break };
-                    let bin_end = axis.start + (b as u64 + 1) * axis.bin_ns;
-                    let until = bin_end.min(w.end_ns);
-                    time[b][state] += until - t;
-                    t = until;
-                }
-            }
+        .zip(times)
+        .map(|(((pid, tid), (first, _, _, last)), time)| {
             let states = time
                 .iter()
                 .enumerate()
@@ -609,13 +619,13 @@ pub(crate) fn build(
     // Off-CPU waits, and the wall clock: waits in units of one sampling
     // interval, each stack with a last frame naming the reason.
     if let Some(waits) = i.waits.filter(|w| !w.is_empty()) {
-        let mut wait_ids: Vec<Option<u64>> = waits.iter().map(|w| w.stack_id).collect();
+        let mut wait_ids: Vec<Option<u64>> = waits.stack_ids().to_vec();
         wait_ids.sort();
         wait_ids.dedup();
         let wait_lines = fold_stacks(i.stacks, wait_ids.into_iter());
         let period = i.period_ns.max(1);
         let mut off: HashMap<String, u64> = HashMap::new();
-        for w in waits {
+        for w in waits.iter() {
             let n = (w.duration_ns() + period / 2) / period;
             if n == 0 {
                 continue;

@@ -4,6 +4,7 @@
 //! for; `take_gil` above a futex wait says the GIL), summed per thread,
 //! per reason and per stack.
 
+use crate::WaitList;
 use crate::fasthash::FastMap;
 use crate::functions::CallStacks;
 use crate::{AnalyzeError, Gaps};
@@ -893,7 +894,7 @@ pub const TOP_LOCKS: usize = 5;
 /// Locks the lock waits (reason `lock`) slept on: each wait is matched to
 /// the futex wait call its thread was in when it left the CPU.
 pub(crate) fn lock_rows(
-    waits: &[Wait],
+    waits: &WaitList,
     futex: &[crate::syscalls::FutexWait],
     threads: &[ThreadWaits],
     stacks: &CallStacks,
@@ -1013,22 +1014,23 @@ pub(crate) fn overlap(w: &Wait, from: u64, to: u64) -> u64 {
 /// `span` is `None` in its whole life after `exec_ns` (its process's last
 /// exec: before it, another program ran, e.g. a `pyenv` shim).
 pub(crate) fn loop_waits(
-    waits: &[Wait],
+    waits: &WaitList,
     gaps: &Gaps,
     stacks: &CallStacks,
     (pid, tid): (u32, u32),
     span: Option<(u64, u64)>,
     exec_ns: u64,
 ) -> Option<LoopWaits> {
-    let mine: Vec<&Wait> = waits
-        .iter()
-        .filter(|w| w.tid == tid && w.pid == pid && w.end_ns > exec_ns)
-        .collect();
+    let mine = || {
+        waits
+            .iter()
+            .filter(move |w| w.tid == tid && w.pid == pid && w.end_ns > exec_ns)
+    };
     let (from_ns, to_ns) = match span {
         Some(span) => span,
         None => (
-            mine.iter().map(|w| w.start_ns).min()?.max(exec_ns),
-            mine.iter().map(|w| w.end_ns).max()?,
+            mine().map(|w| w.start_ns).min()?.max(exec_ns),
+            mine().map(|w| w.end_ns).max()?,
         ),
     };
     let mut out = LoopWaits {
@@ -1042,8 +1044,8 @@ pub(crate) fn loop_waits(
     };
     // Per function: time, and whether it is Python code.
     let mut input_in: BTreeMap<String, (u64, bool)> = BTreeMap::new();
-    for w in mine {
-        let d = overlap(w, from_ns, to_ns);
+    for w in mine() {
+        let d = overlap(&w, from_ns, to_ns);
         if d == 0 {
             continue;
         }
@@ -1081,7 +1083,7 @@ pub const TOP_STACKS: usize = 20;
 
 /// The waits summed per reason, thread and stack. `comm` names threads.
 pub(crate) fn summarize(
-    waits: &[Wait],
+    waits: &WaitList,
     switches: &Switches,
     stacks: &CallStacks,
     comm: impl Fn(u32) -> Option<String>,
@@ -1089,8 +1091,13 @@ pub(crate) fn summarize(
     let mut by_reason: BTreeMap<WaitReason, (u64, u64)> = BTreeMap::new();
     let mut per_thread: FastMap<(u32, u32), (u64, BTreeMap<WaitReason, u64>)> = FastMap::default();
     let mut per_stack: FastMap<(Option<u64>, WaitReason), (u64, u64)> = FastMap::default();
-    for w in waits {
+    let (mut wait_ns, mut own) = (0, 0);
+    for w in waits.iter() {
         let d = w.duration_ns();
+        wait_ns += d;
+        if w.own_stack {
+            own += d;
+        }
         let r = by_reason.entry(w.reason).or_default();
         r.0 += 1;
         r.1 += d;
@@ -1163,12 +1170,6 @@ pub(crate) fn summarize(
         })
         .collect();
     reasons.sort_by(|a, b| b.wait_ns.cmp(&a.wait_ns).then(a.reason.cmp(&b.reason)));
-    let wait_ns: u64 = waits.iter().map(Wait::duration_ns).sum();
-    let own: u64 = waits
-        .iter()
-        .filter(|w| w.own_stack)
-        .map(Wait::duration_ns)
-        .sum();
     WaitSummary {
         waits: waits.len() as u64,
         wait_ns,
@@ -1579,7 +1580,12 @@ mod tests {
             wait_share: 0.0,
             by_reason: BTreeMap::new(),
         };
-        let rows = lock_rows(&waits, &calls, &[thread(2), thread(3), thread(4)], &s);
+        let rows = lock_rows(
+            &WaitList::from(&waits[..]),
+            &calls,
+            &[thread(2), thread(3), thread(4)],
+            &s,
+        );
         assert_eq!(rows.len(), 1, "{rows:?}");
         let l = &rows[0];
         assert_eq!(l.address, "0xa");
@@ -1618,7 +1624,9 @@ mod tests {
             ]
         );
         assert!(waits[0].own_stack);
-        let summary = summarize(&waits, &switches, &s, |_| Some("t".into()));
+        let summary = summarize(&WaitList::from(&waits[..]), &switches, &s, |_| {
+            Some("t".into())
+        });
         assert_eq!(summary.wait_ns, 23);
         assert_eq!(summary.by_reason[0].reason, "lock");
         let t7 = summary.threads.iter().find(|t| t.tid == 7).unwrap();
@@ -1670,12 +1678,20 @@ mod tests {
                 (9, 200, 230, false),
             ]
         );
-        let summary = summarize(&waits, &switches, &s, |_| None);
+        let summary = summarize(&WaitList::from(&waits[..]), &switches, &s, |_| None);
         let t7 = summary.threads.iter().find(|t| t.tid == 7).unwrap();
         // 10..500 less the 200 ns not recorded; 200 ns waited.
         assert_eq!((t7.span_ns, t7.wait_ns), (290, 200));
         // Thread 7 as a loop's: 200 ns of the 300 recorded.
-        let m = loop_waits(&waits, &switches.gaps, &s, (1, 7), Some((0, 500)), 0).unwrap();
+        let m = loop_waits(
+            &WaitList::from(&waits[..]),
+            &switches.gaps,
+            &s,
+            (1, 7),
+            Some((0, 500)),
+            0,
+        )
+        .unwrap();
         assert_eq!((m.traced_ns, m.wait_ns), (300, 200));
     }
 
@@ -1708,7 +1724,7 @@ mod tests {
         assert_eq!(by_start[&95].reason, WaitReason::Preempted);
         assert_eq!(by_start[&200].stack_id, None);
         assert_eq!(by_start[&200].reason, WaitReason::Other);
-        let summary = summarize(&waits, &switches, &s, |_| None);
+        let summary = summarize(&WaitList::from(&waits[..]), &switches, &s, |_| None);
         let all = 4.0 + (BORROW_MAX_NS + 1) as f64;
         assert!((summary.own_stack_share - 2.0 / all).abs() < 1e-9);
     }
@@ -1857,14 +1873,40 @@ mod tests {
             w(150, 160, 200, WaitReason::Lock),
             w(190, 230, 100, WaitReason::Lock),
         ];
-        let m = loop_waits(&waits, &Gaps::default(), &s, (1, 1), Some((100, 200)), 60).unwrap();
+        let m = loop_waits(
+            &WaitList::from(&waits[..]),
+            &Gaps::default(),
+            &s,
+            (1, 1),
+            Some((100, 200)),
+            60,
+        )
+        .unwrap();
         assert_eq!((m.from_ns, m.to_ns, m.in_steps), (100, 200, true));
         assert_eq!(m.wait_ns, 10 + 10 + 10);
         assert_eq!(m.input_ns, 20, "the queue's lock waits, clipped");
         assert_eq!(m.input_in.as_deref(), Some("Queue.get"));
-        let whole = loop_waits(&waits, &Gaps::default(), &s, (1, 1), None, 60).unwrap();
+        let whole = loop_waits(
+            &WaitList::from(&waits[..]),
+            &Gaps::default(),
+            &s,
+            (1, 1),
+            None,
+            60,
+        )
+        .unwrap();
         assert_eq!((whole.from_ns, whole.to_ns), (90, 230));
         assert_eq!(whole.by_reason.get("pipe"), None, "another program's wait");
-        assert!(loop_waits(&waits, &Gaps::default(), &s, (2, 2), None, 0).is_none());
+        assert!(
+            loop_waits(
+                &WaitList::from(&waits[..]),
+                &Gaps::default(),
+                &s,
+                (2, 2),
+                None,
+                0
+            )
+            .is_none()
+        );
     }
 }

@@ -232,7 +232,7 @@ pub(crate) struct StepInputs<'a> {
     /// Off-CPU intervals of every thread, when they were recorded, and
     /// the time from which they are looked at (the end of the last span
     /// in which switches were not recorded; 0 when all were).
-    pub waits: Option<(&'a [crate::waits::Wait], u64)>,
+    pub waits: Option<(&'a crate::WaitList, u64)>,
     /// The main process's main-thread Python snapshots, when it ran Python.
     pub py_loop: Option<&'a [pyloop::Snapshot]>,
     /// `--step-marker NAME` and the stacks to find a function of that name
@@ -509,7 +509,7 @@ fn network_steps(packets: &crate::net::Packets, bound: u64) -> Result<Steps, Tra
 /// workers, a thread pool's workers parking on a futex after each parallel
 /// region. Preemptions are left out: they follow the scheduler's time
 /// slices, not the program.
-fn wait_steps(waits: &[crate::waits::Wait], since_ns: u64, pid: Option<u32>) -> Steps {
+fn wait_steps(waits: &crate::WaitList, since_ns: u64, pid: Option<u32>) -> Steps {
     let mut keys: FastMap<(Option<u64>, sofa_trace::WaitReason), u32> = FastMap::default();
     let mut by_reason: Vec<u32> = Vec::new();
     let events: Vec<wall::Event> = waits
@@ -1208,6 +1208,10 @@ pub(crate) mod tests {
     /// parallel region two thirds in, all jittered by up to a millisecond;
     /// and preemptions every 4-6 ms on every thread (time slices beside a
     /// busy neighbour), which are not the program's rhythm.
+    fn list(waits: &[crate::waits::Wait]) -> crate::WaitList {
+        crate::WaitList::from(waits)
+    }
+
     fn wait_rows(lengths: &[u64], setup: u64) -> Vec<crate::waits::Wait> {
         use sofa_trace::WaitReason;
         let mut next = xorshift(0x9e3779b97f4a7c15);
@@ -1254,7 +1258,7 @@ pub(crate) mod tests {
         let mut next = xorshift(0x2545f4914f6cdd1d);
         let lengths: Vec<u64> = (0..100).map(|_| 40 + next() % 5).collect();
         let rows = wait_rows(&lengths, 900);
-        let steps = wait_steps(&rows, 0, Some(1));
+        let steps = wait_steps(&list(&rows), 0, Some(1));
         assert_eq!(steps.method.as_deref(), Some("waits"));
         assert!(
             steps.count.abs_diff(100) <= 2,
@@ -1272,13 +1276,13 @@ pub(crate) mod tests {
             &steps.boundaries_ns[..3]
         );
         // Another process's waits are not looked at.
-        assert_eq!(wait_steps(&rows, 0, Some(2)).count, 0);
+        assert_eq!(wait_steps(&list(&rows), 0, Some(2)).count, 0);
     }
 
     #[test]
     fn preemptions_and_random_sleeps_are_not_steps() {
         let rows = wait_rows(&[], 5000);
-        let steps = wait_steps(&rows, 0, Some(1));
+        let steps = wait_steps(&list(&rows), 0, Some(1));
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
         // Time slices alone: a rhythm of the scheduler, left out.
         let slices: Vec<crate::waits::Wait> = wait_rows(&[40; 100], 0)
@@ -1286,7 +1290,7 @@ pub(crate) mod tests {
             .filter(|w| w.reason == sofa_trace::WaitReason::Preempted)
             .collect();
         assert!(slices.len() > 600);
-        let steps = wait_steps(&slices, 0, Some(1));
+        let steps = wait_steps(&list(&slices), 0, Some(1));
         assert_eq!(steps.count, 0, "{:?}", steps.note);
     }
 
