@@ -394,22 +394,32 @@ fn thread_lanes(
 ) -> (Vec<String>, Vec<ThreadLane>) {
     let mut names = vec!["running".to_owned()];
     names.extend(WaitReason::ALL.iter().map(|r| r.as_str().to_owned()));
-    // Per thread: its first start, last end, and the end of the wait that
-    // starts last (of those that start together, the last given).
-    let mut per_thread: BTreeMap<(u32, u32), (u64, u64, u64, u64)> = BTreeMap::new();
+    // Per thread: its first start, last end, and the wait that starts
+    // last (of those that start together, the last given).
+    #[derive(Clone, Copy)]
+    struct Seen {
+        first: u64,
+        end: u64,
+        last_start: u64,
+        last_end: u64,
+    }
+    let mut per_thread: BTreeMap<(u32, u32), Seen> = BTreeMap::new();
     for w in waits.iter() {
-        let t = per_thread
-            .entry((w.pid, w.tid))
-            .or_insert((u64::MAX, 0, 0, 0));
-        t.0 = t.0.min(w.start_ns);
-        t.1 = t.1.max(w.end_ns);
-        if w.start_ns >= t.2 {
-            (t.2, t.3) = (w.start_ns, w.end_ns);
+        let t = per_thread.entry((w.pid, w.tid)).or_insert(Seen {
+            first: u64::MAX,
+            end: 0,
+            last_start: 0,
+            last_end: 0,
+        });
+        t.first = t.first.min(w.start_ns);
+        t.end = t.end.max(w.end_ns);
+        if w.start_ns >= t.last_start {
+            (t.last_start, t.last_end) = (w.start_ns, w.end_ns);
         }
     }
-    let mut threads: Vec<((u32, u32), (u64, u64, u64, u64))> = per_thread.into_iter().collect();
+    let mut threads: Vec<((u32, u32), Seen)> = per_thread.into_iter().collect();
     // Longest observed first.
-    let span = |t: &(u64, u64, u64, u64)| t.1 - t.0;
+    let span = |t: &Seen| t.end - t.first;
     threads.sort_by(|a, b| span(&b.1).cmp(&span(&a.1)).then(a.0.cmp(&b.0)));
     threads.truncate(LANES);
     // Time per state per bin and lane; running fills what waits leave.
@@ -437,7 +447,8 @@ fn thread_lanes(
     let lanes = threads
         .into_iter()
         .zip(times)
-        .map(|(((pid, tid), (first, _, _, last)), time)| {
+        .map(|(((pid, tid), seen), time)| {
+            let (first, last) = (seen.first, seen.last_end);
             let states = time
                 .iter()
                 .enumerate()
