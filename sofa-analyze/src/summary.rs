@@ -304,8 +304,7 @@ fn analyze_inner(
         let mut rows = sw.waits(&stacks);
         impossible = crate::waits::drop_impossible(&mut rows, &samples)?;
         crate::waits::reasons_from_calls(&mut rows, &calls)?;
-        // Packed for the passes that read them again (10 bytes a wait, not 48).
-        Ok::<_, AnalyzeError>(crate::WaitList::from(&rows[..]))
+        Ok::<_, AnalyzeError>(rows)
     });
     let wait_rows = wait_rows.transpose()?;
     let mut waits = switches

@@ -87,6 +87,33 @@ impl WaitList {
             start: 0,
         }
     }
+
+    /// Keeps the waits `keep` says to, in order (their stacks too).
+    pub fn retain(&mut self, mut keep: impl FnMut(&Wait) -> bool) {
+        let mut kept = Builder::default();
+        for w in self.iter().filter(|w| keep(w)) {
+            kept.push(&w);
+        }
+        *self = kept.finish();
+    }
+
+    /// Gives the waits at some positions (in increasing order) new reasons.
+    pub fn set_reasons(&mut self, changes: &[(usize, WaitReason)]) {
+        let mut flags = Vec::with_capacity(changes.len());
+        let mut waits = self.iter();
+        let mut i = 0;
+        for &(at, _) in changes {
+            while i <= at {
+                waits.next().expect("a position among the waits");
+                i += 1;
+            }
+            flags.push(waits.at - 1);
+        }
+        for (&at, &(_, reason)) in flags.iter().zip(changes) {
+            let own = self.bytes[at] & OWN;
+            self.bytes[at] = reason_byte(reason) | own;
+        }
+    }
 }
 
 /// Builds a [`WaitList`] a wait at a time.
@@ -251,5 +278,27 @@ mod tests {
         let per_wait = list.bytes.len() as f64 / waits.len() as f64;
         assert!(per_wait < 10.0, "{per_wait} bytes a wait");
         assert!(WaitList::default().iter().next().is_none());
+
+        // Reasons set in place, waits kept or left out in order.
+        let changes: Vec<(usize, WaitReason)> = (0..waits.len())
+            .filter(|i| i % 3 == 0)
+            .map(|i| (i, WaitReason::ALL[i % WaitReason::ALL.len()]))
+            .collect();
+        let mut list = WaitList::from(&waits[..]);
+        list.set_reasons(&changes);
+        for &(i, reason) in &changes {
+            waits[i].reason = reason;
+        }
+        assert_eq!(list.iter().collect::<Vec<_>>(), waits);
+        let keep = |w: &Wait| !w.start_ns.is_multiple_of(5) && w.stack_id != Some(3_000);
+        list.retain(keep);
+        waits.retain(keep);
+        assert_eq!(list.iter().collect::<Vec<_>>(), waits);
+        let mut stacks: Vec<Option<u64>> = waits.iter().map(|w| w.stack_id).collect();
+        stacks.sort();
+        stacks.dedup();
+        let mut kept = list.stack_ids().to_vec();
+        kept.sort();
+        assert_eq!(kept, stacks);
     }
 }

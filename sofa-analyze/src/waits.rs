@@ -126,15 +126,16 @@ impl Switches {
 
     /// The waits with their reasons, from their (merged) stacks: a wait
     /// across gaps is one per part outside them. The switch-outs become
-    /// the waits: they are not kept beside them (32 bytes a wait).
-    pub(crate) fn waits(&mut self, stacks: &CallStacks) -> Vec<Wait> {
+    /// the waits, packed as they come (10 bytes a wait beside the
+    /// switch-out's 32, not a `Wait`'s 48).
+    pub(crate) fn waits(&mut self, stacks: &CallStacks) -> WaitList {
         let mut reasons: FastMap<(Option<u64>, bool), WaitReason> = FastMap::default();
         let outs = std::mem::take(&mut self.outs);
         let (preempted, own) = (
             std::mem::take(&mut self.preempted),
             std::mem::take(&mut self.own),
         );
-        let mut waits = Vec::with_capacity(outs.len());
+        let mut waits = crate::waitlist::Builder::default();
         for (((out, end_ns), &preempted), &own_stack) in outs.iter().zip(&preempted).zip(&own) {
             let wait = Wait {
                 pid: out.pid,
@@ -148,20 +149,18 @@ impl Switches {
                 own_stack,
             };
             if self.gaps.is_empty() {
-                waits.push(wait);
+                waits.push(&wait);
             } else {
-                waits.extend(
-                    self.gaps
-                        .pieces(wait.start_ns, wait.end_ns)
-                        .map(|(a, b)| Wait {
-                            start_ns: a,
-                            end_ns: b,
-                            ..wait
-                        }),
-                );
+                for (a, b) in self.gaps.pieces(wait.start_ns, wait.end_ns) {
+                    waits.push(&Wait {
+                        start_ns: a,
+                        end_ns: b,
+                        ..wait
+                    });
+                }
             }
         }
-        waits
+        waits.finish()
     }
 }
 
@@ -536,7 +535,7 @@ impl<'a, T: CallSpan> InFlight<'a, T> {
 /// first of its thread's waits that starts at or after it, and each
 /// wait's call is the latest candidate of it and the waits before it.
 pub(crate) fn reasons_from_calls(
-    waits: &mut [Wait],
+    waits: &mut WaitList,
     calls: &crate::Calls,
 ) -> Result<u64, sofa_trace::TraceError> {
     let unknown = |w: &Wait| !w.own_stack && w.reason == WaitReason::Other;
@@ -572,7 +571,7 @@ pub(crate) fn reasons_from_calls(
             *slot = Some((c.time_ns, row, *c));
         }
     })?;
-    let mut given = 0;
+    let mut given = Vec::new();
     for (tid, list) in &by_tid {
         let mut latest: Candidate = None;
         for (&(t, i), candidate) in list.iter().zip(&candidates[tid]) {
@@ -586,12 +585,13 @@ pub(crate) fn reasons_from_calls(
                 continue;
             }
             if let Some(reason) = call_reason(calls.name(&call)) {
-                waits[i].reason = reason;
-                given += 1;
+                given.push((i, reason));
             }
         }
     }
-    Ok(given)
+    given.sort_unstable_by_key(|&(i, _)| i);
+    waits.set_reasons(&given);
+    Ok(given.len() as u64)
 }
 
 /// How far inside a wait a CPU sample of its thread must be to prove the
@@ -606,7 +606,7 @@ const SAMPLE_MARGIN_NS: u64 = 20_000;
 /// for each gap between two of them the earliest sample in it; the
 /// earliest after a start is the least of the gaps' after it. Memory
 /// grows with the waits, not the samples.
-pub(crate) fn drop_impossible(waits: &mut Vec<Wait>, samples: &Samples) -> Result<u64, TraceError> {
+pub(crate) fn drop_impossible(waits: &mut WaitList, samples: &Samples) -> Result<u64, TraceError> {
     // Per thread: its waits' starts (plus the margin), in order, and the
     // earliest sample after `from[i - 1]` and up to `from[i]` (`earliest[i]`).
     let mut per_thread: FastMap<u32, (Vec<u64>, Vec<u64>)> = FastMap::default();
@@ -1449,7 +1449,7 @@ mod tests {
             stack_id: None,
             own_stack,
         };
-        let mut waits = [
+        let waits = [
             wait(2, 11, false, WaitReason::Other),  // in the poll
             wait(2, 51, false, WaitReason::Other),  // in a read: pipe or disk
             wait(2, 81, false, WaitReason::Other),  // in a futex, exit unseen
@@ -1457,6 +1457,7 @@ mod tests {
             wait(2, 12, true, WaitReason::Other),   // its own stack said other
             wait(2, 13, false, WaitReason::Sleep),  // its borrowed stack said
         ];
+        let mut waits = WaitList::from(&waits[..]);
         assert_eq!(reasons_from_calls(&mut waits, &calls).unwrap(), 2);
         let got: Vec<WaitReason> = waits.iter().map(|w| w.reason).collect();
         use WaitReason::*;
@@ -1529,6 +1530,7 @@ mod tests {
                     .unwrap_or(w.reason)
             })
             .collect();
+        let mut waits = WaitList::from(&waits[..]);
         let given = reasons_from_calls(&mut waits, &calls).unwrap();
         let got: Vec<WaitReason> = waits.iter().map(|w| w.reason).collect();
         assert_eq!(got, want);
@@ -1611,7 +1613,7 @@ mod tests {
             ],
             Gaps::default(),
         );
-        let waits = switches.waits(&s);
+        let waits: Vec<Wait> = switches.waits(&s).iter().collect();
         let got: Vec<(u32, u64, u64, WaitReason)> = waits
             .iter()
             .map(|w| (w.tid, w.start_ns, w.end_ns, w.reason))
@@ -1662,7 +1664,7 @@ mod tests {
             ],
             gaps,
         );
-        let waits = switches.waits(&s);
+        let waits: Vec<Wait> = switches.waits(&s).iter().collect();
         let got: Vec<(u32, u64, u64, bool)> = waits
             .iter()
             .map(|w| (w.tid, w.start_ns, w.end_ns, w.own_stack))
@@ -1716,7 +1718,7 @@ mod tests {
             ],
             Gaps::default(),
         );
-        let waits = switches.waits(&s);
+        let waits: Vec<Wait> = switches.waits(&s).iter().collect();
         let by_start: HashMap<u64, &Wait> = waits.iter().map(|w| (w.start_ns, w)).collect();
         assert_eq!(by_start[&90].reason, WaitReason::Sleep);
         assert!(!by_start[&90].own_stack);
@@ -1758,7 +1760,7 @@ mod tests {
             own_stack: false,
         };
         let sample = |tid, time_ns| Sample::new(time_ns, None, 1, tid);
-        let mut waits = vec![
+        let waits = [
             w(1, 0, 1_000_000),
             w(1, 2_000_000, 9_000_000),
             w(2, 0, 9_000_000),
@@ -1771,7 +1773,9 @@ mod tests {
             sample(1, 5_000_000),
             sample(3, 5_000_000),
         ]);
+        let mut waits = WaitList::from(&waits[..]);
         assert_eq!(drop_impossible(&mut waits, &samples).unwrap(), 1);
+        let waits: Vec<Wait> = waits.iter().collect();
         assert_eq!(waits.len(), 2);
         assert_eq!((waits[0].start_ns, waits[1].tid), (0, 2));
     }
@@ -1790,7 +1794,7 @@ mod tests {
         };
         let grid = SAMPLE_MARGIN_NS / 2;
         for _ in 0..20 {
-            let mut waits: Vec<Wait> = (0..300)
+            let waits: Vec<Wait> = (0..300)
                 .map(|_| {
                     let start_ns = next(400) * grid;
                     Wait {
@@ -1826,8 +1830,9 @@ mod tests {
                 .filter(|(_, k)| **k)
                 .map(|(w, _)| *w)
                 .collect();
-            let dropped = drop_impossible(&mut waits, &Samples::from_rows(samples)).unwrap();
-            assert_eq!(waits, want);
+            let mut list = WaitList::from(&waits[..]);
+            let dropped = drop_impossible(&mut list, &Samples::from_rows(samples)).unwrap();
+            assert_eq!(list.iter().collect::<Vec<_>>(), want);
             assert_eq!(dropped as usize, kept.iter().filter(|k| !**k).count());
             assert!(dropped > 0 && !waits.is_empty());
         }
