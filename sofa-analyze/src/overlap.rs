@@ -24,10 +24,8 @@ impl Timelines {
     }
 }
 
-/// Samples of one swarm in a row: the first's time, the last's after it
-/// (16 bytes a run, as much as a sample took: a thread whose swarm changes
-/// at every sample costs no more than its samples did).
-#[derive(Debug, Clone, Copy)]
+/// Samples of one swarm in a row: the first's time, the last's after it.
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Run {
     first: u64,
     span: u32,
@@ -40,17 +38,53 @@ impl Run {
     }
 }
 
-/// One thread's runs, in time order.
+/// Runs per block of a [`Timeline`]: a lookup reads at most this many.
+const BLOCK: usize = 16;
+
+/// One thread's runs, in time order, packed: each run its gap after the
+/// run before (left out for a block's first, whose time the block's entry
+/// has), its span and its swarm, as LEB128 bytes (~6 bytes a run, where
+/// it took 16: the synthetic benchmark's swarm changes every ~3 samples).
 #[derive(Debug, Default)]
 struct Timeline {
-    runs: Vec<Run>,
+    bytes: Vec<u8>,
+    /// Per block of `BLOCK` runs: its first run's first time, and where
+    /// its bytes start.
+    blocks: Vec<(u64, usize)>,
+    runs: usize,
+    /// The run samples still join.
+    open: Option<Run>,
+    /// The last packed run's last time.
+    packed_last: u64,
+}
+
+fn put(bytes: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        bytes.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    bytes.push(v as u8);
+}
+
+fn get(bytes: &[u8], at: &mut usize) -> u64 {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let b = bytes[*at];
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return v;
+        }
+        shift += 7;
+    }
 }
 
 impl Timeline {
     /// Adds a sample at `time` of `swarm`, no earlier than the last one
     /// added (at the same time, of no lower swarm).
     fn push(&mut self, time: u64, swarm: usize) {
-        if let Some(run) = self.runs.last_mut()
+        if let Some(run) = &mut self.open
             && run.swarm as usize == swarm
             && time - run.last() <= 2 * TOLERANCE_NS
             && let Ok(span) = u32::try_from(time - run.first)
@@ -58,25 +92,77 @@ impl Timeline {
             run.span = span;
             return;
         }
-        self.runs.push(Run {
+        self.seal();
+        self.open = Some(Run {
             first: time,
             span: 0,
             swarm: swarm as u32,
         });
     }
 
+    /// Packs the open run: after the last sample, before a lookup.
+    fn seal(&mut self) {
+        let Some(run) = self.open.take() else {
+            return;
+        };
+        if self.runs.is_multiple_of(BLOCK) {
+            self.blocks.push((run.first, self.bytes.len()));
+        } else {
+            put(&mut self.bytes, run.first - self.packed_last);
+        }
+        put(&mut self.bytes, u64::from(run.span));
+        put(&mut self.bytes, u64::from(run.swarm));
+        self.packed_last = run.last();
+        self.runs += 1;
+    }
+
+    /// The runs of block `b`, in order.
+    fn block(&self, b: usize) -> impl Iterator<Item = Run> + '_ {
+        let (first, mut at) = self.blocks[b];
+        let n = BLOCK.min(self.runs - b * BLOCK);
+        let mut last = None;
+        (0..n).map(move |_| {
+            let first = match last {
+                None => first,
+                Some(last) => last + get(&self.bytes, &mut at),
+            };
+            let span = get(&self.bytes, &mut at) as u32;
+            let swarm = get(&self.bytes, &mut at) as u32;
+            let run = Run { first, span, swarm };
+            last = Some(run.last());
+            run
+        })
+    }
+
+    #[cfg(test)]
+    fn runs(&self) -> Vec<Run> {
+        (0..self.blocks.len()).flat_map(|b| self.block(b)).collect()
+    }
+
     /// The swarm of the sample nearest `t` (the earlier of two as near),
     /// if within the tolerance. Inside a run, every point is within it of
-    /// a sample of the run.
+    /// a sample of the run. The first run that ends at `t` or later is in
+    /// the last block that starts before `t`, or starts the next block.
     fn swarm_at(&self, t: u64) -> Option<usize> {
-        let j = self.runs.partition_point(|r| r.last() < t);
-        if let Some(run) = self.runs.get(j).filter(|r| r.first <= t) {
-            return Some(run.swarm as usize);
+        debug_assert!(self.open.is_none(), "sealed before lookups");
+        if self.blocks.is_empty() {
+            return None;
         }
-        let before = j
-            .checked_sub(1)
-            .map(|k| (self.runs[k].last(), self.runs[k].swarm));
-        let after = self.runs.get(j).map(|r| (r.first, r.swarm));
+        let b = self.blocks.partition_point(|&(first, _)| first < t);
+        let b = b.saturating_sub(1);
+        let mut before = None;
+        let next = self.blocks.get(b + 1).map(|_| self.block(b + 1).take(1));
+        let mut after = None;
+        for run in self.block(b).chain(next.into_iter().flatten()) {
+            if run.last() >= t {
+                if run.first <= t {
+                    return Some(run.swarm as usize);
+                }
+                after = Some((run.first, run.swarm));
+                break;
+            }
+            before = Some((run.last(), run.swarm));
+        }
         [before, after]
             .into_iter()
             .flatten()
@@ -102,7 +188,7 @@ impl Building {
     }
 
     fn finish(self) -> Timeline {
-        match self {
+        let mut line = match self {
             Building::InOrder(line) => line,
             Building::Unordered(mut samples) => {
                 samples.sort_unstable();
@@ -112,7 +198,9 @@ impl Building {
                 }
                 line
             }
-        }
+        };
+        line.seal();
+        line
     }
 }
 
@@ -120,7 +208,7 @@ impl Building {
 /// Fails only where the system calls or packets, read again, fail to read.
 pub(crate) fn add_overlaps(swarms: &mut [Swarm], i: &Labelled) -> Result<(), TraceError> {
     // Timelines of the threads that made system calls and of the busiest
-    // thread (GPU and network samples), not of every thread: 16 bytes a
+    // thread (GPU and network samples), not of every thread: ~6 bytes a
     // run of samples of one swarm.
     let in_swarm = |stack: Option<u64>| i.swarm_of(stack).is_some_and(|w| w.0 < swarms.len());
     let mut per_thread: FastMap<u32, usize> = FastMap::default();
@@ -234,7 +322,12 @@ mod tests {
                 unordered.push(time, swarm);
             }
             let (a, b) = (in_order.finish(), unordered.finish());
-            assert!(a.runs.len() < samples.len(), "{} runs", a.runs.len());
+            assert!(
+                a.runs < samples.len() && a.runs > 4 * BLOCK,
+                "{} runs",
+                a.runs
+            );
+            assert_eq!(a.runs(), b.runs());
             for q in (samples[0].0 - 10_000_000..t + 10_000_000).step_by(500_000) {
                 let want = nearest(&samples, q);
                 assert_eq!(a.swarm_at(q), want, "round {round} at {q}");
