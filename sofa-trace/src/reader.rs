@@ -3,7 +3,7 @@
 use crate::meta::{FORMAT_VERSION, Meta, RecordingStatus};
 use crate::writer::{
     COMPACT_FILE, PART_PREFIX, TMP_SUFFIX, decode, first_line, parquet_rows, part_files,
-    read_checked,
+    open_checked,
 };
 use crate::{META_FILE, Table, TraceError, tables};
 use polars::prelude::*;
@@ -510,8 +510,10 @@ impl Archive {
             i += 1;
             let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
             let crc = checksums.and_then(|c| c.get(name.as_deref()?));
-            let bytes = match read_checked(&file, crc.map(String::as_str)) {
-                Ok(bytes) => bytes,
+            // Open from here on: a compaction that deletes the file leaves
+            // it readable.
+            let handle = match open_checked(&file, crc.map(String::as_str)) {
+                Ok(handle) => handle,
                 Err(e) if self.is_truncated() && relisted < 3 && is_not_found(&e) => {
                     relisted += 1;
                     files = self.table_files(table)?;
@@ -520,9 +522,9 @@ impl Archive {
                 }
                 Err(e) => return Err(e),
             };
-            let rows = decode(&file, || {
-                ParquetReader::new(std::io::Cursor::new(bytes.as_slice())).num_rows()
-            })?;
+            let reader = || handle.try_clone().map_err(|e| TraceError::io(&file, e));
+            let first = reader()?;
+            let rows = decode(&file, || ParquetReader::new(first).num_rows())?;
             if skip >= rows {
                 skip -= rows;
                 continue;
@@ -533,8 +535,9 @@ impl Archive {
                 if wanted == 0 {
                     break;
                 }
+                let handle = reader()?;
                 let slice = decode(&file, || {
-                    ParquetReader::new(std::io::Cursor::new(bytes.as_slice()))
+                    ParquetReader::new(handle)
                         .with_slice(Some((offset, wanted)))
                         .with_columns(
                             columns.map(|c| c.iter().map(|&name| name.to_owned()).collect()),

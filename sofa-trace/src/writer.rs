@@ -411,8 +411,12 @@ pub(crate) fn part_files(dir: &Path) -> Result<Vec<PathBuf>, TraceError> {
 
 /// CRC-32 of a file's bytes, as 8 hex digits, read in blocks.
 pub(crate) fn file_crc32(path: &Path) -> Result<String, TraceError> {
-    use std::io::Read;
-    let mut file = File::open(path).map_err(|e| TraceError::io(path, e))?;
+    let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
+    crc32_of(path, file)
+}
+
+/// CRC-32 of what `file` (at `path`) reads from where it is.
+fn crc32_of(path: &Path, mut file: impl std::io::Read) -> Result<String, TraceError> {
     let mut hasher = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -430,11 +434,13 @@ pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame, TraceError> {
     decode(path, || ParquetReader::new(file).finish())
 }
 
-/// A file's bytes, which must have CRC-32 `crc` (8 hex digits) if given.
-pub(crate) fn read_checked(path: &Path, crc: Option<&str>) -> Result<Vec<u8>, TraceError> {
-    let bytes = fs::read(path).map_err(|e| TraceError::io(path, e))?;
+/// A file opened to be decoded a slice at a time, not read whole (a
+/// table of 4 x 10^7 samples is a 145 MB file); its bytes must have CRC-32
+/// `crc` (8 hex digits) if given, read in blocks first.
+pub(crate) fn open_checked(path: &Path, crc: Option<&str>) -> Result<File, TraceError> {
+    let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
     if let Some(crc) = crc {
-        let actual = format!("{:08x}", crc32fast::hash(&bytes));
+        let actual = crc32_of(path, &file)?;
         if actual != crc {
             return Err(TraceError::CorruptTable {
                 path: path.to_path_buf(),
@@ -444,7 +450,7 @@ pub(crate) fn read_checked(path: &Path, crc: Option<&str>) -> Result<Vec<u8>, Tr
             });
         }
     }
-    Ok(bytes)
+    Ok(file)
 }
 
 /// Rows of a Parquet file, from its footer alone.
