@@ -24,6 +24,7 @@ mod syscalls;
 mod system;
 mod tasks;
 mod unwinding;
+mod varint;
 mod views;
 mod waitlist;
 mod waits;

@@ -9,6 +9,7 @@
 use crate::fasthash::FastMap;
 use crate::labels::Labelled;
 use crate::swarms::Swarm;
+use crate::varint::{get, put};
 use sofa_trace::TraceError;
 
 /// Samples further than this from an event do not say what ran then.
@@ -43,8 +44,9 @@ const BLOCK: usize = 16;
 
 /// One thread's runs, in time order, packed: each run its gap after the
 /// run before (left out for a block's first, whose time the block's entry
-/// has), its span and its swarm, as LEB128 bytes (~6 bytes a run, where
-/// it took 16: the synthetic benchmark's swarm changes every ~3 samples).
+/// has), its span and its swarm, as LEB128 bytes (~6.5 bytes a run where
+/// a struct took 16: the synthetic benchmark's swarm changes every ~4
+/// samples).
 #[derive(Debug, Default)]
 struct Timeline {
     bytes: Vec<u8>,
@@ -56,28 +58,6 @@ struct Timeline {
     open: Option<Run>,
     /// The last packed run's last time.
     packed_last: u64,
-}
-
-fn put(bytes: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        bytes.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    bytes.push(v as u8);
-}
-
-fn get(bytes: &[u8], at: &mut usize) -> u64 {
-    let mut v = 0u64;
-    let mut shift = 0;
-    loop {
-        let b = bytes[*at];
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return v;
-        }
-        shift += 7;
-    }
 }
 
 impl Timeline {

@@ -7,6 +7,7 @@
 //! analysis memory grew by per sample and call.
 
 use crate::fasthash::FastMap;
+use crate::varint::{get, put};
 use crate::waits::Wait;
 use sofa_trace::WaitReason;
 
@@ -32,28 +33,6 @@ struct Run {
 
 /// The flag byte's own-stack bit; the reason is the rest.
 const OWN: u8 = 0x80;
-
-fn put(bytes: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        bytes.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    bytes.push(v as u8);
-}
-
-fn get(bytes: &[u8], at: &mut usize) -> u64 {
-    let mut v = 0u64;
-    let mut shift = 0;
-    loop {
-        let b = bytes[*at];
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return v;
-        }
-        shift += 7;
-    }
-}
 
 fn reason_byte(reason: WaitReason) -> u8 {
     reason as u8

@@ -2,8 +2,8 @@
 
 use crate::meta::{FORMAT_VERSION, Meta, RecordingStatus};
 use crate::writer::{
-    COMPACT_FILE, PART_PREFIX, TMP_SUFFIX, decode, first_line, parquet_rows, part_files,
-    open_checked,
+    COMPACT_FILE, PART_PREFIX, TMP_SUFFIX, decode, first_line, open_checked, parquet_rows,
+    part_files,
 };
 use crate::{META_FILE, Table, TraceError, tables};
 use polars::prelude::*;

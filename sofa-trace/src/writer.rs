@@ -438,9 +438,10 @@ pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame, TraceError> {
 /// table of 4 x 10^7 samples is a 145 MB file); its bytes must have CRC-32
 /// `crc` (8 hex digits) if given, read in blocks first.
 pub(crate) fn open_checked(path: &Path, crc: Option<&str>) -> Result<File, TraceError> {
-    let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
+    let mut file = File::open(path).map_err(|e| TraceError::io(path, e))?;
     if let Some(crc) = crc {
         let actual = crc32_of(path, &file)?;
+        std::io::Seek::rewind(&mut file).map_err(|e| TraceError::io(path, e))?;
         if actual != crc {
             return Err(TraceError::CorruptTable {
                 path: path.to_path_buf(),

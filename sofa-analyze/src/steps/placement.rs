@@ -91,6 +91,10 @@ impl Tempo {
     }
 }
 
+/// The gaps a start may follow its previous one by, `lo..=hi` bins, and
+/// the penalty of each gap up to `hi`.
+type Penalties = (usize, usize, Vec<f64>);
+
 /// Step starts (indices into `marker`) by dynamic programming: each start
 /// scores its marker value less `offset` (centred, an ordinary stretch
 /// earns nothing), each gap a penalty growing with its log-ratio to the
@@ -105,7 +109,7 @@ pub(super) fn place_starts(marker: &[f64], offset: f64, tempo: &Tempo) -> Vec<us
     // The penalty table of the local period, made again where it changes
     // (bins come in order; a table per window, kept, took ~400 bytes each:
     // 66 MB for 500,000 steps).
-    let mut current: Option<(u64, (usize, usize, Vec<f64>))> = None;
+    let mut current: Option<(u64, Penalties)> = None;
     let table = |period: f64| {
         let lo = (0.5 * period).floor().max(1.0) as usize;
         let hi = (2.5 * period).ceil() as usize;
