@@ -439,7 +439,14 @@ pub(super) fn cpu_stream(
     let below = u64::MAX / every;
     let mut keys: StackMap<u32> = StackMap::default();
     let mut labels: Vec<Vec<u32>> = vec![Vec::new(); labellings.len()];
-    let mut events = Vec::new();
+    // Made as large as it will be (doubling, 10^7 samples took room for
+    // 2^24): all of them, or about one in `every` (SipHash keeps a share
+    // that strays by a few thousand from it; 1 % more is room enough).
+    let expected = match every {
+        1 => all,
+        _ => all / every + all / every / 100,
+    };
+    let mut events = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
     samples.for_each(|s| {
         if pid.is_some_and(|p| s.pid != p) {
             return;
