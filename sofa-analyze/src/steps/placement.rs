@@ -99,7 +99,8 @@ type Penalties = (usize, usize, Vec<f64>);
 /// scores its marker value less `offset` (centred, an ordinary stretch
 /// earns nothing), each gap a penalty growing with its log-ratio to the
 /// local period where the gap ends. Per bin it keeps only the gap back to
-/// its best previous start (4 bytes); scores live as long as a gap can
+/// its best previous start (a byte where gaps are under 256 bins: a loop
+/// has ~16 bins a step, 24 at most); scores live as long as a gap can
 /// reach back.
 pub(super) fn place_starts(marker: &[f64], offset: f64, tempo: &Tempo) -> Vec<usize> {
     let n = marker.len();
@@ -128,7 +129,7 @@ pub(super) fn place_starts(marker: &[f64], offset: f64, tempo: &Tempo) -> Vec<us
     let mut score = vec![0.0; reach.min(n)];
     let ring = score.len();
     // The gap to each bin's previous start, 0 for none.
-    let mut gap_back = vec![0u32; n];
+    let mut gap_back = GapBack::new(n, reach);
     for t in 0..n {
         let period = tempo.at(t);
         if current.as_ref().is_none_or(|c| c.0 != period.to_bits()) {
@@ -140,7 +141,7 @@ pub(super) fn place_starts(marker: &[f64], offset: f64, tempo: &Tempo) -> Vec<us
             let v = score[(t - gap) % ring] - penalty[gap];
             if v > best {
                 best = v;
-                gap_back[t] = gap as u32;
+                gap_back.set(t, gap);
             }
         }
         score[t % ring] = (marker[t] - offset) + best;
@@ -150,12 +151,50 @@ pub(super) fn place_starts(marker: &[f64], offset: f64, tempo: &Tempo) -> Vec<us
         return Vec::new();
     };
     let mut starts = vec![t];
-    while gap_back[t] != 0 {
-        t -= gap_back[t] as usize;
+    while gap_back.get(t) != 0 {
+        t -= gap_back.get(t);
         starts.push(t);
     }
     starts.reverse();
     starts
+}
+
+/// Each bin's gap back to its previous start, in as few bytes as the
+/// longest gap needs (a `u32` a bin was 80 MB over a 20,000 s run of 1 ms
+/// bins).
+enum GapBack {
+    Byte(Vec<u8>),
+    Short(Vec<u16>),
+    Long(Vec<u32>),
+}
+
+impl GapBack {
+    /// For `n` bins and gaps shorter than `reach`, all 0.
+    fn new(n: usize, reach: usize) -> GapBack {
+        if reach <= usize::from(u8::MAX) + 1 {
+            GapBack::Byte(vec![0; n])
+        } else if reach <= usize::from(u16::MAX) + 1 {
+            GapBack::Short(vec![0; n])
+        } else {
+            GapBack::Long(vec![0; n])
+        }
+    }
+
+    fn set(&mut self, t: usize, gap: usize) {
+        match self {
+            GapBack::Byte(v) => v[t] = gap as u8,
+            GapBack::Short(v) => v[t] = gap as u16,
+            GapBack::Long(v) => v[t] = gap as u32,
+        }
+    }
+
+    fn get(&self, t: usize) -> usize {
+        match self {
+            GapBack::Byte(v) => usize::from(v[t]),
+            GapBack::Short(v) => usize::from(v[t]),
+            GapBack::Long(v) => v[t] as usize,
+        }
+    }
 }
 
 /// Drops steps at either end of the loop whose make-up (samples of each
@@ -271,6 +310,35 @@ pub(super) fn trim_unlike_ends<I: Iterator<Item = Channel>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gaps_back_keep_the_longest_gap_in_as_few_bytes_as_it_needs() {
+        for (reach, bytes) in [(10, 1), (256, 1), (257, 2), (65_536, 2), (65_537, 4)] {
+            let mut back = GapBack::new(3, reach);
+            let width = match &back {
+                GapBack::Byte(_) => 1,
+                GapBack::Short(_) => 2,
+                GapBack::Long(_) => 4,
+            };
+            assert_eq!(width, bytes, "reach {reach}");
+            back.set(1, reach - 1);
+            assert_eq!((back.get(0), back.get(1), back.get(2)), (0, reach - 1, 0));
+        }
+        // The same starts whatever the width: a marker with a peak every
+        // 300 bins (gaps past a byte) and every 12.
+        for period in [12usize, 300] {
+            let marker: Vec<f64> = (0..period * 20)
+                .map(|t| if t % period == 3 { 5.0 } else { 0.1 })
+                .collect();
+            let tempo = Tempo {
+                period: period as f64,
+                centres: Vec::new(),
+            };
+            let starts = place_starts(&marker, 0.5, &tempo);
+            let want: Vec<usize> = (0..20).map(|k| k * period + 3).collect();
+            assert_eq!(starts, want, "period {period}");
+        }
+    }
 
     /// Steps of 10 ms over `make_up` (the functions sampled in each step,
     /// one sample per ms) through `trim_unlike_ends`, with functions 0..3 as
