@@ -604,7 +604,7 @@ pub(super) fn detect_in(stream: &Stream) -> Steps {
     }
     // Light smoothing (in place: the bin before as it was), then scale so
     // a typical busy bin is 1. (The marker is a bin per sixteenth of a step
-    // over the whole run; the placement adds 4 bytes a bin.)
+    // over the whole run; the placement adds a byte a bin.)
     let mut before: Option<f64> = None;
     for i in 0..m {
         let own = marker[i];
