@@ -25,6 +25,18 @@ pub(crate) fn get(bytes: &[u8], at: &mut usize) -> u64 {
     }
 }
 
+/// Appends a signed `v` (zigzag: small magnitudes of either sign are
+/// small), as the difference of two `u64`s taken with wrapping.
+pub(crate) fn put_signed(bytes: &mut Vec<u8>, v: i64) {
+    put(bytes, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+/// The signed value at `*at` ([`put_signed`]'s).
+pub(crate) fn get_signed(bytes: &[u8], at: &mut usize) -> i64 {
+    let z = get(bytes, at);
+    ((z >> 1) as i64) ^ -((z & 1) as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +63,15 @@ mod tests {
         let back: Vec<u64> = values.iter().map(|_| get(&bytes, &mut at)).collect();
         assert_eq!(back, values);
         assert_eq!(at, bytes.len());
+
+        let signed = [0, -1, 1, -64, 63, -65, i64::MIN, i64::MAX];
+        let mut bytes = Vec::new();
+        for v in signed {
+            put_signed(&mut bytes, v);
+        }
+        assert_eq!(bytes.len(), 1 + 1 + 1 + 1 + 1 + 2 + 10 + 10);
+        let mut at = 0;
+        let back: Vec<i64> = signed.iter().map(|_| get_signed(&bytes, &mut at)).collect();
+        assert_eq!(back, signed);
     }
 }

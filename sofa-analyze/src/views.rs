@@ -632,7 +632,6 @@ pub(crate) fn build(
     if let Some(waits) = i.waits.filter(|w| !w.is_empty()) {
         let mut wait_ids: Vec<Option<u64>> = waits.stack_ids().to_vec();
         wait_ids.sort();
-        wait_ids.dedup();
         let wait_lines = fold_stacks(i.stacks, wait_ids.into_iter());
         let period = i.period_ns.max(1);
         let mut off: HashMap<String, u64> = HashMap::new();

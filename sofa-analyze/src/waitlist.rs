@@ -7,7 +7,7 @@
 //! analysis memory grew by per sample and call.
 
 use crate::fasthash::FastMap;
-use crate::varint::{get, put};
+use crate::varint::{get, get_signed, put, put_signed};
 use crate::waits::Wait;
 use sofa_trace::WaitReason;
 
@@ -120,8 +120,10 @@ impl Builder {
             });
             self.last_start = 0;
         }
-        let delta = w.start_ns.wrapping_sub(self.last_start) as i64;
-        put(&mut list.bytes, ((delta << 1) ^ (delta >> 63)) as u64);
+        put_signed(
+            &mut list.bytes,
+            w.start_ns.wrapping_sub(self.last_start) as i64,
+        );
         put(&mut list.bytes, w.end_ns.wrapping_sub(w.start_ns));
         let next = list.stacks.len() as u64;
         let stack = *self.stack_index.entry(w.stack_id).or_insert_with(|| {
@@ -179,9 +181,9 @@ impl Iterator for Iter<'_> {
         self.left -= 1;
         let run = self.list.runs[self.run];
         let bytes = &self.list.bytes;
-        let z = get(bytes, &mut self.at);
-        let delta = ((z >> 1) as i64) ^ -((z & 1) as i64);
-        let start_ns = self.start.wrapping_add(delta as u64);
+        let start_ns = self
+            .start
+            .wrapping_add(get_signed(bytes, &mut self.at) as u64);
         let end_ns = start_ns.wrapping_add(get(bytes, &mut self.at));
         let stack_id = self.list.stacks[get(bytes, &mut self.at) as usize];
         let flags = bytes[self.at];

@@ -1205,16 +1205,17 @@ pub(crate) mod tests {
         assert_eq!(steps.count, 0, "{:?}", steps.period_ns);
     }
 
+    /// The waits packed, as analysis gives them to the detector.
+    fn list(waits: &[crate::waits::Wait]) -> crate::WaitList {
+        crate::WaitList::from(waits)
+    }
+
     /// Waits of a loop of `lengths` ms steps after `setup` ms of random
     /// sleeps: the main thread (tid 1) blocks for its next batch at each
     /// step's start, two pool threads (2, 3) park on a futex after the
     /// parallel region two thirds in, all jittered by up to a millisecond;
     /// and preemptions every 4-6 ms on every thread (time slices beside a
     /// busy neighbour), which are not the program's rhythm.
-    fn list(waits: &[crate::waits::Wait]) -> crate::WaitList {
-        crate::WaitList::from(waits)
-    }
-
     fn wait_rows(lengths: &[u64], setup: u64) -> Vec<crate::waits::Wait> {
         use sofa_trace::WaitReason;
         let mut next = xorshift(0x9e3779b97f4a7c15);
